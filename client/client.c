@@ -1,0 +1,491 @@
+/* libchimaera_client: attach, per-thread lanes, submit, futures. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chimaera/client.h>
+
+#include "client_internal.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/time_util.h"
+#include "transport/futex.h"
+#include "transport/ipc.h"
+
+#define WAIT_SPIN_NS 20000ull	       /* spin this long before sleeping on the futex */
+#define WAIT_SLICE_NS 100000000ull     /* then check the runtime is alive this often */
+#define ATTACH_TIMEOUT_MS 5000
+#define CONNECT_RETRY_US 50000
+
+/* ---- liveness ---- */
+
+/* Has the runtime hung up? One poll() on the socket; sticky once true. */
+static int runtime_dead(struct chi_client *c)
+{
+	if (atomic_load_explicit(&c->dead, memory_order_relaxed))
+		return 1;
+	struct pollfd pfd = { .fd = c->sock, .events = POLLIN | POLLRDHUP };
+	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR))) {
+		atomic_store_explicit(&c->dead, 1, memory_order_relaxed);
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- lanes ---- */
+
+static void release_lane(void *arg)
+{
+	struct client_lane *lane = arg;
+	atomic_store_explicit(&lane->owned, 0, memory_order_release);
+}
+
+struct client_lane *client_my_lane(struct chi_client *c, int *err)
+{
+	struct client_lane *lane = pthread_getspecific(c->lane_key);
+	if (lane)
+		return lane;
+	pthread_mutex_lock(&c->lane_lock);
+	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
+		if (atomic_load_explicit(&c->lanes[i].owned, memory_order_acquire))
+			continue;
+		lane = &c->lanes[i];
+		atomic_store_explicit(&lane->owned, 1, memory_order_relaxed);
+		/* Pick up where the lane's previous owner left the ring. */
+		chi_ring_producer_init(&lane->prod, chi_seg_lane(c->base, &c->layout, i),
+				       c->layout.lane_depth);
+		break;
+	}
+	pthread_mutex_unlock(&c->lane_lock);
+	if (!lane) {
+		*err = -EMFILE;
+		return NULL;
+	}
+	pthread_setspecific(c->lane_key, lane);
+	return lane;
+}
+
+/* ---- connect ---- */
+
+static int resolve_target(const struct chi_client_opts *opts, char *path, size_t len,
+			  int *wait_s)
+{
+	struct chi_config cfg;
+	char err[1024], dir[PATH_MAX];
+	int rc;
+
+	if (opts && opts->config_path) {
+		chi_config_defaults(&cfg);
+		rc = chi_config_load_file(&cfg, opts->config_path, err, sizeof(err));
+	} else {
+		rc = chi_config_load_default(&cfg, err, sizeof(err));
+	}
+	if (rc) {
+		CHI_LOG_ERROR("chi_client_connect: %s", err);
+		return -EINVAL;
+	}
+	chi_config_fini(&cfg);
+	if (opts && opts->port)
+		cfg.port = opts->port;
+	chi_config_run_dir(&cfg, dir, sizeof(dir));
+	if (chi_ipc_socket_path(dir, cfg.port, path, len))
+		return -ENAMETOOLONG;
+
+	*wait_s = 0;
+	if (opts && opts->wait_server_set) {
+		*wait_s = opts->wait_server_s;
+	} else if (getenv("CHI_WAIT_SERVER")) {
+		const char *v = getenv("CHI_WAIT_SERVER");
+		uint64_t s;
+		if (!strcmp(v, "-1"))
+			*wait_s = -1;
+		else if (chi_parse_u64(v, &s) == 0 && s <= 86400)
+			*wait_s = (int)s;
+		else {
+			CHI_LOG_ERROR("CHI_WAIT_SERVER='%s': expected seconds, 0 or -1", v);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int connect_with_wait(const char *path, int wait_s)
+{
+	uint64_t deadline = chi_now_ns() + (uint64_t)(wait_s > 0 ? wait_s : 0) * 1000000000ull;
+	for (;;) {
+		int fd = chi_ipc_connect(path);
+		if (fd >= 0 || (fd != -ENOENT && fd != -ECONNREFUSED))
+			return fd;
+		if (wait_s == 0 || (wait_s > 0 && chi_now_ns() >= deadline))
+			return fd;
+		usleep(CONNECT_RETRY_US);
+	}
+}
+
+static int attach(struct chi_client *c, int *memfd)
+{
+	struct chi_ipc_request req = { CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_ATTACH };
+	struct chi_ipc_reply r;
+	int fds[CHI_IPC_MAX_FDS], nfds = 0;
+
+	int rc = chi_ipc_send(c->sock, &req, sizeof(req), NULL, 0);
+	if (rc)
+		return rc;
+	rc = chi_ipc_recv(c->sock, &r, sizeof(r), fds, &nfds, CHI_IPC_MAX_FDS, ATTACH_TIMEOUT_MS);
+	if (rc == 0)
+		return -ECONNRESET;
+	if (rc < 0)
+		return rc;
+	if (rc != (int)sizeof(r) || r.magic != CHI_IPC_MAGIC)
+		rc = -EPROTO;
+	else if (r.status != 0) {
+		CHI_LOG_ERROR("runtime refused to attach us: %s", r.message);
+		rc = r.status;
+	} else if (nfds < 2 || (uint32_t)nfds != r.num_fds || r.info.num_workers != (uint32_t)nfds - 1)
+		rc = -EPROTO;
+	if (rc < 0) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return rc;
+	}
+	*memfd = fds[0];
+	c->num_workers = (uint32_t)nfds - 1;
+	c->doorbells = malloc(sizeof(int) * c->num_workers);
+	if (!c->doorbells) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return -ENOMEM;
+	}
+	memcpy(c->doorbells, fds + 1, sizeof(int) * c->num_workers);
+	c->info.runtime_pid = r.info.pid;
+	c->info.segment_size = r.seg_size;
+	return 0;
+}
+
+static int map_segment(struct chi_client *c, int memfd)
+{
+	struct stat st;
+
+	if (fstat(memfd, &st) != 0 || (uint64_t)st.st_size != c->info.segment_size)
+		return -EPROTO;
+	c->base = mmap(NULL, c->info.segment_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (c->base == MAP_FAILED) {
+		c->base = NULL;
+		return -errno;
+	}
+	c->hdr = c->base;
+	if (chi_seg_header_check(c->hdr, c->info.segment_size) != 0 ||
+	    c->hdr->num_workers != c->num_workers)
+		return -EPROTO;
+	c->layout = c->hdr->layout;
+	return 0;
+}
+
+static int init_lanes(struct chi_client *c)
+{
+	c->lanes = calloc(c->layout.num_lanes, sizeof(*c->lanes));
+	if (!c->lanes)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
+		struct client_lane *lane = &c->lanes[i];
+		lane->client = c;
+		lane->index = i;
+		lane->doorbell = c->doorbells[c->hdr->lane_worker[i]];
+		arena_init(lane, &c->layout);
+	}
+	c->info.client_id = c->hdr->client_id;
+	c->info.num_workers = c->num_workers;
+	c->info.num_lanes = c->layout.num_lanes;
+	c->info.lane_depth = c->layout.lane_depth;
+	return 0;
+}
+
+int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **out)
+{
+	char path[PATH_MAX];
+	int wait_s, memfd = -1, rc;
+
+	chi_log_init_from_env(CHI_LOG_LEVEL_WARN);
+	rc = resolve_target(opts, path, sizeof(path), &wait_s);
+	if (rc)
+		return rc;
+	struct chi_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lane_lock, NULL);
+	if (pthread_key_create(&c->lane_key, release_lane) != 0) {
+		rc = -EAGAIN;
+		goto err_free;
+	}
+	c->sock = connect_with_wait(path, wait_s);
+	if (c->sock < 0) {
+		rc = c->sock;
+		goto err_key;
+	}
+	rc = attach(c, &memfd);
+	if (rc)
+		goto err_sock;
+	rc = map_segment(c, memfd);
+	close(memfd);
+	if (rc)
+		goto err_unmap;
+	rc = init_lanes(c);
+	if (rc)
+		goto err_unmap;
+	*out = c;
+	return 0;
+
+err_unmap:
+	if (c->base)
+		munmap(c->base, c->info.segment_size);
+	for (uint32_t i = 0; c->doorbells && i < c->num_workers; i++)
+		close(c->doorbells[i]);
+	free(c->doorbells);
+err_sock:
+	close(c->sock);
+err_key:
+	pthread_key_delete(c->lane_key);
+err_free:
+	pthread_mutex_destroy(&c->lane_lock);
+	free(c);
+	return rc;
+}
+
+void chi_client_disconnect(struct chi_client *c)
+{
+	if (!c)
+		return;
+	pthread_key_delete(c->lane_key);
+	close(c->sock); /* the runtime sees the hang-up and reclaims our segment */
+	munmap(c->base, c->info.segment_size);
+	for (uint32_t i = 0; i < c->num_workers; i++)
+		close(c->doorbells[i]);
+	free(c->doorbells);
+	free(c->lanes);
+	pthread_mutex_destroy(&c->lane_lock);
+	free(c);
+}
+
+int chi_client_info(struct chi_client *c, struct chi_client_info *out)
+{
+	*out = c->info;
+	return 0;
+}
+
+/* ---- tasks and buffers ---- */
+
+int chi_task_alloc(struct chi_client *c, uint32_t params_size, struct chi_task **out)
+{
+	int err = 0;
+	struct client_lane *lane = client_my_lane(c, &err);
+	if (!lane)
+		return err;
+	struct chi_task *t = arena_alloc(lane, (uint64_t)CHI_TASK_HEADER_SIZE + params_size);
+	if (!t)
+		return -ENOMEM;
+	memset(t, 0, CHI_TASK_HEADER_SIZE + (size_t)params_size);
+	t->params_size = params_size;
+	t->query = chi_query_local();
+	*out = t;
+	return 0;
+}
+
+void chi_task_free(struct chi_client *c, struct chi_task *t)
+{
+	if (t)
+		arena_free(c, pthread_getspecific(c->lane_key), t);
+}
+
+void *chi_buf_alloc(struct chi_client *c, size_t size)
+{
+	int err = 0;
+	struct client_lane *lane = client_my_lane(c, &err);
+	return lane ? arena_alloc(lane, size) : NULL;
+}
+
+void chi_buf_free(struct chi_client *c, void *buf)
+{
+	if (buf)
+		arena_free(c, pthread_getspecific(c->lane_key), buf);
+}
+
+int chi_bulk_from_ptr(struct chi_client *c, const void *buf, uint64_t len, struct chi_bulk *out)
+{
+	uint64_t off = (uint64_t)((const char *)buf - (const char *)c->base);
+	if ((const char *)buf < (const char *)c->base ||
+	    !chi_seg_range(c->base, &c->layout, off, len))
+		return -EINVAL;
+	out->offset = off;
+	out->length = len;
+	return 0;
+}
+
+void *chi_bulk_ptr(struct chi_client *c, const struct chi_bulk *bulk)
+{
+	return chi_seg_range(c->base, &c->layout, bulk->offset, bulk->length);
+}
+
+/* ---- submit ---- */
+
+static int task_offset(struct chi_client *c, struct chi_task *t, uint32_t *off)
+{
+	uint64_t o = (uint64_t)((char *)t - (char *)c->base);
+	if ((char *)t < (char *)c->base || o % CHI_CACHE_LINE ||
+	    !chi_seg_range(c->base, &c->layout, o, CHI_TASK_HEADER_SIZE + (uint64_t)t->params_size))
+		return -EINVAL;
+	*off = (uint32_t)o;
+	return 0;
+}
+
+static int check_runtime(struct chi_client *c)
+{
+	if (atomic_load_explicit(&c->dead, memory_order_relaxed))
+		return -ECONNRESET;
+	if (atomic_load_explicit(&c->hdr->runtime_state, memory_order_acquire) != CHI_SEG_RUNNING)
+		return -ESHUTDOWN;
+	return 0;
+}
+
+static void ring_doorbell(struct client_lane *lane)
+{
+	uint64_t one = 1;
+	if (write(lane->doorbell, &one, sizeof(one)) < 0)
+		CHI_LOG_ERROR("doorbell write failed: %s", strerror(errno));
+}
+
+/* Wait for room in a full lane; the worker is running (it drains the lane), unless the
+ * runtime died, which we check every millisecond. */
+static int wait_for_room(struct chi_client *c, struct client_lane *lane, uint32_t want)
+{
+	uint64_t next_check = chi_now_ns() + 1000000ull;
+	while (chi_ring_free_slots(&lane->prod, want) < want) {
+		/* The worker may be asleep holding nothing: make sure it looks at the lane. */
+		if (chi_ring_publish(&lane->prod))
+			ring_doorbell(lane);
+		chi_cpu_relax();
+		if (chi_now_ns() > next_check) {
+			if (runtime_dead(c))
+				return -ECONNRESET;
+			int rc = check_runtime(c);
+			if (rc)
+				return rc;
+			sched_yield();
+			next_check = chi_now_ns() + 1000000ull;
+		}
+	}
+	return 0;
+}
+
+int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
+		     struct chi_future *out)
+{
+	int err = 0, done = 0;
+	struct client_lane *lane = client_my_lane(c, &err);
+
+	if (!lane)
+		return err;
+	err = check_runtime(c);
+	while (err == 0 && done < n) {
+		uint32_t off;
+		struct chi_task *t = tasks[done];
+		uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_relaxed);
+		if (task_offset(c, t, &off) != 0 || (st != CHI_TASK_NEW && st != CHI_TASK_DONE)) {
+			err = -EINVAL;
+			break;
+		}
+		if (chi_ring_free_slots(&lane->prod, 1) == 0) {
+			/* Publish what we have before waiting so the worker can drain it. */
+			if (chi_ring_publish(&lane->prod))
+				ring_doorbell(lane);
+			err = wait_for_room(c, lane, 1);
+			if (err)
+				break;
+		}
+		t->rc = 0;
+		atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
+				      memory_order_relaxed);
+		chi_ring_stage(&lane->prod, off); /* published below, with release order */
+		out[done].task = t;
+		out[done].client = c;
+		done++;
+	}
+	if (done && chi_ring_publish(&lane->prod))
+		ring_doorbell(lane);
+	return done ? done : err;
+}
+
+int chi_submit(struct chi_client *c, struct chi_task *t, struct chi_future *out)
+{
+	int rc = chi_submit_batch(c, &t, 1, out);
+	return rc == 1 ? 0 : rc;
+}
+
+/* ---- futures ---- */
+
+static inline int task_done(struct chi_task *t, int *rc)
+{
+	/* A3: pairs with R3 in the runtime's rt_task_complete. */
+	uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_acquire);
+	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_DONE)
+		return 0;
+	*rc = t->rc;
+	return 1;
+}
+
+int chi_test(struct chi_future *f)
+{
+	int rc;
+	if (task_done(f->task, &rc))
+		return 1;
+	/* A syscall per poll would be ruinous; look at the socket now and then. */
+	uint32_t n = atomic_fetch_add_explicit(&f->client->test_calls, 1, memory_order_relaxed);
+	if ((n & 1023) == 0 && runtime_dead(f->client))
+		return task_done(f->task, &rc) ? 1 : -ECONNRESET;
+	return 0;
+}
+
+int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
+{
+	struct chi_task *t = f->task;
+	_Atomic uint32_t *state = (_Atomic uint32_t *)&t->state;
+	uint64_t start = chi_now_ns(), now = start;
+	int rc;
+
+	while (now - start < WAIT_SPIN_NS && now - start < timeout_ns) {
+		for (int i = 0; i < 64; i++) {
+			if (task_done(t, &rc))
+				return rc;
+			chi_cpu_relax();
+		}
+		now = chi_now_ns();
+	}
+	for (;;) {
+		if (task_done(t, &rc))
+			return rc;
+		now = chi_now_ns();
+		if (now - start >= timeout_ns)
+			return -ETIMEDOUT;
+		uint32_t st = atomic_load_explicit(state, memory_order_relaxed);
+		if (!(st & CHI_TASK_WAITER) &&
+		    !atomic_compare_exchange_strong_explicit(state, &st, st | CHI_TASK_WAITER,
+							     memory_order_relaxed,
+							     memory_order_relaxed))
+			continue; /* state changed: maybe done */
+		uint64_t slice = timeout_ns - (now - start);
+		if (slice > WAIT_SLICE_NS)
+			slice = WAIT_SLICE_NS;
+		struct timespec ts = chi_ns_to_timespec(slice);
+		rc = chi_futex_wait(state, st | CHI_TASK_WAITER, &ts);
+		if (rc == -ETIMEDOUT && runtime_dead(f->client))
+			return task_done(t, &rc) ? rc : -ECONNRESET;
+	}
+}
+
+int chi_wait(struct chi_future *f)
+{
+	return chi_wait_timeout(f, UINT64_MAX);
+}

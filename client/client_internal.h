@@ -1,0 +1,60 @@
+/* Client library internals: the per-thread lane and its arena allocator. */
+#ifndef CHI_CLIENT_INTERNAL_H
+#define CHI_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <chimaera/client.h>
+
+#include "transport/shm_ring.h"
+#include "transport/shm_segment.h"
+
+/* Arena blocks are powers of two from 128 B; a 64-byte block header precedes the payload so
+ * that every task header starts on its own cache line. */
+#define ARENA_MIN_SHIFT 7
+#define ARENA_CLASSES 32
+#define ARENA_HDR 64u
+
+struct client_lane {
+	struct chi_client *client;
+	uint32_t index;
+	_Atomic int owned; /* a thread has claimed this lane */
+	struct chi_ring_producer prod;
+	int doorbell;
+
+	/* Arena: only the owning thread bumps and uses free_list; other threads hand blocks
+	 * back through remote_free (push one / take all, so no ABA). Offsets, 0 = none. */
+	uint64_t arena_lo;
+	uint64_t arena_hi;
+	uint64_t bump;
+	uint64_t free_list[ARENA_CLASSES];
+	_Atomic uint64_t remote_free;
+};
+
+struct chi_client {
+	int sock;
+	void *base;
+	struct chi_seg_header *hdr;
+	struct chi_seg_layout layout;
+	int *doorbells;
+	uint32_t num_workers;
+	struct client_lane *lanes;
+	pthread_key_t lane_key;
+	pthread_mutex_t lane_lock;
+	_Atomic int dead;
+	_Atomic uint32_t test_calls;
+	struct chi_client_info info;
+};
+
+/* arena.c */
+void arena_init(struct client_lane *lane, const struct chi_seg_layout *l);
+void *arena_alloc(struct client_lane *lane, uint64_t size);
+/* Called by any thread; @mine is the calling thread's lane (may be NULL). */
+void arena_free(struct chi_client *c, struct client_lane *mine, void *ptr);
+
+/* client.c */
+struct client_lane *client_my_lane(struct chi_client *c, int *err);
+
+#endif

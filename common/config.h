@@ -1,0 +1,105 @@
+/* The runtime configuration: built-in defaults, overridden by a YAML file (libyaml).
+ *
+ * Lookup order when no file is named: CHI_SERVER_CONF, WRP_RUNTIME_CONF,
+ * ~/.chimaera/chimaera.yaml, else built-in defaults. Every key is listed in docs/config.md.
+ * Errors name file:line:column and the key; unknown keys and upstream keys that mean nothing
+ * here are warned about, never fatal. */
+#ifndef CHI_COMMON_CONFIG_H
+#define CHI_COMMON_CONFIG_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <chimaera/task.h>
+
+#define CHI_CONFIG_MAX_CPUS 256
+#define CHI_CONFIG_MAX_WORKERS 128
+#define CHI_CONFIG_NAME_LEN 256
+
+struct chi_compose_entry {
+	char mod_name[CHI_CONFIG_NAME_LEN];
+	char pool_name[CHI_CONFIG_NAME_LEN];
+	char pool_query[CHI_CONFIG_NAME_LEN];
+	struct chi_pool_query query;
+	struct chi_pool_id pool_id;
+	int has_pool_id;
+	int restart;
+	int line; /* 1-based line of the entry in its file, for error messages */
+};
+
+struct chi_config {
+	char source[PATH_MAX]; /* file it came from; "" for built-in defaults */
+
+	/* runtime */
+	uint32_t num_threads;
+	uint32_t queue_depth;
+	char local_sched[64];
+	uint64_t first_busy_wait_us;
+	char conf_dir[PATH_MAX];
+	char run_dir[PATH_MAX]; /* "" means /tmp/chimaera-<euid> */
+	uint64_t stack_size;
+	int cpus[CHI_CONFIG_MAX_CPUS];
+	uint32_t num_cpus; /* 0: choose automatically */
+	int numa_node;	   /* -1: automatic */
+
+	/* memory */
+	uint64_t client_data_segment_size;
+	uint32_t lanes_per_client;
+
+	/* networking */
+	int port;
+	uint32_t neighborhood_size;
+	char hostfile[PATH_MAX];
+	uint64_t wait_for_restart_s;
+	char transport[16];
+	char rdma_device[64];
+
+	/* logging */
+	int log_level;
+	char log_file[PATH_MAX];
+
+	struct chi_compose_entry *compose; /* owned; freed by chi_config_fini() */
+	uint32_t num_compose;
+};
+
+void chi_config_defaults(struct chi_config *cfg);
+void chi_config_fini(struct chi_config *cfg);
+
+/**
+ * Find the config file by the lookup order.
+ * @return 1 with @p path filled, 0 when none applies (use defaults), -ENOENT when an
+ *         environment variable names a file that does not exist (with @p path filled).
+ */
+int chi_config_locate(char *path, size_t len);
+
+/**
+ * Apply @p path on top of @p cfg (call chi_config_defaults() first).
+ * @param err Filled with "file:line:column: key: problem" on failure.
+ * @return 0, -ENOENT / -EACCES (unreadable), -EINVAL (malformed file or bad value).
+ */
+int chi_config_load_file(struct chi_config *cfg, const char *path, char *err, size_t err_len);
+
+/** Parse YAML text (for tests and fuzzing); @p name is used in messages. */
+int chi_config_load_string(struct chi_config *cfg, const char *name, const char *text,
+			   size_t len, char *err, size_t err_len);
+
+/** Defaults, then the located file (if any), then CHI_PORT. */
+int chi_config_load_default(struct chi_config *cfg, char *err, size_t err_len);
+
+/** Print the effective config as YAML. */
+void chi_config_dump(const struct chi_config *cfg, FILE *out);
+
+/** The run directory (socket and lock file) this config implies. */
+void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len);
+
+/**
+ * Parse a size: a number with an optional B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB suffix
+ * (case-insensitive, powers of 1024). @return 0 or -EINVAL (junk, overflow).
+ */
+int chi_parse_size(const char *s, uint64_t *out);
+
+/** Parse a non-negative integer with nothing after it. @return 0, -EINVAL or -ERANGE. */
+int chi_parse_u64(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,76 @@
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+int chi_log_threshold = CHI_LOG_LEVEL_WARN;
+
+static FILE *log_file;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int chi_log_level_parse(const char *s)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} names[] = {
+		{ "debug", CHI_LOG_LEVEL_DEBUG }, { "info", CHI_LOG_LEVEL_INFO },
+		{ "warn", CHI_LOG_LEVEL_WARN },	  { "warning", CHI_LOG_LEVEL_WARN },
+		{ "error", CHI_LOG_LEVEL_ERROR }, { "fatal", CHI_LOG_LEVEL_ERROR },
+	};
+	for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(s, names[i].name) == 0)
+			return names[i].level;
+	return -EINVAL;
+}
+
+void chi_log_init_from_env(int dflt)
+{
+	const char *env = getenv("CHI_LOG_LEVEL");
+	if (!env)
+		env = getenv("HSHM_LOG_LEVEL");
+	int lvl = env ? chi_log_level_parse(env) : -EINVAL;
+	chi_log_threshold = lvl >= 0 ? lvl : dflt;
+}
+
+int chi_log_set_file(const char *path)
+{
+	FILE *f = fopen(path, "ae");
+	if (!f)
+		return -errno;
+	setvbuf(f, NULL, _IOLBF, 0);
+	pthread_mutex_lock(&log_lock);
+	if (log_file)
+		fclose(log_file);
+	log_file = f;
+	pthread_mutex_unlock(&log_lock);
+	return 0;
+}
+
+void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
+{
+	static const char *tags[] = { "ERROR", "WARN", "INFO", "DEBUG" };
+	struct timespec ts;
+	struct tm tm;
+	char msg[1024];
+	va_list ap;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	localtime_r(&ts.tv_sec, &tm);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	const char *base = strrchr(file, '/');
+	pthread_mutex_lock(&log_lock);
+	FILE *out = log_file ? log_file : stderr;
+	fprintf(out, "%02d:%02d:%02d.%03ld chimaera[%d] %s %s:%d: %s\n", tm.tm_hour, tm.tm_min,
+		tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(), tags[level & 3],
+		base ? base + 1 : file, line, msg);
+	pthread_mutex_unlock(&log_lock);
+}

@@ -1,0 +1,99 @@
+/**
+ * @file admin.h
+ * The built-in admin pool (1.0): method ids, parameter layouts and typed client wrappers.
+ *
+ * Method numbering follows upstream: 0 Create, 1 Destroy, 9 Monitor, module methods from 10.
+ * Noop, Echo, Sleep and Stats exist to exercise and measure the task path.
+ */
+#ifndef CHIMAERA_ADMIN_H
+#define CHIMAERA_ADMIN_H
+
+#include <stdint.h>
+
+#include "client.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CHI_ADMIN_POOL_MAJOR 1u
+#define CHI_ADMIN_POOL_MINOR 0u
+
+enum chi_admin_method {
+	CHI_ADMIN_CREATE = 0,
+	CHI_ADMIN_DESTROY = 1,
+	CHI_ADMIN_MONITOR = 9,
+	CHI_ADMIN_GET_OR_CREATE_POOL = 10,
+	CHI_ADMIN_DESTROY_POOL = 11,
+	CHI_ADMIN_STOP_RUNTIME = 12,
+	CHI_ADMIN_FLUSH = 13,
+	CHI_ADMIN_NOOP = 20,  /**< no parameters; completes at once */
+	CHI_ADMIN_ECHO = 21,  /**< struct chi_admin_echo_params */
+	CHI_ADMIN_SLEEP = 22, /**< struct chi_admin_sleep_params; never blocks a worker */
+	CHI_ADMIN_STATS = 23, /**< struct chi_admin_stats (output) */
+};
+
+/** Echo: the runtime copies in.length bytes from @c in to @c out (out.length >= in.length). */
+struct chi_admin_echo_params {
+	struct chi_bulk in;
+	struct chi_bulk out;
+};
+
+/** Sleep: complete after @c usec microseconds (at most 3600 s). The worker keeps serving
+ *  other tasks meanwhile. */
+struct chi_admin_sleep_params {
+	uint64_t usec;
+};
+
+#define CHI_ADMIN_STATS_MAX_WORKERS 64
+
+/** Stats: filled by the runtime. */
+struct chi_admin_stats {
+	int32_t pid;
+	uint32_t num_workers;
+	uint32_t num_clients;
+	uint32_t reserved;
+	uint64_t uptime_ns;
+	uint64_t tasks_completed;     /**< all workers, since start */
+	uint64_t tasks_failed;	      /**< completed with rc != 0 */
+	uint64_t bad_submissions;     /**< lane entries rejected as malformed */
+	uint64_t clients_reclaimed;   /**< clients whose lanes and arena were reclaimed */
+	uint64_t worker_tasks[CHI_ADMIN_STATS_MAX_WORKERS];
+	uint64_t worker_sleeps[CHI_ADMIN_STATS_MAX_WORKERS];
+};
+
+/**
+ * Submit a Noop to the admin pool.
+ * @param out Future; its task is freed by chi_admin_finish() or chi_task_free().
+ * @return 0 or an error of chi_task_alloc() / chi_submit().
+ */
+CHI_API int chi_admin_noop_async(struct chi_client *client, struct chi_future *out);
+
+/**
+ * Submit an Echo of @p len bytes of @p data. The task and both buffers live in one arena
+ * allocation; read the result with chi_admin_echo_output() after the wait.
+ * @return 0, -EINVAL (len too large for a task), or an error of chi_task_alloc()/chi_submit().
+ */
+CHI_API int chi_admin_echo_async(struct chi_client *client, const void *data, uint32_t len,
+			 struct chi_future *out);
+
+/** After a successful wait on an Echo future: pointer to the echoed bytes (length = input). */
+CHI_API const void *chi_admin_echo_output(struct chi_future *future, uint32_t *len);
+
+/** Submit a Sleep of @p usec microseconds. */
+CHI_API int chi_admin_sleep_async(struct chi_client *client, uint64_t usec, struct chi_future *out);
+
+/** Wait for @p future and free its task. @return the wait's result. */
+CHI_API int chi_admin_finish(struct chi_future *future);
+
+/**
+ * Read the runtime's counters (synchronous).
+ * @return 0 or a negative errno from allocation, submission or the wait.
+ */
+CHI_API int chi_admin_stats(struct chi_client *client, struct chi_admin_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,137 @@
+/**
+ * @file client.h
+ * The client library: attach to the local runtime, allocate tasks in shared memory, submit
+ * them and wait for their futures.
+ *
+ * Threads: one struct chi_client may be used from any number of threads. Each thread gets
+ * its own lane (a single-producer ring to a runtime worker) and its own arena on first use;
+ * the lane returns to the client when the thread exits. Processes: each process connects on
+ * its own; a handle must not cross fork().
+ *
+ * Failure: if the runtime dies, every wait returns -ECONNRESET within about 200 ms and every
+ * later submit returns -ECONNRESET; nothing blocks forever.
+ */
+#ifndef CHIMAERA_CLIENT_H
+#define CHIMAERA_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct chi_client;
+
+/** Connection options; zero/NULL fields take their value from the environment and config. */
+struct chi_client_opts {
+	/** Config file; NULL: CHI_SERVER_CONF, WRP_RUNTIME_CONF, ~/.chimaera/chimaera.yaml. */
+	const char *config_path;
+	/** Runtime port (names the socket); 0: CHI_PORT, then networking.port. */
+	int port;
+	/** Seconds to wait for a runtime that is not up yet; 0 fail at once, -1 forever.
+	 *  Used only when wait_server_set is non-zero; otherwise CHI_WAIT_SERVER, default 0. */
+	int wait_server_s;
+	int wait_server_set;
+};
+
+/** A submitted task. Plain value: copy it freely, wait on it once. */
+struct chi_future {
+	struct chi_task *task;
+	struct chi_client *client;
+};
+
+/**
+ * Attach to the runtime on this node.
+ * @param opts NULL for all defaults.
+ * @param out  The new client; free it with chi_client_disconnect().
+ * @return 0, -ECONNREFUSED / -ENOENT (no runtime on that port), -EACCES (refused by the
+ *         runtime's credential check), -EPROTO (version mismatch or bad reply), -EINVAL (bad
+ *         config or environment value), -ENOMEM.
+ */
+CHI_API int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **out);
+
+/**
+ * Detach and free @p client. Tasks still in flight are completed by the runtime but their
+ * results are lost; wait for the futures you care about first.
+ */
+CHI_API void chi_client_disconnect(struct chi_client *client);
+
+/**
+ * Allocate a task with @p params_size bytes of zeroed parameters in this thread's arena.
+ * @param out The task; chi_task_free() releases it (from any thread).
+ * @return 0, -ENOMEM (arena full), -EMFILE (every lane is taken by another thread),
+ *         -ECONNRESET (runtime gone).
+ */
+CHI_API int chi_task_alloc(struct chi_client *client, uint32_t params_size, struct chi_task **out);
+
+/** Release a task that is not in flight (never submitted, or its future has completed). */
+CHI_API void chi_task_free(struct chi_client *client, struct chi_task *task);
+
+/**
+ * Allocate a bulk buffer in the shared arena (for chi_bulk descriptors).
+ * @return the buffer, or NULL when the arena is full. Free with chi_buf_free().
+ */
+CHI_API void *chi_buf_alloc(struct chi_client *client, size_t size);
+CHI_API void chi_buf_free(struct chi_client *client, void *buf);
+
+/**
+ * Describe @p len bytes at @p buf (inside the shared segment) as a chi_bulk.
+ * @return 0, or -EINVAL if the range is not inside this client's segment.
+ */
+CHI_API int chi_bulk_from_ptr(struct chi_client *client, const void *buf, uint64_t len,
+		      struct chi_bulk *out);
+
+/** Pointer to the bytes of @p bulk, or NULL if it lies outside the segment. */
+CHI_API void *chi_bulk_ptr(struct chi_client *client, const struct chi_bulk *bulk);
+
+/**
+ * Submit @p task (pool, method, query and params already set) to the runtime.
+ * Blocks only while this thread's lane is full.
+ * @return 0 with @p out filled; -EINVAL (task not allocated by this client or already
+ *         submitted), -ECONNRESET (runtime gone), -ESHUTDOWN (runtime stopping).
+ */
+CHI_API int chi_submit(struct chi_client *client, struct chi_task *task, struct chi_future *out);
+
+/**
+ * Submit @p n tasks with one wake-up of the worker.
+ * @return number submitted (== n on success); on error the count so far if any were
+ *         submitted, else a negative errno as chi_submit().
+ */
+CHI_API int chi_submit_batch(struct chi_client *client, struct chi_task *const *tasks, int n,
+		     struct chi_future *out);
+
+/**
+ * Wait for completion: spin briefly, then sleep on the task's futex.
+ * @return the task's rc (0 or the -errno the method gave) or -ECONNRESET if the runtime
+ *         died before completing it.
+ */
+CHI_API int chi_wait(struct chi_future *future);
+
+/** As chi_wait(), giving up after @p timeout_ns: then -ETIMEDOUT and the task stays in
+ *  flight (wait again later; do not free it). */
+CHI_API int chi_wait_timeout(struct chi_future *future, uint64_t timeout_ns);
+
+/** @return 1 when complete, 0 while pending, -ECONNRESET if the runtime died. */
+CHI_API int chi_test(struct chi_future *future);
+
+/** Runtime facts reported at attach. */
+struct chi_client_info {
+	uint32_t client_id;
+	uint32_t num_workers;
+	uint32_t num_lanes;
+	uint32_t lane_depth;
+	uint64_t segment_size;
+	int runtime_pid;
+};
+
+/** Fill @p out with what the runtime reported at attach. @return 0. */
+CHI_API int chi_client_info(struct chi_client *client, struct chi_client_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,129 @@
+/* The built-in admin pool (1.0): one container on this node, and the dispatch of tasks to it.
+ *
+ * Until the module system lands (issue 3) this is the only pool. Its methods exercise and
+ * measure the task path: Noop, Echo (bulk in -> bulk out), Sleep (a timer, never a blocked
+ * worker) and Stats. Methods that manage pools answer -ENOSYS until then. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <chimaera/admin.h>
+
+#include "common/time_util.h"
+#include "runtime_internal.h"
+
+#define MAX_SLEEP_US (3600ull * 1000000ull)
+
+/* Does @q resolve to the admin pool's single container (id 0 on node 0)? */
+static int route_single_container(const struct chi_pool_query *q)
+{
+	switch (q->mode) {
+	case CHI_QUERY_LOCAL:
+	case CHI_QUERY_DYNAMIC:
+	case CHI_QUERY_BROADCAST:
+	case CHI_QUERY_DIRECT_HASH:
+		return 0;
+	case CHI_QUERY_DIRECT_ID:
+		return q->a == 0 ? 0 : -ENXIO;
+	case CHI_QUERY_RANGE:
+		return q->a == 0 && q->b >= 1 ? 0 : -ENXIO;
+	case CHI_QUERY_PHYSICAL:
+		return q->a == 0 ? 0 : -EHOSTUNREACH;
+	default:
+		return -EINVAL;
+	}
+}
+
+static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *params)
+{
+	struct chi_admin_echo_params p;
+
+	if (hdr->params_size < sizeof(p))
+		return -EINVAL;
+	memcpy(&p, params, sizeof(p)); /* one read of untrusted descriptors */
+	void *in = chi_seg_range(c->base, &c->layout, p.in.offset, p.in.length);
+	void *out = chi_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
+	if (!in || !out || p.out.length < p.in.length)
+		return -EFAULT;
+	memmove(out, in, p.in.length);
+	return 0;
+}
+
+static int admin_sleep(struct worker *w, struct rt_client *c, struct chi_task *task,
+		       const struct chi_task *hdr, void *params)
+{
+	struct chi_admin_sleep_params p;
+
+	if (hdr->params_size < sizeof(p))
+		return -EINVAL;
+	memcpy(&p, params, sizeof(p));
+	if (p.usec > MAX_SLEEP_US)
+		return -EINVAL;
+	if (p.usec == 0)
+		return 0;
+	int rc = rt_timer_add(w, c, task, chi_now_ns() + p.usec * 1000ull);
+	return rc ? rc : RT_TASK_PENDING;
+}
+
+static int admin_stats(struct worker *w, const struct chi_task *hdr, void *params)
+{
+	struct runtime *rt = w->rt;
+	struct chi_admin_stats s;
+
+	if (hdr->params_size < sizeof(s))
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	s.pid = (int32_t)getpid();
+	s.num_workers = rt->num_workers;
+	s.uptime_ns = chi_now_ns() - rt->start_ns;
+	s.clients_reclaimed = atomic_load_explicit(&rt->clients_reclaimed, memory_order_relaxed);
+	s.bad_submissions = atomic_load_explicit(&rt->bad_submissions, memory_order_relaxed);
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		struct worker *o = &rt->workers[i];
+		uint64_t run = atomic_load_explicit(&o->tasks_run, memory_order_relaxed);
+		s.tasks_completed += run;
+		s.tasks_failed += atomic_load_explicit(&o->tasks_failed, memory_order_relaxed);
+		if (i < CHI_ADMIN_STATS_MAX_WORKERS) {
+			s.worker_tasks[i] = run;
+			s.worker_sleeps[i] = atomic_load_explicit(&o->sleeps, memory_order_relaxed);
+		}
+	}
+	/* Read by a worker while the control thread changes it: a snapshot is good enough. */
+	s.num_clients = atomic_load_explicit((_Atomic uint32_t *)&rt->num_clients,
+					     memory_order_relaxed);
+	memcpy(params, &s, sizeof(s));
+	return 0;
+}
+
+int rt_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
+		const struct chi_task *hdr, void *params)
+{
+	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
+		return -ENOENT; /* no such pool */
+	int rc = route_single_container(&hdr->query);
+	if (rc)
+		return rc;
+
+	switch (hdr->method) {
+	case CHI_ADMIN_NOOP:
+		return 0;
+	case CHI_ADMIN_ECHO:
+		return admin_echo(c, hdr, params);
+	case CHI_ADMIN_SLEEP:
+		return admin_sleep(w, c, task, hdr, params);
+	case CHI_ADMIN_STATS:
+		return admin_stats(w, hdr, params);
+	case CHI_ADMIN_STOP_RUNTIME:
+		rt_request_stop(w->rt);
+		return 0;
+	case CHI_ADMIN_CREATE:
+	case CHI_ADMIN_DESTROY:
+	case CHI_ADMIN_MONITOR:
+	case CHI_ADMIN_GET_OR_CREATE_POOL:
+	case CHI_ADMIN_DESTROY_POOL:
+	case CHI_ADMIN_FLUSH:
+		return -ENOSYS; /* pool management arrives with the module system */
+	default:
+		return -EBADRQC; /* no such method */
+	}
+}

@@ -1,0 +1,290 @@
+/* `chimaera`: the command-line front end.
+ *
+ *   chimaera runtime start [--config F] [--daemon]
+ *   chimaera runtime stop [--config F] [--timeout SECONDS]
+ *   chimaera runtime status [--config F]
+ *   chimaera config check FILE
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/time_util.h"
+#include "runtime_internal.h"
+#include "transport/ipc.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: chimaera runtime start [--config FILE] [--daemon]\n"
+		"       chimaera runtime stop [--config FILE] [--timeout SECONDS]\n"
+		"       chimaera runtime status [--config FILE]\n"
+		"       chimaera config check FILE\n"
+		"\n"
+		"Without --config the file is found through CHI_SERVER_CONF, WRP_RUNTIME_CONF,\n"
+		"~/.chimaera/chimaera.yaml, else built-in defaults. CHI_PORT overrides the port.\n");
+}
+
+struct cli_opts {
+	const char *config;
+	int daemon;
+	int timeout_s;
+};
+
+static int parse_opts(int argc, char **argv, struct cli_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+	uint64_t v;
+
+	o->timeout_s = 10;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "c:dt:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o->config = optarg;
+			break;
+		case 'd':
+			o->daemon = 1;
+			break;
+		case 't':
+			if (chi_parse_u64(optarg, &v) != 0 || v > 3600) {
+				fprintf(stderr, "chimaera: --timeout: expected seconds in [0, 3600]\n");
+				return -EINVAL;
+			}
+			o->timeout_s = (int)v;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "chimaera: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int load_config(const struct cli_opts *o, struct chi_config *cfg)
+{
+	char err[1024];
+	int rc;
+
+	if (o->config) {
+		chi_config_defaults(cfg);
+		rc = chi_config_load_file(cfg, o->config, err, sizeof(err));
+		if (rc == 0 && getenv("CHI_PORT")) {
+			uint64_t p;
+			if (chi_parse_u64(getenv("CHI_PORT"), &p) || p == 0 || p > 65535) {
+				snprintf(err, sizeof(err), "CHI_PORT: expected a port in [1, 65535]");
+				rc = -EINVAL;
+			} else {
+				cfg->port = (int)p;
+			}
+		}
+	} else {
+		rc = chi_config_load_default(cfg, err, sizeof(err));
+	}
+	if (rc)
+		fprintf(stderr, "chimaera: %s\n", err);
+	return rc;
+}
+
+static int socket_path(const struct chi_config *cfg, char *buf, size_t len)
+{
+	char dir[PATH_MAX];
+	chi_config_run_dir(cfg, dir, sizeof(dir));
+	return chi_ipc_socket_path(dir, cfg->port, buf, len);
+}
+
+/* Fork; the child becomes the runtime in a new session, the parent waits for "OK" or
+ * "ERR why" on a pipe so that the command's exit status says whether the runtime is up. */
+static int start_daemon(struct chi_config *cfg)
+{
+	int pfd[2];
+	char msg[600] = "";
+
+	if (pipe2(pfd, O_CLOEXEC) != 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		close(pfd[0]);
+		setsid();
+		int devnull = open("/dev/null", O_RDWR);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			if (!cfg->log_file[0])
+				dup2(devnull, 2);
+			close(devnull);
+		}
+		_exit(rt_run(cfg, pfd[1]) == 0 ? 0 : 1);
+	}
+	close(pfd[1]);
+	ssize_t n, got = 0;
+	while ((n = read(pfd[0], msg + got, sizeof(msg) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(pfd[0]);
+	msg[got > 0 ? got : 0] = '\0';
+	if (strncmp(msg, "OK ", 3) == 0) {
+		msg[strcspn(msg, "\n")] = '\0';
+		printf("chimaera: runtime started (pid %s) on port %d\n", msg + 3, cfg->port);
+		return 0;
+	}
+	waitpid(pid, NULL, 0);
+	fprintf(stderr, "chimaera: runtime failed to start: %s",
+		strncmp(msg, "ERR ", 4) == 0 ? msg + 4 : "it exited without a word\n");
+	return -EIO;
+}
+
+static int cmd_start(struct cli_opts *o)
+{
+	struct chi_config cfg;
+	int rc = load_config(o, &cfg);
+
+	if (rc)
+		return 2;
+	chi_log_init_from_env(cfg.log_level);
+	if (cfg.log_file[0] && (rc = chi_log_set_file(cfg.log_file)) != 0) {
+		fprintf(stderr, "chimaera: logging.file %s: %s\n", cfg.log_file, strerror(-rc));
+		return 2;
+	}
+	rc = o->daemon ? start_daemon(&cfg) : rt_run(&cfg, -1);
+	chi_config_fini(&cfg);
+	return rc == 0 ? 0 : 1;
+}
+
+static int cmd_status(struct cli_opts *o)
+{
+	struct chi_config cfg;
+	struct chi_ipc_reply r;
+	char path[PATH_MAX];
+
+	if (load_config(o, &cfg))
+		return 2;
+	chi_config_fini(&cfg);
+	if (socket_path(&cfg, path, sizeof(path)))
+		return 2;
+	int rc = chi_ipc_call(path, CHI_IPC_STATUS, &r, 5000);
+	if (rc == 0 && r.status != 0)
+		rc = r.status;
+	if (rc) {
+		printf("chimaera: no runtime on port %d (%s: %s)\n", cfg.port, path, strerror(-rc));
+		return 3;
+	}
+	printf("runtime: running\npid: %d\nport: %u\nworkers: %u\nclients: %u\n"
+	       "uptime_s: %.3f\ntasks_completed: %llu\n",
+	       r.info.pid, r.info.port, r.info.num_workers, r.info.num_clients,
+	       (double)r.info.uptime_ns / 1e9, (unsigned long long)r.info.tasks_completed);
+	return 0;
+}
+
+/* The runtime holds an flock on its lock file for its whole life. */
+static int runtime_gone(const char *lock_path)
+{
+	int fd = open(lock_path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 1;
+	int gone = flock(fd, LOCK_SH | LOCK_NB) == 0;
+	close(fd);
+	return gone;
+}
+
+static int cmd_stop(struct cli_opts *o)
+{
+	struct chi_config cfg;
+	struct chi_ipc_reply r;
+	char path[PATH_MAX], lock[PATH_MAX], dir[PATH_MAX];
+
+	if (load_config(o, &cfg))
+		return 2;
+	chi_config_fini(&cfg);
+	chi_config_run_dir(&cfg, dir, sizeof(dir));
+	if (socket_path(&cfg, path, sizeof(path)) || chi_ipc_lock_path(dir, cfg.port, lock, sizeof(lock)))
+		return 2;
+	int rc = chi_ipc_call(path, CHI_IPC_STOP, &r, 5000);
+	if (rc == 0 && r.status != 0)
+		rc = r.status;
+	if (rc) {
+		fprintf(stderr, "chimaera: no runtime to stop on port %d (%s)\n", cfg.port,
+			strerror(-rc));
+		return 3;
+	}
+	uint64_t deadline = chi_now_ns() + (uint64_t)o->timeout_s * 1000000000ull;
+	while (!runtime_gone(lock)) {
+		if (chi_now_ns() > deadline) {
+			fprintf(stderr, "chimaera: runtime pid %d still running after %d s\n",
+				r.info.pid, o->timeout_s);
+			return 1;
+		}
+		usleep(10000);
+	}
+	printf("chimaera: runtime pid %d stopped\n", r.info.pid);
+	return 0;
+}
+
+static int cmd_config_check(const char *path)
+{
+	struct chi_config cfg;
+	char err[1024];
+
+	chi_config_defaults(&cfg);
+	if (chi_config_load_file(&cfg, path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "chimaera: %s\n", err);
+		chi_config_fini(&cfg);
+		return 2;
+	}
+	chi_config_dump(&cfg, stdout);
+	chi_config_fini(&cfg);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli_opts o = { 0 };
+
+	chi_log_init_from_env(CHI_LOG_LEVEL_WARN);
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "--version")) {
+		printf("chimaera 0.1.0\n");
+		return 0;
+	}
+	if (argc == 4 && !strcmp(argv[1], "config") && !strcmp(argv[2], "check"))
+		return cmd_config_check(argv[3]);
+	if (argc >= 3 && !strcmp(argv[1], "runtime")) {
+		if (parse_opts(argc - 2, argv + 2, &o) != 0)
+			return 2;
+		if (!strcmp(argv[2], "start"))
+			return cmd_start(&o);
+		if (!strcmp(argv[2], "stop"))
+			return cmd_stop(&o);
+		if (!strcmp(argv[2], "status"))
+			return cmd_status(&o);
+	}
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,579 @@
+/* The runtime's control thread: listens on the Unix socket, attaches clients (one sealed
+ * memfd each), notices their hang-up, reclaims them once the workers have drained their
+ * lanes, and shuts everything down in order on SIGINT/SIGTERM or a stop request. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <numa.h>
+
+#include "common/log.h"
+#include "common/time_util.h"
+#include "runtime_internal.h"
+#include "transport/ipc.h"
+
+/* What an epoll event refers to. Listening, signal and event fds use fixed tags; a
+ * connection uses its struct conn. */
+enum conn_kind { CONN_LISTEN, CONN_SIGNAL, CONN_EVENT, CONN_PENDING, CONN_CLIENT };
+
+struct conn {
+	enum conn_kind kind;
+	int fd;
+	uint64_t accepted_ns;
+	struct rt_client *client;
+	struct conn *next; /* pending connections, to time them out */
+};
+
+static struct conn tag_listen = { CONN_LISTEN, -1, 0, NULL, NULL };
+static struct conn tag_signal = { CONN_SIGNAL, -1, 0, NULL, NULL };
+static struct conn tag_event = { CONN_EVENT, -1, 0, NULL, NULL };
+
+#define PENDING_TIMEOUT_NS (2ull * 1000000000ull)
+
+static int ep_add(struct runtime *rt, int fd, struct conn *c, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = c };
+	return epoll_ctl(rt->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+static void send_reply(int fd, uint16_t type, int status, const char *msg, const int *fds,
+		       int nfds, const struct chi_ipc_reply *base)
+{
+	struct chi_ipc_reply r;
+
+	if (base)
+		r = *base;
+	else
+		memset(&r, 0, sizeof(r));
+	r.magic = CHI_IPC_MAGIC;
+	r.version = CHI_IPC_VERSION;
+	r.type = type;
+	r.status = status;
+	r.num_fds = (uint32_t)nfds;
+	if (msg)
+		snprintf(r.message, sizeof(r.message), "%s", msg);
+	int rc = chi_ipc_send(fd, &r, sizeof(r), fds, nfds);
+	if (rc)
+		CHI_LOG_WARN("reply to a client failed: %s", strerror(-rc));
+}
+
+static void fill_status(struct runtime *rt, struct chi_ipc_status *s)
+{
+	s->pid = (int32_t)getpid();
+	s->num_workers = rt->num_workers;
+	s->num_clients = rt->num_clients;
+	s->port = (uint32_t)rt->cfg.port;
+	s->uptime_ns = chi_now_ns() - rt->start_ns;
+	s->tasks_completed = 0;
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		s->tasks_completed +=
+			atomic_load_explicit(&rt->workers[i].tasks_run, memory_order_relaxed);
+}
+
+/* ---- clients ---- */
+
+static int map_client_segment(struct runtime *rt, struct rt_client *c, int *memfd_out)
+{
+	const struct chi_config *cfg = &rt->cfg;
+	int rc = chi_seg_layout_compute(cfg->client_data_segment_size, cfg->lanes_per_client,
+					cfg->queue_depth, &c->layout);
+	if (rc)
+		return rc;
+	int fd = memfd_create("chimaera-client", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	/* Seal the size: a client that could shrink the file would make us fault (SIGBUS). */
+	if (ftruncate(fd, (off_t)c->layout.size) != 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+		rc = -errno;
+		goto err_close;
+	}
+	c->base = mmap(NULL, c->layout.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (c->base == MAP_FAILED) {
+		rc = -errno;
+		c->base = NULL;
+		goto err_close;
+	}
+	int node = rt->cfg.numa_node;
+	if (node >= 0 && numa_available() >= 0)
+		numa_tonode_memory(c->base, c->layout.size, node);
+	*memfd_out = fd;
+	return 0;
+
+err_close:
+	close(fd);
+	return rc;
+}
+
+static void init_client_segment(struct runtime *rt, struct rt_client *c)
+{
+	struct chi_seg_header *h = c->base;
+
+	c->hdr = h;
+
+	h->magic = CHI_SEG_MAGIC;
+	h->version = CHI_SEG_VERSION;
+	h->client_id = c->id;
+	h->layout = c->layout;
+	h->num_workers = rt->num_workers;
+	h->runtime_pid = (int32_t)getpid();
+	atomic_init(&h->runtime_state, CHI_SEG_RUNNING);
+	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
+		c->lane_worker[i] = (uint16_t)(rt->next_lane_worker++ % rt->num_workers);
+		h->lane_worker[i] = c->lane_worker[i];
+		chi_ring_init(chi_seg_lane(c->base, &c->layout, i));
+	}
+}
+
+static void free_client(struct runtime *rt, struct rt_client *c)
+{
+	if (c->base)
+		munmap(c->base, c->layout.size);
+	if (c->sock >= 0)
+		close(c->sock);
+	free(c->conn);
+	atomic_fetch_add_explicit(&rt->bad_submissions,
+				  atomic_load_explicit(&c->bad_submissions, memory_order_relaxed),
+				  memory_order_relaxed);
+	free(c);
+}
+
+static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred *cred)
+{
+	struct chi_ipc_reply r;
+	int fds[CHI_IPC_MAX_FDS];
+	int memfd = -1;
+	char why[160];
+
+	struct rt_client *c = calloc(1, sizeof(*c));
+	if (!c) {
+		send_reply(cn->fd, CHI_IPC_ATTACH, -ENOMEM, "runtime out of memory", NULL, 0, NULL);
+		return -ENOMEM;
+	}
+	c->id = ++rt->next_client_id;
+	c->pid = cred->pid;
+	c->uid = cred->uid;
+	c->sock = cn->fd;
+	int rc = map_client_segment(rt, c, &memfd);
+	if (rc) {
+		snprintf(why, sizeof(why), "cannot create the client segment: %s", strerror(-rc));
+		CHI_LOG_ERROR("client pid %d: %s", (int)cred->pid, why);
+		send_reply(cn->fd, CHI_IPC_ATTACH, rc, why, NULL, 0, NULL);
+		c->sock = -1; /* the caller closes the connection */
+		free_client(rt, c);
+		return rc;
+	}
+	init_client_segment(rt, c);
+
+	memset(&r, 0, sizeof(r));
+	r.seg_size = c->layout.size;
+	fill_status(rt, &r.info);
+	fds[0] = memfd;
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		fds[1 + i] = rt->workers[i].doorbell;
+	send_reply(cn->fd, CHI_IPC_ATTACH, 0, NULL, fds, 1 + (int)rt->num_workers, &r);
+	close(memfd); /* our mapping keeps the memory */
+
+	/* Every worker gets the message; those without lanes of this client just release. */
+	atomic_store_explicit(&c->workers_holding, rt->num_workers, memory_order_relaxed);
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		rt_worker_post(&rt->workers[i], RT_MSG_ADD_CLIENT, c);
+	c->next = rt->clients;
+	rt->clients = c;
+	atomic_store_explicit((_Atomic uint32_t *)&rt->num_clients, rt->num_clients + 1,
+			      memory_order_relaxed);
+	cn->kind = CONN_CLIENT;
+	cn->client = c;
+	c->conn = cn;
+	CHI_LOG_INFO("client %u attached (pid %d)", c->id, (int)c->pid);
+	return 0;
+}
+
+/* The client hung up: hand its lanes back to the workers for a final drain. */
+static void detach_client(struct runtime *rt, struct conn *cn)
+{
+	struct rt_client *c = cn->client;
+
+	epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+	c->detaching = 1;
+	c->conn = NULL;
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		rt_worker_post(&rt->workers[i], RT_MSG_DETACH_CLIENT, c);
+	free(cn);
+	CHI_LOG_INFO("client %u (pid %d) hung up; reclaiming", c->id, (int)c->pid);
+}
+
+/* Free detached clients that no worker holds any more. */
+static void reclaim_clients(struct runtime *rt)
+{
+	for (struct rt_client **pp = &rt->clients; *pp;) {
+		struct rt_client *c = *pp;
+		/* A4: pairs with R4 in the workers' release_client. */
+		if (!c->detaching ||
+		    atomic_load_explicit(&c->workers_holding, memory_order_acquire) != 0) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		atomic_store_explicit((_Atomic uint32_t *)&rt->num_clients, rt->num_clients - 1,
+				      memory_order_relaxed);
+		atomic_fetch_add_explicit(&rt->clients_reclaimed, 1, memory_order_relaxed);
+		CHI_LOG_INFO("client %u reclaimed", c->id);
+		free_client(rt, c);
+	}
+}
+
+/* ---- connections ---- */
+
+static struct conn *pending_list;
+
+static void unlist_pending(struct conn *cn)
+{
+	for (struct conn **pp = &pending_list; *pp; pp = &(*pp)->next)
+		if (*pp == cn) {
+			*pp = cn->next;
+			break;
+		}
+}
+
+static void close_pending(struct runtime *rt, struct conn *cn)
+{
+	unlist_pending(cn);
+	epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+	close(cn->fd);
+	free(cn);
+}
+
+static void accept_one(struct runtime *rt)
+{
+	int fd = accept4(rt->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0) {
+		if (errno != EAGAIN && errno != EINTR)
+			CHI_LOG_WARN("accept: %s", strerror(errno));
+		return;
+	}
+	struct conn *cn = calloc(1, sizeof(*cn));
+	if (!cn || ep_add(rt, fd, cn, EPOLLIN | EPOLLRDHUP) != 0) {
+		free(cn);
+		close(fd);
+		return;
+	}
+	cn->kind = CONN_PENDING;
+	cn->fd = fd;
+	cn->accepted_ns = chi_now_ns();
+	cn->next = pending_list;
+	pending_list = cn;
+}
+
+static void handle_request(struct runtime *rt, struct conn *cn)
+{
+	struct chi_ipc_request req;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	char why[160];
+
+	int n = chi_ipc_recv(cn->fd, &req, sizeof(req), NULL, NULL, 0, 0);
+	if (n != (int)sizeof(req) || req.magic != CHI_IPC_MAGIC) {
+		if (n > 0)
+			send_reply(cn->fd, 0, -EPROTO, "not a chimaera request", NULL, 0, NULL);
+		close_pending(rt, cn);
+		return;
+	}
+	if (req.version != CHI_IPC_VERSION) {
+		snprintf(why, sizeof(why), "protocol version %u; this runtime speaks %u",
+			 req.version, CHI_IPC_VERSION);
+		send_reply(cn->fd, req.type, -EPROTO, why, NULL, 0, NULL);
+		close_pending(rt, cn);
+		return;
+	}
+	if (getsockopt(cn->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+	    cred.uid != geteuid()) {
+		snprintf(why, sizeof(why), "uid %u may not use the runtime of uid %u",
+			 (unsigned)cred.uid, (unsigned)geteuid());
+		CHI_LOG_WARN("refused pid %d: %s", (int)cred.pid, why);
+		send_reply(cn->fd, req.type, -EACCES, why, NULL, 0, NULL);
+		close_pending(rt, cn);
+		return;
+	}
+	struct chi_ipc_reply r;
+	memset(&r, 0, sizeof(r));
+	switch (req.type) {
+	case CHI_IPC_ATTACH:
+		/* On success the connection stays in epoll as the client's life line. */
+		unlist_pending(cn);
+		cn->next = NULL;
+		if (attach_client(rt, cn, &cred) != 0) {
+			epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
+			close(cn->fd);
+			free(cn);
+		}
+		return;
+	case CHI_IPC_STATUS:
+		fill_status(rt, &r.info);
+		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
+		break;
+	case CHI_IPC_STOP:
+		CHI_LOG_INFO("stop requested by pid %d", (int)cred.pid);
+		fill_status(rt, &r.info);
+		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
+		atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
+		break;
+	default:
+		send_reply(cn->fd, req.type, -EINVAL, "unknown request type", NULL, 0, NULL);
+		break;
+	}
+	close_pending(rt, cn);
+}
+
+/* A connection that has sent nothing for a while is dropped, so it cannot pile up. */
+static void expire_pending(struct runtime *rt)
+{
+	uint64_t now = chi_now_ns();
+	for (struct conn *cn = pending_list, *next; cn; cn = next) {
+		next = cn->next;
+		if (now - cn->accepted_ns > PENDING_TIMEOUT_NS)
+			close_pending(rt, cn);
+	}
+}
+
+static void handle_event(struct runtime *rt, struct epoll_event *ev)
+{
+	struct conn *cn = ev->data.ptr;
+	uint64_t cnt;
+
+	switch (cn->kind) {
+	case CONN_LISTEN:
+		accept_one(rt);
+		break;
+	case CONN_SIGNAL: {
+		struct signalfd_siginfo si;
+		if (read(rt->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			CHI_LOG_INFO("signal %u: shutting down", si.ssi_signo);
+			atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
+		}
+		break;
+	}
+	case CONN_EVENT:
+		if (read(rt->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			CHI_LOG_WARN("event fd: %s", strerror(errno));
+		reclaim_clients(rt);
+		break;
+	case CONN_PENDING:
+		if (ev->events & EPOLLIN)
+			handle_request(rt, cn);
+		else
+			close_pending(rt, cn);
+		break;
+	case CONN_CLIENT:
+		/* An attached client sends nothing: readable means hang-up or misuse. */
+		detach_client(rt, cn);
+		break;
+	}
+}
+
+/* ---- start and stop ---- */
+
+static int take_lock(struct runtime *rt, char *why, size_t why_len)
+{
+	char pid[32] = "";
+
+	rt->lock_fd = open(rt->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (rt->lock_fd < 0) {
+		snprintf(why, why_len, "cannot open %s: %s", rt->lock_path, strerror(errno));
+		return -errno;
+	}
+	if (flock(rt->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		ssize_t n = pread(rt->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		snprintf(why, why_len, "a runtime is already running on port %d (pid %s)",
+			 rt->cfg.port, pid[0] ? pid : "unknown");
+		close(rt->lock_fd);
+		rt->lock_fd = -1;
+		return -EADDRINUSE;
+	}
+	int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(rt->lock_fd, 0) != 0 || pwrite(rt->lock_fd, pid, (size_t)len, 0) != len)
+		CHI_LOG_WARN("cannot write the pid to %s", rt->lock_path);
+	return 0;
+}
+
+static int open_listener(struct runtime *rt, char *why, size_t why_len)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+	if (strlen(rt->sock_path) >= sizeof(addr.sun_path)) {
+		snprintf(why, why_len, "socket path %s is too long", rt->sock_path);
+		return -ENAMETOOLONG;
+	}
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", rt->sock_path);
+	unlink(rt->sock_path); /* stale: we hold the lock, so no runtime owns it */
+	rt->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (rt->listen_fd < 0 ||
+	    bind(rt->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+	    chmod(rt->sock_path, 0600) != 0 || listen(rt->listen_fd, 128) != 0) {
+		int err = errno;
+		snprintf(why, why_len, "cannot listen on %s: %s", rt->sock_path, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+static int open_fds(struct runtime *rt, char *why, size_t why_len)
+{
+	sigset_t sigs;
+
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	rt->sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+	rt->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	rt->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (rt->sig_fd < 0 || rt->event_fd < 0 || rt->epfd < 0) {
+		snprintf(why, why_len, "cannot create event descriptors: %s", strerror(errno));
+		return -errno;
+	}
+	if (ep_add(rt, rt->sig_fd, &tag_signal, EPOLLIN) || ep_add(rt, rt->event_fd, &tag_event, EPOLLIN)) {
+		snprintf(why, why_len, "epoll: %s", strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int check_compose(const struct chi_config *cfg, char *why, size_t why_len)
+{
+	if (cfg->num_compose == 0)
+		return 0;
+	const struct chi_compose_entry *e = &cfg->compose[0];
+	snprintf(why, why_len,
+		 "%s:%d: compose entry '%s' (mod_name %s): this build has no module loader "
+		 "yet; only the built-in admin pool exists",
+		 cfg->source, e->line, e->pool_name, e->mod_name);
+	return -ENOTSUP;
+}
+
+static void shutdown_runtime(struct runtime *rt)
+{
+	if (rt->listen_fd >= 0) {
+		close(rt->listen_fd);
+		unlink(rt->sock_path);
+	}
+	/* New submissions fail fast from here on; queued ones still run. */
+	for (struct rt_client *c = rt->clients; c; c = c->next)
+		atomic_store_explicit(&c->hdr->runtime_state, CHI_SEG_STOPPING,
+				      memory_order_release);
+	if (rt->workers)
+		rt_workers_stop(rt);
+	while (rt->clients) {
+		struct rt_client *c = rt->clients;
+		rt->clients = c->next;
+		free_client(rt, c);
+	}
+	while (pending_list)
+		close_pending(rt, pending_list);
+	if (rt->epfd >= 0)
+		close(rt->epfd);
+	if (rt->sig_fd >= 0)
+		close(rt->sig_fd);
+	if (rt->event_fd >= 0)
+		close(rt->event_fd);
+	if (rt->lock_fd >= 0) {
+		unlink(rt->lock_path);
+		close(rt->lock_fd);
+	}
+}
+
+static void notify_ready(struct runtime *rt, int status, const char *why)
+{
+	char msg[512];
+	if (rt->ready_fd < 0)
+		return;
+	int n = status ? snprintf(msg, sizeof(msg), "ERR %s\n", why) :
+			 snprintf(msg, sizeof(msg), "OK %d\n", (int)getpid());
+	if (write(rt->ready_fd, msg, (size_t)n) < 0)
+		CHI_LOG_WARN("cannot report readiness: %s", strerror(errno));
+	close(rt->ready_fd);
+	rt->ready_fd = -1;
+}
+
+static int serve(struct runtime *rt)
+{
+	struct epoll_event evs[64];
+
+	while (!atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
+		int n = epoll_wait(rt->epfd, evs, 64, pending_list ? 500 : -1);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		for (int i = 0; i < n; i++)
+			handle_event(rt, &evs[i]);
+		if (pending_list)
+			expire_pending(rt);
+	}
+	return 0;
+}
+
+int rt_run(const struct chi_config *cfg, int ready_fd)
+{
+	struct runtime *rt = calloc(1, sizeof(*rt));
+	char run_dir[PATH_MAX], why[512] = "";
+	int rc;
+
+	if (!rt)
+		return -ENOMEM;
+	rt->cfg = *cfg;
+	rt->listen_fd = rt->epfd = rt->sig_fd = rt->event_fd = rt->lock_fd = -1;
+	rt->ready_fd = ready_fd;
+	rt->num_workers = cfg->num_threads;
+	rt->start_ns = chi_now_ns();
+	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
+
+	rc = check_compose(cfg, why, sizeof(why));
+	if (rc == 0)
+		rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
+	if (rc == 0 && (chi_ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
+			chi_ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
+		snprintf(why, sizeof(why), "run directory path %s is too long", run_dir);
+		rc = -ENAMETOOLONG;
+	}
+	if (rc == 0)
+		rc = take_lock(rt, why, sizeof(why));
+	if (rc == 0)
+		rc = open_fds(rt, why, sizeof(why));
+	if (rc == 0 && (rc = rt_workers_start(rt)) != 0)
+		snprintf(why, sizeof(why), "cannot start workers: %s", strerror(-rc));
+	if (rc == 0)
+		rc = open_listener(rt, why, sizeof(why));
+	if (rc == 0 && ep_add(rt, rt->listen_fd, &tag_listen, EPOLLIN) != 0) {
+		rc = -errno;
+		snprintf(why, sizeof(why), "epoll: %s", strerror(errno));
+	}
+	if (rc) {
+		CHI_LOG_ERROR("runtime not started: %s", why);
+		notify_ready(rt, rc, why);
+		shutdown_runtime(rt);
+		free(rt);
+		return rc;
+	}
+	CHI_LOG_INFO("runtime ready: pid %d, %u workers, socket %s", (int)getpid(),
+		     rt->num_workers, rt->sock_path);
+	notify_ready(rt, 0, NULL);
+	rc = serve(rt);
+	CHI_LOG_INFO("runtime stopping");
+	shutdown_runtime(rt);
+	free(rt);
+	return rc;
+}

@@ -1,0 +1,409 @@
+/* Worker threads: each polls its lanes, its inbox and its timers, runs tasks to completion,
+ * and sleeps on its doorbell eventfd after runtime.first_busy_wait µs without work. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/time_util.h"
+#include "runtime_internal.h"
+#include "transport/futex.h"
+
+#define LANE_BURST 32
+
+void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client)
+{
+	struct rt_msg *m = calloc(1, sizeof(*m));
+	uint64_t one = 1;
+
+	if (!m)
+		CHI_PANIC("out of memory posting a message to worker %u", w->index);
+	m->type = type;
+	m->client = client;
+	pthread_mutex_lock(&w->inbox_lock);
+	struct rt_msg **tail = &w->inbox;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = m;
+	atomic_store_explicit(&w->inbox_pending, 1, memory_order_release);
+	pthread_mutex_unlock(&w->inbox_lock);
+	/* Unconditional: the eventfd counter keeps the wake-up even if the worker is not
+	 * asleep yet. */
+	if (write(w->doorbell, &one, sizeof(one)) < 0)
+		CHI_LOG_ERROR("worker %u doorbell: %s", w->index, strerror(errno));
+}
+
+void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
+{
+	_Atomic uint32_t *state = (_Atomic uint32_t *)&task->state;
+
+	task->rc = rc;
+	/* R3: pairs with A3 in the client's wait: rc and outputs are visible before DONE. */
+	uint32_t old = atomic_exchange_explicit(state, CHI_TASK_DONE, memory_order_acq_rel);
+	if (old & CHI_TASK_WAITER)
+		chi_futex_wake_all(state);
+	atomic_fetch_add_explicit(&w->tasks_run, 1, memory_order_relaxed);
+	if (rc != 0)
+		atomic_fetch_add_explicit(&w->tasks_failed, 1, memory_order_relaxed);
+}
+
+/* ---- timers (binary min-heap) ---- */
+
+static void heap_swap(struct rt_timer *a, struct rt_timer *b)
+{
+	struct rt_timer t = *a;
+	*a = *b;
+	*b = t;
+}
+
+int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
+		 uint64_t due_ns)
+{
+	if (w->num_timers == w->cap_timers) {
+		uint32_t cap = w->cap_timers ? w->cap_timers * 2 : 64;
+		struct rt_timer *t = realloc(w->timers, cap * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		w->timers = t;
+		w->cap_timers = cap;
+	}
+	uint32_t i = w->num_timers++;
+	w->timers[i] = (struct rt_timer){ due_ns, task, client };
+	while (i > 0 && w->timers[(i - 1) / 2].due_ns > w->timers[i].due_ns) {
+		heap_swap(&w->timers[(i - 1) / 2], &w->timers[i]);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static void heap_remove(struct worker *w, uint32_t i)
+{
+	w->timers[i] = w->timers[--w->num_timers];
+	for (;;) {
+		uint32_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < w->num_timers && w->timers[l].due_ns < w->timers[m].due_ns)
+			m = l;
+		if (r < w->num_timers && w->timers[r].due_ns < w->timers[m].due_ns)
+			m = r;
+		if (m == i)
+			break;
+		heap_swap(&w->timers[i], &w->timers[m]);
+		i = m;
+	}
+	while (i > 0 && i < w->num_timers && w->timers[(i - 1) / 2].due_ns > w->timers[i].due_ns) {
+		heap_swap(&w->timers[(i - 1) / 2], &w->timers[i]);
+		i = (i - 1) / 2;
+	}
+}
+
+static int run_timers(struct worker *w, uint64_t now)
+{
+	int n = 0;
+	while (w->num_timers && w->timers[0].due_ns <= now) {
+		struct chi_task *t = w->timers[0].task;
+		heap_remove(w, 0);
+		rt_task_complete(w, t, 0);
+		n++;
+	}
+	return n;
+}
+
+/* Complete every timer of @client (or all when NULL) at once with -ECANCELED. */
+static void cancel_timers(struct worker *w, struct rt_client *client)
+{
+	for (uint32_t i = 0; i < w->num_timers;) {
+		if (client && w->timers[i].client != client) {
+			i++;
+			continue;
+		}
+		struct chi_task *t = w->timers[i].task;
+		heap_remove(w, i);
+		rt_task_complete(w, t, -ECANCELED);
+		i = 0; /* the heap moved entries around */
+	}
+}
+
+/* ---- lanes ---- */
+
+static void reject(struct rt_client *c, uint32_t lane, uint32_t off, const char *why)
+{
+	uint64_t n = atomic_fetch_add_explicit(&c->bad_submissions, 1, memory_order_relaxed);
+	if (n < 8) /* a broken client must not flood the log */
+		CHI_LOG_WARN("client %u (pid %d) lane %u: rejected entry 0x%x: %s", c->id,
+			     (int)c->pid, lane, off, why);
+}
+
+/* Validate and run one lane entry. Everything read from shared memory is untrusted. */
+static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
+{
+	struct rt_client *c = lane->client;
+	struct chi_task *task;
+	struct chi_task hdr;
+
+	if (off % CHI_CACHE_LINE != 0 ||
+	    !(task = chi_seg_range(c->base, &c->layout, off, CHI_TASK_HEADER_SIZE))) {
+		reject(c, lane->index, off, "offset outside the client's arena or misaligned");
+		return;
+	}
+	/* One copy of the header: the client may scribble on it while we run. */
+	memcpy(&hdr, task, sizeof(hdr));
+	uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&task->state, memory_order_acquire);
+	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED) {
+		reject(c, lane->index, off, "task is not in the submitted state");
+		return;
+	}
+	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
+				     hdr.params_size);
+	if (!params) {
+		rt_task_complete(w, task, -EINVAL);
+		return;
+	}
+	int rc = rt_dispatch(w, c, task, &hdr, params);
+	if (rc != RT_TASK_PENDING)
+		rt_task_complete(w, task, rc);
+}
+
+/* @return entries processed, bounded by @max. */
+static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
+{
+	uint32_t offs[LANE_BURST];
+	int total = 0;
+
+	while ((uint32_t)total < max) {
+		uint32_t want = max - (uint32_t)total < LANE_BURST ? max - (uint32_t)total : LANE_BURST;
+		int n = chi_ring_dequeue_burst(&lane->cons, offs, want);
+		if (n == -EPROTO) {
+			reject(lane->client, lane->index, 0, "lane indices are corrupt; lane dropped");
+			/* Resynchronise so that we stop reading garbage from this lane. */
+			lane->cons.head = atomic_load_explicit(&lane->cons.ring->tail,
+							       memory_order_acquire);
+			return total;
+		}
+		if (n <= 0)
+			break;
+		for (int i = 0; i < n; i++)
+			process_entry(w, lane, offs[i]);
+		total += n;
+	}
+	return total;
+}
+
+static int add_client_lanes(struct worker *w, struct rt_client *c)
+{
+	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
+		if (c->lane_worker[i] != w->index)
+			continue;
+		if (w->num_lanes == w->cap_lanes) {
+			uint32_t cap = w->cap_lanes ? w->cap_lanes * 2 : 16;
+			struct rt_lane *l = realloc(w->lanes, cap * sizeof(*l));
+			if (!l)
+				return -ENOMEM;
+			w->lanes = l;
+			w->cap_lanes = cap;
+		}
+		struct rt_lane *lane = &w->lanes[w->num_lanes++];
+		lane->client = c;
+		lane->index = i;
+		chi_ring_consumer_init(&lane->cons, chi_seg_lane(c->base, &c->layout, i),
+				       c->layout.lane_depth);
+	}
+	return 0;
+}
+
+static void release_client(struct worker *w, struct rt_client *c)
+{
+	uint64_t one = 1;
+	/* R4: pairs with A4 in the control thread: our last accesses happen before it unmaps. */
+	if (atomic_fetch_sub_explicit(&c->workers_holding, 1, memory_order_acq_rel) == 1 &&
+	    write(w->rt->event_fd, &one, sizeof(one)) < 0)
+		CHI_LOG_ERROR("cannot signal the control thread: %s", strerror(errno));
+}
+
+/* The client is gone: run what it queued (a dead client's lane holds at most one ring of
+ * entries), cancel its timers, forget its lanes. */
+static void detach_client(struct worker *w, struct rt_client *c)
+{
+	for (uint32_t i = 0; i < w->num_lanes;) {
+		if (w->lanes[i].client != c) {
+			i++;
+			continue;
+		}
+		poll_lane(w, &w->lanes[i], c->layout.lane_depth);
+		w->lanes[i] = w->lanes[--w->num_lanes];
+	}
+	cancel_timers(w, c);
+	release_client(w, c);
+}
+
+static int poll_inbox(struct worker *w)
+{
+	/* A5: pairs with the release in rt_worker_post. */
+	if (!atomic_load_explicit(&w->inbox_pending, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&w->inbox_lock);
+	struct rt_msg *m = w->inbox;
+	w->inbox = NULL;
+	atomic_store_explicit(&w->inbox_pending, 0, memory_order_relaxed);
+	pthread_mutex_unlock(&w->inbox_lock);
+
+	int n = 0;
+	while (m) {
+		struct rt_msg *next = m->next;
+		if (m->type == RT_MSG_ADD_CLIENT) {
+			if (add_client_lanes(w, m->client) != 0)
+				CHI_PANIC("worker %u: out of memory adding lanes", w->index);
+		} else {
+			detach_client(w, m->client);
+		}
+		free(m);
+		m = next;
+		n++;
+	}
+	return n;
+}
+
+/* Announce sleep on every lane, look once more, and sleep on the doorbell until work or the
+ * next timer. Dekker hand-off with chi_ring_publish; see shm_ring.h. */
+static void sleep_until_work(struct worker *w)
+{
+	int ready = 1;
+	for (uint32_t i = 0; i < w->num_lanes; i++)
+		if (!chi_ring_prepare_sleep(&w->lanes[i].cons))
+			ready = 0;
+	if (atomic_load_explicit(&w->inbox_pending, memory_order_acquire) ||
+	    atomic_load_explicit(&w->stop, memory_order_acquire))
+		ready = 0;
+
+	if (ready) {
+		struct pollfd pfd = { .fd = w->doorbell, .events = POLLIN };
+		struct timespec ts, *tsp = NULL;
+		if (w->num_timers) {
+			uint64_t now = chi_now_ns(), due = w->timers[0].due_ns;
+			ts = chi_ns_to_timespec(due > now ? due - now : 0);
+			tsp = &ts;
+		}
+		atomic_fetch_add_explicit(&w->sleeps, 1, memory_order_relaxed);
+		if (ppoll(&pfd, 1, tsp, NULL) > 0) {
+			uint64_t cnt;
+			if (read(w->doorbell, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+				CHI_LOG_ERROR("worker %u doorbell read: %s", w->index,
+					      strerror(errno));
+		}
+	}
+	for (uint32_t i = 0; i < w->num_lanes; i++)
+		chi_ring_cancel_sleep(&w->lanes[i].cons);
+}
+
+/* On stop: run what is queued (bounded by one ring per lane), cancel pending sleeps. */
+static void drain_for_stop(struct worker *w)
+{
+	poll_inbox(w);
+	for (uint32_t i = 0; i < w->num_lanes; i++)
+		poll_lane(w, &w->lanes[i], w->lanes[i].client->layout.lane_depth);
+	cancel_timers(w, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const uint64_t busy_ns = w->rt->cfg.first_busy_wait_us * 1000ull;
+	uint64_t idle_since = 0;
+
+	rt_affinity_pin_self(w->cpu);
+	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
+		int n = poll_inbox(w);
+		for (uint32_t i = 0; i < w->num_lanes; i++)
+			n += poll_lane(w, &w->lanes[i], 4 * LANE_BURST);
+		if (w->num_timers)
+			n += run_timers(w, chi_now_ns());
+		if (n) {
+			idle_since = 0;
+			continue;
+		}
+		uint64_t now = chi_now_ns();
+		if (!idle_since)
+			idle_since = now;
+		if (now - idle_since < busy_ns) {
+			chi_cpu_relax();
+			continue;
+		}
+		sleep_until_work(w);
+		idle_since = 0;
+	}
+	drain_for_stop(w);
+	return NULL;
+}
+
+int rt_workers_start(struct runtime *rt)
+{
+	int cpus[CHI_CONFIG_MAX_WORKERS];
+	int numa = -1;
+	sigset_t all, old;
+
+	rt_affinity_plan(&rt->cfg, cpus, rt->num_workers, &numa);
+	rt->workers = calloc(rt->num_workers, sizeof(*rt->workers));
+	if (!rt->workers)
+		return -ENOMEM;
+	/* Workers take no signals: the control thread reads them from its signalfd. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		struct worker *w = &rt->workers[i];
+		w->rt = rt;
+		w->index = i;
+		w->cpu = cpus[i];
+		pthread_mutex_init(&w->inbox_lock, NULL);
+		w->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		int rc = w->doorbell < 0 ? -errno : -pthread_create(&w->thread, NULL, worker_main, w);
+		if (rc) {
+			CHI_LOG_ERROR("cannot start worker %u: %s", i, strerror(-rc));
+			if (w->doorbell >= 0)
+				close(w->doorbell);
+			rt->num_workers = i; /* stop the ones already running */
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			rt_workers_stop(rt);
+			return rc;
+		}
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	CHI_LOG_INFO("%u workers started (NUMA node %d)", rt->num_workers, numa);
+	return 0;
+}
+
+void rt_workers_stop(struct runtime *rt)
+{
+	uint64_t one = 1;
+
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		atomic_store_explicit(&rt->workers[i].stop, 1, memory_order_release);
+		if (write(rt->workers[i].doorbell, &one, sizeof(one)) < 0)
+			CHI_LOG_ERROR("worker %u doorbell: %s", i, strerror(errno));
+	}
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		struct worker *w = &rt->workers[i];
+		pthread_join(w->thread, NULL);
+		close(w->doorbell);
+		free(w->lanes);
+		free(w->timers);
+		for (struct rt_msg *m = w->inbox, *next; m; m = next) {
+			next = m->next;
+			free(m);
+		}
+		pthread_mutex_destroy(&w->inbox_lock);
+	}
+	free(rt->workers);
+	rt->workers = NULL;
+	rt->num_workers = 0;
+}
+
+void rt_request_stop(struct runtime *rt)
+{
+	uint64_t one = 1;
+	atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
+	if (write(rt->event_fd, &one, sizeof(one)) < 0)
+		CHI_LOG_ERROR("cannot signal the control thread: %s", strerror(errno));
+}

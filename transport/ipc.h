@@ -1,0 +1,77 @@
+/* The local control channel: a SOCK_SEQPACKET Unix socket in a private (0700) directory.
+ *
+ * A client sends one request; the runtime answers with one reply and, for ATTACH, passes the
+ * client's sealed memfd and the workers' doorbell eventfds with SCM_RIGHTS. An attached
+ * client keeps the socket open for its whole life: hang-up on either side is how the other
+ * learns it is gone. */
+#ifndef CHI_TRANSPORT_IPC_H
+#define CHI_TRANSPORT_IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHI_IPC_MAGIC 0x50494843u /* "CHIP" */
+#define CHI_IPC_VERSION 1u
+#define CHI_IPC_MAX_FDS 129 /* memfd + one doorbell per worker (runtime.num_threads <= 128) */
+
+enum chi_ipc_type {
+	CHI_IPC_ATTACH = 1,
+	CHI_IPC_STATUS = 2,
+	CHI_IPC_STOP = 3,
+};
+
+struct chi_ipc_request {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+};
+
+struct chi_ipc_status {
+	int32_t pid;
+	uint32_t num_workers;
+	uint32_t num_clients;
+	uint32_t port;
+	uint64_t uptime_ns;
+	uint64_t tasks_completed;
+};
+
+struct chi_ipc_reply {
+	uint32_t magic;
+	uint16_t version;
+	uint16_t type;
+	int32_t status;	  /* 0 or -errno */
+	uint32_t num_fds; /* ATTACH: 1 + num_workers */
+	uint64_t seg_size;
+	struct chi_ipc_status info;
+	char message[200]; /* why, when status < 0 */
+};
+
+/* "<run_dir>/runtime-<port>.sock" and ".lock". @return 0 or -ENAMETOOLONG. */
+int chi_ipc_socket_path(const char *run_dir, int port, char *buf, size_t len);
+int chi_ipc_lock_path(const char *run_dir, int port, char *buf, size_t len);
+
+/* Default run directory: /tmp/chimaera-<euid>. */
+void chi_ipc_default_run_dir(char *buf, size_t len);
+
+/* Create @dir if missing and insist that it is a real directory owned by us with no group or
+ * other access. @return 0, or -errno with @why filled. */
+int chi_ipc_secure_dir(const char *dir, char *why, size_t why_len);
+
+/* Connect to the runtime socket at @path. @return a socket or -errno (-ENOENT: no socket,
+ * -ECONNREFUSED: nobody listening). */
+int chi_ipc_connect(const char *path);
+
+/* One request/reply exchange on a fresh connection (STATUS, STOP), within @timeout_ms.
+ * @return 0 with @reply filled (check reply->status), or -errno. */
+int chi_ipc_call(const char *path, uint16_t type, struct chi_ipc_reply *reply, int timeout_ms);
+
+/* Send @len bytes plus @nfds descriptors as one message. @return 0 or -errno. */
+int chi_ipc_send(int sock, const void *buf, size_t len, const int *fds, int nfds);
+
+/* Receive one message of at most @len bytes and up to @max_fds descriptors, waiting at most
+ * @timeout_ms (-1: no limit). @return bytes received (0 on hang-up) or -errno (-ETIMEDOUT).
+ * Descriptors beyond @max_fds are closed, never leaked. */
+int chi_ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_fds,
+		 int timeout_ms);
+
+#endif

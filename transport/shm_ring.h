@@ -1,0 +1,164 @@
+/* Single-producer/single-consumer ring of 32-bit entries in shared memory.
+ *
+ * The producer is a client thread, the consumer a runtime worker, in different processes.
+ * Indices run free (uint32_t, wrap by overflow) and are masked on access; the size is a power
+ * of two. Producer and consumer indices sit on separate cache lines; each side keeps a private
+ * cache of the other's index so the common case touches only its own line plus the slot.
+ *
+ * Sleep hand-off (modelled in tests/model/lane_wakeup.pml): a consumer about to sleep stores
+ * consumer_sleeping = 1, issues a full fence, and looks at tail once more. A producer stores
+ * tail, issues a full fence, and reads consumer_sleeping. With both fences, at least one side
+ * sees the other's store, so an entry is never left behind a sleeping consumer.
+ *
+ * The consumer trusts nothing it reads here: a tail more than `size` ahead of head means the
+ * producer wrote garbage, and dequeue reports -EPROTO instead of reading past the ring. */
+#ifndef CHI_TRANSPORT_SHM_RING_H
+#define CHI_TRANSPORT_SHM_RING_H
+
+#include <errno.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <chimaera/task.h>
+
+struct chi_ring {
+	alignas(CHI_CACHE_LINE) _Atomic uint32_t tail; /* written by the producer only */
+	alignas(CHI_CACHE_LINE) _Atomic uint32_t head; /* written by the consumer only */
+	/* Set by a consumer going to sleep; whoever swaps it back to 0 owes the doorbell. */
+	alignas(CHI_CACHE_LINE) _Atomic uint32_t consumer_sleeping;
+	alignas(CHI_CACHE_LINE) uint32_t slots[];
+};
+
+static inline uint64_t chi_ring_bytes(uint32_t size)
+{
+	return sizeof(struct chi_ring) + (uint64_t)size * sizeof(uint32_t);
+}
+
+static inline void chi_ring_init(struct chi_ring *r)
+{
+	atomic_init(&r->tail, 0);
+	atomic_init(&r->head, 0);
+	atomic_init(&r->consumer_sleeping, 0);
+}
+
+/* Producer-private state. */
+struct chi_ring_producer {
+	struct chi_ring *ring;
+	uint32_t mask;
+	uint32_t tail;	      /* our copy: we are the only writer */
+	uint32_t cached_head; /* last head we read */
+};
+
+/* Consumer-private state. */
+struct chi_ring_consumer {
+	struct chi_ring *ring;
+	uint32_t mask;
+	uint32_t head; /* our copy: we are the only writer */
+};
+
+static inline void chi_ring_producer_init(struct chi_ring_producer *p, struct chi_ring *r,
+					  uint32_t size)
+{
+	p->ring = r;
+	p->mask = size - 1;
+	p->tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+	p->cached_head = atomic_load_explicit(&r->head, memory_order_acquire);
+}
+
+static inline void chi_ring_consumer_init(struct chi_ring_consumer *c, struct chi_ring *r,
+					  uint32_t size)
+{
+	c->ring = r;
+	c->mask = size - 1;
+	c->head = atomic_load_explicit(&r->head, memory_order_relaxed);
+}
+
+/* Slots free for the producer; re-reads head only when the cached view says full. */
+static inline uint32_t chi_ring_free_slots(struct chi_ring_producer *p, uint32_t want)
+{
+	uint32_t size = p->mask + 1;
+	uint32_t free_slots = size - (p->tail - p->cached_head);
+	if (free_slots < want) {
+		/* A1: pairs with R2 in chi_ring_dequeue_burst: slots below head are consumed. */
+		p->cached_head = atomic_load_explicit(&p->ring->head, memory_order_acquire);
+		free_slots = size - (p->tail - p->cached_head);
+	}
+	return free_slots;
+}
+
+/* Write one entry without publishing it; chi_ring_publish() makes it visible. */
+static inline int chi_ring_stage(struct chi_ring_producer *p, uint32_t value)
+{
+	if (chi_ring_free_slots(p, 1) == 0)
+		return -EAGAIN;
+	p->ring->slots[p->tail & p->mask] = value;
+	p->tail++;
+	return 0;
+}
+
+/* Publish everything staged. @return non-zero if the consumer was asleep and the caller
+ * must ring its doorbell (exactly one producer wins that duty per sleep). */
+static inline int chi_ring_publish(struct chi_ring_producer *p)
+{
+	/* R1: pairs with A2 in chi_ring_dequeue_burst: slot writes happen before tail. */
+	atomic_store_explicit(&p->ring->tail, p->tail, memory_order_release);
+	/* F1: Dekker with F2 in chi_ring_prepare_sleep: our tail store is ordered before
+	 * our read of consumer_sleeping. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&p->ring->consumer_sleeping, memory_order_relaxed) == 0)
+		return 0;
+	return atomic_exchange_explicit(&p->ring->consumer_sleeping, 0, memory_order_acq_rel);
+}
+
+static inline int chi_ring_enqueue(struct chi_ring_producer *p, uint32_t value, int *doorbell)
+{
+	int rc = chi_ring_stage(p, value);
+	if (rc == 0)
+		*doorbell = chi_ring_publish(p);
+	return rc;
+}
+
+/* Take up to @max entries into @out. @return count, or -EPROTO if the producer's tail is
+ * impossible (more than a ring ahead of head: corrupt shared memory). */
+static inline int chi_ring_dequeue_burst(struct chi_ring_consumer *c, uint32_t *out, uint32_t max)
+{
+	/* A2: pairs with R1 in chi_ring_publish. */
+	uint32_t tail = atomic_load_explicit(&c->ring->tail, memory_order_acquire);
+	uint32_t avail = tail - c->head;
+	if (avail == 0)
+		return 0;
+	if (avail > c->mask + 1)
+		return -EPROTO;
+	if (avail > max)
+		avail = max;
+	for (uint32_t i = 0; i < avail; i++)
+		out[i] = c->ring->slots[(c->head + i) & c->mask];
+	c->head += avail;
+	/* R2: pairs with A1 in chi_ring_free_slots: we are done reading these slots. */
+	atomic_store_explicit(&c->ring->head, c->head, memory_order_release);
+	return (int)avail;
+}
+
+static inline int chi_ring_empty(struct chi_ring_consumer *c)
+{
+	return atomic_load_explicit(&c->ring->tail, memory_order_acquire) == c->head;
+}
+
+/* Consumer, before sleeping: announce it, then look once more.
+ * @return 1 if the ring is still empty (safe to sleep), 0 if work arrived meanwhile. */
+static inline int chi_ring_prepare_sleep(struct chi_ring_consumer *c)
+{
+	atomic_store_explicit(&c->ring->consumer_sleeping, 1, memory_order_relaxed);
+	/* F2: Dekker with F1 in chi_ring_publish. */
+	atomic_thread_fence(memory_order_seq_cst);
+	return atomic_load_explicit(&c->ring->tail, memory_order_relaxed) == c->head;
+}
+
+/* Consumer, awake again: stop asking producers for doorbells. */
+static inline void chi_ring_cancel_sleep(struct chi_ring_consumer *c)
+{
+	atomic_store_explicit(&c->ring->consumer_sleeping, 0, memory_order_relaxed);
+}
+
+#endif
