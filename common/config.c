@@ -14,7 +14,6 @@
 #include <chimaera/pool_query.h>
 
 #include "log.h"
-#include "../transport/ipc.h"
 
 /* Lane entries are 32-bit offsets, so one client segment stays within 4 GiB. */
 #define CHI_SEG_MAX_SIZE_CFG (4ull << 30)
@@ -572,7 +571,7 @@ void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len)
 	if (cfg->run_dir[0])
 		snprintf(buf, len, "%s", cfg->run_dir);
 	else
-		chi_ipc_default_run_dir(buf, len);
+		snprintf(buf, len, "/tmp/chimaera-%u", (unsigned)geteuid());
 }
 
 void chi_config_dump(const struct chi_config *cfg, FILE *out)

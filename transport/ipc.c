@@ -21,11 +21,6 @@ int chi_ipc_lock_path(const char *run_dir, int port, char *buf, size_t len)
 	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
 }
 
-void chi_ipc_default_run_dir(char *buf, size_t len)
-{
-	snprintf(buf, len, "/tmp/chimaera-%u", (unsigned)geteuid());
-}
-
 int chi_ipc_secure_dir(const char *dir, char *why, size_t why_len)
 {
 	struct stat st;

@@ -50,9 +50,6 @@ struct chi_ipc_reply {
 int chi_ipc_socket_path(const char *run_dir, int port, char *buf, size_t len);
 int chi_ipc_lock_path(const char *run_dir, int port, char *buf, size_t len);
 
-/* Default run directory: /tmp/chimaera-<euid>. */
-void chi_ipc_default_run_dir(char *buf, size_t len);
-
 /* Create @dir if missing and insist that it is a real directory owned by us with no group or
  * other access. @return 0, or -errno with @why filled. */
 int chi_ipc_secure_dir(const char *dir, char *why, size_t why_len);

@@ -1,0 +1,43 @@
+/* chimaera_bench internals: each measurement fills result rows; main prints them. */
+#ifndef CHI_BENCH_H
+#define CHI_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define BENCH_MAX_RESULTS 16
+
+struct bench_result {
+	char metric[48];
+	double value;
+	char unit[16];
+	char floor_metric[48]; /* "" when the row is itself a floor */
+	double floor_value;
+};
+
+struct bench_opts {
+	uint64_t iterations;   /* latency samples / throughput tasks */
+	uint32_t window;       /* tasks in flight for local-tput */
+	int cpu_a;	       /* this process (client / producer) */
+	int cpu_b;	       /* the floor's second process */
+	const char *samples;   /* write sorted latency samples here (for plotting) */
+	const char *config;
+};
+
+struct bench_floor {
+	double pingpong_p50_ns;
+	double pingpong_p99_ns;
+	double ring_msgs_per_s;
+};
+
+int bench_floor(const struct bench_opts *o, struct bench_floor *out);
+int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999);
+int bench_local_tput(const struct bench_opts *o, double *tasks_per_s);
+
+/* helpers (chimaera_bench.c) */
+void bench_pin(int cpu);
+int bench_cmp_u64(const void *a, const void *b);
+double bench_percentile(const uint64_t *sorted, uint64_t n, double p);
+int bench_write_samples(const char *path, const uint64_t *sorted, uint64_t n);
+
+#endif

@@ -1,0 +1,227 @@
+/* chimaera_bench: figures for the runtime, each beside the machine's floor measured in the
+ * same run.
+ *
+ *   chimaera_bench floor | local-lat | local-tput | all [--json] [options]
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "common/config.h"
+
+void bench_pin(int cpu)
+{
+	cpu_set_t set;
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		fprintf(stderr, "chimaera_bench: cannot pin to cpu %d (running unpinned)\n", cpu);
+}
+
+int bench_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+double bench_percentile(const uint64_t *sorted, uint64_t n, double p)
+{
+	uint64_t i = (uint64_t)((p / 100.0) * (double)(n - 1) + 0.5);
+	return (double)sorted[i < n ? i : n - 1];
+}
+
+int bench_write_samples(const char *path, const uint64_t *sorted, uint64_t n)
+{
+	static const double pct[] = { 0,  10, 25, 50,	75,    90,	95,	 99,
+				      99.5, 99.9, 99.95, 99.99, 99.999, 100 };
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "# percentile latency_ns\n");
+	for (size_t i = 0; i < sizeof(pct) / sizeof(pct[0]); i++)
+		fprintf(f, "%g %.0f\n", pct[i], bench_percentile(sorted, n, pct[i]));
+	fclose(f);
+	return 0;
+}
+
+static void add(struct bench_result *r, int *n, const char *metric, double value,
+		const char *unit, const char *floor_metric, double floor_value)
+{
+	struct bench_result *x = &r[(*n)++];
+	snprintf(x->metric, sizeof(x->metric), "%s", metric);
+	snprintf(x->unit, sizeof(x->unit), "%s", unit);
+	snprintf(x->floor_metric, sizeof(x->floor_metric), "%s", floor_metric ? floor_metric : "");
+	x->value = value;
+	x->floor_value = floor_value;
+}
+
+static void print_json(const struct bench_result *r, int n)
+{
+	printf("{\"results\":[");
+	for (int i = 0; i < n; i++) {
+		printf("%s\n  {\"metric\":\"%s\",\"value\":%.1f,\"unit\":\"%s\",", i ? "," : "",
+		       r[i].metric, r[i].value, r[i].unit);
+		if (r[i].floor_metric[0])
+			printf("\"floor_metric\":\"%s\",\"floor_value\":%.1f,\"ratio\":%.3f}",
+			       r[i].floor_metric, r[i].floor_value, r[i].value / r[i].floor_value);
+		else
+			printf("\"floor_metric\":null,\"floor_value\":null,\"ratio\":null}");
+	}
+	printf("\n]}\n");
+}
+
+static void print_table(const struct bench_result *r, int n)
+{
+	printf("%-22s %14s %-8s %-22s %14s %8s\n", "metric", "value", "unit", "floor", "floor value",
+	       "ratio");
+	for (int i = 0; i < n; i++) {
+		printf("%-22s %14.1f %-8s ", r[i].metric, r[i].value, r[i].unit);
+		if (r[i].floor_metric[0])
+			printf("%-22s %14.1f %8.3f\n", r[i].floor_metric, r[i].floor_value,
+			       r[i].value / r[i].floor_value);
+		else
+			printf("%-22s %14s %8s\n", "(floor)", "-", "-");
+	}
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: chimaera_bench floor|local-lat|local-tput|all [options]\n"
+		"  --json              one JSON document instead of a table\n"
+		"  --iterations N      latency samples (default 200000; throughput runs 10x)\n"
+		"  --window N          tasks in flight for local-tput (default 64)\n"
+		"  --cpu N             cpu of this process (default: the last one we may use)\n"
+		"  --floor-cpu N       cpu of the floor's partner process (default: the first)\n"
+		"  --samples FILE      write latency percentiles for bench/plot_latency.sh\n"
+		"  --config FILE       runtime config (default lookup: CHI_SERVER_CONF, ...)\n");
+}
+
+static void default_cpus(struct bench_opts *o)
+{
+	cpu_set_t set;
+	int first = -1, last = -1;
+	if (sched_getaffinity(0, sizeof(set), &set) != 0)
+		return;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &set)) {
+			if (first < 0)
+				first = c;
+			last = c;
+		}
+	/* The runtime's first worker takes the first core by default: stay off it. */
+	o->cpu_a = last;
+	o->cpu_b = first;
+}
+
+static int parse(int argc, char **argv, struct bench_opts *o, int *json)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },	     { "iterations", required_argument, NULL, 'n' },
+		{ "window", required_argument, NULL, 'w' },  { "cpu", required_argument, NULL, 'c' },
+		{ "floor-cpu", required_argument, NULL, 'f' }, { "samples", required_argument, NULL, 's' },
+		{ "config", required_argument, NULL, 'C' },  { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t v;
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'j':
+			*json = 1;
+			break;
+		case 'n':
+		case 'w':
+		case 'c':
+		case 'f':
+			if (chi_parse_u64(optarg, &v) != 0 || (ch == 'n' && (v < 100 || v > 100000000)) ||
+			    (ch == 'w' && (v < 1 || v > 4096)) || ((ch == 'c' || ch == 'f') && v >= CPU_SETSIZE)) {
+				fprintf(stderr, "chimaera_bench: bad value '%s'\n", optarg);
+				return -EINVAL;
+			}
+			if (ch == 'n')
+				o->iterations = v;
+			else if (ch == 'w')
+				o->window = (uint32_t)v;
+			else if (ch == 'c')
+				o->cpu_a = (int)v;
+			else
+				o->cpu_b = (int)v;
+			break;
+		case 's':
+			o->samples = optarg;
+			break;
+		case 'C':
+			o->config = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1 };
+	struct bench_result res[BENCH_MAX_RESULTS];
+	struct bench_floor fl;
+	int json = 0, n = 0, rc;
+
+	if (argc < 2 || argv[1][0] == '-') {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	const char *what = argv[1];
+	int do_lat = !strcmp(what, "local-lat") || !strcmp(what, "all");
+	int do_tput = !strcmp(what, "local-tput") || !strcmp(what, "all");
+	if (!do_lat && !do_tput && strcmp(what, "floor")) {
+		fprintf(stderr, "chimaera_bench: unknown benchmark '%s'\n", what);
+		usage(stderr);
+		return 2;
+	}
+	default_cpus(&o);
+	if (parse(argc - 1, argv + 1, &o, &json))
+		return 2;
+
+	rc = bench_floor(&o, &fl);
+	if (rc) {
+		fprintf(stderr, "chimaera_bench: floor: %s\n", strerror(-rc));
+		return 1;
+	}
+	add(res, &n, "pingpong_rtt_p50", fl.pingpong_p50_ns, "ns", NULL, 0);
+	add(res, &n, "spsc_ring_rate", fl.ring_msgs_per_s, "msg/s", NULL, 0);
+	if (do_lat) {
+		double p50, p99, p999;
+		rc = bench_local_lat(&o, &p50, &p99, &p999);
+		if (rc)
+			return 1;
+		add(res, &n, "local_rtt_p50", p50, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
+		add(res, &n, "local_rtt_p99", p99, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
+		add(res, &n, "local_rtt_p99.9", p999, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
+	}
+	if (do_tput) {
+		double tps;
+		rc = bench_local_tput(&o, &tps);
+		if (rc)
+			return 1;
+		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_rate", fl.ring_msgs_per_s);
+	}
+	if (json)
+		print_json(res, n);
+	else
+		print_table(res, n);
+	return 0;
+}

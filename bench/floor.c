@@ -1,0 +1,112 @@
+/* The machine's own limits, measured in the same run as the runtime figures:
+ *  - a two-process cache-line ping-pong: the least a cross-core round trip can cost;
+ *  - a raw two-process SPSC ring (the very ring the lanes use, no runtime around it). */
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "common/time_util.h"
+#include "transport/shm_ring.h"
+
+struct pingpong {
+	alignas(64) _Atomic uint64_t ping;
+	alignas(64) _Atomic uint64_t pong;
+};
+
+static void pong_child(struct pingpong *pp, uint64_t rounds)
+{
+	for (uint64_t i = 1; i <= rounds; i++) {
+		while (atomic_load_explicit(&pp->ping, memory_order_acquire) != i)
+			chi_cpu_relax();
+		atomic_store_explicit(&pp->pong, i, memory_order_release);
+	}
+}
+
+static int pingpong(const struct bench_opts *o, struct bench_floor *out)
+{
+	const uint64_t warm = 10000, n = o->iterations, rounds = warm + n;
+	struct pingpong *pp = mmap(NULL, sizeof(*pp), PROT_READ | PROT_WRITE,
+				   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	uint64_t *samples = malloc(n * sizeof(uint64_t));
+	if (pp == MAP_FAILED || !samples) {
+		free(samples);
+		return -ENOMEM;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		bench_pin(o->cpu_b);
+		pong_child(pp, rounds);
+		_exit(0);
+	}
+	bench_pin(o->cpu_a);
+	for (uint64_t i = 1; i <= rounds; i++) {
+		uint64_t t0 = chi_now_ns();
+		atomic_store_explicit(&pp->ping, i, memory_order_release);
+		while (atomic_load_explicit(&pp->pong, memory_order_acquire) != i)
+			chi_cpu_relax();
+		if (i > warm)
+			samples[i - warm - 1] = chi_now_ns() - t0;
+	}
+	waitpid(pid, NULL, 0);
+	qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
+	out->pingpong_p50_ns = bench_percentile(samples, n, 50);
+	out->pingpong_p99_ns = bench_percentile(samples, n, 99);
+	free(samples);
+	munmap(pp, sizeof(*pp));
+	return 0;
+}
+
+#define RING_SIZE 1024u
+
+static int raw_ring(const struct bench_opts *o, struct bench_floor *out)
+{
+	const uint64_t n = o->iterations * 10;
+	size_t bytes = chi_ring_bytes(RING_SIZE);
+	struct chi_ring *r = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				  -1, 0);
+	if (r == MAP_FAILED)
+		return -ENOMEM;
+	chi_ring_init(r);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct chi_ring_consumer c;
+		uint32_t buf[32];
+		uint64_t got = 0;
+		bench_pin(o->cpu_b);
+		chi_ring_consumer_init(&c, r, RING_SIZE);
+		while (got < n) {
+			int k = chi_ring_dequeue_burst(&c, buf, 32);
+			if (k > 0)
+				got += (uint64_t)k;
+			else
+				chi_cpu_relax();
+		}
+		_exit(0);
+	}
+	struct chi_ring_producer p;
+	int doorbell;
+	bench_pin(o->cpu_a);
+	chi_ring_producer_init(&p, r, RING_SIZE);
+	uint64_t t0 = chi_now_ns();
+	for (uint64_t i = 0; i < n; i++)
+		while (chi_ring_enqueue(&p, (uint32_t)i, &doorbell) != 0)
+			chi_cpu_relax();
+	int status;
+	waitpid(pid, &status, 0);
+	uint64_t dt = chi_now_ns() - t0;
+	out->ring_msgs_per_s = (double)n * 1e9 / (double)dt;
+	munmap(r, bytes);
+	return 0;
+}
+
+int bench_floor(const struct bench_opts *o, struct bench_floor *out)
+{
+	int rc = pingpong(o, out);
+	return rc ? rc : raw_ring(o, out);
+}

@@ -1,0 +1,121 @@
+/* Runtime figures over shared memory: noop round-trip latency and pipelined throughput. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <chimaera/chimaera.h>
+
+#include "bench.h"
+#include "common/time_util.h"
+
+static int connect_client(const struct bench_opts *o, struct chi_client **c)
+{
+	struct chi_client_opts copts = { .config_path = o->config };
+	int rc = chi_client_connect(&copts, c);
+	if (rc)
+		fprintf(stderr, "chimaera_bench: cannot attach to the runtime: %s "
+				"(is `chimaera runtime start` running?)\n",
+			strerror(-rc));
+	return rc;
+}
+
+static int noop_task(struct chi_client *c, struct chi_task **t)
+{
+	int rc = chi_task_alloc(c, 0, t);
+	if (rc)
+		return rc;
+	(*t)->pool.major = CHI_ADMIN_POOL_MAJOR;
+	(*t)->pool.minor = CHI_ADMIN_POOL_MINOR;
+	(*t)->method = CHI_ADMIN_NOOP;
+	return 0;
+}
+
+int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999)
+{
+	const uint64_t warm = 20000, n = o->iterations;
+	struct chi_client *c;
+	struct chi_task *t;
+	struct chi_future f;
+	int rc;
+
+	uint64_t *samples = malloc(n * sizeof(uint64_t));
+	if (!samples)
+		return -ENOMEM;
+	bench_pin(o->cpu_a);
+	rc = connect_client(o, &c);
+	if (rc)
+		goto out_free;
+	rc = noop_task(c, &t);
+	for (uint64_t i = 0; rc == 0 && i < warm + n; i++) {
+		uint64_t t0 = chi_now_ns();
+		rc = chi_submit(c, t, &f);
+		if (rc == 0)
+			rc = chi_wait(&f);
+		if (i >= warm)
+			samples[i - warm] = chi_now_ns() - t0;
+	}
+	if (rc) {
+		fprintf(stderr, "chimaera_bench: noop failed: %s\n", strerror(-rc));
+		goto out_disconnect;
+	}
+	qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
+	*p50 = bench_percentile(samples, n, 50);
+	*p99 = bench_percentile(samples, n, 99);
+	*p999 = bench_percentile(samples, n, 99.9);
+	if (o->samples)
+		rc = bench_write_samples(o->samples, samples, n);
+	chi_task_free(c, t);
+out_disconnect:
+	chi_client_disconnect(c);
+out_free:
+	free(samples);
+	return rc;
+}
+
+int bench_local_tput(const struct bench_opts *o, double *tasks_per_s)
+{
+	const uint64_t n = o->iterations * 10;
+	const uint32_t w = o->window;
+	struct chi_client *c;
+	int rc;
+
+	struct chi_task **tasks = calloc(w, sizeof(*tasks));
+	struct chi_future *futs = calloc(w, sizeof(*futs));
+	if (!tasks || !futs) {
+		rc = -ENOMEM;
+		goto out_free;
+	}
+	bench_pin(o->cpu_a);
+	rc = connect_client(o, &c);
+	if (rc)
+		goto out_free;
+	for (uint32_t i = 0; rc == 0 && i < w; i++)
+		rc = noop_task(c, &tasks[i]);
+	if (rc)
+		goto out_disconnect;
+
+	uint64_t t0 = chi_now_ns();
+	rc = chi_submit_batch(c, tasks, (int)w, futs) == (int)w ? 0 : -EIO;
+	/* Keep the window full: as each task completes, send it again. */
+	for (uint64_t done = 0; rc == 0 && done < n; done++) {
+		uint32_t slot = (uint32_t)(done % w);
+		rc = chi_wait(&futs[slot]);
+		if (rc == 0 && done + w < n)
+			rc = chi_submit(c, tasks[slot], &futs[slot]);
+	}
+	uint64_t dt = chi_now_ns() - t0;
+	if (rc)
+		fprintf(stderr, "chimaera_bench: pipelined noop failed: %s\n", strerror(-rc));
+	else
+		*tasks_per_s = (double)n * 1e9 / (double)dt;
+	for (uint32_t i = 0; i < w; i++)
+		if (tasks[i])
+			chi_task_free(c, tasks[i]);
+out_disconnect:
+	chi_client_disconnect(c);
+out_free:
+	free(tasks);
+	free(futs);
+	return rc;
+}
