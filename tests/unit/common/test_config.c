@@ -1,0 +1,199 @@
+/* Config loading: defaults, upstream keys, sizes, errors that name file:line:column and key. */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <chimaera/pool_query.h>
+
+#include "common/config.h"
+#include "common/log.h"
+
+static struct chi_config cfg;
+static char err[1024];
+
+static int load(const char *yaml)
+{
+	chi_config_fini(&cfg);
+	chi_config_defaults(&cfg);
+	err[0] = '\0';
+	return chi_config_load_string(&cfg, "test.yaml", yaml, strlen(yaml), err, sizeof(err));
+}
+
+START_TEST(defaults_follow_upstream)
+{
+	ck_assert_int_eq(load(""), 0);
+	ck_assert_uint_eq(cfg.num_threads, 4);
+	ck_assert_uint_eq(cfg.queue_depth, 1024);
+	ck_assert_uint_eq(cfg.first_busy_wait_us, 50);
+	ck_assert_int_eq(cfg.port, 9413);
+	ck_assert_uint_eq(cfg.neighborhood_size, 32);
+	ck_assert_str_eq(cfg.conf_dir, "/tmp/chimaera");
+}
+END_TEST
+
+START_TEST(full_file_is_applied)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: 2\n  queue_depth: 256\n"
+			      "  first_busy_wait: 10\n  cpus: [1, 0]\n"
+			      "memory:\n  client_data_segment_size: 32MB\n  lanes_per_client: 4\n"
+			      "networking:\n  port: 9999\n  hostfile: \"\"\n"
+			      "logging:\n  level: debug\n"),
+			 0);
+	ck_assert_uint_eq(cfg.num_threads, 2);
+	ck_assert_uint_eq(cfg.queue_depth, 256);
+	ck_assert_uint_eq(cfg.num_cpus, 2);
+	ck_assert_int_eq(cfg.cpus[0], 1);
+	ck_assert_uint_eq(cfg.client_data_segment_size, 32ull << 20);
+	ck_assert_int_eq(cfg.port, 9999);
+	ck_assert_int_eq(cfg.log_level, CHI_LOG_LEVEL_DEBUG);
+}
+END_TEST
+
+START_TEST(malformed_yaml_names_line_and_column)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: [1,\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:") == err, "%s", err);
+	ck_assert_msg(strstr(err, "malformed YAML"), "%s", err);
+}
+END_TEST
+
+START_TEST(bad_value_names_key_and_position)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: lots\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:2:16: runtime.num_threads:"), "%s", err);
+	ck_assert_int_eq(load("runtime:\n  num_threads: 0\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "out of range"), "%s", err);
+	ck_assert_int_eq(load("networking:\n  port: 70000\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "networking.port"), "%s", err);
+	ck_assert_int_eq(load("runtime:\n  queue_depth: [1]\n"), -EINVAL);
+	ck_assert_int_eq(load("logging:\n  level: loud\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "logging.level"), "%s", err);
+}
+END_TEST
+
+START_TEST(zero_sizes_are_errors_not_surprises)
+{
+	/* upstream's `capacity: 0g` silently meant 80% of DRAM; here 0 is out of range */
+	ck_assert_int_eq(load("memory:\n  client_data_segment_size: 0g\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "memory.client_data_segment_size"), "%s", err);
+	ck_assert_int_eq(load("memory:\n  client_data_segment_size: 12XB\n"), -EINVAL);
+}
+END_TEST
+
+START_TEST(unknown_and_legacy_keys_are_accepted)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: 2\n  mystery: 1\n"
+			      "memory:\n  main_segment_size: 1GB\n  runtime_data_segment_size: 1g\n"
+			      "workers:\n  sched_threads: 4\n  slow_threads: 4\n"
+			      "heartbeat_interval: 5\nmax_sleep: 10\n"
+			      "runtime_extra: {a: 1}\n"),
+			 0);
+	ck_assert_uint_eq(cfg.num_threads, 2);
+}
+END_TEST
+
+START_TEST(duplicate_keys_are_errors)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: 2\n  num_threads: 3\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "duplicate"), "%s", err);
+}
+END_TEST
+
+START_TEST(compose_entries_parse)
+{
+	ck_assert_int_eq(load("compose:\n"
+			      "  - mod_name: kvs\n    pool_name: kv1\n    pool_id: 512.0\n"
+			      "    pool_query: range:0:4\n    capacity: 1GB\n"
+			      "  - mod_name: bdev\n    pool_name: ram::b\n    pool_query: local\n"
+			      "    restart: true\n"),
+			 0);
+	ck_assert_uint_eq(cfg.num_compose, 2);
+	ck_assert_str_eq(cfg.compose[0].mod_name, "kvs");
+	ck_assert_uint_eq(cfg.compose[0].pool_id.major, 512);
+	ck_assert_uint_eq(cfg.compose[0].query.mode, CHI_QUERY_RANGE);
+	ck_assert_uint_eq(cfg.compose[0].query.b, 4);
+	ck_assert_int_eq(cfg.compose[1].restart, 1);
+	ck_assert_int_eq(cfg.compose[1].line, 7);
+
+	ck_assert_int_eq(load("compose:\n  - mod_name: kvs\n    pool_name: a\n"
+			      "    pool_query: sideways\n"),
+			 -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:4:17: pool_query"), "%s", err);
+	ck_assert_int_eq(load("compose:\n  - pool_name: a\n"), -EINVAL);
+	ck_assert_int_eq(load("compose:\n  - mod_name: a\n    pool_name: b\n    pool_id: 5\n"),
+			 -EINVAL);
+}
+END_TEST
+
+START_TEST(cpus_must_cover_workers)
+{
+	ck_assert_int_eq(load("runtime:\n  num_threads: 3\n  cpus: [0]\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "runtime.cpus"), "%s", err);
+}
+END_TEST
+
+START_TEST(sizes)
+{
+	uint64_t v;
+	ck_assert_int_eq(chi_parse_size("512MB", &v), 0);
+	ck_assert_uint_eq(v, 512ull << 20);
+	ck_assert_int_eq(chi_parse_size("4096", &v), 0);
+	ck_assert_uint_eq(v, 4096);
+	ck_assert_int_eq(chi_parse_size("1g", &v), 0);
+	ck_assert_uint_eq(v, 1ull << 30);
+	ck_assert_int_eq(chi_parse_size("2 KiB", &v), 0);
+	ck_assert_uint_eq(v, 2048);
+	ck_assert_int_eq(chi_parse_size("1TB", &v), 0);
+	ck_assert_int_eq(chi_parse_size("-1MB", &v), -EINVAL);
+	ck_assert_int_eq(chi_parse_size("MB", &v), -EINVAL);
+	ck_assert_int_eq(chi_parse_size("99999999999999999999", &v), -EINVAL);
+	ck_assert_int_eq(chi_parse_size("16777216TB", &v), -EINVAL);
+}
+END_TEST
+
+START_TEST(pool_query_grammar)
+{
+	struct chi_pool_query q;
+	char buf[64];
+	static const char *good[] = { "local", "DYNAMIC", "broadcast", "direct_id:3",
+				      "direct_hash:17", "range:2:5", "physical:0" };
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		ck_assert_msg(chi_pool_query_parse(good[i], &q) == 0, "%s", good[i]);
+		ck_assert_int_gt(chi_pool_query_format(&q, buf, sizeof(buf)), 0);
+		ck_assert_int_eq(chi_pool_query_parse(buf, &q), 0);
+	}
+	ck_assert_int_eq(chi_pool_query_parse("range:2:5", &q), 0);
+	ck_assert_uint_eq(q.a, 2);
+	ck_assert_uint_eq(q.b, 5);
+	static const char *bad[] = { "", "loc", "local:1", "direct_id", "direct_id:",
+				     "direct_id:x", "range:1", "range:1:0", "range:1:2:3",
+				     "physical:-1", "direct_hash:1 " };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(chi_pool_query_parse(bad[i], &q) == -EINVAL, "'%s'", bad[i]);
+}
+END_TEST
+
+int main(void)
+{
+	chi_log_threshold = CHI_LOG_LEVEL_ERROR; /* the warnings are expected here */
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+	tcase_add_test(tc, defaults_follow_upstream);
+	tcase_add_test(tc, full_file_is_applied);
+	tcase_add_test(tc, malformed_yaml_names_line_and_column);
+	tcase_add_test(tc, bad_value_names_key_and_position);
+	tcase_add_test(tc, zero_sizes_are_errors_not_surprises);
+	tcase_add_test(tc, unknown_and_legacy_keys_are_accepted);
+	tcase_add_test(tc, duplicate_keys_are_errors);
+	tcase_add_test(tc, compose_entries_parse);
+	tcase_add_test(tc, cpus_must_cover_workers);
+	tcase_add_test(tc, sizes);
+	tcase_add_test(tc, pool_query_grammar);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

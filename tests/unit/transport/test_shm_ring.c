@@ -1,0 +1,148 @@
+/* The lane ring: order, capacity, wrap-around, corrupt indices, the sleep hand-off. */
+#include <check.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "transport/shm_ring.h"
+
+#define SIZE 8u
+
+static struct chi_ring *new_ring(uint32_t size)
+{
+	struct chi_ring *r = aligned_alloc(CHI_CACHE_LINE, chi_ring_bytes(size));
+	chi_ring_init(r);
+	return r;
+}
+
+START_TEST(fifo_and_capacity)
+{
+	struct chi_ring *r = new_ring(SIZE);
+	struct chi_ring_producer p;
+	struct chi_ring_consumer c;
+	uint32_t out[SIZE];
+	int bell;
+
+	chi_ring_producer_init(&p, r, SIZE);
+	chi_ring_consumer_init(&c, r, SIZE);
+	for (uint32_t i = 0; i < SIZE; i++)
+		ck_assert_int_eq(chi_ring_enqueue(&p, i * 10, &bell), 0);
+	ck_assert_int_eq(chi_ring_enqueue(&p, 99, &bell), -EAGAIN);
+	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, 3), 3);
+	ck_assert_uint_eq(out[0], 0);
+	ck_assert_uint_eq(out[2], 20);
+	ck_assert_int_eq(chi_ring_enqueue(&p, 80, &bell), 0);
+	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), 6);
+	ck_assert_uint_eq(out[5], 80);
+	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), 0);
+	free(r);
+}
+END_TEST
+
+START_TEST(wraps_around_uint32)
+{
+	struct chi_ring *r = new_ring(SIZE);
+	struct chi_ring_producer p;
+	struct chi_ring_consumer c;
+	uint32_t out[4];
+	int bell;
+
+	/* Start just below the wrap of the free-running indices. */
+	atomic_store(&r->tail, UINT32_MAX - 2);
+	atomic_store(&r->head, UINT32_MAX - 2);
+	chi_ring_producer_init(&p, r, SIZE);
+	chi_ring_consumer_init(&c, r, SIZE);
+	for (uint32_t round = 0; round < 4; round++) {
+		for (uint32_t i = 0; i < 4; i++)
+			ck_assert_int_eq(chi_ring_enqueue(&p, round * 4 + i, &bell), 0);
+		ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, 4), 4);
+		for (uint32_t i = 0; i < 4; i++)
+			ck_assert_uint_eq(out[i], round * 4 + i);
+	}
+	free(r);
+}
+END_TEST
+
+START_TEST(corrupt_tail_is_rejected)
+{
+	struct chi_ring *r = new_ring(SIZE);
+	struct chi_ring_consumer c;
+	uint32_t out[SIZE];
+
+	chi_ring_consumer_init(&c, r, SIZE);
+	atomic_store(&r->tail, 1000); /* a producer scribbling garbage */
+	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), -EPROTO);
+	ck_assert_uint_eq(c.head, 0); /* nothing was read past the ring */
+	free(r);
+}
+END_TEST
+
+START_TEST(sleep_handoff_owes_exactly_one_doorbell)
+{
+	struct chi_ring *r = new_ring(SIZE);
+	struct chi_ring_producer p;
+	struct chi_ring_consumer c;
+	int bell = -1;
+
+	chi_ring_producer_init(&p, r, SIZE);
+	chi_ring_consumer_init(&c, r, SIZE);
+	ck_assert_int_eq(chi_ring_prepare_sleep(&c), 1); /* empty: may sleep */
+	ck_assert_int_eq(chi_ring_enqueue(&p, 1, &bell), 0);
+	ck_assert_int_eq(bell, 1); /* consumer asleep: this producer rings */
+	ck_assert_int_eq(chi_ring_enqueue(&p, 2, &bell), 0);
+	ck_assert_int_eq(bell, 0); /* already rung */
+	chi_ring_cancel_sleep(&c);
+	ck_assert_int_eq(chi_ring_prepare_sleep(&c), 0); /* entries waiting: must not sleep */
+	free(r);
+}
+END_TEST
+
+#define STREAM 2000000u
+
+static void *producer_thread(void *arg)
+{
+	struct chi_ring_producer p;
+	int bell;
+	chi_ring_producer_init(&p, arg, 64);
+	for (uint32_t i = 0; i < STREAM; i++)
+		while (chi_ring_enqueue(&p, i, &bell) != 0)
+			;
+	return NULL;
+}
+
+START_TEST(two_threads_keep_order)
+{
+	struct chi_ring *r = new_ring(64);
+	struct chi_ring_consumer c;
+	uint32_t out[16], expect = 0;
+	pthread_t t;
+
+	chi_ring_consumer_init(&c, r, 64);
+	pthread_create(&t, NULL, producer_thread, r);
+	while (expect < STREAM) {
+		int n = chi_ring_dequeue_burst(&c, out, 16);
+		ck_assert_int_ge(n, 0);
+		for (int i = 0; i < n; i++)
+			ck_assert_uint_eq(out[i], expect++);
+	}
+	pthread_join(t, NULL);
+	free(r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("shm_ring");
+	TCase *tc = tcase_create("ring");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, fifo_and_capacity);
+	tcase_add_test(tc, wraps_around_uint32);
+	tcase_add_test(tc, corrupt_tail_is_rejected);
+	tcase_add_test(tc, sleep_handoff_owes_exactly_one_doorbell);
+	tcase_add_test(tc, two_threads_keep_order);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
