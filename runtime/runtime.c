@@ -144,9 +144,6 @@ static void free_client(struct runtime *rt, struct rt_client *c)
 	if (c->sock >= 0)
 		close(c->sock);
 	free(c->conn);
-	atomic_fetch_add_explicit(&rt->bad_submissions,
-				  atomic_load_explicit(&c->bad_submissions, memory_order_relaxed),
-				  memory_order_relaxed);
 	free(c);
 }
 

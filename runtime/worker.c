@@ -129,8 +129,10 @@ static void cancel_timers(struct worker *w, struct rt_client *client)
 
 /* ---- lanes ---- */
 
-static void reject(struct rt_client *c, uint32_t lane, uint32_t off, const char *why)
+static void reject(struct worker *w, struct rt_client *c, uint32_t lane, uint32_t off,
+		   const char *why)
 {
+	atomic_fetch_add_explicit(&w->rt->bad_submissions, 1, memory_order_relaxed);
 	uint64_t n = atomic_fetch_add_explicit(&c->bad_submissions, 1, memory_order_relaxed);
 	if (n < 8) /* a broken client must not flood the log */
 		CHI_LOG_WARN("client %u (pid %d) lane %u: rejected entry 0x%x: %s", c->id,
@@ -146,14 +148,14 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 
 	if (off % CHI_CACHE_LINE != 0 ||
 	    !(task = chi_seg_range(c->base, &c->layout, off, CHI_TASK_HEADER_SIZE))) {
-		reject(c, lane->index, off, "offset outside the client's arena or misaligned");
+		reject(w, c, lane->index, off, "offset outside the client's arena or misaligned");
 		return;
 	}
 	/* One copy of the header: the client may scribble on it while we run. */
 	memcpy(&hdr, task, sizeof(hdr));
 	uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&task->state, memory_order_acquire);
 	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED) {
-		reject(c, lane->index, off, "task is not in the submitted state");
+		reject(w, c, lane->index, off, "task is not in the submitted state");
 		return;
 	}
 	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
@@ -177,7 +179,7 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 		uint32_t want = max - (uint32_t)total < LANE_BURST ? max - (uint32_t)total : LANE_BURST;
 		int n = chi_ring_dequeue_burst(&lane->cons, offs, want);
 		if (n == -EPROTO) {
-			reject(lane->client, lane->index, 0, "lane indices are corrupt; lane dropped");
+			reject(w, lane->client, lane->index, 0, "lane indices are corrupt; lane dropped");
 			/* Resynchronise so that we stop reading garbage from this lane. */
 			lane->cons.head = atomic_load_explicit(&lane->cons.ring->tail,
 							       memory_order_acquire);

@@ -1,0 +1,467 @@
+/* The single-node runtime end to end: real runtime processes, real clients. */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chimaera/chimaera.h>
+
+#include "rt_harness.h"
+#include "transport/shm_segment.h"
+
+static struct rt_harness rt;
+
+static void start(unsigned threads, unsigned busy_us)
+{
+	int rc = rt_start(&rt, threads, busy_us, NULL);
+	ck_assert_msg(rc == 0, "runtime did not start: %s (log %s)", strerror(-rc), rt.log);
+}
+
+static struct chi_client *attach(void)
+{
+	struct chi_client *c;
+	int rc = rt_connect(&rt, &c);
+	ck_assert_msg(rc == 0, "attach: %s", strerror(-rc));
+	return c;
+}
+
+static int raw_task(struct chi_client *c, uint32_t major, uint32_t method,
+		    struct chi_pool_query q)
+{
+	struct chi_task *t;
+	struct chi_future f;
+	ck_assert_int_eq(chi_task_alloc(c, 0, &t), 0);
+	t->pool.major = major;
+	t->method = method;
+	t->query = q;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	int rc = chi_wait(&f);
+	chi_task_free(c, t);
+	return rc;
+}
+
+START_TEST(admin_methods_and_errors)
+{
+	struct chi_client *c;
+	struct chi_future f;
+	struct chi_admin_stats st;
+	char buf[5000];
+	uint32_t len;
+
+	start(1, 50);
+	c = attach();
+	ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (char)(i * 7);
+	ck_assert_int_eq(chi_admin_echo_async(c, buf, sizeof(buf), &f), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	const char *out = chi_admin_echo_output(&f, &len);
+	ck_assert_uint_eq(len, sizeof(buf));
+	ck_assert_mem_eq(out, buf, sizeof(buf));
+	chi_task_free(c, f.task);
+
+	uint64_t t0 = rt_now_ms();
+	ck_assert_int_eq(chi_admin_sleep_async(c, 50000, &f), 0);
+	ck_assert_int_eq(chi_test(&f), 0);
+	ck_assert_int_eq(chi_wait_timeout(&f, 1000000), -ETIMEDOUT);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+	ck_assert_uint_ge(rt_now_ms() - t0, 49);
+
+	ck_assert_int_eq(raw_task(c, 99, CHI_ADMIN_NOOP, chi_query_local()), -ENOENT);
+	ck_assert_int_eq(raw_task(c, 1, 9999, chi_query_local()), -EBADRQC);
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_direct_id(3)), -ENXIO);
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_physical(7)), -EHOSTUNREACH);
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_range(0, 1)), 0);
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_GET_OR_CREATE_POOL, chi_query_local()), -ENOSYS);
+
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	ck_assert_int_eq(st.pid, rt.pid);
+	ck_assert_uint_eq(st.num_workers, 1);
+	ck_assert_uint_eq(st.num_clients, 1);
+	ck_assert_uint_ge(st.tasks_completed, 9);
+	ck_assert_uint_ge(st.tasks_failed, 5);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* ---- many threads, many processes ---- */
+
+#define PER_THREAD 20000
+
+static void *noop_thread(void *arg)
+{
+	struct chi_client *c = arg;
+	struct chi_future f[8];
+	long failures = 0;
+	for (int i = 0; i < PER_THREAD; i += 8) {
+		for (int k = 0; k < 8; k++)
+			if (chi_admin_noop_async(c, &f[k]) != 0)
+				failures++;
+		for (int k = 0; k < 8; k++)
+			if (chi_admin_finish(&f[k]) != 0)
+				failures++;
+	}
+	return (void *)failures;
+}
+
+START_TEST(many_threads_share_a_client)
+{
+	enum { THREADS = 12 };
+	pthread_t t[THREADS];
+	struct chi_admin_stats st;
+
+	start(2, 20);
+	struct chi_client *c = attach();
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, noop_thread, c);
+	for (int i = 0; i < THREADS; i++) {
+		void *failures;
+		pthread_join(t[i], &failures);
+		ck_assert_int_eq((long)failures, 0);
+	}
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	ck_assert_uint_ge(st.tasks_completed, THREADS * PER_THREAD);
+	ck_assert_uint_eq(st.bad_submissions, 0);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(many_processes)
+{
+	enum { PROCS = 4 };
+	pid_t pids[PROCS];
+
+	start(2, 20);
+	for (int p = 0; p < PROCS; p++) {
+		pids[p] = fork();
+		if (pids[p] == 0) {
+			struct chi_client *c;
+			if (rt_connect(&rt, &c) != 0)
+				_exit(10);
+			for (int i = 0; i < 5000; i++) {
+				char msg[64];
+				struct chi_future f;
+				uint32_t len;
+				int n = snprintf(msg, sizeof(msg), "proc %d task %d", p, i);
+				if (chi_admin_echo_async(c, msg, (uint32_t)n, &f) || chi_wait(&f))
+					_exit(11);
+				const char *out = chi_admin_echo_output(&f, &len);
+				if (len != (uint32_t)n || memcmp(out, msg, len) != 0)
+					_exit(12);
+				chi_task_free(c, f.task);
+			}
+			chi_client_disconnect(c);
+			_exit(0);
+		}
+	}
+	for (int p = 0; p < PROCS; p++) {
+		int st;
+		waitpid(pids[p], &st, 0);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %d", p, st);
+	}
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* ---- liveness ---- */
+
+static uint32_t clients_now(struct chi_client *c, uint64_t *reclaimed)
+{
+	struct chi_admin_stats st;
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	if (reclaimed)
+		*reclaimed = st.clients_reclaimed;
+	return st.num_clients;
+}
+
+START_TEST(killed_client_is_reclaimed)
+{
+	int pfd[2];
+	char ok;
+
+	start(2, 20);
+	struct chi_client *observer = attach();
+	ck_assert_int_eq(pipe(pfd), 0);
+	pid_t victim = fork();
+	if (victim == 0) {
+		struct chi_client *c;
+		struct chi_future f;
+		if (rt_connect(&rt, &c) != 0)
+			_exit(1);
+		for (int i = 0; i < 200; i++)
+			chi_admin_sleep_async(c, 30 * 1000000ull, &f); /* 30 s, in flight */
+		for (int i = 0; i < 200; i++)
+			chi_admin_noop_async(c, &f);
+		if (write(pfd[1], "x", 1) != 1)
+			_exit(2);
+		pause();
+		_exit(0);
+	}
+	ck_assert_int_eq(read(pfd[0], &ok, 1), 1);
+	uint64_t reclaimed_before;
+	ck_assert_uint_eq(clients_now(observer, &reclaimed_before), 2);
+	kill(victim, SIGKILL);
+	waitpid(victim, NULL, 0);
+
+	uint64_t reclaimed = 0, deadline = rt_now_ms() + 2000;
+	while (clients_now(observer, &reclaimed) != 1 && rt_now_ms() < deadline)
+		usleep(10000);
+	ck_assert_uint_eq(clients_now(observer, &reclaimed), 1);
+	ck_assert_uint_eq(reclaimed, reclaimed_before + 1);
+	/* The other client never noticed. */
+	struct chi_future f;
+	ck_assert_int_eq(chi_admin_echo_async(observer, "still here", 10, &f), 0);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+	chi_client_disconnect(observer);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(runtime_death_fails_waits_within_a_second)
+{
+	struct chi_future f;
+
+	start(1, 50);
+	struct chi_client *c = attach();
+	ck_assert_int_eq(chi_admin_sleep_async(c, 30 * 1000000ull, &f), 0);
+	usleep(20000);
+	kill(rt.pid, SIGKILL);
+	uint64_t t0 = rt_now_ms();
+	ck_assert_int_eq(chi_wait(&f), -ECONNRESET);
+	ck_assert_uint_lt(rt_now_ms() - t0, 1000);
+	struct chi_future g;
+	int rc = chi_admin_noop_async(c, &g);
+	if (rc == 0)
+		rc = chi_wait(&g);
+	ck_assert_int_eq(rc, -ECONNRESET);
+	chi_client_disconnect(c);
+	rt_stop(&rt);
+}
+END_TEST
+
+START_TEST(sigterm_finishes_in_flight_and_exits_zero)
+{
+	struct chi_future sleeping, queued[64];
+
+	start(1, 50);
+	struct chi_client *c = attach();
+	ck_assert_int_eq(chi_admin_sleep_async(c, 30 * 1000000ull, &sleeping), 0);
+	for (int i = 0; i < 64; i++)
+		ck_assert_int_eq(chi_admin_noop_async(c, &queued[i]), 0);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+	/* Queued work ran; the 30 s sleep was cancelled, not left hanging. */
+	for (int i = 0; i < 64; i++)
+		ck_assert_int_eq(chi_wait(&queued[i]), 0);
+	ck_assert_int_eq(chi_wait(&sleeping), -ECANCELED);
+	struct chi_future g;
+	ck_assert_int_lt(chi_admin_noop_async(c, &g), 0);
+	chi_client_disconnect(c);
+}
+END_TEST
+
+START_TEST(idle_worker_sleeps_and_wakes)
+{
+	struct chi_admin_stats a, b;
+	struct chi_future f;
+
+	start(2, 10);
+	struct chi_client *c = attach();
+	ck_assert_int_eq(chi_admin_stats(c, &a), 0);
+	for (int i = 0; i < 50; i++) {
+		usleep(2000); /* longer than first_busy_wait: the worker goes to sleep */
+		ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+		ck_assert_int_eq(chi_wait_timeout(&f, 2000000000ull), 0);
+		chi_task_free(c, f.task);
+	}
+	ck_assert_int_eq(chi_admin_stats(c, &b), 0);
+	uint64_t sleeps = 0;
+	for (int i = 0; i < 2; i++)
+		sleeps += b.worker_sleeps[i] - a.worker_sleeps[i];
+	ck_assert_uint_ge(sleeps, 25);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* ---- bad input ---- */
+
+START_TEST(garbage_in_shared_memory_is_rejected)
+{
+	struct chi_admin_stats st;
+	struct chi_future f;
+	struct chi_bulk b;
+
+	start(1, 50);
+	struct chi_client *c = attach();
+	struct chi_client_info info;
+	chi_client_info(c, &info);
+	void *buf = chi_buf_alloc(c, 64);
+	ck_assert_int_eq(chi_bulk_from_ptr(c, buf, 64, &b), 0);
+	char *base = (char *)buf - b.offset;
+	struct chi_seg_header *h = (struct chi_seg_header *)base;
+	/* Scribble on the last lane, which no thread of ours uses. */
+	uint32_t lane = info.num_lanes - 1;
+	struct chi_ring *r = chi_seg_lane(base, &h->layout, lane);
+	uint32_t tail = atomic_load(&r->tail);
+	static const uint32_t junk[] = { 0, 1, 64, 0xffffffc0u, 4096, 0x7fffffc0u };
+	for (uint32_t i = 0; i < 6; i++)
+		r->slots[(tail + i) & (h->layout.lane_depth - 1)] = junk[i];
+	atomic_store(&r->tail, tail + 6);
+	/* No doorbell for that lane: a noop wakes the worker, whose pass then reaches it
+	 * before the stats task that follows. */
+	ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	ck_assert_uint_ge(st.bad_submissions, 6);
+	/* Impossible indices. */
+	atomic_store(&r->tail, atomic_load(&r->head) + 1000000);
+	usleep(50000);
+	ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+	/* Bulk descriptors pointing outside the segment. */
+	struct chi_task *t;
+	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_echo_params), &t), 0);
+	t->pool.major = 1;
+	t->method = CHI_ADMIN_ECHO;
+	struct chi_admin_echo_params *p = chi_task_params(t);
+	p->in.offset = 0;
+	p->in.length = 4096; /* the header: not arena */
+	p->out = b;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -EFAULT);
+	p->in = b;
+	p->out.offset = UINT64_MAX - 8;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -EFAULT);
+	t->params_size = 0x7fffffff; /* parameters running past the segment */
+	ck_assert_int_eq(chi_submit(c, t, &f), -EINVAL);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* ---- CLI ---- */
+
+START_TEST(cli_status_second_runtime_and_stop)
+{
+	char cmd[2048];
+
+	start(1, 50);
+	snprintf(cmd, sizeof(cmd), "%s runtime status --config %s >/dev/null", rt_bin("chimaera"),
+		 rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	/* Same port: refused with a clear message. Started in the foreground, so a wrong
+	 * success would hang: bound it. */
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 10 %s runtime start --config %s 2>&1 | grep -q 'already running'",
+		 rt_bin("chimaera"), rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s runtime stop --config %s >/dev/null", rt_bin("chimaera"),
+		 rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s runtime status --config %s >/dev/null", rt_bin("chimaera"),
+		 rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 3);
+	rt_stop(&rt); /* reaps the exited process */
+}
+END_TEST
+
+START_TEST(cli_config_check_reports_position)
+{
+	char cmd[2048];
+	const char *bad = "/tmp/chi-test-bad.yaml";
+	FILE *f = fopen(bad, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "runtime:\n  num_threads: 2\n  queue_depth: 1000x\n");
+	fclose(f);
+	snprintf(cmd, sizeof(cmd),
+		 "%s config check %s 2>&1 | grep -q '%s:3:16: runtime.queue_depth'",
+		 rt_bin("chimaera"), bad, bad);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s config check %s >/dev/null 2>&1", rt_bin("chimaera"), bad);
+	ck_assert_int_eq(rt_sh(cmd), 2);
+	snprintf(cmd, sizeof(cmd), "%s config check %s/config/chimaera.yaml >/dev/null",
+		 rt_bin("chimaera"), CHI_SOURCE_DIR);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	unlink(bad);
+}
+END_TEST
+
+START_TEST(two_ports_run_side_by_side)
+{
+	struct rt_harness second;
+	struct chi_future f;
+
+	start(1, 50);
+	ck_assert_int_eq(rt_start(&second, 1, 50, NULL), 0);
+	ck_assert_int_ne(second.port, rt.port);
+	struct chi_client *a = attach();
+	struct chi_client *b;
+	ck_assert_int_eq(rt_connect(&second, &b), 0);
+	struct chi_admin_stats sa, sb;
+	ck_assert_int_eq(chi_admin_stats(a, &sa), 0);
+	ck_assert_int_eq(chi_admin_stats(b, &sb), 0);
+	ck_assert_int_ne(sa.pid, sb.pid);
+	ck_assert_int_eq(chi_admin_noop_async(b, &f), 0);
+	ck_assert_int_eq(chi_admin_finish(&f), 0);
+	chi_client_disconnect(a);
+	chi_client_disconnect(b);
+	ck_assert_int_eq(rt_stop(&second), 0);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(no_runtime_means_clear_error_not_hang)
+{
+	struct chi_client *c;
+	struct chi_client_opts o = { .port = 1, .wait_server_set = 1, .wait_server_s = 0 };
+	int rc = chi_client_connect(&o, &c);
+	ck_assert_msg(rc == -ENOENT || rc == -ECONNREFUSED, "rc %d", rc);
+	o.wait_server_s = 1;
+	uint64_t t0 = rt_now_ms();
+	rc = chi_client_connect(&o, &c);
+	ck_assert_msg(rc == -ENOENT || rc == -ECONNREFUSED, "rc %d", rc);
+	ck_assert_uint_ge(rt_now_ms() - t0, 900);
+}
+END_TEST
+
+static void teardown(void)
+{
+	if (rt.pid > 0)
+		rt_stop(&rt);
+}
+
+int main(void)
+{
+	Suite *s = suite_create("runtime");
+	TCase *tc = tcase_create("runtime");
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, admin_methods_and_errors);
+	tcase_add_test(tc, many_threads_share_a_client);
+	tcase_add_test(tc, many_processes);
+	tcase_add_test(tc, killed_client_is_reclaimed);
+	tcase_add_test(tc, runtime_death_fails_waits_within_a_second);
+	tcase_add_test(tc, sigterm_finishes_in_flight_and_exits_zero);
+	tcase_add_test(tc, idle_worker_sleeps_and_wakes);
+	tcase_add_test(tc, garbage_in_shared_memory_is_rejected);
+	tcase_add_test(tc, cli_status_second_runtime_and_stop);
+	tcase_add_test(tc, cli_config_check_reports_position);
+	tcase_add_test(tc, two_ports_run_side_by_side);
+	tcase_add_test(tc, no_runtime_means_clear_error_not_hang);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_VERBOSE);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
