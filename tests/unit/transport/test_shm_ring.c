@@ -9,7 +9,9 @@
 
 static struct chi_ring *new_ring(uint32_t size)
 {
-	struct chi_ring *r = aligned_alloc(CHI_CACHE_LINE, chi_ring_bytes(size));
+	void *mem = NULL;
+	ck_assert_int_eq(posix_memalign(&mem, CHI_CACHE_LINE, chi_ring_bytes(size)), 0);
+	struct chi_ring *r = mem;
 	chi_ring_init(r);
 	return r;
 }
