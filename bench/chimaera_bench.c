@@ -1,7 +1,9 @@
 /* chimaera_bench: figures for the runtime, each beside the machine's floor measured in the
  * same run.
  *
- *   chimaera_bench floor | local-lat | local-tput | all [--json] [options]
+ *   chimaera_bench floor | local-lat | local-tput | idle | all [--json] [options]
+ *
+ * Rows without a floor (the floor itself, idle cost) print "-" / null for it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -94,7 +96,7 @@ static void print_table(const struct bench_result *r, int n)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: chimaera_bench floor|local-lat|local-tput|all [options]\n"
+		"usage: chimaera_bench floor|local-lat|local-tput|idle|all [options]\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples (default 200000; throughput runs 10x)\n"
 		"  --window N          tasks in flight for local-tput (default 64)\n"
@@ -187,7 +189,8 @@ int main(int argc, char **argv)
 	const char *what = argv[1];
 	int do_lat = !strcmp(what, "local-lat") || !strcmp(what, "all");
 	int do_tput = !strcmp(what, "local-tput") || !strcmp(what, "all");
-	if (!do_lat && !do_tput && strcmp(what, "floor")) {
+	int do_idle = !strcmp(what, "idle") || !strcmp(what, "all");
+	if (!do_lat && !do_tput && !do_idle && strcmp(what, "floor")) {
 		fprintf(stderr, "chimaera_bench: unknown benchmark '%s'\n", what);
 		usage(stderr);
 		return 2;
@@ -218,6 +221,13 @@ int main(int argc, char **argv)
 		if (rc)
 			return 1;
 		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_rate", fl.ring_msgs_per_s);
+	}
+	if (do_idle) {
+		double cpu, kib;
+		if (bench_idle(&o, &cpu, &kib))
+			return 1;
+		add(res, &n, "idle_cpu", cpu, "%core", NULL, 0);
+		add(res, &n, "idle_rss_private", kib, "KiB", NULL, 0);
 	}
 	if (json)
 		print_json(res, n);
