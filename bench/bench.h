@@ -27,7 +27,8 @@ struct bench_opts {
 struct bench_floor {
 	double pingpong_p50_ns;
 	double pingpong_p99_ns;
-	double ring_msgs_per_s;
+	double ring_msgs_per_s;	      /* one message per publish */
+	double ring_burst_msgs_per_s; /* 32 messages per publish */
 };
 
 int bench_floor(const struct bench_opts *o, struct bench_floor *out);

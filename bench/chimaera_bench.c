@@ -206,6 +206,7 @@ int main(int argc, char **argv)
 	}
 	add(res, &n, "pingpong_rtt_p50", fl.pingpong_p50_ns, "ns", NULL, 0);
 	add(res, &n, "spsc_ring_rate", fl.ring_msgs_per_s, "msg/s", NULL, 0);
+	add(res, &n, "spsc_ring_burst_rate", fl.ring_burst_msgs_per_s, "msg/s", NULL, 0);
 	if (do_lat) {
 		double p50, p99, p999;
 		rc = bench_local_lat(&o, &p50, &p99, &p999);
@@ -221,6 +222,8 @@ int main(int argc, char **argv)
 		if (rc)
 			return 1;
 		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_rate", fl.ring_msgs_per_s);
+		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_burst_rate",
+		    fl.ring_burst_msgs_per_s);
 	}
 	if (do_idle) {
 		double cpu, kib;

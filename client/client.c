@@ -392,7 +392,8 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 	while (err == 0 && done < n) {
 		uint32_t off;
 		struct chi_task *t = tasks[done];
-		uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_relaxed);
+		uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_relaxed) &
+			      CHI_TASK_STATE_MASK;
 		if (task_offset(c, t, &off) != 0 || (st != CHI_TASK_NEW && st != CHI_TASK_DONE)) {
 			err = -EINVAL;
 			break;
@@ -469,7 +470,12 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 		now = chi_now_ns();
 		if (now - start >= timeout_ns)
 			return -ETIMEDOUT;
+		/* Announce the waiter only on a task still in flight: setting the bit on a task
+		 * that completed meanwhile would sleep on a futex nobody will wake (the
+		 * CAS from SUBMITTED in tests/model/lane_wakeup.pml). */
 		uint32_t st = atomic_load_explicit(state, memory_order_relaxed);
+		if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED)
+			continue; /* completed: task_done() sees it */
 		if (!(st & CHI_TASK_WAITER) &&
 		    !atomic_compare_exchange_strong_explicit(state, &st, st | CHI_TASK_WAITER,
 							     memory_order_relaxed,

@@ -4,6 +4,7 @@
  * and proof that the sleep path ran many times. CHI_STRESS_TASKS overrides the task count. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct result {
 	uint64_t done;
 	uint64_t hung;
 	uint64_t errors;
+	uint64_t stale_waiters;
 };
 
 static void *run(void *arg)
@@ -48,6 +50,11 @@ static void *run(void *arg)
 			}
 			if (rc)
 				r->errors++;
+			/* A completed task's state is exactly DONE: a waiter bit left on it
+			 * means a client slept on a task that had already completed. */
+			if (atomic_load_explicit((_Atomic uint32_t *)&f[i].task->state,
+						 memory_order_acquire) != CHI_TASK_DONE)
+				r->stale_waiters++;
 			chi_task_free(client, f[i].task);
 		}
 		r->done += (uint64_t)n;
@@ -92,21 +99,24 @@ int main(void)
 	memset(res, 0, sizeof(res));
 	for (int i = 0; i < THREADS; i++)
 		pthread_create(&t[i], NULL, run, &res[i]);
-	uint64_t done = 0, hung = 0, errors = 0;
+	uint64_t done = 0, hung = 0, errors = 0, stale = 0;
 	for (int i = 0; i < THREADS; i++) {
 		pthread_join(t[i], NULL);
 		done += res[i].done;
 		hung += res[i].hung;
 		errors += res[i].errors;
+		stale += res[i].stale_waiters;
 	}
 	int ok = chi_admin_stats(client, &after) == 0;
 	uint64_t sleeps = ok ? after.worker_sleeps[0] - before.worker_sleeps[0] : 0;
-	printf("tasks %llu in %llu ms, worker sleeps %llu, hung %llu, errors %llu\n",
+	printf("tasks %llu in %llu ms, worker sleeps %llu, hung %llu, errors %llu, "
+	       "stale waiters %llu\n",
 	       (unsigned long long)done, (unsigned long long)(rt_now_ms() - t0),
-	       (unsigned long long)sleeps, (unsigned long long)hung, (unsigned long long)errors);
+	       (unsigned long long)sleeps, (unsigned long long)hung, (unsigned long long)errors,
+	       (unsigned long long)stale);
 	chi_client_disconnect(client);
 	int stopped = rt_stop(&h);
-	if (!ok || hung || errors || stopped != 0) {
+	if (!ok || hung || errors || stale || stopped != 0) {
 		printf("FAIL\n");
 		return 1;
 	}
