@@ -18,6 +18,7 @@ struct bench_result {
 struct bench_opts {
 	uint64_t iterations;   /* latency samples / throughput tasks */
 	uint32_t window;       /* tasks in flight for local-tput */
+	uint32_t rounds;       /* floor + measurement repeated this often */
 	int cpu_a;	       /* this process (client / producer) */
 	int cpu_b;	       /* the floor's second process */
 	const char *samples;   /* write sorted latency samples here (for plotting) */

@@ -6,6 +6,7 @@
  * Rows without a floor (the floor itself, idle cost) print "-" / null for it.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
@@ -98,7 +99,10 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: chimaera_bench floor|local-lat|local-tput|idle|all [options]\n"
 		"  --json              one JSON document instead of a table\n"
-		"  --iterations N      latency samples (default 200000; throughput runs 10x)\n"
+		"  --iterations N      latency samples over all rounds (default 200000;\n"
+		"                      throughput runs 50x, the ring floors 100x as many)\n"
+		"  --rounds N          rounds of floor + measurement (default 10); each row\n"
+		"                      reports the round with the median ratio to its floor\n"
 		"  --window N          tasks in flight for local-tput (default 64)\n"
 		"  --cpu N             cpu of this process (default: the last one we may use)\n"
 		"  --floor-cpu N       cpu of the floor's partner process (default: the first)\n"
@@ -130,6 +134,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 		{ "window", required_argument, NULL, 'w' },  { "cpu", required_argument, NULL, 'c' },
 		{ "floor-cpu", required_argument, NULL, 'f' }, { "samples", required_argument, NULL, 's' },
 		{ "config", required_argument, NULL, 'C' },  { "help", no_argument, NULL, 'h' },
+		{ "rounds", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -139,6 +144,13 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 		switch (ch) {
 		case 'j':
 			*json = 1;
+			break;
+		case 'r':
+			if (chi_parse_u64(optarg, &v) != 0 || v < 1 || v > 63) {
+				fprintf(stderr, "chimaera_bench: --rounds: expected 1..63\n");
+				return -EINVAL;
+			}
+			o->rounds = (uint32_t)v;
 			break;
 		case 'n':
 		case 'w':
@@ -175,12 +187,88 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 	return 0;
 }
 
+/* One round: a floor and the runtime figures measured right after it, so that both see the
+ * same placement of our two virtual cpus (hypervisors move them; the floor can change 4x
+ * between two runs). */
+struct round {
+	struct bench_floor fl;
+	double p50, p99, p999, tps;
+};
+
+struct row_spec {
+	const char *metric;
+	const char *unit;
+	const char *floor_metric; /* NULL: the row is a floor */
+	size_t value;		  /* offsetof into struct round */
+	size_t floor;
+};
+
+#define RV(field) offsetof(struct round, field)
+
+static double at(const struct round *r, size_t off)
+{
+	return *(const double *)((const char *)r + off);
+}
+
+/* Report the round whose ratio (or, for a floor, whose value) is the median. */
+static void add_median(struct bench_result *res, int *n, const struct round *rounds, int nr,
+		       const struct row_spec *spec)
+{
+	int order[64];
+	for (int i = 0; i < nr; i++)
+		order[i] = i;
+	for (int i = 1; i < nr; i++) /* insertion sort by ratio; nr is small */
+		for (int j = i; j > 0; j--) {
+			const struct round *a = &rounds[order[j - 1]], *b = &rounds[order[j]];
+			double ka = at(a, spec->value) / (spec->floor_metric ? at(a, spec->floor) : 1);
+			double kb = at(b, spec->value) / (spec->floor_metric ? at(b, spec->floor) : 1);
+			if (ka <= kb)
+				break;
+			int t = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	const struct round *m = &rounds[order[nr / 2]];
+	add(res, n, spec->metric, at(m, spec->value), spec->unit, spec->floor_metric,
+	    spec->floor_metric ? at(m, spec->floor) : 0);
+}
+
+static int run_round(const struct bench_opts *o, int do_lat, int do_tput, struct round *r)
+{
+	int rc = bench_floor(o, &r->fl);
+	if (rc) {
+		fprintf(stderr, "chimaera_bench: floor: %s\n", strerror(-rc));
+		return rc;
+	}
+	if (do_lat && (rc = bench_local_lat(o, &r->p50, &r->p99, &r->p999)) != 0)
+		return rc;
+	if (do_tput && (rc = bench_local_tput(o, &r->tps)) != 0)
+		return rc;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1 };
+	static const struct row_spec floors[] = {
+		{ "pingpong_rtt_p50", "ns", NULL, RV(fl.pingpong_p50_ns), 0 },
+		{ "spsc_ring_rate", "msg/s", NULL, RV(fl.ring_msgs_per_s), 0 },
+		{ "spsc_ring_burst_rate", "msg/s", NULL, RV(fl.ring_burst_msgs_per_s), 0 },
+	};
+	static const struct row_spec lat[] = {
+		{ "local_rtt_p50", "ns", "pingpong_rtt_p50", RV(p50), RV(fl.pingpong_p50_ns) },
+		{ "local_rtt_p99", "ns", "pingpong_rtt_p50", RV(p99), RV(fl.pingpong_p50_ns) },
+		{ "local_rtt_p99.9", "ns", "pingpong_rtt_p50", RV(p999), RV(fl.pingpong_p50_ns) },
+	};
+	static const struct row_spec tput[] = {
+		{ "local_tput", "tasks/s", "spsc_ring_rate", RV(tps), RV(fl.ring_msgs_per_s) },
+		{ "local_tput", "tasks/s", "spsc_ring_burst_rate", RV(tps),
+		  RV(fl.ring_burst_msgs_per_s) },
+	};
+	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1,
+				.rounds = 10 };
 	struct bench_result res[BENCH_MAX_RESULTS];
-	struct bench_floor fl;
-	int json = 0, n = 0, rc;
+	struct round rounds[64];
+	int json = 0, n = 0;
 
 	if (argc < 2 || argv[1][0] == '-') {
 		usage(argc < 2 ? stderr : stdout);
@@ -199,32 +287,17 @@ int main(int argc, char **argv)
 	if (parse(argc - 1, argv + 1, &o, &json))
 		return 2;
 
-	rc = bench_floor(&o, &fl);
-	if (rc) {
-		fprintf(stderr, "chimaera_bench: floor: %s\n", strerror(-rc));
-		return 1;
-	}
-	add(res, &n, "pingpong_rtt_p50", fl.pingpong_p50_ns, "ns", NULL, 0);
-	add(res, &n, "spsc_ring_rate", fl.ring_msgs_per_s, "msg/s", NULL, 0);
-	add(res, &n, "spsc_ring_burst_rate", fl.ring_burst_msgs_per_s, "msg/s", NULL, 0);
-	if (do_lat) {
-		double p50, p99, p999;
-		rc = bench_local_lat(&o, &p50, &p99, &p999);
-		if (rc)
+	struct bench_opts per_round = o;
+	per_round.iterations = o.iterations / o.rounds > 1000 ? o.iterations / o.rounds : 1000;
+	for (uint32_t i = 0; i < o.rounds; i++)
+		if (run_round(&per_round, do_lat, do_tput, &rounds[i]) != 0)
 			return 1;
-		add(res, &n, "local_rtt_p50", p50, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
-		add(res, &n, "local_rtt_p99", p99, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
-		add(res, &n, "local_rtt_p99.9", p999, "ns", "pingpong_rtt_p50", fl.pingpong_p50_ns);
-	}
-	if (do_tput) {
-		double tps;
-		rc = bench_local_tput(&o, &tps);
-		if (rc)
-			return 1;
-		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_rate", fl.ring_msgs_per_s);
-		add(res, &n, "local_tput", tps, "tasks/s", "spsc_ring_burst_rate",
-		    fl.ring_burst_msgs_per_s);
-	}
+	for (size_t i = 0; i < 3; i++)
+		add_median(res, &n, rounds, (int)o.rounds, &floors[i]);
+	for (size_t i = 0; do_lat && i < 3; i++)
+		add_median(res, &n, rounds, (int)o.rounds, &lat[i]);
+	for (size_t i = 0; do_tput && i < 2; i++)
+		add_median(res, &n, rounds, (int)o.rounds, &tput[i]);
 	if (do_idle) {
 		double cpu, kib;
 		if (bench_idle(&o, &cpu, &kib))

@@ -75,7 +75,7 @@ out_free:
 
 int bench_local_tput(const struct bench_opts *o, double *tasks_per_s)
 {
-	uint64_t n = o->iterations * 10;
+	uint64_t n = o->iterations * 50;
 	const uint32_t w = o->window;
 	struct chi_client *c;
 	int rc;
