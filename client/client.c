@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -210,6 +211,13 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 	int wait_s, memfd = -1, rc;
 
 	chi_log_init_from_env(CHI_LOG_LEVEL_WARN);
+	const char *mode = getenv("CHI_IPC_MODE");
+	if (mode && *mode && strcasecmp(mode, "SHM") && strcasecmp(mode, "IPC")) {
+		CHI_LOG_ERROR("CHI_IPC_MODE=%s: this build attaches over shared memory only "
+			      "(SHM or IPC); TCP and RDMA clients come with the network transports",
+			      mode);
+		return -ENOTSUP;
+	}
 	rc = resolve_target(opts, path, sizeof(path), &wait_s);
 	if (rc)
 		return rc;

@@ -57,6 +57,7 @@ static const struct key_desc keys[] = {
 	{ "memory.client_data_segment_size", KEY_SIZE, OFF(client_data_segment_size),
 	  1ull << 20, CHI_SEG_MAX_SIZE_CFG },
 	{ "memory.lanes_per_client", KEY_U32, OFF(lanes_per_client), 1, 256 },
+	{ "memory.max_clients", KEY_U32, OFF(max_clients), 1, 65536 },
 	{ "memory.main_segment_size", KEY_IGNORED, 0, 0, 0 },
 	{ "memory.runtime_data_segment_size", KEY_IGNORED, 0, 0, 0 },
 	{ "networking.port", KEY_PORT, OFF(port), 1, 65535 },
@@ -85,6 +86,7 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->numa_node = -1;
 	cfg->client_data_segment_size = 256ull << 20;
 	cfg->lanes_per_client = 16;
+	cfg->max_clients = 1024;
 	cfg->port = 9413;
 	cfg->neighborhood_size = 32;
 	cfg->wait_for_restart_s = 30;
@@ -590,8 +592,11 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 		(unsigned long long)cfg->stack_size, cfg->numa_node);
 	for (uint32_t i = 0; i < cfg->num_cpus; i++)
 		fprintf(out, "%s%d", i ? ", " : "", cfg->cpus[i]);
-	fprintf(out, "]\nmemory:\n  client_data_segment_size: %llu\n  lanes_per_client: %u\n",
-		(unsigned long long)cfg->client_data_segment_size, cfg->lanes_per_client);
+	fprintf(out,
+		"]\nmemory:\n  client_data_segment_size: %llu\n  lanes_per_client: %u\n"
+		"  max_clients: %u\n",
+		(unsigned long long)cfg->client_data_segment_size, cfg->lanes_per_client,
+		cfg->max_clients);
 	fprintf(out,
 		"networking:\n  port: %d\n  neighborhood_size: %u\n  hostfile: \"%s\"\n"
 		"  wait_for_restart: %llu\n  transport: %s\n  rdma_device: \"%s\"\n",

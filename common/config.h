@@ -46,6 +46,7 @@ struct chi_config {
 	/* memory */
 	uint64_t client_data_segment_size;
 	uint32_t lanes_per_client;
+	uint32_t max_clients;
 
 	/* networking */
 	int port;

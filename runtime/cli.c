@@ -135,10 +135,18 @@ static int start_daemon(struct chi_config *cfg)
 		if (devnull >= 0) {
 			dup2(devnull, 0);
 			dup2(devnull, 1);
-			if (!cfg->log_file[0])
-				dup2(devnull, 2);
+			dup2(devnull, 2);
 			close(devnull);
 		}
+		/* A daemon's log needs a home: logging.file, else the private run dir. */
+		char dir[PATH_MAX], log[PATH_MAX + 32], why[256];
+		chi_config_run_dir(cfg, dir, sizeof(dir));
+		if (cfg->log_file[0])
+			snprintf(log, sizeof(log), "%s", cfg->log_file);
+		else
+			snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
+		if (cfg->log_file[0] || chi_ipc_secure_dir(dir, why, sizeof(why)) == 0)
+			chi_log_set_file(log);
 		_exit(rt_run(cfg, pfd[1]) == 0 ? 0 : 1);
 	}
 	close(pfd[1]);

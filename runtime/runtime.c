@@ -154,6 +154,13 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	int memfd = -1;
 	char why[160];
 
+	if (rt->num_clients >= rt->cfg.max_clients) {
+		snprintf(why, sizeof(why), "%u clients attached already (memory.max_clients)",
+			 rt->num_clients);
+		CHI_LOG_WARN("refused pid %d: %s", (int)cred->pid, why);
+		send_reply(cn->fd, CHI_IPC_ATTACH, -EMFILE, why, NULL, 0, NULL);
+		return -EMFILE;
+	}
 	struct rt_client *c = calloc(1, sizeof(*c));
 	if (!c) {
 		send_reply(cn->fd, CHI_IPC_ATTACH, -ENOMEM, "runtime out of memory", NULL, 0, NULL);

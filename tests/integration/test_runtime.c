@@ -437,6 +437,42 @@ START_TEST(no_runtime_means_clear_error_not_hang)
 }
 END_TEST
 
+START_TEST(client_limit_is_a_clear_refusal)
+{
+	struct chi_client *a, *b;
+	int rc = rt_start(&rt, 1, 50,
+			  "memory:\n  client_data_segment_size: 16MB\n  max_clients: 1");
+	ck_assert_msg(rc == 0, "runtime did not start: %s", strerror(-rc));
+	/* The harness's readiness probe may still be being reclaimed: allow it a moment. */
+	uint64_t deadline = rt_now_ms() + 2000;
+	while ((rc = rt_connect(&rt, &a)) == -EMFILE && rt_now_ms() < deadline)
+		usleep(10000);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_int_eq(rt_connect(&rt, &b), -EMFILE);
+	chi_client_disconnect(a);
+	deadline = rt_now_ms() + 2000;
+	while ((rc = rt_connect(&rt, &b)) == -EMFILE && rt_now_ms() < deadline)
+		usleep(10000);
+	ck_assert_int_eq(rc, 0);
+	chi_client_disconnect(b);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(unsupported_ipc_mode_is_refused)
+{
+	struct chi_client *c;
+	start(1, 50);
+	setenv("CHI_IPC_MODE", "TCP", 1);
+	ck_assert_int_eq(rt_connect(&rt, &c), -ENOTSUP);
+	setenv("CHI_IPC_MODE", "shm", 1);
+	ck_assert_int_eq(rt_connect(&rt, &c), 0);
+	unsetenv("CHI_IPC_MODE");
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -461,6 +497,8 @@ int main(void)
 	tcase_add_test(tc, cli_config_check_reports_position);
 	tcase_add_test(tc, two_ports_run_side_by_side);
 	tcase_add_test(tc, no_runtime_means_clear_error_not_hang);
+	tcase_add_test(tc, client_limit_is_a_clear_refusal);
+	tcase_add_test(tc, unsupported_ipc_mode_is_refused);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_VERBOSE);

@@ -45,10 +45,13 @@ int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, cons
 	if (!f)
 		return -errno;
 	fprintf(f,
-		"runtime:\n  num_threads: %u\n  first_busy_wait: %u\n  run_dir: %s/run\n%s\n"
-		"memory:\n  client_data_segment_size: 64MB\n  lanes_per_client: 16\n"
+		"runtime:\n  num_threads: %u\n  first_busy_wait: %u\n  run_dir: %s/run\n"
 		"networking:\n  port: %d\nlogging:\n  level: info\n",
-		threads, busy_wait_us, h->dir, extra ? extra : "", h->port);
+		threads, busy_wait_us, h->dir, h->port);
+	if (!extra || !strstr(extra, "memory:"))
+		fprintf(f, "memory:\n  client_data_segment_size: 64MB\n  lanes_per_client: 16\n");
+	if (extra)
+		fprintf(f, "%s\n", extra);
 	fclose(f);
 
 	h->pid = fork();

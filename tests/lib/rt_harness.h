@@ -16,7 +16,8 @@ struct rt_harness {
 	char log[512];
 };
 
-/* Write a config (num_threads, first_busy_wait µs, extra YAML appended under runtime:) and
+/* Write a config (num_threads, first_busy_wait µs, @extra: top-level YAML appended; if it
+ * has a memory: section, it replaces the harness's own) and
  * start `chimaera runtime start --config ...`. Waits until the socket answers (<= 5 s).
  * @return 0 or -errno. */
 int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, const char *extra);
