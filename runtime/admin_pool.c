@@ -88,9 +88,7 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 			s.worker_sleeps[i] = atomic_load_explicit(&o->sleeps, memory_order_relaxed);
 		}
 	}
-	/* Read by a worker while the control thread changes it: a snapshot is good enough. */
-	s.num_clients = atomic_load_explicit((_Atomic uint32_t *)&rt->num_clients,
-					     memory_order_relaxed);
+	s.num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
 	memcpy(params, &s, sizeof(s));
 	return 0;
 }

@@ -73,7 +73,7 @@ static void fill_status(struct runtime *rt, struct chi_ipc_status *s)
 {
 	s->pid = (int32_t)getpid();
 	s->num_workers = rt->num_workers;
-	s->num_clients = rt->num_clients;
+	s->num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
 	s->port = (uint32_t)rt->cfg.port;
 	s->uptime_ns = chi_now_ns() - rt->start_ns;
 	s->tasks_completed = 0;
@@ -154,9 +154,10 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	int memfd = -1;
 	char why[160];
 
-	if (rt->num_clients >= rt->cfg.max_clients) {
+	uint32_t attached = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
+	if (attached >= rt->cfg.max_clients) {
 		snprintf(why, sizeof(why), "%u clients attached already (memory.max_clients)",
-			 rt->num_clients);
+			 attached);
 		CHI_LOG_WARN("refused pid %d: %s", (int)cred->pid, why);
 		send_reply(cn->fd, CHI_IPC_ATTACH, -EMFILE, why, NULL, 0, NULL);
 		return -EMFILE;
@@ -196,8 +197,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 		rt_worker_post(&rt->workers[i], RT_MSG_ADD_CLIENT, c);
 	c->next = rt->clients;
 	rt->clients = c;
-	atomic_store_explicit((_Atomic uint32_t *)&rt->num_clients, rt->num_clients + 1,
-			      memory_order_relaxed);
+	atomic_fetch_add_explicit(&rt->num_clients, 1, memory_order_relaxed);
 	cn->kind = CONN_CLIENT;
 	cn->client = c;
 	c->conn = cn;
@@ -231,8 +231,7 @@ static void reclaim_clients(struct runtime *rt)
 			continue;
 		}
 		*pp = c->next;
-		atomic_store_explicit((_Atomic uint32_t *)&rt->num_clients, rt->num_clients - 1,
-				      memory_order_relaxed);
+		atomic_fetch_sub_explicit(&rt->num_clients, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&rt->clients_reclaimed, 1, memory_order_relaxed);
 		CHI_LOG_INFO("client %u reclaimed", c->id);
 		free_client(rt, c);
@@ -241,11 +240,9 @@ static void reclaim_clients(struct runtime *rt)
 
 /* ---- connections ---- */
 
-static struct conn *pending_list;
-
-static void unlist_pending(struct conn *cn)
+static void unlist_pending(struct runtime *rt, struct conn *cn)
 {
-	for (struct conn **pp = &pending_list; *pp; pp = &(*pp)->next)
+	for (struct conn **pp = &rt->pending; *pp; pp = &(*pp)->next)
 		if (*pp == cn) {
 			*pp = cn->next;
 			break;
@@ -254,7 +251,7 @@ static void unlist_pending(struct conn *cn)
 
 static void close_pending(struct runtime *rt, struct conn *cn)
 {
-	unlist_pending(cn);
+	unlist_pending(rt, cn);
 	epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
 	close(cn->fd);
 	free(cn);
@@ -277,8 +274,8 @@ static void accept_one(struct runtime *rt)
 	cn->kind = CONN_PENDING;
 	cn->fd = fd;
 	cn->accepted_ns = chi_now_ns();
-	cn->next = pending_list;
-	pending_list = cn;
+	cn->next = rt->pending;
+	rt->pending = cn;
 }
 
 static void handle_request(struct runtime *rt, struct conn *cn)
@@ -316,7 +313,7 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 	switch (req.type) {
 	case CHI_IPC_ATTACH:
 		/* On success the connection stays in epoll as the client's life line. */
-		unlist_pending(cn);
+		unlist_pending(rt, cn);
 		cn->next = NULL;
 		if (attach_client(rt, cn, &cred) != 0) {
 			epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
@@ -345,7 +342,7 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 static void expire_pending(struct runtime *rt)
 {
 	uint64_t now = chi_now_ns();
-	for (struct conn *cn = pending_list, *next; cn; cn = next) {
+	for (struct conn *cn = rt->pending, *next; cn; cn = next) {
 		next = cn->next;
 		if (now - cn->accepted_ns > PENDING_TIMEOUT_NS)
 			close_pending(rt, cn);
@@ -487,8 +484,8 @@ static void shutdown_runtime(struct runtime *rt)
 		rt->clients = c->next;
 		free_client(rt, c);
 	}
-	while (pending_list)
-		close_pending(rt, pending_list);
+	while (rt->pending)
+		close_pending(rt, rt->pending);
 	if (rt->epfd >= 0)
 		close(rt->epfd);
 	if (rt->sig_fd >= 0)
@@ -519,12 +516,12 @@ static int serve(struct runtime *rt)
 	struct epoll_event evs[64];
 
 	while (!atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
-		int n = epoll_wait(rt->epfd, evs, 64, pending_list ? 500 : -1);
+		int n = epoll_wait(rt->epfd, evs, 64, rt->pending ? 500 : -1);
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		for (int i = 0; i < n; i++)
 			handle_event(rt, &evs[i]);
-		if (pending_list)
+		if (rt->pending)
 			expire_pending(rt);
 	}
 	return 0;

@@ -90,6 +90,8 @@ struct worker {
 	_Atomic uint64_t sleeps;
 };
 
+struct conn; /* runtime.c: what an epoll event refers to */
+
 struct runtime {
 	struct chi_config cfg;
 	struct worker *workers;
@@ -106,7 +108,8 @@ struct runtime {
 	char lock_path[PATH_MAX];
 
 	struct rt_client *clients;
-	uint32_t num_clients;
+	_Atomic uint32_t num_clients; /* written by the control thread, read by Stats */
+	struct conn *pending;	      /* accepted connections that have not spoken yet */
 	uint32_t next_client_id;
 	uint32_t next_lane_worker;
 	_Atomic uint64_t clients_reclaimed;
