@@ -55,6 +55,8 @@ int rt_affinity_plan(const struct chi_config *cfg, int *cpus, uint32_t n, int *n
 	if (cfg->num_cpus) {
 		for (uint32_t i = 0; i < n; i++)
 			cpus[i] = cfg->cpus[i % cfg->num_cpus];
+		if (numa_available() >= 0)
+			*numa_node = numa_node_of_cpu(cpus[0]);
 		return 0;
 	}
 	if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)

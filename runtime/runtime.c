@@ -106,9 +106,10 @@ static int map_client_segment(struct runtime *rt, struct rt_client *c, int *memf
 		c->base = NULL;
 		goto err_close;
 	}
-	int node = rt->cfg.numa_node;
-	if (node >= 0 && numa_available() >= 0)
-		numa_tonode_memory(c->base, c->layout.size, node);
+	/* Task records live next to the workers that read them (and the NIC, when the
+	 * node was chosen by it). */
+	if (rt->numa_node >= 0 && numa_available() >= 0 && numa_max_node() > 0)
+		numa_tonode_memory(c->base, c->layout.size, rt->numa_node);
 	*memfd_out = fd;
 	return 0;
 

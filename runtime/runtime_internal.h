@@ -96,6 +96,7 @@ struct runtime {
 	struct chi_config cfg;
 	struct worker *workers;
 	uint32_t num_workers;
+	int numa_node; /* where workers run and client segments live; -1: no preference */
 	uint64_t start_ns;
 
 	int listen_fd;

@@ -365,6 +365,7 @@ int rt_workers_start(struct runtime *rt)
 	sigset_t all, old;
 
 	rt_affinity_plan(&rt->cfg, cpus, rt->num_workers, &numa);
+	rt->numa_node = numa;
 	rt->workers = calloc(rt->num_workers, sizeof(*rt->workers));
 	if (!rt->workers)
 		return -ENOMEM;
