@@ -1,5 +1,6 @@
 /* Typed wrappers for the admin pool's methods (include/chimaera/admin.h). */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <chimaera/admin.h>
@@ -95,5 +96,120 @@ int chi_admin_stats(struct chi_client *c, struct chi_admin_stats *out)
 		memcpy(out, chi_task_params(t), sizeof(*out));
 	if (rc != -ECONNRESET)
 		chi_task_free(c, t);
+	return rc;
+}
+
+/* ---- pool management ---- */
+
+static void copy_why(char *why, size_t why_len, const char *src)
+{
+	if (why && why_len)
+		snprintf(why, why_len, "%s", src);
+}
+
+int chi_admin_get_or_create_pool(struct chi_client *c, const char *mod_name, const char *pool_name,
+				 const struct chi_pool_id *pool_id, uint32_t num_containers,
+				 const char *const *kv, uint32_t num_kv, struct chi_pool_id *out,
+				 char *why, size_t why_len)
+{
+	struct chi_admin_create_pool_params *p;
+	struct chi_future f;
+	struct chi_task *t;
+	uint64_t kv_size = 0;
+
+	copy_why(why, why_len, "");
+	if (!mod_name || !pool_name || strlen(mod_name) >= CHI_MOD_NAME_LEN ||
+	    strlen(pool_name) >= CHI_POOL_NAME_LEN || (num_kv && !kv))
+		return -EINVAL;
+	for (uint32_t i = 0; i < 2 * num_kv; i++)
+		kv_size += strlen(kv[i]) + 1;
+	if (kv_size > 65536)
+		return -EINVAL;
+	int rc = admin_task(c, CHI_ADMIN_GET_OR_CREATE_POOL, (uint32_t)(sizeof(*p) + kv_size), &t);
+	if (rc)
+		return rc;
+	p = chi_task_params(t);
+	snprintf(p->mod_name, sizeof(p->mod_name), "%s", mod_name);
+	snprintf(p->pool_name, sizeof(p->pool_name), "%s", pool_name);
+	if (pool_id) {
+		p->pool_id = *pool_id;
+		p->has_pool_id = 1;
+	}
+	p->num_containers = num_containers;
+	p->kv_size = (uint32_t)kv_size;
+	char *dst = (char *)(p + 1);
+	for (uint32_t i = 0; i < 2 * num_kv; i++) {
+		size_t n = strlen(kv[i]) + 1;
+		memcpy(dst, kv[i], n);
+		dst += n;
+	}
+	rc = submit_or_free(c, t, &f);
+	if (rc)
+		return rc;
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		return rc;
+	if (rc == 0 && out)
+		*out = p->pool_id;
+	copy_why(why, why_len, p->why);
+	chi_task_free(c, t);
+	return rc;
+}
+
+int chi_admin_destroy_pool(struct chi_client *c, struct chi_pool_id pool_id, char *why,
+			   size_t why_len)
+{
+	struct chi_admin_destroy_pool_params *p;
+	struct chi_future f;
+	struct chi_task *t;
+
+	copy_why(why, why_len, "");
+	int rc = admin_task(c, CHI_ADMIN_DESTROY_POOL, sizeof(*p), &t);
+	if (rc)
+		return rc;
+	p = chi_task_params(t);
+	p->pool_id = pool_id;
+	rc = submit_or_free(c, t, &f);
+	if (rc)
+		return rc;
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		return rc;
+	copy_why(why, why_len, p->why);
+	chi_task_free(c, t);
+	return rc;
+}
+
+int chi_admin_list_pools(struct chi_client *c, struct chi_pool_info *out, uint32_t max,
+			 uint32_t *count)
+{
+	struct chi_admin_list_pools_params *p;
+	struct chi_future f;
+	struct chi_task *t;
+	struct chi_pool_info *buf = chi_buf_alloc(c, (size_t)(max ? max : 1) * sizeof(*out));
+
+	if (!buf)
+		return -ENOMEM;
+	int rc = admin_task(c, CHI_ADMIN_LIST_POOLS, sizeof(*p), &t);
+	if (rc) {
+		chi_buf_free(c, buf);
+		return rc;
+	}
+	p = chi_task_params(t);
+	chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(*out), &p->out);
+	rc = submit_or_free(c, t, &f);
+	if (rc) {
+		chi_buf_free(c, buf);
+		return rc;
+	}
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		return rc; /* the runtime may never have let go of buf: leave both */
+	if (rc == 0) {
+		*count = p->count;
+		memcpy(out, buf, (size_t)(p->count < max ? p->count : max) * sizeof(*out));
+	}
+	chi_task_free(c, t);
+	chi_buf_free(c, buf);
 	return rc;
 }

@@ -349,11 +349,29 @@ static int parse_pool_id(const char *s, struct chi_pool_id *out)
 	return 0;
 }
 
+static int keep_kv(struct load_ctx *lc, struct chi_compose_entry *e, const yaml_node_t *v,
+		   const char *key, const char *val)
+{
+	if (!val)
+		return fail(lc, v, key, "compose keys take single values, not lists or mappings");
+	size_t need = strlen(key) + strlen(val) + 2;
+	if (need > sizeof(e->kv) - e->kv_size)
+		return fail(lc, v, key, "the entry's keys exceed %d bytes", CHI_CONFIG_KV_LEN);
+	memcpy(e->kv + e->kv_size, key, strlen(key) + 1);
+	memcpy(e->kv + e->kv_size + strlen(key) + 1, val, strlen(val) + 1);
+	e->kv_size += (uint32_t)need;
+	e->num_kv++;
+	return 0;
+}
+
 static int compose_field(struct load_ctx *lc, struct chi_compose_entry *e, const yaml_node_t *k,
 			 const yaml_node_t *v)
 {
 	const char *key = scalar(k);
 	const char *s = scalar(v);
+	int rc = keep_kv(lc, e, v, key, s);
+	if (rc)
+		return rc;
 
 	if (strcmp(key, "mod_name") == 0 || strcmp(key, "pool_name") == 0 ||
 	    strcmp(key, "pool_query") == 0) {
@@ -382,7 +400,14 @@ static int compose_field(struct load_ctx *lc, struct chi_compose_entry *e, const
 		e->restart = strcasecmp(s, "true") == 0;
 		return 0;
 	}
-	return 0; /* module-specific keys: handed to the module's create callback */
+	if (strcmp(key, "num_containers") == 0) {
+		uint64_t n;
+		if (chi_parse_u64(s, &n) != 0 || n < 1 || n > 4096)
+			return fail(lc, v, key, "expected a count in [1, 4096]");
+		e->num_containers = (uint32_t)n;
+		return 0;
+	}
+	return 0; /* module-specific keys: only handed to the module's create callback */
 }
 
 static int load_compose(struct load_ctx *lc, const yaml_node_t *v)

@@ -16,6 +16,7 @@
 #define CHI_CONFIG_MAX_CPUS 256
 #define CHI_CONFIG_MAX_WORKERS 128
 #define CHI_CONFIG_NAME_LEN 256
+#define CHI_CONFIG_KV_LEN 4096
 
 struct chi_compose_entry {
 	char mod_name[CHI_CONFIG_NAME_LEN];
@@ -25,7 +26,13 @@ struct chi_compose_entry {
 	struct chi_pool_id pool_id;
 	int has_pool_id;
 	int restart;
+	uint32_t num_containers; /* 0: one per node */
 	int line; /* 1-based line of the entry in its file, for error messages */
+	/* Every key of the entry as NUL-terminated "key", "value" strings, for the module's
+	 * create callback (upstream hands it the whole entry). */
+	char kv[CHI_CONFIG_KV_LEN];
+	uint32_t kv_size;
+	uint32_t num_kv;
 };
 
 struct chi_config {

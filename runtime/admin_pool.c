@@ -1,15 +1,17 @@
 /* The built-in admin pool (1.0): one container on this node, and the dispatch of tasks to it.
  *
- * Until the module system lands (issue 3) this is the only pool. Its methods exercise and
- * measure the task path: Noop, Echo (bulk in -> bulk out), Sleep (a timer, never a blocked
- * worker) and Stats. Methods that manage pools answer -ENOSYS until then. */
+ * Besides pool management (GetOrCreatePool and DestroyPool run on the control thread, see
+ * pool_jobs.c; ListPools here) its methods exercise and measure the task path: Noop, Echo
+ * (bulk in -> bulk out), Sleep (a timer, never a blocked worker) and Stats. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <chimaera/admin.h>
 
 #include "common/time_util.h"
+#include "pool_manager.h"
 #include "runtime_internal.h"
 
 #define MAX_SLEEP_US (3600ull * 1000000ull)
@@ -93,7 +95,51 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 	return 0;
 }
 
-int rt_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
+static int admin_list_pools(struct worker *w, struct rt_client *c, const struct chi_task *hdr,
+			    void *params)
+{
+	struct chi_admin_list_pools_params p;
+	struct rt_pools *pools = w->rt->pools;
+
+	if (hdr->params_size < sizeof(p))
+		return -EINVAL;
+	memcpy(&p, params, sizeof(p));
+	struct chi_pool_info *out = chi_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
+	if (!out)
+		return -EFAULT;
+	uint64_t max = p.out.length / sizeof(*out);
+	uint32_t count = 0;
+	/* The admin pool first, then every live pool (lock-free: slots only ever fill). */
+	for (int32_t i = -1; i < RT_MAX_POOLS; i++) {
+		struct chi_pool_info info;
+		memset(&info, 0, sizeof(info));
+		if (i < 0) {
+			info.pool_id = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
+			info.num_containers = 1;
+			snprintf(info.mod_name, sizeof(info.mod_name), "admin");
+			snprintf(info.pool_name, sizeof(info.pool_name), "admin");
+		} else {
+			struct rt_pool *pool =
+				atomic_load_explicit(&pools->slots[i], memory_order_acquire);
+			if (!pool)
+				break;
+			if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+				continue;
+			info.pool_id = pool->id;
+			info.num_containers = pool->num_containers;
+			info.tasks = atomic_load_explicit(&pool->tasks, memory_order_relaxed);
+			snprintf(info.mod_name, sizeof(info.mod_name), "%s", pool->mod->name);
+			snprintf(info.pool_name, sizeof(info.pool_name), "%s", pool->name);
+		}
+		if (count < max)
+			memcpy(&out[count], &info, sizeof(info));
+		count++;
+	}
+	((struct chi_admin_list_pools_params *)params)->count = count;
+	return 0;
+}
+
+int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
 		const struct chi_task *hdr, void *params)
 {
 	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
@@ -114,13 +160,16 @@ int rt_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
 	case CHI_ADMIN_STOP_RUNTIME:
 		rt_request_stop(w->rt);
 		return 0;
+	case CHI_ADMIN_GET_OR_CREATE_POOL:
+	case CHI_ADMIN_DESTROY_POOL:
+		return rt_jobs_submit(w, c, task, hdr->method, params, hdr->params_size);
+	case CHI_ADMIN_LIST_POOLS:
+		return admin_list_pools(w, c, hdr, params);
 	case CHI_ADMIN_CREATE:
 	case CHI_ADMIN_DESTROY:
 	case CHI_ADMIN_MONITOR:
-	case CHI_ADMIN_GET_OR_CREATE_POOL:
-	case CHI_ADMIN_DESTROY_POOL:
 	case CHI_ADMIN_FLUSH:
-		return -ENOSYS; /* pool management arrives with the module system */
+		return -ENOSYS;
 	default:
 		return -EBADRQC; /* no such method */
 	}

@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "common/time_util.h"
+#include "pool_manager.h"
 #include "runtime_internal.h"
 #include "transport/ipc.h"
 
@@ -193,7 +194,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	close(memfd); /* our mapping keeps the memory */
 
 	/* Every worker gets the message; those without lanes of this client just release. */
-	atomic_store_explicit(&c->workers_holding, rt->num_workers, memory_order_relaxed);
+	atomic_store_explicit(&c->refs, rt->num_workers, memory_order_relaxed);
 	for (uint32_t i = 0; i < rt->num_workers; i++)
 		rt_worker_post(&rt->workers[i], RT_MSG_ADD_CLIENT, c);
 	c->next = rt->clients;
@@ -220,14 +221,27 @@ static void detach_client(struct runtime *rt, struct conn *cn)
 	CHI_LOG_INFO("client %u (pid %d) hung up; reclaiming", c->id, (int)c->pid);
 }
 
-/* Free detached clients that no worker holds any more. */
+void rt_client_get(struct rt_client *c)
+{
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+}
+
+void rt_client_put(struct runtime *rt, struct rt_client *c)
+{
+	uint64_t one = 1;
+	/* R4: pairs with A4 in reclaim_clients: our last accesses happen before it unmaps. */
+	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1 &&
+	    write(rt->event_fd, &one, sizeof(one)) < 0)
+		CHI_LOG_ERROR("cannot signal the control thread: %s", strerror(errno));
+}
+
+/* Free detached clients that nothing holds any more. */
 static void reclaim_clients(struct runtime *rt)
 {
 	for (struct rt_client **pp = &rt->clients; *pp;) {
 		struct rt_client *c = *pp;
-		/* A4: pairs with R4 in the workers' release_client. */
-		if (!c->detaching ||
-		    atomic_load_explicit(&c->workers_holding, memory_order_acquire) != 0) {
+		/* A4: pairs with R4 in rt_client_put. */
+		if (!c->detaching || atomic_load_explicit(&c->refs, memory_order_acquire) != 0) {
 			pp = &c->next;
 			continue;
 		}
@@ -370,6 +384,7 @@ static void handle_event(struct runtime *rt, struct epoll_event *ev)
 	case CONN_EVENT:
 		if (read(rt->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 			CHI_LOG_WARN("event fd: %s", strerror(errno));
+		rt_jobs_run(rt);
 		reclaim_clients(rt);
 		break;
 	case CONN_PENDING:
@@ -456,16 +471,32 @@ static int open_fds(struct runtime *rt, char *why, size_t why_len)
 	return 0;
 }
 
-static int check_compose(const struct chi_config *cfg, char *why, size_t why_len)
+/* Pools of the compose section, in order; the first failure stops the start, naming it. */
+static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 {
-	if (cfg->num_compose == 0)
-		return 0;
-	const struct chi_compose_entry *e = &cfg->compose[0];
-	snprintf(why, why_len,
-		 "%s:%d: compose entry '%s' (mod_name %s): this build has no module loader "
-		 "yet; only the built-in admin pool exists",
-		 cfg->source, e->line, e->pool_name, e->mod_name);
-	return -ENOTSUP;
+	const struct chi_config *cfg = &rt->cfg;
+	for (uint32_t i = 0; i < cfg->num_compose; i++) {
+		const struct chi_compose_entry *e = &cfg->compose[i];
+		struct chi_compose_kv kv[256];
+		char reason[512];
+		struct chi_pool_id id;
+		uint32_t n = 0;
+		for (uint32_t off = 0; off < e->kv_size && n < 256; n++) {
+			kv[n].key = e->kv + off;
+			off += (uint32_t)strlen(kv[n].key) + 1;
+			kv[n].value = e->kv + off;
+			off += (uint32_t)strlen(kv[n].value) + 1;
+		}
+		struct rt_pool_spec spec = { e->mod_name, e->pool_name, e->pool_id, e->has_pool_id,
+					     e->num_containers, kv, n };
+		int rc = rt_pool_get_or_create(rt, &spec, &id, reason, sizeof(reason));
+		if (rc) {
+			snprintf(why, why_len, "%s:%d: compose entry '%s' (mod_name %s): %s",
+				 cfg->source, e->line, e->pool_name, e->mod_name, reason);
+			return rc;
+		}
+	}
+	return 0;
 }
 
 static void shutdown_runtime(struct runtime *rt)
@@ -480,6 +511,8 @@ static void shutdown_runtime(struct runtime *rt)
 				      memory_order_release);
 	if (rt->workers)
 		rt_workers_stop(rt);
+	rt_jobs_fini(rt);
+	rt_pools_fini(rt);
 	while (rt->clients) {
 		struct rt_client *c = rt->clients;
 		rt->clients = c->next;
@@ -543,9 +576,7 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 	rt->start_ns = chi_now_ns();
 	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
 
-	rc = check_compose(cfg, why, sizeof(why));
-	if (rc == 0)
-		rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
+	rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
 	if (rc == 0 && (chi_ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
 			chi_ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
 		snprintf(why, sizeof(why), "run directory path %s is too long", run_dir);
@@ -555,8 +586,12 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 		rc = take_lock(rt, why, sizeof(why));
 	if (rc == 0)
 		rc = open_fds(rt, why, sizeof(why));
+	if (rc == 0 && ((rc = rt_pools_init(rt)) != 0 || (rc = rt_jobs_init(rt)) != 0))
+		snprintf(why, sizeof(why), "out of memory");
 	if (rc == 0 && (rc = rt_workers_start(rt)) != 0)
 		snprintf(why, sizeof(why), "cannot start workers: %s", strerror(-rc));
+	if (rc == 0)
+		rc = create_composed_pools(rt, why, sizeof(why));
 	if (rc == 0)
 		rc = open_listener(rt, why, sizeof(why));
 	if (rc == 0 && ep_add(rt, rt->listen_fd, &tag_listen, EPOLLIN) != 0) {

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <chimaera/module.h>
 #include <chimaera/task.h>
 
 #include "common/config.h"
@@ -18,8 +19,10 @@
 /* A handler returns this instead of an rc when it will complete the task later. */
 #define RT_TASK_PENDING 1
 
-/* One attached client process. Owned by the control thread; workers that poll its lanes
- * hold a reference (workers_holding) until they have drained them after a detach. */
+/* One attached client process. Owned by the control thread. References (refs): one per
+ * worker until it has drained the client's lanes after a detach, plus one per task of the
+ * client that is held elsewhere (forwarded to another worker, or a pool job on the control
+ * thread). The segment is unmapped when the client is detached and refs reach 0. */
 struct rt_client {
 	uint32_t id;
 	pid_t pid;
@@ -29,7 +32,7 @@ struct rt_client {
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
 	struct chi_seg_header *hdr;
 	uint16_t lane_worker[CHI_SEG_MAX_LANES];
-	_Atomic uint32_t workers_holding;
+	_Atomic uint32_t refs;
 	_Atomic uint64_t bad_submissions;
 	int detaching;
 	void *conn; /* the control thread's record of the socket; NULL once detached */
@@ -46,11 +49,27 @@ struct rt_lane {
 enum rt_msg_type {
 	RT_MSG_ADD_CLIENT,    /* start polling this client's lanes that map to me */
 	RT_MSG_DETACH_CLIENT, /* drain and drop them, then release the client */
+	RT_MSG_RUN,	      /* run a (sub)request on a container I own */
+	RT_MSG_BARRIER,	      /* count it: everything posted before has been handled */
+};
+
+struct rt_fanout;
+
+/* A task (or one container's share of a fanned-out task) bound for a container. */
+struct rt_work {
+	struct rt_client *client; /* holds a client reference while queued */
+	struct chi_task *task;
+	struct chi_container *container;
+	const struct chi_method_desc *method; /* resolved once: the header may change */
+	struct rt_fanout *fanout; /* NULL for a single-container task */
+	void *params;		  /* validated parameters; a private copy for a fan-out */
+	uint32_t size;
 };
 
 struct rt_msg {
 	enum rt_msg_type type;
 	struct rt_client *client;
+	struct rt_work work;
 	struct rt_msg *next;
 };
 
@@ -86,6 +105,7 @@ struct worker {
 
 	/* counters, read by Stats from other threads */
 	alignas(CHI_CACHE_LINE) _Atomic uint64_t tasks_run;
+	_Atomic uint64_t barriers;
 	_Atomic uint64_t tasks_failed;
 	_Atomic uint64_t sleeps;
 };
@@ -108,6 +128,9 @@ struct runtime {
 	char sock_path[PATH_MAX];
 	char lock_path[PATH_MAX];
 
+	struct rt_pools *pools;
+	struct rt_jobs *jobs;
+
 	struct rt_client *clients;
 	_Atomic uint32_t num_clients; /* written by the control thread, read by Stats */
 	struct conn *pending;	      /* accepted connections that have not spoken yet */
@@ -119,6 +142,9 @@ struct runtime {
 };
 
 /* worker.c */
+void rt_worker_post_work(struct worker *w, const struct rt_work *work);
+void rt_workers_barrier(struct runtime *rt);
+void rt_task_finish(struct chi_task *task, int rc);
 int rt_workers_start(struct runtime *rt);
 void rt_workers_stop(struct runtime *rt);
 void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client);
@@ -127,8 +153,26 @@ int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *ta
 		 uint64_t due_ns);
 void rt_request_stop(struct runtime *rt);
 
-/* admin_pool.c: run one task; returns an rc or RT_TASK_PENDING. */
-int rt_dispatch(struct worker *w, struct rt_client *client, struct chi_task *task,
+/* runtime.c: client references */
+void rt_client_get(struct rt_client *c);
+void rt_client_put(struct runtime *rt, struct rt_client *c);
+
+/* dispatch.c: run one task from a lane (any pool); returns an rc or RT_TASK_PENDING. */
+int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task *task,
+		     const struct chi_task *hdr, void *params);
+/* Run forwarded work on the owning worker; or fail it (-ECANCELED) at shutdown. */
+void rt_run_work(struct worker *w, struct rt_work *work);
+void rt_work_cancel(struct rt_work *work);
+
+/* pool_jobs.c: pool management handed from a worker to the control thread */
+int rt_jobs_init(struct runtime *rt);
+void rt_jobs_fini(struct runtime *rt);
+int rt_jobs_submit(struct worker *w, struct rt_client *c, struct chi_task *task, uint32_t method,
+		   void *params, uint32_t size);
+void rt_jobs_run(struct runtime *rt);
+
+/* admin_pool.c: run one admin task; returns an rc or RT_TASK_PENDING. */
+int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct chi_task *task,
 		const struct chi_task *hdr, void *params);
 
 /* affinity.c: the cpu for worker @index (or -1: leave unpinned), and pinning. */

@@ -15,15 +15,10 @@
 
 #define LANE_BURST 32
 
-void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client)
+static void post(struct worker *w, struct rt_msg *m)
 {
-	struct rt_msg *m = calloc(1, sizeof(*m));
 	uint64_t one = 1;
 
-	if (!m)
-		CHI_PANIC("out of memory posting a message to worker %u", w->index);
-	m->type = type;
-	m->client = client;
 	pthread_mutex_lock(&w->inbox_lock);
 	struct rt_msg **tail = &w->inbox;
 	while (*tail)
@@ -37,7 +32,52 @@ void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *c
 		CHI_LOG_ERROR("worker %u doorbell: %s", w->index, strerror(errno));
 }
 
-void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
+static struct rt_msg *new_msg(enum rt_msg_type type)
+{
+	struct rt_msg *m = calloc(1, sizeof(*m));
+	if (!m)
+		CHI_PANIC("out of memory for a worker message");
+	m->type = type;
+	return m;
+}
+
+void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client)
+{
+	struct rt_msg *m = new_msg(type);
+	m->client = client;
+	post(w, m);
+}
+
+void rt_worker_post_work(struct worker *w, const struct rt_work *work)
+{
+	struct rt_msg *m = new_msg(RT_MSG_RUN);
+	m->work = *work;
+	post(w, m);
+}
+
+/* Wait until every worker has handled a message posted now: all it was doing before, and
+ * everything queued to it before, is done. Control thread only. */
+void rt_workers_barrier(struct runtime *rt)
+{
+	uint64_t seen[CHI_CONFIG_MAX_WORKERS];
+
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		seen[i] = atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire);
+		post(&rt->workers[i], new_msg(RT_MSG_BARRIER));
+	}
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		int waited = 0;
+		while (atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire) == seen[i]) {
+			usleep(50);
+			if (++waited == 100000)
+				CHI_LOG_WARN("worker %u has not reached a barrier for 5 s (a long "
+					     "task?); still waiting",
+					     i);
+		}
+	}
+}
+
+void rt_task_finish(struct chi_task *task, int rc)
 {
 	_Atomic uint32_t *state = (_Atomic uint32_t *)&task->state;
 
@@ -46,6 +86,11 @@ void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
 	uint32_t old = atomic_exchange_explicit(state, CHI_TASK_DONE, memory_order_acq_rel);
 	if (old & CHI_TASK_WAITER)
 		chi_futex_wake_all(state);
+}
+
+void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
+{
+	rt_task_finish(task, rc);
 	/* Single writer: a relaxed load and store, no locked read-modify-write per task. */
 	atomic_store_explicit(&w->tasks_run,
 			      atomic_load_explicit(&w->tasks_run, memory_order_relaxed) + 1,
@@ -169,7 +214,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 		rt_task_complete(w, task, -EINVAL);
 		return;
 	}
-	int rc = rt_dispatch(w, c, task, &hdr, params);
+	int rc = rt_dispatch_task(w, c, task, &hdr, params);
 	if (rc != RT_TASK_PENDING)
 		rt_task_complete(w, task, rc);
 }
@@ -226,15 +271,6 @@ static int add_client_lanes(struct worker *w, struct rt_client *c)
 	return 0;
 }
 
-static void release_client(struct worker *w, struct rt_client *c)
-{
-	uint64_t one = 1;
-	/* R4: pairs with A4 in the control thread: our last accesses happen before it unmaps. */
-	if (atomic_fetch_sub_explicit(&c->workers_holding, 1, memory_order_acq_rel) == 1 &&
-	    write(w->rt->event_fd, &one, sizeof(one)) < 0)
-		CHI_LOG_ERROR("cannot signal the control thread: %s", strerror(errno));
-}
-
 /* The client is gone: run what it queued (a dead client's lane holds at most one ring of
  * entries), cancel its timers, forget its lanes. */
 static void detach_client(struct worker *w, struct rt_client *c)
@@ -248,7 +284,7 @@ static void detach_client(struct worker *w, struct rt_client *c)
 		w->lanes[i] = w->lanes[--w->num_lanes];
 	}
 	cancel_timers(w, c);
-	release_client(w, c);
+	rt_client_put(w->rt, c);
 }
 
 static int poll_inbox(struct worker *w)
@@ -265,11 +301,20 @@ static int poll_inbox(struct worker *w)
 	int n = 0;
 	while (m) {
 		struct rt_msg *next = m->next;
-		if (m->type == RT_MSG_ADD_CLIENT) {
+		switch (m->type) {
+		case RT_MSG_ADD_CLIENT:
 			if (add_client_lanes(w, m->client) != 0)
 				CHI_PANIC("worker %u: out of memory adding lanes", w->index);
-		} else {
+			break;
+		case RT_MSG_DETACH_CLIENT:
 			detach_client(w, m->client);
+			break;
+		case RT_MSG_RUN:
+			rt_run_work(w, &m->work);
+			break;
+		case RT_MSG_BARRIER:
+			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);
+			break;
 		}
 		free(m);
 		m = next;
@@ -410,8 +455,12 @@ void rt_workers_stop(struct runtime *rt)
 		close(w->doorbell);
 		free(w->lanes);
 		free(w->timers);
+		/* Work forwarded to a worker that had already stopped: fail it, never leave
+		 * it hanging. */
 		for (struct rt_msg *m = w->inbox, *next; m; m = next) {
 			next = m->next;
+			if (m->type == RT_MSG_RUN)
+				rt_work_cancel(&m->work);
 			free(m);
 		}
 		pthread_mutex_destroy(&w->inbox_lock);

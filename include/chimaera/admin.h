@@ -8,6 +8,7 @@
 #ifndef CHIMAERA_ADMIN_H
 #define CHIMAERA_ADMIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "client.h"
@@ -31,6 +32,46 @@ enum chi_admin_method {
 	CHI_ADMIN_ECHO = 21,  /**< struct chi_admin_echo_params */
 	CHI_ADMIN_SLEEP = 22, /**< struct chi_admin_sleep_params; never blocks a worker */
 	CHI_ADMIN_STATS = 23, /**< struct chi_admin_stats (output) */
+	CHI_ADMIN_LIST_POOLS = 24, /**< struct chi_admin_list_pools_params */
+};
+
+#define CHI_MOD_NAME_LEN 64
+#define CHI_POOL_NAME_LEN 256
+#define CHI_WHY_LEN 256
+
+/** GetOrCreatePool: idempotent by pool_name. Followed by kv_size bytes of module keys as
+ *  NUL-terminated "key", "value" strings, handed to the module's create callback. */
+struct chi_admin_create_pool_params {
+	char mod_name[CHI_MOD_NAME_LEN];
+	char pool_name[CHI_POOL_NAME_LEN];
+	struct chi_pool_id pool_id; /**< in: wanted id when has_pool_id; out: the pool's id */
+	uint32_t has_pool_id;
+	uint32_t num_containers;    /**< 0: one per node */
+	uint32_t kv_size;
+	uint32_t reserved;
+	char why[CHI_WHY_LEN];	    /**< out: the reason, when the task fails */
+};
+
+/** DestroyPool: in-flight tasks finish first; new ones get -ESHUTDOWN, then -ENOENT. */
+struct chi_admin_destroy_pool_params {
+	struct chi_pool_id pool_id;
+	char why[CHI_WHY_LEN];
+};
+
+struct chi_pool_info {
+	struct chi_pool_id pool_id;
+	uint32_t num_containers;
+	uint32_t reserved;
+	uint64_t tasks; /**< tasks run by its containers (a fan-out counts once per container) */
+	char mod_name[CHI_MOD_NAME_LEN];
+	char pool_name[CHI_POOL_NAME_LEN];
+};
+
+/** ListPools: up to out.length / sizeof(struct chi_pool_info) entries into @c out. */
+struct chi_admin_list_pools_params {
+	struct chi_bulk out;
+	uint32_t count; /**< out: live pools (may exceed what fit) */
+	uint32_t reserved;
 };
 
 /** Echo: the runtime copies in.length bytes from @c in to @c out (out.length >= in.length). */
@@ -91,6 +132,31 @@ CHI_API int chi_admin_finish(struct chi_future *future);
  * @return 0 or a negative errno from allocation, submission or the wait.
  */
 CHI_API int chi_admin_stats(struct chi_client *client, struct chi_admin_stats *out);
+
+/**
+ * Create a pool, or find the one of that name (same module, id and size: success; anything
+ * else: -EEXIST).
+ * @param pool_id NULL: the runtime assigns one.
+ * @param kv      module keys as key, value, key, value... (@p num_kv pairs); may be NULL.
+ * @param out     the pool's id.
+ * @param why     filled with the runtime's reason on failure (may be NULL).
+ * @return 0, -ENOENT (module not found or not loadable), -EEXIST, -EINVAL, or what the
+ *         module's create callback returned.
+ */
+CHI_API int chi_admin_get_or_create_pool(struct chi_client *client, const char *mod_name,
+					 const char *pool_name, const struct chi_pool_id *pool_id,
+					 uint32_t num_containers, const char *const *kv,
+					 uint32_t num_kv, struct chi_pool_id *out, char *why,
+					 size_t why_len);
+
+/** Destroy a pool after its in-flight tasks. @return 0, -ENOENT, -EPERM (admin pool). */
+CHI_API int chi_admin_destroy_pool(struct chi_client *client, struct chi_pool_id pool_id,
+				   char *why, size_t why_len);
+
+/** List pools into @p out (up to @p max). @p count receives the number of live pools.
+ *  @return 0 or a negative errno. */
+CHI_API int chi_admin_list_pools(struct chi_client *client, struct chi_pool_info *out,
+				 uint32_t max, uint32_t *count);
 
 #ifdef __cplusplus
 }

@@ -79,7 +79,9 @@ START_TEST(admin_methods_and_errors)
 	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_direct_id(3)), -ENXIO);
 	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_physical(7)), -EHOSTUNREACH);
 	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_NOOP, chi_query_range(0, 1)), 0);
-	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_GET_OR_CREATE_POOL, chi_query_local()), -ENOSYS);
+	/* A GetOrCreatePool without its parameters */
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_GET_OR_CREATE_POOL, chi_query_local()), -EINVAL);
+	ck_assert_int_eq(raw_task(c, 1, CHI_ADMIN_FLUSH, chi_query_local()), -ENOSYS);
 
 	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
 	ck_assert_int_eq(st.pid, rt.pid);

@@ -1,0 +1,104 @@
+/* small_message: the smallest useful module. Noop (dispatch cost), Who (routing: which
+ * container ran a task), Count (per-container state, aggregated over fan-outs), Echo
+ * (bulk descriptors). Compose keys: none. */
+#include <errno.h>
+#include <string.h>
+
+#include <chimaera/module.h>
+#include <chimaera/small_message.h>
+
+struct sm_state {
+	uint64_t counter;
+};
+
+static int sm_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	(void)kv;
+	(void)n;
+	memset(chi_container_state(c), 0, sizeof(struct sm_state));
+	return 0;
+}
+
+static int sm_noop(struct chi_request *req)
+{
+	(void)req;
+	return 0;
+}
+
+static int sm_who(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_who_params *p = chi_req_params(req, &size);
+	uint32_t id = chi_container_id(chi_req_container(req));
+	p->container = id;
+	p->replies = 1;
+	p->mask = id < 64 ? 1ull << id : 0;
+	return 0;
+}
+
+static void sm_who_aggregate(void *acc, const void *reply, uint32_t size)
+{
+	struct chi_sm_who_params *a = acc;
+	const struct chi_sm_who_params *r = reply;
+	(void)size;
+	a->replies += r->replies;
+	a->mask |= r->mask;
+}
+
+static int sm_count(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_count_params *p = chi_req_params(req, &size);
+	struct sm_state *s = chi_container_state(chi_req_container(req));
+	s->counter += p->add;
+	p->total = s->counter;
+	return 0;
+}
+
+static void sm_count_aggregate(void *acc, const void *reply, uint32_t size)
+{
+	(void)size;
+	((struct chi_sm_count_params *)acc)->total +=
+		((const struct chi_sm_count_params *)reply)->total;
+}
+
+static int sm_echo(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_echo_params p;
+	memcpy(&p, chi_req_params(req, &size), sizeof(p));
+	void *in = chi_req_bulk(req, &p.in);
+	void *out = chi_req_bulk(req, &p.out);
+	if (!in || !out || p.out.length < p.in.length)
+		return -EFAULT;
+	memmove(out, in, p.in.length);
+	return 0;
+}
+
+/* Dynamic queries: the task's counter increment picks the container. */
+static uint32_t sm_schedule(const struct chi_task *task, const void *params, uint32_t count)
+{
+	(void)params;
+	return task->method == CHI_SM_WHO ? count - 1 : 0;
+}
+
+static const struct chi_method_desc sm_methods[] = {
+	{ CHI_SM_NOOP, "noop", sm_noop, CHI_METHOD_READ_ONLY, 0, NULL },
+	{ CHI_SM_WHO, "who", sm_who, CHI_METHOD_READ_ONLY, sizeof(struct chi_sm_who_params),
+	  sm_who_aggregate },
+	{ CHI_SM_COUNT, "count", sm_count, 0, sizeof(struct chi_sm_count_params),
+	  sm_count_aggregate },
+	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL },
+};
+
+static const struct chi_module_desc sm_desc = {
+	.abi_version = CHI_MODULE_ABI_VERSION,
+	.name = "small_message",
+	.state_size = sizeof(struct sm_state),
+	.create = sm_create,
+	.schedule = sm_schedule,
+	.methods = sm_methods,
+	.num_methods = sizeof(sm_methods) / sizeof(sm_methods[0]),
+};
+
+CHI_MODULE_DEFINE(sm_desc)

@@ -1,0 +1,123 @@
+/**
+ * @file module.h
+ * The ChiMod ABI: what a module (`lib<mod_name>.so`) exports and the services the runtime
+ * offers its handlers.
+ *
+ * A module exports exactly one symbol, CHI_MODULE_ENTRY (use CHI_MODULE_DEFINE), returning
+ * a static descriptor. The runtime creates `num_containers` containers per pool; each has
+ * `state_size` bytes of zeroed state. A container is run by one worker thread at a time, so
+ * handlers need no locks for their own state.
+ *
+ * Methods: 0 Create, 1 Destroy, 9 Monitor are reserved; module methods use ids from 10.
+ * Parameters are flat, pointer-free structs; bulk data travels as struct chi_bulk
+ * descriptors that a handler turns into pointers with chi_req_bulk().
+ */
+#ifndef CHIMAERA_MODULE_H
+#define CHIMAERA_MODULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "task.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef CHI_API
+#define CHI_API __attribute__((visibility("default")))
+#endif
+
+#define CHI_MODULE_ABI_VERSION 1u
+#define CHI_METHOD_CREATE 0u
+#define CHI_METHOD_DESTROY 1u
+#define CHI_METHOD_MONITOR 9u
+#define CHI_METHOD_FIRST_CUSTOM 10u
+
+/** The one symbol a module exports. */
+#define CHI_MODULE_ENTRY_NAME "chi_module_entry_v1"
+
+struct chi_request;   /* one task being run on one container */
+struct chi_container; /* one instance of a module */
+
+/** A method handler. @return 0 or -errno; it becomes the task's rc. */
+typedef int (*chi_method_fn)(struct chi_request *req);
+
+/**
+ * Combine the reply of one container into the task's reply, for Range and Broadcast
+ * queries. @p acc holds the combination so far (the first reply, to begin with), @p reply
+ * the next one; both are @p size bytes of parameters. Without an aggregate callback the
+ * first container's reply is kept.
+ */
+typedef void (*chi_aggregate_fn)(void *acc, const void *reply, uint32_t size);
+
+/** Method flags. */
+#define CHI_METHOD_READ_ONLY 0x1u /**< informative: the method does not change state */
+
+struct chi_method_desc {
+	uint32_t id;		/**< >= CHI_METHOD_FIRST_CUSTOM */
+	const char *name;	/**< for logs and stats */
+	chi_method_fn handler;
+	uint32_t flags;
+	uint32_t min_params_size; /**< shorter parameter blocks are rejected with -EINVAL */
+	chi_aggregate_fn aggregate;
+};
+
+/** One `key: value` of the compose entry, handed to create(). Values are YAML scalars. */
+struct chi_compose_kv {
+	const char *key;
+	const char *value;
+};
+
+struct chi_module_desc {
+	uint32_t abi_version; /**< CHI_MODULE_ABI_VERSION */
+	const char *name;     /**< must equal the mod_name it is loaded as */
+	size_t state_size;    /**< per container, zeroed before create() */
+	/** Set up one container. @p kv are the compose entry's keys (module-specific ones
+	 *  included), @p n of them. @return 0 or -errno (the pool is not created). */
+	int (*create)(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n);
+	/** Tear down one container (after its tasks have drained). May be NULL. */
+	void (*destroy)(struct chi_container *c);
+	/** Dynamic queries: pick the container id for @p task (0..count-1). May be NULL:
+	 *  then Dynamic means container 0. */
+	uint32_t (*schedule)(const struct chi_task *task, const void *params, uint32_t count);
+	const struct chi_method_desc *methods;
+	uint32_t num_methods;
+};
+
+typedef const struct chi_module_desc *(*chi_module_entry_fn)(void);
+
+/** Define the module's entry symbol returning @p desc. */
+#define CHI_MODULE_DEFINE(desc)                                                         \
+	CHI_API const struct chi_module_desc *chi_module_entry_v1(void);                \
+	CHI_API const struct chi_module_desc *chi_module_entry_v1(void)                 \
+	{                                                                               \
+		return &(desc);                                                         \
+	}
+
+/* ---- services for handlers (provided by the runtime) ---- */
+
+/** The parameters of the task, @p size set to their length. */
+CHI_API void *chi_req_params(struct chi_request *req, uint32_t *size);
+/** The task header (read-only for handlers: pool, method, query). */
+CHI_API const struct chi_task *chi_req_task(struct chi_request *req);
+/** Pointer to the bytes of @p bulk in the submitting client's memory, or NULL if the range is
+ *  not inside it. Always check: the descriptor comes from an untrusted client. */
+CHI_API void *chi_req_bulk(struct chi_request *req, const struct chi_bulk *bulk);
+/** The container running this request. */
+CHI_API struct chi_container *chi_req_container(struct chi_request *req);
+
+/** Container state (state_size bytes). */
+CHI_API void *chi_container_state(struct chi_container *c);
+/** This container's id, 0..count-1, and how many the pool has. */
+CHI_API uint32_t chi_container_id(const struct chi_container *c);
+CHI_API uint32_t chi_container_count(const struct chi_container *c);
+/** The pool's name and id. */
+CHI_API const char *chi_container_pool_name(const struct chi_container *c);
+CHI_API struct chi_pool_id chi_container_pool_id(const struct chi_container *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

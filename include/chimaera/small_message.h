@@ -1,0 +1,48 @@
+/**
+ * @file small_message.h
+ * Client side of the small_message module: tiny methods for tests and benchmarks of the
+ * dispatch path and of every PoolQuery mode.
+ */
+#ifndef CHIMAERA_SMALL_MESSAGE_H
+#define CHIMAERA_SMALL_MESSAGE_H
+
+#include <stdint.h>
+
+#include "client.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum chi_small_message_method {
+	CHI_SM_NOOP = 10,  /**< no parameters */
+	CHI_SM_WHO = 11,   /**< struct chi_sm_who_params: which container ran it */
+	CHI_SM_COUNT = 12, /**< struct chi_sm_count_params: per-container counter, summed */
+	CHI_SM_ECHO = 13,  /**< struct chi_sm_echo_params: bulk in -> bulk out */
+};
+
+/** Who: the container fills @c container; Range/Broadcast OR a bit per container into
+ *  @c mask (first 64 containers) and count them in @c replies. */
+struct chi_sm_who_params {
+	uint32_t container;
+	uint32_t replies;
+	uint64_t mask;
+};
+
+/** Count: adds @c add to the container's counter; returns the new value in @c total
+ *  (summed over containers for Range/Broadcast). */
+struct chi_sm_count_params {
+	uint64_t add;
+	uint64_t total;
+};
+
+struct chi_sm_echo_params {
+	struct chi_bulk in;
+	struct chi_bulk out;
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,270 @@
+/* From a lane entry to a container: find the pool and method, resolve the PoolQuery, run the
+ * task on the worker that owns the container (forwarding it if that is another worker), and
+ * for Range/Broadcast fan out to each container and combine the replies. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <chimaera/admin.h>
+
+#include "common/log.h"
+#include "pool_manager.h"
+#include "runtime_internal.h"
+
+struct chi_request {
+	struct rt_client *client;
+	struct chi_task *task;
+	struct chi_container *container;
+	void *params;
+	uint32_t params_size;
+};
+
+/* One fanned-out task: its containers' replies are combined into the task's parameters. */
+struct rt_fanout {
+	pthread_mutex_t lock;
+	struct chi_task *task;
+	const struct chi_method_desc *method;
+	void *params;	  /* the task's parameters in shared memory (the reply goes here) */
+	void *original;	  /* private copy taken before any container ran */
+	uint32_t size;
+	uint32_t remaining;
+	int replies;
+	int rc;
+};
+
+/* ---- services for handlers (module.h) ---- */
+
+void *chi_req_params(struct chi_request *req, uint32_t *size)
+{
+	*size = req->params_size;
+	return req->params;
+}
+
+const struct chi_task *chi_req_task(struct chi_request *req)
+{
+	return req->task;
+}
+
+void *chi_req_bulk(struct chi_request *req, const struct chi_bulk *bulk)
+{
+	struct chi_bulk b;
+	memcpy(&b, bulk, sizeof(b)); /* one read of an untrusted descriptor */
+	return chi_seg_range(req->client->base, &req->client->layout, b.offset, b.length);
+}
+
+struct chi_container *chi_req_container(struct chi_request *req)
+{
+	return req->container;
+}
+
+void *chi_container_state(struct chi_container *c)
+{
+	return c->state;
+}
+
+uint32_t chi_container_id(const struct chi_container *c)
+{
+	return c->id;
+}
+
+uint32_t chi_container_count(const struct chi_container *c)
+{
+	return c->pool->num_containers;
+}
+
+const char *chi_container_pool_name(const struct chi_container *c)
+{
+	return c->pool->name;
+}
+
+struct chi_pool_id chi_container_pool_id(const struct chi_container *c)
+{
+	return c->pool->id;
+}
+
+/* ---- running ---- */
+
+static int call_handler(struct rt_client *client, struct chi_task *task,
+			struct chi_container *c, const struct chi_method_desc *m, void *params,
+			uint32_t size)
+{
+	struct chi_request req = { client, task, c, params, size };
+	atomic_fetch_add_explicit(&c->pool->tasks, 1, memory_order_relaxed);
+	return m->handler(&req);
+}
+
+static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int rc)
+{
+	pthread_mutex_lock(&f->lock);
+	if (rc && !f->rc)
+		f->rc = rc;
+	if (rc == 0) {
+		if (f->replies++ == 0 || !f->method->aggregate)
+			memcpy(f->params, reply, f->size);
+		else
+			f->method->aggregate(f->params, reply, f->size);
+	}
+	int last = --f->remaining == 0;
+	pthread_mutex_unlock(&f->lock);
+	if (!last)
+		return;
+	/* An aggregate without replies keeps the caller's parameters as they were. */
+	if (w)
+		rt_task_complete(w, f->task, f->rc);
+	else
+		rt_task_finish(f->task, f->rc);
+	pthread_mutex_destroy(&f->lock);
+	free(f->original);
+	free(f);
+}
+
+void rt_run_work(struct worker *w, struct rt_work *work)
+{
+	int rc = call_handler(work->client, work->task, work->container, work->method,
+			      work->params, work->size);
+	if (work->fanout) {
+		fanout_reply(w, work->fanout, work->params, rc);
+		free(work->params);
+	} else {
+		rt_task_complete(w, work->task, rc);
+	}
+	rt_client_put(w->rt, work->client);
+}
+
+void rt_work_cancel(struct rt_work *work)
+{
+	if (work->fanout) {
+		fanout_reply(NULL, work->fanout, NULL, -ECANCELED);
+		free(work->params);
+	} else {
+		rt_task_finish(work->task, -ECANCELED);
+	}
+}
+
+/* Run now if we own the container, else hand it to the owner. */
+static void run_or_forward(struct worker *w, struct rt_work *work)
+{
+	if (work->container->owner == w->index) {
+		rt_client_get(work->client); /* rt_run_work puts it */
+		rt_run_work(w, work);
+		return;
+	}
+	rt_client_get(work->client);
+	rt_worker_post_work(&w->rt->workers[work->container->owner], work);
+}
+
+/* Which containers @q names: [*first, *first + *count). */
+static int resolve(struct worker *w, const struct rt_pool *pool, const struct chi_task *hdr,
+		   const void *params, uint32_t *first, uint32_t *count)
+{
+	const struct chi_pool_query *q = &hdr->query;
+	uint32_t n = pool->num_containers;
+
+	*count = 1;
+	switch (q->mode) {
+	case CHI_QUERY_LOCAL:
+		/* Any container on this node: prefer one this worker owns. */
+		*first = 0;
+		for (uint32_t i = 0; i < n; i++)
+			if (pool->containers[i].owner == w->index) {
+				*first = i;
+				break;
+			}
+		return 0;
+	case CHI_QUERY_DIRECT_ID:
+		*first = (uint32_t)q->a;
+		return q->a < n ? 0 : -ENXIO;
+	case CHI_QUERY_DIRECT_HASH:
+		*first = (uint32_t)(q->a % n);
+		return 0;
+	case CHI_QUERY_RANGE:
+		*first = (uint32_t)q->a;
+		*count = (uint32_t)q->b;
+		return q->b >= 1 && q->a < n && q->b <= n - q->a ? 0 : -ENXIO;
+	case CHI_QUERY_BROADCAST:
+		*first = 0;
+		*count = n;
+		return 0;
+	case CHI_QUERY_PHYSICAL:
+		/* One node today: node 0 is this one. */
+		if (q->a != 0)
+			return -EHOSTUNREACH;
+		return resolve(w, pool, &(struct chi_task){ .query = chi_query_local() }, params,
+			       first, count);
+	case CHI_QUERY_DYNAMIC: {
+		const struct chi_module_desc *d = pool->mod->desc;
+		*first = d->schedule ? d->schedule(hdr, params, n) : 0;
+		if (*first >= n) {
+			CHI_LOG_WARN("module %s: schedule() chose container %u of %u", pool->mod->name,
+				     *first, n);
+			return -ENXIO;
+		}
+		return 0;
+	}
+	default:
+		return -EINVAL;
+	}
+}
+
+static int fan_out(struct worker *w, struct rt_client *client, struct chi_task *task,
+		   struct rt_pool *pool, const struct chi_method_desc *m, void *params,
+		   uint32_t size, uint32_t first, uint32_t count)
+{
+	struct rt_fanout *f = calloc(1, sizeof(*f));
+	void *orig = malloc(size ? size : 1);
+	if (!f || !orig) {
+		free(f);
+		free(orig);
+		return -ENOMEM;
+	}
+	memcpy(orig, params, size); /* every container starts from the same parameters */
+	pthread_mutex_init(&f->lock, NULL);
+	f->task = task;
+	f->method = m;
+	f->params = params;
+	f->original = orig;
+	f->size = size;
+	f->remaining = count;
+	for (uint32_t i = 0; i < count; i++) {
+		struct rt_work work = { client, task, &pool->containers[first + i], m, f,
+					malloc(size ? size : 1), size };
+		if (!work.params) {
+			fanout_reply(w, f, NULL, -ENOMEM);
+			continue;
+		}
+		memcpy(work.params, orig, size);
+		run_or_forward(w, &work);
+	}
+	return RT_TASK_PENDING;
+}
+
+int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task *task,
+		     const struct chi_task *hdr, void *params)
+{
+	if (hdr->pool.major == CHI_ADMIN_POOL_MAJOR && hdr->pool.minor == 0)
+		return rt_admin_dispatch(w, client, task, hdr, params);
+	struct rt_pool *pool = rt_pool_find(w->rt, hdr->pool);
+	if (!pool)
+		return -ENOENT;
+	/* A8: pairs with the release in rt_pool_destroy: draining pools take nothing new. */
+	if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+		return -ESHUTDOWN;
+	const struct chi_method_desc *m = rt_module_method(pool->mod, hdr->method);
+	if (!m)
+		return -EBADRQC;
+	if (hdr->params_size < m->min_params_size)
+		return -EINVAL;
+	uint32_t first, count;
+	int rc = resolve(w, pool, hdr, params, &first, &count);
+	if (rc)
+		return rc;
+	if (count > 1 || hdr->query.mode == CHI_QUERY_RANGE || hdr->query.mode == CHI_QUERY_BROADCAST)
+		return fan_out(w, client, task, pool, m, params, hdr->params_size, first, count);
+	struct rt_work work = { client, task, &pool->containers[first], m, NULL, params,
+				hdr->params_size };
+	if (work.container->owner == w->index)
+		return call_handler(client, task, work.container, m, params, hdr->params_size);
+	rt_client_get(client);
+	rt_worker_post_work(&w->rt->workers[work.container->owner], &work);
+	return RT_TASK_PENDING;
+}

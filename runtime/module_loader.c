@@ -1,0 +1,158 @@
+/* Finding and loading ChiMods: lib<mod_name>.so from CHI_REPO_PATH (colon-separated), then
+ * the build tree, then the install prefix. dlopen(RTLD_NOW | RTLD_LOCAL), one versioned
+ * entry symbol, and a descriptor checked before anything of it is used. */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "pool_manager.h"
+
+#ifndef CHI_BUILD_MODULE_DIR
+#define CHI_BUILD_MODULE_DIR ""
+#endif
+#ifndef CHI_INSTALL_MODULE_DIR
+#define CHI_INSTALL_MODULE_DIR ""
+#endif
+
+#define MAX_STATE_SIZE (1u << 30)
+
+static int valid_name(const char *name)
+{
+	if (!*name || strlen(name) >= 64)
+		return 0;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+			return 0;
+	return 1;
+}
+
+/* Try each directory of @dirs (colon-separated) for lib<name>.so. */
+static int search(const char *dirs, const char *name, char *path, size_t len, char *tried,
+		  size_t tried_len)
+{
+	for (const char *d = dirs, *end; *d; d = *end ? end + 1 : end) {
+		end = strchr(d, ':');
+		if (!end)
+			end = d + strlen(d);
+		if (end == d)
+			continue;
+		snprintf(path, len, "%.*s/lib%s.so", (int)(end - d), d, name);
+		size_t used = strlen(tried);
+		snprintf(tried + used, tried_len - used, "%s%.*s", used ? ", " : "", (int)(end - d), d);
+		if (access(path, R_OK) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static int check_desc(const struct chi_module_desc *d, const char *name, char *why, size_t len)
+{
+	if (d->abi_version != CHI_MODULE_ABI_VERSION) {
+		snprintf(why, len, "ABI version %u, the runtime needs %u (rebuild the module)",
+			 d->abi_version, CHI_MODULE_ABI_VERSION);
+		return -EPROTO;
+	}
+	if (!d->name || strcmp(d->name, name) != 0) {
+		snprintf(why, len, "its descriptor names it '%s'", d->name ? d->name : "(null)");
+		return -EPROTO;
+	}
+	if (d->state_size > MAX_STATE_SIZE || !d->create) {
+		snprintf(why, len, "%s", d->create ? "state_size over 1 GiB" : "no create callback");
+		return -EPROTO;
+	}
+	if (d->num_methods && !d->methods) {
+		snprintf(why, len, "num_methods is %u but the method table is missing",
+			 d->num_methods);
+		return -EPROTO;
+	}
+	for (uint32_t i = 0; i < d->num_methods; i++) {
+		const struct chi_method_desc *m = &d->methods[i];
+		if (m->id < CHI_METHOD_FIRST_CUSTOM || !m->handler) {
+			snprintf(why, len, "method %u (%s): %s", m->id, m->name ? m->name : "?",
+				 m->handler ? "ids below 10 are reserved" : "no handler");
+			return -EPROTO;
+		}
+		for (uint32_t j = 0; j < i; j++)
+			if (d->methods[j].id == m->id) {
+				snprintf(why, len, "method id %u is defined twice", m->id);
+				return -EPROTO;
+			}
+	}
+	return 0;
+}
+
+struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
+				 size_t why_len)
+{
+	char path[PATH_MAX], tried[2048] = "", dirs[4096];
+	char reason[512];
+
+	for (struct rt_module *m = pools->modules; m; m = m->next)
+		if (strcmp(m->name, name) == 0)
+			return m;
+	if (!valid_name(name)) {
+		snprintf(why, why_len, "module '%s': not a valid module name", name);
+		return NULL;
+	}
+	const char *repo = getenv("CHI_REPO_PATH");
+	snprintf(dirs, sizeof(dirs), "%s:%s:%s", repo ? repo : "", CHI_BUILD_MODULE_DIR,
+		 CHI_INSTALL_MODULE_DIR);
+	if (!search(dirs, name, path, sizeof(path), tried, sizeof(tried))) {
+		snprintf(why, why_len, "module '%s': lib%s.so not found (looked in %s)", name, name,
+			 tried[0] ? tried : "no directory");
+		return NULL;
+	}
+	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		snprintf(why, why_len, "module '%s': cannot load %s: %s", name, path, dlerror());
+		return NULL;
+	}
+	chi_module_entry_fn entry = (chi_module_entry_fn)dlsym(dl, CHI_MODULE_ENTRY_NAME);
+	const struct chi_module_desc *desc = entry ? entry() : NULL;
+	int rc = -EPROTO;
+	if (!entry)
+		snprintf(reason, sizeof(reason), "no %s symbol", CHI_MODULE_ENTRY_NAME);
+	else if (!desc)
+		snprintf(reason, sizeof(reason), "%s returned NULL", CHI_MODULE_ENTRY_NAME);
+	else
+		rc = check_desc(desc, name, reason, sizeof(reason));
+	struct rt_module *m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
+	if (!m) {
+		snprintf(why, why_len, "module '%s' (%s): %s", name, path,
+			 rc ? reason : "out of memory");
+		dlclose(dl);
+		return NULL;
+	}
+	snprintf(m->name, sizeof(m->name), "%s", name);
+	snprintf(m->path, sizeof(m->path), "%s", path);
+	m->dl = dl;
+	m->desc = desc;
+	m->next = pools->modules;
+	pools->modules = m;
+	CHI_LOG_INFO("module '%s' loaded from %s (%u methods)", name, path, desc->num_methods);
+	return m;
+}
+
+void rt_modules_unload(struct rt_pools *pools)
+{
+	while (pools->modules) {
+		struct rt_module *m = pools->modules;
+		pools->modules = m->next;
+		dlclose(m->dl);
+		free(m);
+	}
+}
+
+const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id)
+{
+	const struct chi_module_desc *d = mod->desc;
+	for (uint32_t i = 0; i < d->num_methods; i++)
+		if (d->methods[i].id == id)
+			return &d->methods[i];
+	return NULL;
+}

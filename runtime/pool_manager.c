@@ -1,0 +1,236 @@
+/* The pool table: creation (idempotent by name), lock-free lookup, drained destruction. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "pool_manager.h"
+#include "runtime_internal.h"
+
+int rt_pools_init(struct runtime *rt)
+{
+	struct rt_pools *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	p->next_major = RT_FIRST_USER_MAJOR;
+	rt->pools = p;
+	return 0;
+}
+
+static void destroy_containers(struct rt_pool *pool)
+{
+	const struct chi_module_desc *d = pool->mod->desc;
+	for (uint32_t i = 0; i < pool->num_containers; i++) {
+		struct chi_container *c = &pool->containers[i];
+		if (c->created && d->destroy)
+			d->destroy(c);
+		c->created = 0;
+		free(c->state);
+		c->state = NULL;
+	}
+}
+
+void rt_pools_fini(struct runtime *rt)
+{
+	struct rt_pools *p = rt->pools;
+	if (!p)
+		return;
+	for (uint32_t i = 0; i < p->count; i++) {
+		struct rt_pool *pool = atomic_load_explicit(&p->slots[i], memory_order_relaxed);
+		if (atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_DEAD)
+			destroy_containers(pool);
+		free(pool->containers);
+		free(pool);
+	}
+	rt_modules_unload(p);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	rt->pools = NULL;
+}
+
+struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id)
+{
+	struct rt_pools *p = rt->pools;
+	/* A7: pairs with R7 in publish(): a pool's fields are set before its slot. */
+	for (uint32_t i = 0; i < RT_MAX_POOLS; i++) {
+		struct rt_pool *pool = atomic_load_explicit(&p->slots[i], memory_order_acquire);
+		if (!pool)
+			return NULL;
+		if (pool->id.major == id.major && pool->id.minor == id.minor &&
+		    atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_DEAD)
+			return pool;
+	}
+	return NULL;
+}
+
+static struct rt_pool *find_by_name(struct rt_pools *p, const char *name)
+{
+	for (uint32_t i = 0; i < p->count; i++) {
+		struct rt_pool *pool = atomic_load_explicit(&p->slots[i], memory_order_relaxed);
+		if (atomic_load_explicit(&pool->state, memory_order_relaxed) == RT_POOL_LIVE &&
+		    strcmp(pool->name, name) == 0)
+			return pool;
+	}
+	return NULL;
+}
+
+static int id_in_use(struct runtime *rt, struct chi_pool_id id)
+{
+	return (id.major == 1 && id.minor == 0) || rt_pool_find(rt, id) != NULL;
+}
+
+/* An existing pool of that name: the same definition is success, another is a conflict. */
+static int check_existing(const struct rt_pool *pool, const struct rt_pool_spec *s,
+			  uint32_t count, char *why, size_t len)
+{
+	if (strcmp(pool->mod->name, s->mod_name) != 0 ||
+	    (s->has_pool_id && (pool->id.major != s->pool_id.major ||
+				pool->id.minor != s->pool_id.minor)) ||
+	    (s->num_containers && pool->num_containers != count)) {
+		snprintf(why, len,
+			 "pool '%s' exists as %u.%u (%s, %u containers); the new definition "
+			 "conflicts with it",
+			 pool->name, pool->id.major, pool->id.minor, pool->mod->name,
+			 pool->num_containers);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+static int create_containers(struct runtime *rt, struct rt_pool *pool,
+			     const struct rt_pool_spec *s, char *why, size_t len)
+{
+	const struct chi_module_desc *d = pool->mod->desc;
+	pool->containers = calloc(pool->num_containers, sizeof(*pool->containers));
+	if (!pool->containers)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < pool->num_containers; i++) {
+		struct chi_container *c = &pool->containers[i];
+		c->pool = pool;
+		c->id = i;
+		/* Spread a pool's containers over the workers, starting at a different worker
+		 * for each pool. */
+		c->owner = (pool->id.major + i) % rt->num_workers;
+		c->state = calloc(1, d->state_size ? d->state_size : 1);
+		if (!c->state)
+			return -ENOMEM;
+		int rc = d->create(c, s->kv, s->num_kv);
+		if (rc) {
+			snprintf(why, len, "module '%s' refused to create container %u of pool '%s': %s",
+				 pool->mod->name, i, pool->name, strerror(rc < 0 ? -rc : rc));
+			return rc < 0 ? rc : -EINVAL;
+		}
+		c->created = 1;
+	}
+	return 0;
+}
+
+static int publish(struct rt_pools *p, struct rt_pool *pool, char *why, size_t len)
+{
+	if (p->count == RT_MAX_POOLS) {
+		snprintf(why, len, "the pool table is full (%d pools ever created)", RT_MAX_POOLS);
+		return -ENOSPC;
+	}
+	atomic_store_explicit(&pool->state, RT_POOL_LIVE, memory_order_relaxed);
+	/* R7: pairs with A7 in rt_pool_find. */
+	atomic_store_explicit(&p->slots[p->count++], pool, memory_order_release);
+	return 0;
+}
+
+int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
+			  struct chi_pool_id *out, char *why, size_t len)
+{
+	struct rt_pools *p = rt->pools;
+	uint32_t count = s->num_containers ? s->num_containers : 1;
+	int rc;
+
+	if (!s->pool_name[0] || strlen(s->pool_name) >= CHI_CONFIG_NAME_LEN) {
+		snprintf(why, len, "a pool needs a name under %d characters", CHI_CONFIG_NAME_LEN);
+		return -EINVAL;
+	}
+	if (count > RT_MAX_CONTAINERS) {
+		snprintf(why, len, "pool '%s': %u containers; at most %d", s->pool_name, count,
+			 RT_MAX_CONTAINERS);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&p->lock);
+	struct rt_pool *pool = find_by_name(p, s->pool_name);
+	if (pool) {
+		rc = check_existing(pool, s, count, why, len);
+		if (rc == 0)
+			*out = pool->id;
+		goto out_unlock;
+	}
+	if (s->has_pool_id && id_in_use(rt, s->pool_id)) {
+		snprintf(why, len, "pool id %u.%u is taken by another pool", s->pool_id.major,
+			 s->pool_id.minor);
+		rc = -EEXIST;
+		goto out_unlock;
+	}
+	struct rt_module *mod = rt_module_load(p, s->mod_name, why, len);
+	if (!mod) {
+		rc = -ENOENT;
+		goto out_unlock;
+	}
+	pool = calloc(1, sizeof(*pool));
+	if (!pool) {
+		rc = -ENOMEM;
+		goto out_unlock;
+	}
+	pool->mod = mod;
+	pool->num_containers = count;
+	snprintf(pool->name, sizeof(pool->name), "%s", s->pool_name);
+	if (s->has_pool_id) {
+		pool->id = s->pool_id;
+	} else {
+		do
+			pool->id = (struct chi_pool_id){ p->next_major++, 0 };
+		while (id_in_use(rt, pool->id));
+	}
+	rc = create_containers(rt, pool, s, why, len);
+	if (rc == 0)
+		rc = publish(p, pool, why, len);
+	if (rc) {
+		if (pool->containers)
+			destroy_containers(pool);
+		free(pool->containers);
+		free(pool);
+		goto out_unlock;
+	}
+	*out = pool->id;
+	CHI_LOG_INFO("pool '%s' %u.%u created: module %s, %u containers", pool->name,
+		     pool->id.major, pool->id.minor, mod->name, count);
+out_unlock:
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t len)
+{
+	struct rt_pools *p = rt->pools;
+
+	if (id.major == 1 && id.minor == 0) {
+		snprintf(why, len, "the admin pool 1.0 cannot be destroyed");
+		return -EPERM;
+	}
+	pthread_mutex_lock(&p->lock);
+	struct rt_pool *pool = rt_pool_find(rt, id);
+	if (!pool || atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_LIVE) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(why, len, "no pool %u.%u", id.major, id.minor);
+		return -ENOENT;
+	}
+	atomic_store_explicit(&pool->state, RT_POOL_DRAINING, memory_order_release);
+	pthread_mutex_unlock(&p->lock);
+	/* Two rounds: after the first, no worker starts a task of this pool; the second
+	 * flushes what was forwarded between workers before that. Tasks run to completion,
+	 * so nothing of the pool is in flight afterwards. */
+	rt_workers_barrier(rt);
+	rt_workers_barrier(rt);
+	destroy_containers(pool);
+	atomic_store_explicit(&pool->state, RT_POOL_DEAD, memory_order_release);
+	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, id.major, id.minor);
+	return 0;
+}

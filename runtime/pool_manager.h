@@ -1,0 +1,94 @@
+/* Pools, their containers, and the modules they run.
+ *
+ * The table is read lock-free by every worker (an array of atomic pointers, by pool id) and
+ * changed only by the control thread under a mutex. A destroyed pool stays in the table as
+ * a tombstone (state DEAD) so that a worker holding its pointer never reads freed memory;
+ * its containers' state is released once every worker has passed a barrier. */
+#ifndef CHI_RUNTIME_POOL_MANAGER_H
+#define CHI_RUNTIME_POOL_MANAGER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <chimaera/module.h>
+
+#include "common/config.h"
+
+#define RT_MAX_POOLS 1024
+#define RT_MAX_CONTAINERS 4096
+#define RT_FIRST_USER_MAJOR 512u
+
+struct runtime;
+
+struct rt_module {
+	char name[CHI_CONFIG_NAME_LEN];
+	char path[PATH_MAX];
+	void *dl;
+	const struct chi_module_desc *desc;
+	struct rt_module *next;
+};
+
+struct chi_container {
+	struct rt_pool *pool;
+	uint32_t id;
+	uint32_t owner; /* the worker that runs this container's tasks */
+	void *state;
+	int created;	/* create() succeeded: destroy() is owed */
+};
+
+enum rt_pool_state { RT_POOL_LIVE = 1, RT_POOL_DRAINING = 2, RT_POOL_DEAD = 3 };
+
+struct rt_pool {
+	struct chi_pool_id id;
+	char name[CHI_CONFIG_NAME_LEN];
+	struct rt_module *mod;
+	uint32_t num_containers;
+	struct chi_container *containers;
+	_Atomic uint32_t state;
+	_Atomic uint64_t tasks;
+};
+
+struct rt_pools {
+	pthread_mutex_t lock;
+	_Atomic(struct rt_pool *) slots[RT_MAX_POOLS];
+	uint32_t count; /* slots used, tombstones included */
+	uint32_t next_major;
+	struct rt_module *modules;
+};
+
+/* What to create: a compose entry or a GetOrCreatePool task. */
+struct rt_pool_spec {
+	const char *mod_name;
+	const char *pool_name;
+	struct chi_pool_id pool_id;
+	int has_pool_id;
+	uint32_t num_containers; /* 0: one per node (1 on a single node) */
+	const struct chi_compose_kv *kv;
+	uint32_t num_kv;
+};
+
+int rt_pools_init(struct runtime *rt);
+/* Destroy every container and unload modules; workers must be stopped. */
+void rt_pools_fini(struct runtime *rt);
+
+/* Lock-free lookup of the live or draining pool with @id; NULL if none. */
+struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id);
+
+/* Control thread only. Idempotent by name: an identical definition returns the existing
+ * pool's id; a conflicting one is -EEXIST. @why explains any error. */
+int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *spec,
+			  struct chi_pool_id *out, char *why, size_t why_len);
+
+/* Control thread only: stop new tasks (-ESHUTDOWN), wait for in-flight ones, destroy. */
+int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t why_len);
+
+/* Find the method @id of @mod, or NULL. */
+const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id);
+
+/* module_loader.c: load (or reuse) lib<name>.so. @return the module or NULL with @why. */
+struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
+				 size_t why_len);
+void rt_modules_unload(struct rt_pools *pools);
+
+#endif

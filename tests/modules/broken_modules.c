@@ -1,0 +1,54 @@
+/* Deliberately broken modules for the loader tests; one is built per BROKEN_KIND. */
+#include <errno.h>
+
+#include <chimaera/module.h>
+
+static int ok_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	(void)c;
+	(void)kv;
+	(void)n;
+	return 0;
+}
+
+static int failing_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	(void)kv;
+	(void)n;
+	/* Fail on the second container, so that the first must be torn down again. */
+	return chi_container_id(c) == 1 ? -EIO : 0;
+}
+
+static int handler(struct chi_request *req)
+{
+	(void)req;
+	return 0;
+}
+
+static const struct chi_method_desc dup_methods[] = {
+	{ 10, "a", handler, 0, 0, 0 },
+	{ 10, "b", handler, 0, 0, 0 },
+};
+
+static const struct chi_method_desc one_method[] = {
+	{ 10, "a", handler, 0, 0, 0 },
+};
+
+#if BROKEN_KIND == 1 /* bad_abi */
+static const struct chi_module_desc d = { 99, "bad_abi", 0, ok_create, 0, 0, one_method, 1 };
+CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 2 /* dup_method */
+static const struct chi_module_desc d = { CHI_MODULE_ABI_VERSION, "dup_method", 0, ok_create, 0, 0,
+					  dup_methods, 2 };
+CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 3 /* create_fails */
+static const struct chi_module_desc d = { CHI_MODULE_ABI_VERSION, "create_fails", 8,
+					  failing_create, 0, 0, one_method, 1 };
+CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
+__attribute__((visibility("default"))) int not_the_entry(void);
+__attribute__((visibility("default"))) int not_the_entry(void)
+{
+	return ok_create(0, 0, 0) + handler(0) + (int)sizeof(dup_methods) + (int)sizeof(one_method);
+}
+#endif
