@@ -35,6 +35,7 @@ struct bench_floor {
 int bench_floor(const struct bench_opts *o, struct bench_floor *out);
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999);
 int bench_local_tput(const struct bench_opts *o, double *tasks_per_s);
+int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50);
 int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib);
 
 /* helpers (chimaera_bench.c) */

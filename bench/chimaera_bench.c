@@ -1,7 +1,7 @@
 /* chimaera_bench: figures for the runtime, each beside the machine's floor measured in the
  * same run.
  *
- *   chimaera_bench floor | local-lat | local-tput | idle | all [--json] [options]
+ *   chimaera_bench floor | local-lat | local-tput | module-lat | idle | all [--json] [options]
  *
  * Rows without a floor (the floor itself, idle cost) print "-" / null for it.
  */
@@ -97,7 +97,7 @@ static void print_table(const struct bench_result *r, int n)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: chimaera_bench floor|local-lat|local-tput|idle|all [options]\n"
+		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all [options]\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
@@ -193,6 +193,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 struct round {
 	struct bench_floor fl;
 	double p50, p99, p999, tps;
+	double admin_p50, module_p50;
 };
 
 struct row_spec {
@@ -233,7 +234,8 @@ static void add_median(struct bench_result *res, int *n, const struct round *rou
 	    spec->floor_metric ? at(m, spec->floor) : 0);
 }
 
-static int run_round(const struct bench_opts *o, int do_lat, int do_tput, struct round *r)
+static int run_round(const struct bench_opts *o, int do_lat, int do_tput, int do_mod,
+		     struct round *r)
 {
 	int rc = bench_floor(o, &r->fl);
 	if (rc) {
@@ -243,6 +245,8 @@ static int run_round(const struct bench_opts *o, int do_lat, int do_tput, struct
 	if (do_lat && (rc = bench_local_lat(o, &r->p50, &r->p99, &r->p999)) != 0)
 		return rc;
 	if (do_tput && (rc = bench_local_tput(o, &r->tps)) != 0)
+		return rc;
+	if (do_mod && (rc = bench_module_lat(o, &r->admin_p50, &r->module_p50)) != 0)
 		return rc;
 	return 0;
 }
@@ -259,6 +263,8 @@ int main(int argc, char **argv)
 		{ "local_rtt_p99", "ns", "pingpong_rtt_p50", RV(p99), RV(fl.pingpong_p50_ns) },
 		{ "local_rtt_p99.9", "ns", "pingpong_rtt_p50", RV(p999), RV(fl.pingpong_p50_ns) },
 	};
+	static const struct row_spec mod = { "module_rtt_p50", "ns", "admin_rtt_p50",
+					     RV(module_p50), RV(admin_p50) };
 	static const struct row_spec tput[] = {
 		{ "local_tput", "tasks/s", "spsc_ring_rate", RV(tps), RV(fl.ring_msgs_per_s) },
 		{ "local_tput", "tasks/s", "spsc_ring_burst_rate", RV(tps),
@@ -278,7 +284,8 @@ int main(int argc, char **argv)
 	int do_lat = !strcmp(what, "local-lat") || !strcmp(what, "all");
 	int do_tput = !strcmp(what, "local-tput") || !strcmp(what, "all");
 	int do_idle = !strcmp(what, "idle") || !strcmp(what, "all");
-	if (!do_lat && !do_tput && !do_idle && strcmp(what, "floor")) {
+	int do_mod = !strcmp(what, "module-lat") || !strcmp(what, "all");
+	if (!do_lat && !do_tput && !do_idle && !do_mod && strcmp(what, "floor")) {
 		fprintf(stderr, "chimaera_bench: unknown benchmark '%s'\n", what);
 		usage(stderr);
 		return 2;
@@ -290,7 +297,7 @@ int main(int argc, char **argv)
 	struct bench_opts per_round = o;
 	per_round.iterations = o.iterations / o.rounds > 1000 ? o.iterations / o.rounds : 1000;
 	for (uint32_t i = 0; i < o.rounds; i++)
-		if (run_round(&per_round, do_lat, do_tput, &rounds[i]) != 0)
+		if (run_round(&per_round, do_lat, do_tput, do_mod, &rounds[i]) != 0)
 			return 1;
 	for (size_t i = 0; i < 3; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &floors[i]);
@@ -298,6 +305,8 @@ int main(int argc, char **argv)
 		add_median(res, &n, rounds, (int)o.rounds, &lat[i]);
 	for (size_t i = 0; do_tput && i < 2; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &tput[i]);
+	if (do_mod)
+		add_median(res, &n, rounds, (int)o.rounds, &mod);
 	if (do_idle) {
 		double cpu, kib;
 		if (bench_idle(&o, &cpu, &kib))

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <chimaera/chimaera.h>
+#include <chimaera/small_message.h>
 
 #include "bench.h"
 #include "common/time_util.h"
@@ -29,6 +30,72 @@ static int noop_task(struct chi_client *c, struct chi_task **t)
 	(*t)->pool.minor = CHI_ADMIN_POOL_MINOR;
 	(*t)->method = CHI_ADMIN_NOOP;
 	return 0;
+}
+
+/* The round-trip p50 of one method of one pool. */
+static int lat_p50(const struct bench_opts *o, struct chi_client *c, struct chi_task *t,
+		   double *p50, double *p99, double *p999, int write_samples)
+{
+	const uint64_t warm = 20000, n = o->iterations;
+	struct chi_future f;
+	int rc = 0;
+
+	uint64_t *samples = malloc(n * sizeof(uint64_t));
+	if (!samples)
+		return -ENOMEM;
+	for (uint64_t i = 0; rc == 0 && i < warm + n; i++) {
+		uint64_t t0 = chi_now_ns();
+		rc = chi_submit(c, t, &f);
+		if (rc == 0)
+			rc = chi_wait(&f);
+		if (i >= warm)
+			samples[i - warm] = chi_now_ns() - t0;
+	}
+	if (rc == 0) {
+		qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
+		*p50 = bench_percentile(samples, n, 50);
+		if (p99)
+			*p99 = bench_percentile(samples, n, 99);
+		if (p999)
+			*p999 = bench_percentile(samples, n, 99.9);
+		if (write_samples && o->samples)
+			rc = bench_write_samples(o->samples, samples, n);
+	}
+	free(samples);
+	return rc;
+}
+
+/* Noop on the admin pool, then Noop of the small_message module: what module dispatch adds
+ * (pool lookup, method table, container) over the built-in path, measured back to back. */
+int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50)
+{
+	struct chi_client *c;
+	struct chi_task *t;
+	struct chi_pool_id pool;
+	char why[256];
+
+	bench_pin(o->cpu_a);
+	int rc = connect_client(o, &c);
+	if (rc)
+		return rc;
+	rc = chi_admin_get_or_create_pool(c, "small_message", "chimaera_bench", NULL, 1, NULL, 0,
+					  &pool, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "chimaera_bench: cannot create the small_message pool: %s\n", why);
+		goto out;
+	}
+	rc = noop_task(c, &t);
+	if (rc)
+		goto out;
+	rc = lat_p50(o, c, t, admin_p50, NULL, NULL, 0);
+	t->pool = pool;
+	t->method = CHI_SM_NOOP;
+	if (rc == 0)
+		rc = lat_p50(o, c, t, module_p50, NULL, NULL, 0);
+	chi_task_free(c, t);
+out:
+	chi_client_disconnect(c);
+	return rc;
 }
 
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999)

@@ -4,6 +4,8 @@
  *   chimaera runtime stop [--config F] [--timeout SECONDS]
  *   chimaera runtime status [--config F]
  *   chimaera config check FILE
+ *   chimaera compose FILE [--config F]
+ *   chimaera pools [--config F]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time_util.h"
+#include <chimaera/admin.h>
 #include "runtime_internal.h"
 #include "transport/ipc.h"
 
@@ -29,6 +32,8 @@ static void usage(FILE *out)
 		"       chimaera runtime stop [--config FILE] [--timeout SECONDS]\n"
 		"       chimaera runtime status [--config FILE]\n"
 		"       chimaera config check FILE\n"
+		"       chimaera compose FILE [--config FILE]   create FILE's compose pools\n"
+		"       chimaera pools [--config FILE]          list pools\n"
 		"\n"
 		"Without --config the file is found through CHI_SERVER_CONF, WRP_RUNTIME_CONF,\n"
 		"~/.chimaera/chimaera.yaml, else built-in defaults. CHI_PORT overrides the port.\n");
@@ -268,6 +273,88 @@ static int cmd_config_check(const char *path)
 	return 0;
 }
 
+static int attach_cli(const struct cli_opts *o, struct chi_client **c)
+{
+	struct chi_client_opts copts = { .config_path = o->config };
+	int rc = chi_client_connect(&copts, c);
+	if (rc)
+		fprintf(stderr, "chimaera: cannot attach to the runtime: %s\n", strerror(-rc));
+	return rc;
+}
+
+/* Create the pools of FILE's compose section on the running runtime, in order. */
+static int cmd_compose(const char *file, struct cli_opts *o)
+{
+	struct chi_config cfg;
+	struct chi_client *c;
+	char err[1024];
+	int failed = 0;
+
+	chi_config_defaults(&cfg);
+	if (chi_config_load_file(&cfg, file, err, sizeof(err)) != 0) {
+		fprintf(stderr, "chimaera: %s\n", err);
+		chi_config_fini(&cfg);
+		return 2;
+	}
+	if (attach_cli(o, &c)) {
+		chi_config_fini(&cfg);
+		return 3;
+	}
+	for (uint32_t i = 0; i < cfg.num_compose; i++) {
+		const struct chi_compose_entry *e = &cfg.compose[i];
+		const char *kv[512];
+		struct chi_pool_id id;
+		char why[CHI_WHY_LEN];
+		uint32_t n = 0;
+		for (uint32_t off = 0; off < e->kv_size && n < 256; n++) {
+			kv[2 * n] = e->kv + off;
+			off += (uint32_t)strlen(kv[2 * n]) + 1;
+			kv[2 * n + 1] = e->kv + off;
+			off += (uint32_t)strlen(kv[2 * n + 1]) + 1;
+		}
+		int rc = chi_admin_get_or_create_pool(c, e->mod_name, e->pool_name,
+						      e->has_pool_id ? &e->pool_id : NULL,
+						      e->num_containers, kv, n, &id, why, sizeof(why));
+		if (rc) {
+			fprintf(stderr, "chimaera: %s:%d: pool '%s' (%s): %s\n", file, e->line,
+				e->pool_name, e->mod_name, why[0] ? why : strerror(-rc));
+			failed = 1;
+			break;
+		}
+		printf("pool %s %u.%u (%s)\n", e->pool_name, id.major, id.minor, e->mod_name);
+	}
+	chi_client_disconnect(c);
+	chi_config_fini(&cfg);
+	return failed ? 1 : 0;
+}
+
+static int cmd_pools(struct cli_opts *o)
+{
+	struct chi_pool_info info[256];
+	struct chi_client *c;
+	uint32_t n = 0;
+
+	if (attach_cli(o, &c))
+		return 3;
+	int rc = chi_admin_list_pools(c, info, 256, &n);
+	chi_client_disconnect(c);
+	if (rc) {
+		fprintf(stderr, "chimaera: ListPools failed: %s\n", strerror(-rc));
+		return 1;
+	}
+	printf("%-12s %-24s %-16s %10s %14s\n", "pool_id", "pool_name", "mod_name", "containers",
+	       "tasks");
+	for (uint32_t i = 0; i < n && i < 256; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "%u.%u", info[i].pool_id.major, info[i].pool_id.minor);
+		printf("%-12s %-24s %-16s %10u %14llu\n", id, info[i].pool_name, info[i].mod_name,
+		       info[i].num_containers, (unsigned long long)info[i].tasks);
+	}
+	if (n > 256)
+		printf("(%u more)\n", n - 256);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_opts o = { 0 };
@@ -283,6 +370,17 @@ int main(int argc, char **argv)
 	}
 	if (argc == 4 && !strcmp(argv[1], "config") && !strcmp(argv[2], "check"))
 		return cmd_config_check(argv[3]);
+	if (argc >= 3 && !strcmp(argv[1], "compose")) {
+		const char *file = argv[2];
+		if (parse_opts(argc - 2, argv + 2, &o) != 0)
+			return 2;
+		return cmd_compose(file, &o);
+	}
+	if (argc >= 2 && !strcmp(argv[1], "pools")) {
+		if (parse_opts(argc - 1, argv + 1, &o) != 0)
+			return 2;
+		return cmd_pools(&o);
+	}
 	if (argc >= 3 && !strcmp(argv[1], "runtime")) {
 		if (parse_opts(argc - 2, argv + 2, &o) != 0)
 			return 2;

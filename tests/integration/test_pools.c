@@ -304,6 +304,35 @@ START_TEST(destroy_drains_in_flight_tasks)
 }
 END_TEST
 
+START_TEST(cli_compose_and_pools)
+{
+	char cmd[2048], file[600];
+
+	start(1, NULL);
+	snprintf(file, sizeof(file), "%s/compose.yaml", rt.dir);
+	FILE *f = fopen(file, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "compose:\n  - mod_name: small_message\n    pool_name: cli_pool\n"
+		   "    num_containers: 2\n");
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s compose %s --config %s | grep -q 'pool cli_pool 512.0'",
+		 rt_bin("chimaera"), file, rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd),
+		 "%s pools --config %s | grep -E -q '^512.0 +cli_pool +small_message +2 '",
+		 rt_bin("chimaera"), rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	f = fopen(file, "w");
+	fprintf(f, "compose:\n  - mod_name: no_such_module\n    pool_name: nope\n");
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "%s compose %s --config %s 2>&1 | grep -q \"compose.yaml:2: "
+		 "pool 'nope' (no_such_module): module 'no_such_module'\"",
+		 rt_bin("chimaera"), file, rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -322,6 +351,7 @@ int main(void)
 	tcase_add_test(tc, compose_creates_pools_at_start);
 	tcase_add_test(tc, failing_compose_entry_stops_the_start_and_is_named);
 	tcase_add_test(tc, destroy_drains_in_flight_tasks);
+	tcase_add_test(tc, cli_compose_and_pools);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_VERBOSE);
