@@ -7,6 +7,7 @@
 
 #include <chimaera/admin.h>
 
+#include "common/config.h"
 #include "common/log.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
@@ -80,6 +81,11 @@ const char *chi_container_pool_name(const struct chi_container *c)
 struct chi_pool_id chi_container_pool_id(const struct chi_container *c)
 {
 	return c->pool->id;
+}
+
+int chi_module_parse_size(const char *s, uint64_t *out)
+{
+	return s ? chi_parse_size(s, out) : -EINVAL;
 }
 
 /* ---- running ---- */

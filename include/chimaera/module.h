@@ -116,6 +116,10 @@ CHI_API uint32_t chi_container_count(const struct chi_container *c);
 CHI_API const char *chi_container_pool_name(const struct chi_container *c);
 CHI_API struct chi_pool_id chi_container_pool_id(const struct chi_container *c);
 
+/** Parse a size as the runtime's config does ("512MB", "4096", "1g"; powers of 1024), for
+ *  module compose keys. @return 0 or -EINVAL. */
+CHI_API int chi_module_parse_size(const char *s, uint64_t *out);
+
 #ifdef __cplusplus
 }
 #endif

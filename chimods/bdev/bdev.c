@@ -1,0 +1,316 @@
+/* bdev: block storage per container, in RAM or in a file, with a block bitmap allocator.
+ *
+ * File layout: [0, 4 KiB) header, then the bitmap (one bit per block, padded to a block),
+ * then the data area; offsets given to clients are data-area offsets. The bitmap is written
+ * through on every Allocate/Free, so a restart finds the same allocations.
+ *
+ * File I/O is pread/pwrite on the worker for now; with the cooperative-multitasking work it
+ * moves to io_uring and yields until completion. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chimaera/bdev.h>
+#include <chimaera/module.h>
+
+#define HDR_SIZE 4096u
+#define FILE_MAGIC 0x3156454449484343ull /* "CCHIDEV1" */
+
+struct file_hdr {
+	uint64_t magic;
+	uint64_t capacity;
+	uint64_t block_size;
+};
+
+struct bdev_state {
+	int fd;		 /* file type; -1 for ram */
+	unsigned char *ram;
+	unsigned char *bitmap;
+	uint64_t capacity;
+	uint64_t block_size;
+	uint64_t blocks;
+	uint64_t bitmap_bytes;
+	uint64_t data_off; /* file offset of the data area */
+	uint64_t free_blocks;
+	uint64_t hint;
+	struct chi_bdev_stats st;
+};
+
+static int bit(const struct bdev_state *s, uint64_t b)
+{
+	return (s->bitmap[b / 8] >> (b % 8)) & 1;
+}
+
+static void set_bits(struct bdev_state *s, uint64_t first, uint64_t n, int on)
+{
+	for (uint64_t b = first; b < first + n; b++) {
+		if (on)
+			s->bitmap[b / 8] |= (unsigned char)(1u << (b % 8));
+		else
+			s->bitmap[b / 8] &= (unsigned char)~(1u << (b % 8));
+	}
+	s->free_blocks = on ? s->free_blocks - n : s->free_blocks + n;
+}
+
+/* Write the bitmap bytes covering [first, first+n) through to the file. */
+static int persist_bits(struct bdev_state *s, uint64_t first, uint64_t n)
+{
+	if (s->fd < 0)
+		return 0;
+	uint64_t lo = first / 8, hi = (first + n + 7) / 8;
+	ssize_t w = pwrite(s->fd, s->bitmap + lo, hi - lo, (off_t)(HDR_SIZE + lo));
+	return w == (ssize_t)(hi - lo) ? 0 : -EIO;
+}
+
+static int open_file(struct bdev_state *s, const char *path)
+{
+	struct file_hdr h;
+	s->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (s->fd < 0)
+		return -errno;
+	ssize_t n = pread(s->fd, &h, sizeof(h), 0);
+	if (n == (ssize_t)sizeof(h) && h.magic == FILE_MAGIC) {
+		/* An existing device: its geometry must match the compose entry. */
+		if (h.capacity != s->capacity || h.block_size != s->block_size)
+			return -EINVAL;
+		n = pread(s->fd, s->bitmap, s->bitmap_bytes, HDR_SIZE);
+		if (n != (ssize_t)s->bitmap_bytes)
+			return -EIO;
+		s->free_blocks = 0;
+		for (uint64_t b = 0; b < s->blocks; b++)
+			s->free_blocks += !bit(s, b);
+		return 0;
+	}
+	if (n != 0) /* neither empty nor ours: refuse to overwrite someone's file */
+		return -EEXIST;
+	h = (struct file_hdr){ FILE_MAGIC, s->capacity, s->block_size };
+	if (ftruncate(s->fd, (off_t)(s->data_off + s->capacity)) != 0 ||
+	    pwrite(s->fd, s->bitmap, s->bitmap_bytes, HDR_SIZE) != (ssize_t)s->bitmap_bytes ||
+	    pwrite(s->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || fsync(s->fd) != 0)
+		return -errno ? -errno : -EIO;
+	return 0;
+}
+
+static void bdev_destroy(struct chi_container *c);
+
+static int bdev_setup(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	struct bdev_state *s = chi_container_state(c);
+	const char *type = "ram";
+	s->fd = -1;
+	s->block_size = 4096;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!strcmp(kv[i].key, "bdev_type"))
+			type = kv[i].value;
+		else if (!strcmp(kv[i].key, "capacity") && chi_module_parse_size(kv[i].value, &s->capacity))
+			return -EINVAL;
+		else if (!strcmp(kv[i].key, "alignment") &&
+			 (chi_module_parse_size(kv[i].value, &s->block_size) || s->block_size < 512 ||
+			  (s->block_size & (s->block_size - 1))))
+			return -EINVAL;
+	}
+	if (s->capacity == 0 || s->capacity % s->block_size || (strcmp(type, "ram") && strcmp(type, "file")))
+		return -EINVAL;
+	s->blocks = s->capacity / s->block_size;
+	s->bitmap_bytes = ((s->blocks + 7) / 8 + s->block_size - 1) / s->block_size * s->block_size;
+	s->data_off = HDR_SIZE + s->bitmap_bytes;
+	s->free_blocks = s->blocks;
+	s->bitmap = calloc(1, s->bitmap_bytes);
+	s->st.capacity = s->capacity;
+	s->st.block_size = s->block_size;
+	if (!s->bitmap)
+		return -ENOMEM;
+	if (!strcmp(type, "ram")) {
+		s->ram = calloc(1, s->capacity);
+		return s->ram ? 0 : -ENOMEM;
+	}
+	char path[4096];
+	const char *name = chi_container_pool_name(c);
+	if (chi_container_count(c) > 1)
+		snprintf(path, sizeof(path), "%s.%u", name, chi_container_id(c));
+	else
+		snprintf(path, sizeof(path), "%s", name);
+	return open_file(s, path);
+}
+
+static int bdev_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	int rc = bdev_setup(c, kv, n);
+	if (rc)
+		bdev_destroy(c); /* the runtime calls destroy only after a successful create */
+	return rc;
+}
+
+static void bdev_destroy(struct chi_container *c)
+{
+	struct bdev_state *s = chi_container_state(c);
+	if (s->fd >= 0) {
+		fsync(s->fd);
+		close(s->fd);
+	}
+	free(s->ram);
+	free(s->bitmap);
+	s->fd = -1;
+	s->ram = NULL;
+	s->bitmap = NULL;
+}
+
+static int bdev_allocate(struct chi_request *req)
+{
+	struct bdev_state *s = chi_container_state(chi_req_container(req));
+	uint32_t size;
+	struct chi_bdev_alloc_params *io = chi_req_params(req, &size);
+	uint64_t len = io->length;
+	if (len == 0 || len > s->capacity)
+		return -EINVAL;
+	uint64_t need = (len + s->block_size - 1) / s->block_size;
+	if (need > s->free_blocks)
+		return -ENOSPC;
+	/* First fit from the hint, wrapping once. */
+	for (uint64_t pass = 0, start = s->hint; pass < 2; pass++, start = 0) {
+		uint64_t run = 0;
+		for (uint64_t b = start; b < s->blocks; b++) {
+			run = bit(s, b) ? 0 : run + 1;
+			if (run < need)
+				continue;
+			uint64_t first = b + 1 - need;
+			set_bits(s, first, need, 1);
+			int rc = persist_bits(s, first, need);
+			if (rc) {
+				set_bits(s, first, need, 0);
+				return rc;
+			}
+			s->hint = b + 1;
+			io->offset = first * s->block_size;
+			io->length = need * s->block_size;
+			return 0;
+		}
+	}
+	return -ENOSPC; /* enough free blocks, but not in one run */
+}
+
+static int extent(const struct bdev_state *s, uint64_t off, uint64_t len, uint64_t *first,
+		  uint64_t *n)
+{
+	if (len == 0 || off % s->block_size || off >= s->capacity || len > s->capacity - off)
+		return -EINVAL;
+	*first = off / s->block_size;
+	*n = (len + s->block_size - 1) / s->block_size;
+	return 0;
+}
+
+static int bdev_free(struct chi_request *req)
+{
+	struct bdev_state *s = chi_container_state(chi_req_container(req));
+	uint32_t size;
+	struct chi_bdev_alloc_params p;
+	uint64_t first, n;
+	memcpy(&p, chi_req_params(req, &size), sizeof(p));
+	if (extent(s, p.offset, p.length, &first, &n))
+		return -EINVAL;
+	for (uint64_t b = first; b < first + n; b++)
+		if (!bit(s, b))
+			return -EINVAL; /* not allocated: a double free, or a wrong extent */
+	set_bits(s, first, n, 0);
+	return persist_bits(s, first, n);
+}
+
+/* Reads and writes must stay inside allocated blocks. */
+static int io_check(struct bdev_state *s, uint64_t off, uint64_t len)
+{
+	uint64_t first, n;
+	if (len == 0)
+		return 0;
+	if (off >= s->capacity || len > s->capacity - off)
+		return -EINVAL;
+	first = off / s->block_size;
+	n = (off + len + s->block_size - 1) / s->block_size - first;
+	for (uint64_t b = first; b < first + n; b++)
+		if (!bit(s, b))
+			return -EFAULT;
+	return 0;
+}
+
+static int bdev_rw(struct chi_request *req, int write)
+{
+	struct bdev_state *s = chi_container_state(chi_req_container(req));
+	uint32_t size;
+	struct chi_bdev_io_params p;
+	memcpy(&p, chi_req_params(req, &size), sizeof(p));
+	unsigned char *buf = chi_req_bulk(req, &p.buf);
+	if (!buf)
+		return -EFAULT;
+	int rc = io_check(s, p.offset, p.buf.length);
+	if (rc)
+		return rc;
+	if (s->ram) {
+		if (write)
+			memcpy(s->ram + p.offset, buf, p.buf.length);
+		else
+			memcpy(buf, s->ram + p.offset, p.buf.length);
+	} else {
+		uint64_t done = 0;
+		while (done < p.buf.length) {
+			off_t at = (off_t)(s->data_off + p.offset + done);
+			ssize_t k = write ? pwrite(s->fd, buf + done, p.buf.length - done, at) :
+					    pread(s->fd, buf + done, p.buf.length - done, at);
+			if (k <= 0)
+				return k < 0 ? -errno : -EIO;
+			done += (uint64_t)k;
+		}
+	}
+	if (write) {
+		s->st.writes++;
+		s->st.bytes_written += p.buf.length;
+	} else {
+		s->st.reads++;
+		s->st.bytes_read += p.buf.length;
+	}
+	return 0;
+}
+
+static int bdev_write(struct chi_request *req)
+{
+	return bdev_rw(req, 1);
+}
+
+static int bdev_read(struct chi_request *req)
+{
+	return bdev_rw(req, 0);
+}
+
+static int bdev_stats(struct chi_request *req)
+{
+	struct bdev_state *s = chi_container_state(chi_req_container(req));
+	uint32_t size;
+	struct chi_bdev_stats *out = chi_req_params(req, &size);
+	s->st.free_bytes = s->free_blocks * s->block_size;
+	memcpy(out, &s->st, sizeof(*out));
+	return 0;
+}
+
+static const struct chi_method_desc bdev_methods[] = {
+	{ CHI_BDEV_ALLOCATE, "allocate", bdev_allocate, 0, sizeof(struct chi_bdev_alloc_params), NULL },
+	{ CHI_BDEV_FREE, "free", bdev_free, 0, sizeof(struct chi_bdev_alloc_params), NULL },
+	{ CHI_BDEV_WRITE, "write", bdev_write, 0, sizeof(struct chi_bdev_io_params), NULL },
+	{ CHI_BDEV_READ, "read", bdev_read, CHI_METHOD_READ_ONLY, sizeof(struct chi_bdev_io_params),
+	  NULL },
+	{ CHI_BDEV_STATS, "stats", bdev_stats, CHI_METHOD_READ_ONLY, sizeof(struct chi_bdev_stats),
+	  NULL },
+};
+
+static const struct chi_module_desc bdev_desc = {
+	.abi_version = CHI_MODULE_ABI_VERSION,
+	.name = "bdev",
+	.state_size = sizeof(struct bdev_state),
+	.create = bdev_create,
+	.destroy = bdev_destroy,
+	.methods = bdev_methods,
+	.num_methods = sizeof(bdev_methods) / sizeof(bdev_methods[0]),
+};
+
+CHI_MODULE_DEFINE(bdev_desc)
