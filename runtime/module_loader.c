@@ -1,5 +1,5 @@
 /* Finding and loading ChiMods: lib<mod_name>.so from CHI_REPO_PATH (colon-separated), then
- * the build tree, then the install prefix. dlopen(RTLD_NOW | RTLD_LOCAL), one versioned
+ * next to the executable (install layout, then build tree), then the configured prefix. dlopen(RTLD_NOW | RTLD_LOCAL), one versioned
  * entry symbol, and a descriptor checked before anything of it is used. */
 #include <ctype.h>
 #include <dlfcn.h>
@@ -12,8 +12,10 @@
 #include "common/log.h"
 #include "pool_manager.h"
 
-#ifndef CHI_BUILD_MODULE_DIR
-#define CHI_BUILD_MODULE_DIR ""
+/* Relative to the directory of the chimaera executable: the install layout
+ * (<prefix>/bin -> <prefix>/<libdir>/chimaera) and the build tree (build/bin -> build/lib). */
+#ifndef CHI_INSTALL_REL_MODULE_DIR
+#define CHI_INSTALL_REL_MODULE_DIR "lib/chimaera"
 #endif
 #ifndef CHI_INSTALL_MODULE_DIR
 #define CHI_INSTALL_MODULE_DIR ""
@@ -100,8 +102,14 @@ struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char 
 		return NULL;
 	}
 	const char *repo = getenv("CHI_REPO_PATH");
-	snprintf(dirs, sizeof(dirs), "%s:%s:%s", repo ? repo : "", CHI_BUILD_MODULE_DIR,
-		 CHI_INSTALL_MODULE_DIR);
+	char exe[PATH_MAX] = "";
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	exe[n > 0 ? n : 0] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (slash)
+		*slash = '\0';
+	snprintf(dirs, sizeof(dirs), "%s:%s/../%s:%s/../lib:%s", repo ? repo : "", exe,
+		 CHI_INSTALL_REL_MODULE_DIR, exe, CHI_INSTALL_MODULE_DIR);
 	if (!search(dirs, name, path, sizeof(path), tried, sizeof(tried))) {
 		snprintf(why, why_len, "module '%s': lib%s.so not found (looked in %s)", name, name,
 			 tried[0] ? tried : "no directory");
