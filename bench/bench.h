@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BENCH_MAX_RESULTS 16
+#define BENCH_MAX_RESULTS 48
 
 struct bench_result {
 	char metric[48];
@@ -36,6 +36,10 @@ int bench_floor(const struct bench_opts *o, struct bench_floor *out);
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999);
 int bench_local_tput(const struct bench_opts *o, double *tasks_per_s);
 int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50);
+struct bench_result;
+void add_result(struct bench_result *r, int *n, const char *metric, double value,
+		const char *unit, const char *floor_metric, double floor_value);
+int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib);
 
 /* helpers (chimaera_bench.c) */

@@ -54,7 +54,7 @@ int bench_write_samples(const char *path, const uint64_t *sorted, uint64_t n)
 	return 0;
 }
 
-static void add(struct bench_result *r, int *n, const char *metric, double value,
+void add_result(struct bench_result *r, int *n, const char *metric, double value,
 		const char *unit, const char *floor_metric, double floor_value)
 {
 	struct bench_result *x = &r[(*n)++];
@@ -97,7 +97,7 @@ static void print_table(const struct bench_result *r, int n)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all [options]\n"
+		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all|kvs [options]\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
@@ -230,7 +230,7 @@ static void add_median(struct bench_result *res, int *n, const struct round *rou
 			order[j - 1] = t;
 		}
 	const struct round *m = &rounds[order[nr / 2]];
-	add(res, n, spec->metric, at(m, spec->value), spec->unit, spec->floor_metric,
+	add_result(res, n, spec->metric, at(m, spec->value), spec->unit, spec->floor_metric,
 	    spec->floor_metric ? at(m, spec->floor) : 0);
 }
 
@@ -285,6 +285,19 @@ int main(int argc, char **argv)
 	int do_tput = !strcmp(what, "local-tput") || !strcmp(what, "all");
 	int do_idle = !strcmp(what, "idle") || !strcmp(what, "all");
 	int do_mod = !strcmp(what, "module-lat") || !strcmp(what, "all");
+	int do_kvs = !strcmp(what, "kvs");
+	if (do_kvs) {
+		default_cpus(&o);
+		if (parse(argc - 1, argv + 1, &o, &json))
+			return 2;
+		if (bench_kvs(&o, res, &n))
+			return 1;
+		if (json)
+			print_json(res, n);
+		else
+			print_table(res, n);
+		return 0;
+	}
 	if (!do_lat && !do_tput && !do_idle && !do_mod && strcmp(what, "floor")) {
 		fprintf(stderr, "chimaera_bench: unknown benchmark '%s'\n", what);
 		usage(stderr);
@@ -311,8 +324,8 @@ int main(int argc, char **argv)
 		double cpu, kib;
 		if (bench_idle(&o, &cpu, &kib))
 			return 1;
-		add(res, &n, "idle_cpu", cpu, "%core", NULL, 0);
-		add(res, &n, "idle_rss_private", kib, "KiB", NULL, 0);
+		add_result(res, &n, "idle_cpu", cpu, "%core", NULL, 0);
+		add_result(res, &n, "idle_rss_private", kib, "KiB", NULL, 0);
 	}
 	if (json)
 		print_json(res, n);

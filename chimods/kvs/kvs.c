@@ -104,15 +104,22 @@ static int kvs_put(struct chi_request *req)
 	if (!value)
 		return -EFAULT;
 	uint32_t klen = (uint32_t)p.key.length;
+	uint64_t h = XXH3_64bits(key, klen);
+	struct entry **pp = find(s, h, key, klen);
+	if (*pp && (*pp)->value_len == p.value.length) {
+		/* Overwrite of the same size: copy in place, no new allocation (and, for large
+		 * values, no fresh pages to fault in). */
+		memcpy((*pp)->data + klen, value, p.value.length);
+		return 0;
+	}
 	struct entry *e = malloc(sizeof(*e) + klen + p.value.length);
 	if (!e)
 		return -ENOMEM;
-	e->hash = XXH3_64bits(key, klen);
+	e->hash = h;
 	e->key_len = klen;
 	e->value_len = p.value.length;
 	memcpy(e->data, key, klen);
 	memcpy(e->data + klen, value, p.value.length);
-	struct entry **pp = find(s, e->hash, e->data, klen);
 	if (*pp) { /* replace */
 		e->next = (*pp)->next;
 		free(*pp);
