@@ -213,3 +213,36 @@ int chi_admin_list_pools(struct chi_client *c, struct chi_pool_info *out, uint32
 	chi_buf_free(c, buf);
 	return rc;
 }
+
+int chi_admin_pool_stats(struct chi_client *c, struct chi_pool_id pool_id,
+			 struct chi_pool_info *info, uint64_t *per_container, uint32_t max)
+{
+	struct chi_admin_pool_stats_params *p;
+	struct chi_future f;
+	struct chi_task *t;
+	uint64_t *buf = max ? chi_buf_alloc(c, (size_t)max * sizeof(uint64_t)) : NULL;
+
+	if (max && !buf)
+		return -ENOMEM;
+	int rc = admin_task(c, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
+	if (rc == 0) {
+		p = chi_task_params(t);
+		p->pool_id = pool_id;
+		if (buf)
+			chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(uint64_t), &p->container_tasks);
+		rc = submit_or_free(c, t, &f);
+		if (rc == 0) {
+			rc = chi_wait(&f);
+			if (rc == -ECONNRESET)
+				return rc;
+			if (rc == 0) {
+				*info = p->info;
+				if (buf)
+					memcpy(per_container, buf, (size_t)max * sizeof(uint64_t));
+			}
+			chi_task_free(c, t);
+		}
+	}
+	chi_buf_free(c, buf);
+	return rc;
+}

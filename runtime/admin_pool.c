@@ -127,7 +127,7 @@ static int admin_list_pools(struct worker *w, struct rt_client *c, const struct 
 				continue;
 			info.pool_id = pool->id;
 			info.num_containers = pool->num_containers;
-			info.tasks = atomic_load_explicit(&pool->tasks, memory_order_relaxed);
+			info.tasks = rt_pool_tasks(pool);
 			snprintf(info.mod_name, sizeof(info.mod_name), "%s", pool->mod->name);
 			snprintf(info.pool_name, sizeof(info.pool_name), "%s", pool->name);
 		}
@@ -136,6 +136,41 @@ static int admin_list_pools(struct worker *w, struct rt_client *c, const struct 
 		count++;
 	}
 	((struct chi_admin_list_pools_params *)params)->count = count;
+	return 0;
+}
+
+/* PoolStats: one pool's info and its tasks per container (into a bulk array). */
+static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct chi_task *hdr,
+			    void *params)
+{
+	struct chi_admin_pool_stats_params p;
+
+	if (hdr->params_size < sizeof(p))
+		return -EINVAL;
+	memcpy(&p, params, sizeof(p));
+	struct rt_pool *pool = rt_pool_find(w->rt, p.pool_id);
+	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+		return -ENOENT;
+	uint64_t *per = NULL;
+	if (p.container_tasks.length) {
+		per = chi_seg_range(c->base, &c->layout, p.container_tasks.offset,
+				    p.container_tasks.length);
+		if (!per)
+			return -EFAULT;
+	}
+	struct chi_admin_pool_stats_params *out = params;
+	uint64_t room = p.container_tasks.length / sizeof(uint64_t);
+	memset(&out->info, 0, sizeof(out->info));
+	out->info.pool_id = pool->id;
+	out->info.num_containers = pool->num_containers;
+	snprintf(out->info.mod_name, sizeof(out->info.mod_name), "%s", pool->mod->name);
+	snprintf(out->info.pool_name, sizeof(out->info.pool_name), "%s", pool->name);
+	for (uint32_t i = 0; i < pool->num_containers; i++) {
+		uint64_t n = atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
+		out->info.tasks += n;
+		if (i < room)
+			per[i] = n;
+	}
 	return 0;
 }
 
@@ -165,6 +200,8 @@ int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *ta
 		return rt_jobs_submit(w, c, task, hdr->method, params, hdr->params_size);
 	case CHI_ADMIN_LIST_POOLS:
 		return admin_list_pools(w, c, hdr, params);
+	case CHI_ADMIN_POOL_STATS:
+		return admin_pool_stats(w, c, hdr, params);
 	case CHI_ADMIN_CREATE:
 	case CHI_ADMIN_DESTROY:
 	case CHI_ADMIN_MONITOR:

@@ -95,7 +95,9 @@ static int call_handler(struct rt_client *client, struct chi_task *task,
 			uint32_t size)
 {
 	struct chi_request req = { client, task, c, params, size };
-	atomic_fetch_add_explicit(&c->pool->tasks, 1, memory_order_relaxed);
+	/* Single writer (the owner): no locked add on the task path. */
+	atomic_store_explicit(&c->tasks, atomic_load_explicit(&c->tasks, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 	return m->handler(&req);
 }
 

@@ -234,3 +234,11 @@ int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t
 	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, id.major, id.minor);
 	return 0;
 }
+
+uint64_t rt_pool_tasks(const struct rt_pool *pool)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < pool->num_containers; i++)
+		n += atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
+	return n;
+}

@@ -35,6 +35,7 @@ struct chi_container {
 	uint32_t owner; /* the worker that runs this container's tasks */
 	void *state;
 	int created;	/* create() succeeded: destroy() is owed */
+	_Atomic uint64_t tasks; /* written by the owner only; read by PoolStats */
 };
 
 enum rt_pool_state { RT_POOL_LIVE = 1, RT_POOL_DRAINING = 2, RT_POOL_DEAD = 3 };
@@ -46,8 +47,10 @@ struct rt_pool {
 	uint32_t num_containers;
 	struct chi_container *containers;
 	_Atomic uint32_t state;
-	_Atomic uint64_t tasks;
 };
+
+/* Tasks run by the pool's containers (a fan-out counts once per container). */
+uint64_t rt_pool_tasks(const struct rt_pool *pool);
 
 struct rt_pools {
 	pthread_mutex_t lock;

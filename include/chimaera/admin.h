@@ -33,6 +33,7 @@ enum chi_admin_method {
 	CHI_ADMIN_SLEEP = 22, /**< struct chi_admin_sleep_params; never blocks a worker */
 	CHI_ADMIN_STATS = 23, /**< struct chi_admin_stats (output) */
 	CHI_ADMIN_LIST_POOLS = 24, /**< struct chi_admin_list_pools_params */
+	CHI_ADMIN_POOL_STATS = 25, /**< struct chi_admin_pool_stats_params */
 };
 
 #define CHI_MOD_NAME_LEN 64
@@ -133,6 +134,14 @@ CHI_API int chi_admin_finish(struct chi_future *future);
  */
 CHI_API int chi_admin_stats(struct chi_client *client, struct chi_admin_stats *out);
 
+/** PoolStats: @c info for @c pool_id, and tasks per container into @c container_tasks
+ *  (an array of uint64_t; optional: length 0). */
+struct chi_admin_pool_stats_params {
+	struct chi_pool_id pool_id;
+	struct chi_bulk container_tasks;
+	struct chi_pool_info info; /**< out */
+};
+
 /**
  * Create a pool, or find the one of that name (same module, id and size: success; anything
  * else: -EEXIST).
@@ -157,6 +166,11 @@ CHI_API int chi_admin_destroy_pool(struct chi_client *client, struct chi_pool_id
  *  @return 0 or a negative errno. */
 CHI_API int chi_admin_list_pools(struct chi_client *client, struct chi_pool_info *out,
 				 uint32_t max, uint32_t *count);
+
+/** One pool's counters; @p per_container (may be NULL) receives up to @p max per-container
+ *  task counts. @return 0, -ENOENT (no such pool). */
+CHI_API int chi_admin_pool_stats(struct chi_client *client, struct chi_pool_id pool_id,
+				 struct chi_pool_info *info, uint64_t *per_container, uint32_t max);
 
 #ifdef __cplusplus
 }

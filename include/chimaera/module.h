@@ -83,6 +83,18 @@ struct chi_module_desc {
 	uint32_t (*schedule)(const struct chi_task *task, const void *params, uint32_t count);
 	const struct chi_method_desc *methods;
 	uint32_t num_methods;
+	/* Lifecycle callbacks the ABI fixes now; each may be NULL. The runtime does not call
+	 * them yet: monitor arrives with cooperative tasks (periodic, monitor_period_us),
+	 * recover and migrate with multi-node failure handling. */
+	/** Periodic or on-demand look at a container (method 9). */
+	void (*monitor)(struct chi_container *c);
+	/** Rebuild a container whose node failed, on a survivor. @return 0 or -errno. */
+	int (*recover)(struct chi_container *c);
+	/** Serialize the container into @p buf (@p len: in capacity, out bytes used); -ENOSPC
+	 *  with *len set to the size needed. */
+	int (*migrate_out)(struct chi_container *c, void *buf, uint64_t *len);
+	/** Restore a container from what migrate_out wrote. */
+	int (*migrate_in)(struct chi_container *c, const void *buf, uint64_t len);
 };
 
 typedef const struct chi_module_desc *(*chi_module_entry_fn)(void);

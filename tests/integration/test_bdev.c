@@ -28,7 +28,7 @@ START_TEST(ram_semantics)
 	struct chi_client *c = start("compose:\n  - mod_name: bdev\n    pool_name: ram::t\n"
 				     "    pool_id: 800.0\n    bdev_type: ram\n    capacity: 1MB\n");
 	uint64_t a, b, got;
-	char buf[8192], back[8192];
+	char buf[16384], back[8192];
 	struct chi_bdev_stats st;
 
 	ck_assert_int_eq(chi_bdev_allocate(c, BDEV, 0, 5000, &a, &got), 0);
@@ -36,9 +36,9 @@ START_TEST(ram_semantics)
 	ck_assert_int_eq(chi_bdev_allocate(c, BDEV, 0, 4096, &b, NULL), 0);
 	ck_assert_uint_ne(a, b);
 	memset(buf, 0x5a, sizeof(buf));
-	ck_assert_int_eq(chi_bdev_write(c, BDEV, 0, a, buf, sizeof(buf)), 0);
+	ck_assert_int_eq(chi_bdev_write(c, BDEV, 0, a, buf, sizeof(back)), 0);
 	ck_assert_int_eq(chi_bdev_read(c, BDEV, 0, a, back, sizeof(back)), 0);
-	ck_assert_mem_eq(buf, back, sizeof(buf));
+	ck_assert_mem_eq(buf, back, sizeof(back));
 	/* Past the allocation, or into free blocks: refused. */
 	ck_assert_int_eq(chi_bdev_write(c, BDEV, 0, a + 4096, buf, 8192 + 4096), -EFAULT);
 	ck_assert_int_eq(chi_bdev_read(c, BDEV, 0, 1 << 19, back, 16), -EFAULT);

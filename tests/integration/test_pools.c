@@ -114,6 +114,20 @@ START_TEST(every_query_mode_over_four_containers)
 	ck_assert_int_eq(count(c, pool, chi_query_broadcast(), 0, &total), 0);
 	ck_assert_uint_eq(total, 14);
 
+	/* PoolStats: per-container counts add up, and every container ran something. */
+	struct chi_pool_info info;
+	uint64_t per[4], sum = 0;
+	ck_assert_int_eq(chi_admin_pool_stats(c, pool, &info, per, 4), 0);
+	ck_assert_str_eq(info.pool_name, "sm4");
+	ck_assert_uint_eq(info.num_containers, 4);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_uint_ge(per[i], 3);
+		sum += per[i];
+	}
+	ck_assert_uint_eq(sum, info.tasks);
+	ck_assert_int_eq(chi_admin_pool_stats(c, (struct chi_pool_id){ 9, 9 }, &info, NULL, 0),
+			 -ENOENT);
+
 	/* Unknown method, short parameters, unknown pool. */
 	struct chi_task *t;
 	struct chi_future f;

@@ -35,15 +35,20 @@ static const struct chi_method_desc one_method[] = {
 };
 
 #if BROKEN_KIND == 1 /* bad_abi */
-static const struct chi_module_desc d = { 99, "bad_abi", 0, ok_create, 0, 0, one_method, 1 };
+static const struct chi_module_desc d = { .abi_version = 99, .name = "bad_abi",
+					  .create = ok_create, .methods = one_method,
+					  .num_methods = 1 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 2 /* dup_method */
-static const struct chi_module_desc d = { CHI_MODULE_ABI_VERSION, "dup_method", 0, ok_create, 0, 0,
-					  dup_methods, 2 };
+static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
+					  .name = "dup_method", .create = ok_create,
+					  .methods = dup_methods, .num_methods = 2 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 3 /* create_fails */
-static const struct chi_module_desc d = { CHI_MODULE_ABI_VERSION, "create_fails", 8,
-					  failing_create, 0, 0, one_method, 1 };
+static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
+					  .name = "create_fails", .state_size = 8,
+					  .create = failing_create, .methods = one_method,
+					  .num_methods = 1 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
