@@ -10,3 +10,4 @@ conf=config/chimaera.yaml
 ./build/bin/chimaera runtime start --daemon --config "$conf"
 trap './build/bin/chimaera runtime stop --config "$conf" || true' EXIT
 ./build/bin/chimaera_bench all --config "$conf" "$@"
+./build/bin/chimaera_bench kvs --config "$conf" "$@"
