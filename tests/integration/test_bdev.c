@@ -11,6 +11,8 @@
 
 #include "rt_harness.h"
 
+#include "check_main.h"
+
 static struct rt_harness rt;
 static const struct chi_pool_id BDEV = { 800, 0 };
 
@@ -155,9 +157,5 @@ int main(void)
 	tcase_add_test(tc, file_survives_a_restart);
 	tcase_add_test(tc, bad_compose_keys_are_refused);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_VERBOSE);
 }

@@ -12,6 +12,8 @@
 
 #include "rt_harness.h"
 
+#include "check_main.h"
+
 static struct rt_harness rt;
 
 static struct chi_client *start_with_pool(unsigned threads, struct chi_pool_id *pool)
@@ -227,9 +229,5 @@ int main(void)
 	tcase_add_test(tc, concurrent_threads);
 	tcase_add_test(tc, descriptors_outside_the_segment_are_refused);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_VERBOSE);
 }

@@ -4,6 +4,7 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 #include <chimaera/small_message.h>
 
 #include "rt_harness.h"
+
+#include "check_main.h"
 
 static struct rt_harness rt;
 
@@ -253,7 +256,7 @@ END_TEST
 /* ---- destroy under load ---- */
 
 static struct chi_pool_id busy_pool;
-static volatile int stop_load;
+static _Atomic int stop_load;
 
 static void *load_thread(void *arg)
 {
@@ -367,9 +370,5 @@ int main(void)
 	tcase_add_test(tc, destroy_drains_in_flight_tasks);
 	tcase_add_test(tc, cli_compose_and_pools);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_VERBOSE);
 }

@@ -14,6 +14,8 @@
 #include "rt_harness.h"
 #include "transport/shm_segment.h"
 
+#include "check_main.h"
+
 static struct rt_harness rt;
 
 static void start(unsigned threads, unsigned busy_us)
@@ -502,9 +504,5 @@ int main(void)
 	tcase_add_test(tc, client_limit_is_a_clear_refusal);
 	tcase_add_test(tc, unsupported_ipc_mode_is_refused);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_VERBOSE);
 }

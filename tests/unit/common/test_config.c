@@ -9,6 +9,8 @@
 #include "common/config.h"
 #include "common/log.h"
 
+#include "check_main.h"
+
 static struct chi_config cfg;
 static char err[1024];
 
@@ -191,9 +193,5 @@ int main(void)
 	tcase_add_test(tc, sizes);
 	tcase_add_test(tc, pool_query_grammar);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_NORMAL);
 }

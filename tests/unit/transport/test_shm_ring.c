@@ -5,6 +5,8 @@
 
 #include "transport/shm_ring.h"
 
+#include "check_main.h"
+
 #define SIZE 8u
 
 static struct chi_ring *new_ring(uint32_t size)
@@ -142,9 +144,5 @@ int main(void)
 	tcase_add_test(tc, sleep_handoff_owes_exactly_one_doorbell);
 	tcase_add_test(tc, two_threads_keep_order);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_NORMAL);
 }

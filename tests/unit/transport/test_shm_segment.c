@@ -5,6 +5,8 @@
 
 #include "transport/shm_segment.h"
 
+#include "check_main.h"
+
 START_TEST(layout_fits_and_aligns)
 {
 	struct chi_seg_layout l;
@@ -72,9 +74,5 @@ int main(void)
 	tcase_add_test(tc, range_checks_are_overflow_safe);
 	tcase_add_test(tc, header_check_catches_tampering);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return chi_check_run(s, CK_NORMAL);
 }
