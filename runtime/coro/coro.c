@@ -1,0 +1,181 @@
+/* Pooled coroutine stacks and the switch between a worker and its coroutines. */
+#include "coro.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define ASAN_FIBERS 1
+#endif
+
+#ifndef CHI_CORO_USE_UCONTEXT
+void chi_ctx_switch(void **save_sp, void *load_sp);
+void chi_ctx_trampoline(void);
+#endif
+
+int coro_pool_init(struct coro_pool *p, size_t stack_size)
+{
+	memset(p, 0, sizeof(*p));
+	p->page = (size_t)sysconf(_SC_PAGESIZE);
+	if (stack_size < 16384 || stack_size > (1ul << 30))
+		return -EINVAL;
+	p->stack_size = (stack_size + p->page - 1) / p->page * p->page;
+	return 0;
+}
+
+static void unmap(struct coro_pool *p, struct coro *co)
+{
+	munmap(co->stack_lo - p->page, p->stack_size + p->page);
+}
+
+void coro_pool_fini(struct coro_pool *p)
+{
+	while (p->free) {
+		struct coro *co = p->free;
+		p->free = co->next_free;
+		unmap(p, co);
+		free(co);
+	}
+}
+
+static struct coro *take(struct coro_pool *p)
+{
+	struct coro *co = p->free;
+	if (co) {
+		p->free = co->next_free;
+		return co;
+	}
+	co = calloc(1, sizeof(*co));
+	if (!co)
+		return NULL;
+	/* A guard page below the stack: an overflow faults instead of corrupting memory. */
+	unsigned char *m = mmap(NULL, p->stack_size + p->page, PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED || mprotect(m, p->page, PROT_NONE) != 0) {
+		if (m != MAP_FAILED)
+			munmap(m, p->stack_size + p->page);
+		free(co);
+		return NULL;
+	}
+	co->stack_lo = m + p->page;
+	co->stack_size = p->stack_size;
+	p->allocated++;
+	return co;
+}
+
+static void switch_to(struct coro_ctx *save, struct coro_ctx *load)
+{
+#ifdef CHI_CORO_USE_UCONTEXT
+	swapcontext(&save->uc, &load->uc);
+#else
+	chi_ctx_switch(&save->sp, load->sp);
+#endif
+}
+
+/* First code on the coroutine's stack. */
+static void coro_entry(struct coro *co)
+{
+#ifdef ASAN_FIBERS
+	__sanitizer_finish_switch_fiber(NULL, &co->asan_caller_bottom, &co->asan_caller_size);
+#endif
+	co->fn(co->arg);
+	co->done = 1;
+#ifdef ASAN_FIBERS
+	__sanitizer_start_switch_fiber(NULL, co->asan_caller_bottom, co->asan_caller_size);
+#endif
+	switch_to(&co->ctx, &co->caller);
+	abort(); /* a finished coroutine is never resumed */
+}
+
+#ifdef CHI_CORO_USE_UCONTEXT
+static void coro_entry_uc(unsigned int hi, unsigned int lo)
+{
+	coro_entry((struct coro *)(((uintptr_t)hi << 32) | (uintptr_t)lo));
+}
+#endif
+
+static void prepare(struct coro *co)
+{
+#ifdef CHI_CORO_USE_UCONTEXT
+	getcontext(&co->ctx.uc);
+	co->ctx.uc.uc_stack.ss_sp = co->stack_lo;
+	co->ctx.uc.uc_stack.ss_size = co->stack_size;
+	co->ctx.uc.uc_link = NULL;
+	uintptr_t v = (uintptr_t)co;
+	makecontext(&co->ctx.uc, (void (*)(void))coro_entry_uc, 2, (unsigned int)(v >> 32),
+		    (unsigned int)v);
+#elif defined(__x86_64__)
+	/* The frame chi_ctx_switch pops, from the top: a fake return address (so that the
+	 * trampoline starts with the ABI's stack alignment), the trampoline as return
+	 * address, rbp, rbx, r12 = entry, r13 = coroutine, r14, r15, MXCSR and x87 control
+	 * word at their defaults. */
+	uint64_t *top = (uint64_t *)(co->stack_lo + co->stack_size);
+	uint64_t *sp = top - 9;
+	memset(sp, 0, 9 * sizeof(uint64_t));
+	sp[0] = 0x1f80ull | (0x037full << 32);		 /* MXCSR, x87 control word */
+	sp[3] = (uint64_t)(uintptr_t)co;		 /* r13 (r15, r14 before it) */
+	sp[4] = (uint64_t)(uintptr_t)coro_entry;	 /* r12 (rbx, rbp after it) */
+	sp[7] = (uint64_t)(uintptr_t)chi_ctx_trampoline; /* return address; sp[8]: fake */
+	co->ctx.sp = sp;
+#else /* aarch64 */
+	uint64_t *top = (uint64_t *)(co->stack_lo + co->stack_size);
+	uint64_t *sp = top - 22; /* 176 bytes */
+	memset(sp, 0, 22 * sizeof(uint64_t));
+	sp[0] = (uint64_t)(uintptr_t)coro_entry;	  /* x19 */
+	sp[1] = (uint64_t)(uintptr_t)co;		  /* x20 */
+	sp[11] = (uint64_t)(uintptr_t)chi_ctx_trampoline; /* x30 */
+	co->ctx.sp = sp;
+#endif
+}
+
+struct coro *coro_create(struct coro_pool *p, coro_fn fn, void *arg)
+{
+	struct coro *co = take(p);
+	if (!co)
+		return NULL;
+	co->fn = fn;
+	co->arg = arg;
+	co->done = 0;
+	co->next_free = NULL;
+	co->asan_fake_stack = NULL;
+	prepare(co);
+	p->in_use++;
+	return co;
+}
+
+void coro_release(struct coro_pool *p, struct coro *co)
+{
+	co->next_free = p->free;
+	p->free = co;
+	p->in_use--;
+}
+
+int coro_resume(struct coro *co)
+{
+#ifdef ASAN_FIBERS
+	void *fake = NULL;
+	__sanitizer_start_switch_fiber(&fake, co->stack_lo, co->stack_size);
+#endif
+	switch_to(&co->caller, &co->ctx);
+#ifdef ASAN_FIBERS
+	__sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+	return co->done;
+}
+
+void coro_yield(struct coro *co)
+{
+#ifdef ASAN_FIBERS
+	__sanitizer_start_switch_fiber(&co->asan_fake_stack, co->asan_caller_bottom,
+				       co->asan_caller_size);
+#endif
+	switch_to(&co->ctx, &co->caller);
+#ifdef ASAN_FIBERS
+	__sanitizer_finish_switch_fiber(co->asan_fake_stack, &co->asan_caller_bottom,
+					&co->asan_caller_size);
+#endif
+}
