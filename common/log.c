@@ -53,6 +53,12 @@ int chi_log_set_file(const char *path)
 	return 0;
 }
 
+int chi_log_fd(void)
+{
+	FILE *f = log_file; /* a plain read: called from a signal handler */
+	return f ? fileno(f) : STDERR_FILENO;
+}
+
 void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 {
 	static const char *tags[] = { "ERROR", "WARN", "INFO", "DEBUG" };

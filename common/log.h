@@ -22,6 +22,8 @@ int chi_log_level_parse(const char *s);
 void chi_log_init_from_env(int dflt);
 /** Send log lines to @p path (appended) instead of stderr. @return 0 or -errno. */
 int chi_log_set_file(const char *path);
+/** The descriptor log lines go to (for async-signal-safe writes from fault handlers). */
+int chi_log_fd(void);
 void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

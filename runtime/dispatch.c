@@ -18,6 +18,7 @@ struct chi_request {
 	struct chi_container *container;
 	void *params;
 	uint32_t params_size;
+	struct rt_ytask *yt; /* the coroutine running it, for methods that may yield */
 };
 
 /* One fanned-out task: its containers' replies are combined into the task's parameters. */
@@ -90,15 +91,19 @@ int chi_module_parse_size(const char *s, uint64_t *out)
 
 /* ---- running ---- */
 
-static int call_handler(struct rt_client *client, struct chi_task *task,
-			struct chi_container *c, const struct chi_method_desc *m, void *params,
-			uint32_t size)
+struct rt_ytask *rt_request_ytask(struct chi_request *req)
 {
-	struct chi_request req = { client, task, c, params, size };
+	return req->yt;
+}
+
+int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
+{
+	struct chi_container *c = work->container;
+	struct chi_request req = { work->client, work->task, c, work->params, work->size, yt };
 	/* Single writer (the owner): no locked add on the task path. */
 	atomic_store_explicit(&c->tasks, atomic_load_explicit(&c->tasks, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
-	return m->handler(&req);
+	return work->method->handler(&req);
 }
 
 static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int rc)
@@ -126,10 +131,8 @@ static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int
 	free(f);
 }
 
-void rt_run_work(struct worker *w, struct rt_work *work)
+void rt_work_done(struct worker *w, struct rt_work *work, int rc)
 {
-	int rc = call_handler(work->client, work->task, work->container, work->method,
-			      work->params, work->size);
 	if (work->fanout) {
 		fanout_reply(w, work->fanout, work->params, rc);
 		free(work->params);
@@ -137,6 +140,19 @@ void rt_run_work(struct worker *w, struct rt_work *work)
 		rt_task_complete(w, work->task, rc);
 	}
 	rt_client_put(w->rt, work->client);
+}
+
+/* Run @work on this worker, its container's owner: at once, or on a coroutine when the
+ * method may yield. The work holds a client reference until rt_work_done(). */
+void rt_run_work(struct worker *w, struct rt_work *work)
+{
+	if (work->method->flags & CHI_METHOD_MAY_YIELD) {
+		int rc = rt_yield_start(w, work);
+		if (rc != RT_TASK_PENDING)
+			rt_work_done(w, work, rc);
+		return;
+	}
+	rt_work_done(w, work, rt_call_handler(work, NULL));
 }
 
 void rt_work_cancel(struct rt_work *work)
@@ -270,9 +286,13 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task
 		return fan_out(w, client, task, pool, m, params, hdr->params_size, first, count);
 	struct rt_work work = { client, task, &pool->containers[first], m, NULL, params,
 				hdr->params_size };
-	if (work.container->owner == w->index)
-		return call_handler(client, task, work.container, m, params, hdr->params_size);
+	if (work.container->owner == w->index && !(m->flags & CHI_METHOD_MAY_YIELD))
+		return rt_call_handler(&work, NULL); /* the fast path: no reference, no copy */
 	rt_client_get(client);
+	if (work.container->owner == w->index) {
+		rt_run_work(w, &work);
+		return RT_TASK_PENDING;
+	}
 	rt_worker_post_work(&w->rt->workers[work.container->owner], &work);
 	return RT_TASK_PENDING;
 }

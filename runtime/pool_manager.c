@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "pool_manager.h"
@@ -229,6 +230,15 @@ int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t
 	 * so nothing of the pool is in flight afterwards. */
 	rt_workers_barrier(rt);
 	rt_workers_barrier(rt);
+	/* Tasks that yield may still be suspended (sleeping, say): they finish first. */
+	for (uint64_t waited = 0;
+	     atomic_load_explicit(&pool->suspended, memory_order_acquire) != 0; waited++) {
+		if (waited % 5000 == 4999)
+			CHI_LOG_WARN("destroying pool '%s': %u suspended tasks still running",
+				     pool->name, atomic_load_explicit(&pool->suspended,
+								      memory_order_relaxed));
+		usleep(1000);
+	}
 	destroy_containers(pool);
 	atomic_store_explicit(&pool->state, RT_POOL_DEAD, memory_order_release);
 	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, id.major, id.minor);

@@ -47,6 +47,7 @@ struct rt_pool {
 	uint32_t num_containers;
 	struct chi_container *containers;
 	_Atomic uint32_t state;
+	_Atomic uint32_t suspended; /* yielding tasks in flight: a destroy waits for 0 */
 };
 
 /* Tasks run by the pool's containers (a fan-out counts once per container). */

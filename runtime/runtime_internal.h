@@ -74,10 +74,14 @@ struct rt_msg {
 };
 
 /* A task completing at a time (Sleep). */
+struct rt_ytask;
+
+/* A task completing at a time (Sleep), or a suspended task waking up (chi_sleep_us). */
 struct rt_timer {
 	uint64_t due_ns;
 	struct chi_task *task;
 	struct rt_client *client;
+	struct rt_ytask *yt; /* non-NULL: resume this instead of completing task */
 };
 
 struct runtime;
@@ -96,6 +100,11 @@ struct worker {
 	struct rt_timer *timers; /* binary min-heap by due_ns */
 	uint32_t num_timers;
 	uint32_t cap_timers;
+	struct coro_pool *coros;     /* stacks for tasks that may yield */
+	struct rt_ytask *ready;	     /* suspended tasks to resume, FIFO */
+	struct rt_ytask **ready_tail;
+	uint64_t suspended;	     /* yielding tasks started and not finished */
+	void *altstack;		     /* signal stack for stack-overflow reports */
 
 	/* control thread -> worker messages (cold path: a lock, checked through a flag) */
 	pthread_mutex_t inbox_lock;
@@ -141,7 +150,16 @@ struct runtime {
 	_Atomic int stop_requested;
 };
 
+/* yield.c: tasks whose method may yield run on coroutines */
+int rt_yield_start(struct worker *w, const struct rt_work *work);
+int rt_yield_run_ready(struct worker *w);
+void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
+void rt_yield_cancel_all(struct worker *w);
+int rt_yield_init(struct worker *w);
+void rt_yield_fini(struct worker *w);
+
 /* worker.c */
+int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 void rt_worker_post_work(struct worker *w, const struct rt_work *work);
 void rt_workers_barrier(struct runtime *rt);
 void rt_task_finish(struct chi_task *task, int rc);
@@ -162,6 +180,11 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task
 		     const struct chi_task *hdr, void *params);
 /* Run forwarded work on the owning worker; or fail it (-ECANCELED) at shutdown. */
 void rt_run_work(struct worker *w, struct rt_work *work);
+/* Call the method's handler for @work (@yt: the coroutine it runs on, or NULL). */
+int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt);
+/* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref. */
+void rt_work_done(struct worker *w, struct rt_work *work, int rc);
+struct rt_ytask *rt_request_ytask(struct chi_request *req);
 void rt_work_cancel(struct rt_work *work);
 
 /* pool_jobs.c: pool management handed from a worker to the control thread */

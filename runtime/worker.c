@@ -110,19 +110,31 @@ static void heap_swap(struct rt_timer *a, struct rt_timer *b)
 	*b = t;
 }
 
+static int timer_push(struct worker *w, struct rt_timer t);
+
 int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
 		 uint64_t due_ns)
 {
+	return timer_push(w, (struct rt_timer){ due_ns, task, client, NULL });
+}
+
+int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns)
+{
+	return timer_push(w, (struct rt_timer){ due_ns, NULL, NULL, yt });
+}
+
+static int timer_push(struct worker *w, struct rt_timer t)
+{
 	if (w->num_timers == w->cap_timers) {
 		uint32_t cap = w->cap_timers ? w->cap_timers * 2 : 64;
-		struct rt_timer *t = realloc(w->timers, cap * sizeof(*t));
-		if (!t)
+		struct rt_timer *heap = realloc(w->timers, cap * sizeof(*heap));
+		if (!heap)
 			return -ENOMEM;
-		w->timers = t;
+		w->timers = heap;
 		w->cap_timers = cap;
 	}
 	uint32_t i = w->num_timers++;
-	w->timers[i] = (struct rt_timer){ due_ns, task, client };
+	w->timers[i] = t;
 	while (i > 0 && w->timers[(i - 1) / 2].due_ns > w->timers[i].due_ns) {
 		heap_swap(&w->timers[(i - 1) / 2], &w->timers[i]);
 		i = (i - 1) / 2;
@@ -154,19 +166,23 @@ static int run_timers(struct worker *w, uint64_t now)
 {
 	int n = 0;
 	while (w->num_timers && w->timers[0].due_ns <= now) {
-		struct chi_task *t = w->timers[0].task;
+		struct rt_timer t = w->timers[0];
 		heap_remove(w, 0);
-		rt_task_complete(w, t, 0);
+		if (t.yt)
+			rt_yield_wake(w, t.yt);
+		else
+			rt_task_complete(w, t.task, 0);
 		n++;
 	}
 	return n;
 }
 
-/* Complete every timer of @client (or all when NULL) at once with -ECANCELED. */
+/* Complete the Sleep timers of @client (or all when NULL) at once with -ECANCELED.
+ * Suspended tasks are left to rt_yield_cancel_all(). */
 static void cancel_timers(struct worker *w, struct rt_client *client)
 {
 	for (uint32_t i = 0; i < w->num_timers;) {
-		if (client && w->timers[i].client != client) {
+		if (w->timers[i].yt || (client && w->timers[i].client != client)) {
 			i++;
 			continue;
 		}
@@ -332,7 +348,7 @@ static void sleep_until_work(struct worker *w)
 		if (!chi_ring_prepare_sleep(&w->lanes[i].cons))
 			ready = 0;
 	if (atomic_load_explicit(&w->inbox_pending, memory_order_acquire) ||
-	    atomic_load_explicit(&w->stop, memory_order_acquire))
+	    atomic_load_explicit(&w->stop, memory_order_acquire) || w->ready)
 		ready = 0;
 
 	if (ready) {
@@ -362,6 +378,7 @@ static void drain_for_stop(struct worker *w)
 	for (uint32_t i = 0; i < w->num_lanes; i++)
 		poll_lane(w, &w->lanes[i], w->lanes[i].client->layout.lane_depth);
 	cancel_timers(w, NULL);
+	rt_yield_cancel_all(w);
 }
 
 static void *worker_main(void *arg)
@@ -372,12 +389,16 @@ static void *worker_main(void *arg)
 	uint32_t idle_passes = 0;
 
 	rt_affinity_pin_self(w->cpu);
+	if (rt_yield_init(w) != 0)
+		CHI_PANIC("worker %u: cannot set up coroutine stacks", w->index);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
 		int n = poll_inbox(w);
 		for (uint32_t i = 0; i < w->num_lanes; i++)
 			n += poll_lane(w, &w->lanes[i], 4 * LANE_BURST);
 		if (w->num_timers)
 			n += run_timers(w, chi_now_ns());
+		if (w->ready)
+			n += rt_yield_run_ready(w);
 		if (n) {
 			idle_since = 0;
 			idle_passes = 0;
@@ -400,6 +421,7 @@ static void *worker_main(void *arg)
 		idle_passes = 0;
 	}
 	drain_for_stop(w);
+	rt_yield_fini(w);
 	return NULL;
 }
 
@@ -414,8 +436,13 @@ int rt_workers_start(struct runtime *rt)
 	rt->workers = calloc(rt->num_workers, sizeof(*rt->workers));
 	if (!rt->workers)
 		return -ENOMEM;
-	/* Workers take no signals: the control thread reads them from its signalfd. */
+	/* Workers take no signals (the control thread reads them from its signalfd), except
+	 * the synchronous faults: blocked, those would kill the process without a word. */
 	sigfillset(&all);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *w = &rt->workers[i];

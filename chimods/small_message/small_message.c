@@ -1,6 +1,6 @@
 /* small_message: the smallest useful module. Noop (dispatch cost), Who (routing: which
  * container ran a task), Count (per-container state, aggregated over fan-outs), Echo
- * (bulk descriptors). Compose keys: none. */
+ * (bulk descriptors), Yield and Sleep (cooperative tasks). Compose keys: none. */
 #include <errno.h>
 #include <string.h>
 
@@ -75,6 +75,28 @@ static int sm_echo(struct chi_request *req)
 	return 0;
 }
 
+static int sm_yield(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_yield_params *p = chi_req_params(req, &size);
+	uint32_t times = p->times, done = 0;
+	for (uint32_t i = 0; i < times; i++)
+		if (chi_yield(req) == 0)
+			done++;
+	p->done = done;
+	return 0;
+}
+
+static int sm_sleep(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_sleep_params p;
+	memcpy(&p, chi_req_params(req, &size), sizeof(p));
+	if (p.usec > 3600ull * 1000000ull)
+		return -EINVAL;
+	return chi_sleep_us(req, p.usec);
+}
+
 /* Dynamic queries: the task's counter increment picks the container. */
 static uint32_t sm_schedule(const struct chi_task *task, const void *params, uint32_t count)
 {
@@ -89,6 +111,10 @@ static const struct chi_method_desc sm_methods[] = {
 	{ CHI_SM_COUNT, "count", sm_count, 0, sizeof(struct chi_sm_count_params),
 	  sm_count_aggregate },
 	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL },
+	{ CHI_SM_YIELD, "yield", sm_yield, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_sm_yield_params), NULL },
+	{ CHI_SM_SLEEP, "sleep", sm_sleep, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_sm_sleep_params), NULL },
 };
 
 static const struct chi_module_desc sm_desc = {

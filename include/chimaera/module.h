@@ -53,6 +53,9 @@ typedef void (*chi_aggregate_fn)(void *acc, const void *reply, uint32_t size);
 
 /** Method flags. */
 #define CHI_METHOD_READ_ONLY 0x1u /**< informative: the method does not change state */
+/** The handler may call chi_yield() / chi_sleep_us(): it runs on a coroutine stack of
+ *  runtime.stack_size bytes. Other tasks of the container may run while it is suspended. */
+#define CHI_METHOD_MAY_YIELD 0x2u
 
 struct chi_method_desc {
 	uint32_t id;		/**< >= CHI_METHOD_FIRST_CUSTOM */
@@ -127,6 +130,19 @@ CHI_API uint32_t chi_container_count(const struct chi_container *c);
 /** The pool's name and id. */
 CHI_API const char *chi_container_pool_name(const struct chi_container *c);
 CHI_API struct chi_pool_id chi_container_pool_id(const struct chi_container *c);
+
+/**
+ * Give the worker back; the task continues after the worker's other ready work.
+ * Only in a CHI_METHOD_MAY_YIELD method. @return 0, or -EPERM elsewhere (logged, no effect).
+ */
+CHI_API int chi_yield(struct chi_request *req);
+
+/**
+ * Suspend the task for at least @p usec microseconds without holding the worker.
+ * Only in a CHI_METHOD_MAY_YIELD method. @return 0, -EPERM elsewhere (logged, returns at
+ * once), -ENOMEM.
+ */
+CHI_API int chi_sleep_us(struct chi_request *req, uint64_t usec);
 
 /** Parse a size as the runtime's config does ("512MB", "4096", "1g"; powers of 1024), for
  *  module compose keys. @return 0 or -EINVAL. */

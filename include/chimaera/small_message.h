@@ -19,6 +19,17 @@ enum chi_small_message_method {
 	CHI_SM_WHO = 11,   /**< struct chi_sm_who_params: which container ran it */
 	CHI_SM_COUNT = 12, /**< struct chi_sm_count_params: per-container counter, summed */
 	CHI_SM_ECHO = 13,  /**< struct chi_sm_echo_params: bulk in -> bulk out */
+	CHI_SM_YIELD = 14, /**< struct chi_sm_yield_params: yield @c times times (may yield) */
+	CHI_SM_SLEEP = 15, /**< struct chi_sm_sleep_params: chi_sleep_us (may yield) */
+};
+
+struct chi_sm_yield_params {
+	uint32_t times;
+	uint32_t done; /**< out: yields that returned */
+};
+
+struct chi_sm_sleep_params {
+	uint64_t usec;
 };
 
 /** Who: the container fills @c container; Range/Broadcast OR a bit per container into

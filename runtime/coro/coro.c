@@ -109,17 +109,17 @@ static void prepare(struct coro *co)
 	makecontext(&co->ctx.uc, (void (*)(void))coro_entry_uc, 2, (unsigned int)(v >> 32),
 		    (unsigned int)v);
 #elif defined(__x86_64__)
-	/* The frame chi_ctx_switch pops, from the top: a fake return address (so that the
-	 * trampoline starts with the ABI's stack alignment), the trampoline as return
-	 * address, rbp, rbx, r12 = entry, r13 = coroutine, r14, r15, MXCSR and x87 control
-	 * word at their defaults. */
+	/* The frame chi_ctx_switch pops: MXCSR and x87 control word at their defaults, r15,
+	 * r14, r13 = coroutine, r12 = entry, rbx, rbp, and the trampoline as return address.
+	 * After that `ret` the stack pointer is the 16-byte aligned top, so the trampoline's
+	 * `call` enters coro_entry with the alignment the ABI promises a function. */
 	uint64_t *top = (uint64_t *)(co->stack_lo + co->stack_size);
-	uint64_t *sp = top - 9;
-	memset(sp, 0, 9 * sizeof(uint64_t));
-	sp[0] = 0x1f80ull | (0x037full << 32);		 /* MXCSR, x87 control word */
-	sp[3] = (uint64_t)(uintptr_t)co;		 /* r13 (r15, r14 before it) */
-	sp[4] = (uint64_t)(uintptr_t)coro_entry;	 /* r12 (rbx, rbp after it) */
-	sp[7] = (uint64_t)(uintptr_t)chi_ctx_trampoline; /* return address; sp[8]: fake */
+	uint64_t *sp = top - 8;
+	memset(sp, 0, 8 * sizeof(uint64_t));
+	sp[0] = 0x1f80ull | (0x037full << 32);
+	sp[3] = (uint64_t)(uintptr_t)co;
+	sp[4] = (uint64_t)(uintptr_t)coro_entry;
+	sp[7] = (uint64_t)(uintptr_t)chi_ctx_trampoline;
 	co->ctx.sp = sp;
 #else /* aarch64 */
 	uint64_t *top = (uint64_t *)(co->stack_lo + co->stack_size);

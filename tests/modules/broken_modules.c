@@ -50,6 +50,35 @@ static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .create = failing_create, .methods = one_method,
 					  .num_methods = 1 };
 CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 5 /* yield_misuse: a runaway recursion, and chi_yield without the flag */
+/* Deep enough for any test stack (bounded, so that it is not "infinite" to the compiler). */
+static int recurse(int depth)
+{
+	char pad[1024];
+	pad[0] = (char)depth;
+	__asm__ __volatile__("" : : "r"(pad) : "memory"); /* keep the frame */
+	return depth > 10000000 ? pad[0] : recurse(depth + 1) + pad[0];
+}
+
+static int overflow(struct chi_request *req)
+{
+	(void)req;
+	return recurse(0);
+}
+
+static int yield_unflagged(struct chi_request *req)
+{
+	return chi_yield(req); /* -EPERM: this method is not CHI_METHOD_MAY_YIELD */
+}
+
+static const struct chi_method_desc misuse_methods[] = {
+	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
+	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
+};
+static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
+					  .name = "yield_misuse", .create = ok_create,
+					  .methods = misuse_methods, .num_methods = 2 };
+CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
 __attribute__((visibility("default"))) int not_the_entry(void)

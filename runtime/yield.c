@@ -1,0 +1,230 @@
+/* Tasks whose method is flagged CHI_METHOD_MAY_YIELD run on a coroutine of their worker.
+ * chi_yield() puts the task at the back of the worker's ready queue; chi_sleep_us() parks it
+ * in the worker's timer heap. The worker resumes ready tasks between polls of its lanes, so
+ * a task that yields or sleeps never holds the worker. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/time_util.h"
+#include "coro/coro.h"
+#include "pool_manager.h"
+#include "runtime_internal.h"
+
+#define SIGNAL_STACK_SIZE 65536
+
+struct rt_ytask {
+	struct coro *co;
+	struct worker *w;
+	struct rt_work work;
+	int rc;
+	struct rt_ytask *next;
+};
+
+/* The coroutine this thread is running: for chi_yield() and for overflow reports. */
+static _Thread_local struct rt_ytask *current;
+
+/* ---- stack overflow reports ---- */
+
+static size_t append(char *buf, size_t len, size_t cap, const char *s)
+{
+	while (*s && len < cap)
+		buf[len++] = *s++;
+	return len;
+}
+
+/* Async-signal-safe: no stdio, no malloc; write(2) to the log and to stderr. */
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	struct rt_ytask *yt = current;
+	(void)uc;
+	if (yt && coro_in_guard(yt->co, si->si_addr, yt->w->coros->page)) {
+		char msg[600];
+		size_t n = append(msg, 0, sizeof(msg), "chimaera: FATAL: stack overflow in pool '");
+		n = append(msg, n, sizeof(msg), yt->work.container->pool->name);
+		n = append(msg, n, sizeof(msg), "' method '");
+		n = append(msg, n, sizeof(msg), yt->work.method->name ? yt->work.method->name : "?");
+		n = append(msg, n, sizeof(msg),
+			   "' (a yielding task outgrew runtime.stack_size)\n");
+		ssize_t ignored = write(chi_log_fd(), msg, n);
+		if (chi_log_fd() != STDERR_FILENO)
+			ignored = write(STDERR_FILENO, msg, n);
+		(void)ignored;
+	}
+	signal(sig, SIG_DFL); /* then die of the fault itself, with its core dump */
+	raise(sig);
+}
+
+static void install_handler(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGSEGV, &sa, NULL);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
+int rt_yield_init(struct worker *w)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	w->coros = calloc(1, sizeof(*w->coros));
+	if (!w->coros || coro_pool_init(w->coros, w->rt->cfg.stack_size) != 0)
+		return -ENOMEM;
+	w->ready_tail = &w->ready;
+#if !defined(__SANITIZE_ADDRESS__)
+	/* The overflowing stack is full: the handler runs on a stack of its own. Sanitizer
+	 * builds keep the sanitizer's handler. */
+	stack_t ss = { .ss_sp = malloc(SIGNAL_STACK_SIZE), .ss_size = SIGNAL_STACK_SIZE };
+	if (!ss.ss_sp || sigaltstack(&ss, NULL) != 0)
+		return -ENOMEM;
+	w->altstack = ss.ss_sp;
+	pthread_once(&once, install_handler);
+#else
+	(void)once;
+#endif
+	return 0;
+}
+
+void rt_yield_fini(struct worker *w)
+{
+	if (w->coros)
+		coro_pool_fini(w->coros);
+	free(w->coros);
+	w->coros = NULL;
+#if !defined(__SANITIZE_ADDRESS__)
+	if (w->altstack) {
+		stack_t off = { .ss_flags = SS_DISABLE };
+		sigaltstack(&off, NULL);
+		free(w->altstack);
+		w->altstack = NULL;
+	}
+#endif
+}
+
+/* ---- running ---- */
+
+static void ytask_main(void *arg)
+{
+	struct rt_ytask *yt = arg;
+	yt->rc = rt_call_handler(&yt->work, yt);
+}
+
+static void finish(struct worker *w, struct rt_ytask *yt)
+{
+	rt_work_done(w, &yt->work, yt->rc);
+	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
+	coro_release(w->coros, yt->co);
+	w->suspended--;
+	free(yt);
+}
+
+/* Run @yt until it yields, sleeps or ends. */
+static void step(struct worker *w, struct rt_ytask *yt)
+{
+	current = yt;
+	int done = coro_resume(yt->co);
+	current = NULL;
+	if (done)
+		finish(w, yt);
+}
+
+int rt_yield_start(struct worker *w, const struct rt_work *work)
+{
+	struct rt_ytask *yt = calloc(1, sizeof(*yt));
+	if (!yt)
+		return -ENOMEM;
+	yt->w = w;
+	yt->work = *work;
+	yt->co = coro_create(w->coros, ytask_main, yt);
+	if (!yt->co) {
+		free(yt);
+		return -ENOMEM;
+	}
+	/* Destroying the pool waits for this to reach 0 again. */
+	atomic_fetch_add_explicit(&work->container->pool->suspended, 1, memory_order_relaxed);
+	w->suspended++;
+	step(w, yt);
+	return RT_TASK_PENDING;
+}
+
+void rt_yield_wake(struct worker *w, struct rt_ytask *yt)
+{
+	yt->next = NULL;
+	*w->ready_tail = yt;
+	w->ready_tail = &yt->next;
+}
+
+int rt_yield_run_ready(struct worker *w)
+{
+	/* Only those ready now: a task that yields again goes to the next round. */
+	struct rt_ytask *list = w->ready;
+	w->ready = NULL;
+	w->ready_tail = &w->ready;
+	int n = 0;
+	while (list) {
+		struct rt_ytask *yt = list;
+		list = yt->next;
+		step(w, yt);
+		n++;
+	}
+	return n;
+}
+
+/* At stop: suspended tasks are not resumed; their tasks fail with -ECANCELED. */
+void rt_yield_cancel_all(struct worker *w)
+{
+	for (uint32_t i = 0; i < w->num_timers; i++)
+		if (w->timers[i].yt)
+			rt_yield_wake(w, w->timers[i].yt);
+	while (w->ready) {
+		struct rt_ytask *yt = w->ready;
+		w->ready = yt->next;
+		yt->rc = -ECANCELED;
+		finish(w, yt);
+	}
+	w->ready_tail = &w->ready;
+	w->num_timers = 0;
+}
+
+/* ---- the handler API (module.h) ---- */
+
+static struct rt_ytask *yielding(struct chi_request *req, const char *what)
+{
+	struct rt_ytask *yt = rt_request_ytask(req);
+	if (!yt || yt != current) {
+		CHI_LOG_ERROR("%s from a method not flagged CHI_METHOD_MAY_YIELD (pool '%s'); "
+			      "ignored: the worker is not blocked",
+			      what, chi_container_pool_name(chi_req_container(req)));
+		return NULL;
+	}
+	return yt;
+}
+
+int chi_yield(struct chi_request *req)
+{
+	struct rt_ytask *yt = yielding(req, "chi_yield");
+	if (!yt)
+		return -EPERM;
+	rt_yield_wake(yt->w, yt);
+	coro_yield(yt->co);
+	return 0;
+}
+
+int chi_sleep_us(struct chi_request *req, uint64_t usec)
+{
+	struct rt_ytask *yt = yielding(req, "chi_sleep_us");
+	if (!yt)
+		return -EPERM;
+	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);
+	if (rc)
+		return rc;
+	coro_yield(yt->co);
+	return 0;
+}

@@ -1,0 +1,194 @@
+/* Cooperative tasks: methods that yield or sleep never hold their worker; thousands can be
+ * suspended at once; misuse is reported; a stack overflow is reported with pool and method. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chimaera/chimaera.h>
+#include <chimaera/small_message.h>
+
+#include "check_main.h"
+#include "rt_harness.h"
+
+static struct rt_harness rt;
+
+static struct chi_client *start(unsigned threads, struct chi_pool_id *pool)
+{
+	struct chi_client *c;
+	char why[256];
+	setenv("CHI_REPO_PATH", CHI_TEST_MODULE_DIR, 1);
+	int rc = rt_start(&rt, threads, 50, NULL);
+	ck_assert_msg(rc == 0, "runtime did not start: %s", strerror(-rc));
+	ck_assert_int_eq(rt_connect(&rt, &c), 0);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "y", NULL, 1, NULL, 0,
+						      pool, why, sizeof(why)),
+			 0);
+	return c;
+}
+
+static struct chi_task *sm_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
+				uint32_t size)
+{
+	struct chi_task *t;
+	ck_assert_int_eq(chi_task_alloc(c, size, &t), 0);
+	t->pool = pool;
+	t->method = method;
+	return t;
+}
+
+START_TEST(sleeping_tasks_do_not_hold_the_worker)
+{
+	enum { SLEEPERS = 50 };
+	struct chi_pool_id pool;
+	struct chi_client *c = start(1, &pool); /* one worker: anything blocking would show */
+	struct chi_future sf[SLEEPERS], f;
+
+	uint64_t t0 = rt_now_ms();
+	for (int i = 0; i < SLEEPERS; i++) {
+		struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 300000;
+		ck_assert_int_eq(chi_submit(c, t, &sf[i]), 0);
+	}
+	for (int i = 0; i < 2000; i++) {
+		struct chi_task *t = sm_task(c, pool, CHI_SM_NOOP, 0);
+		ck_assert_int_eq(chi_submit(c, t, &f), 0);
+		ck_assert_int_eq(chi_wait(&f), 0);
+		chi_task_free(c, t);
+	}
+	uint64_t noops_done = rt_now_ms() - t0;
+	for (int i = 0; i < SLEEPERS; i++)
+		ck_assert_int_eq(chi_test(&sf[i]), 0); /* still asleep */
+	ck_assert_msg(noops_done < 250, "2000 noops took %llu ms behind sleeping tasks",
+		      (unsigned long long)noops_done);
+	for (int i = 0; i < SLEEPERS; i++) {
+		ck_assert_int_eq(chi_wait(&sf[i]), 0);
+		chi_task_free(c, sf[i].task);
+	}
+	uint64_t all = rt_now_ms() - t0;
+	ck_assert_uint_ge(all, 300);
+	ck_assert_msg(all < 1500, "50 concurrent 300 ms sleeps took %llu ms", (unsigned long long)all);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(thousands_of_yielding_tasks_interleave)
+{
+	enum { N = 3000 };
+	struct chi_pool_id pool;
+	struct chi_client *c = start(2, &pool);
+	static struct chi_future f[N];
+	for (int i = 0; i < N; i++) {
+		struct chi_task *t = sm_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
+		((struct chi_sm_yield_params *)chi_task_params(t))->times = 50;
+		ck_assert_int_eq(chi_submit(c, t, &f[i]), 0);
+	}
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(chi_wait(&f[i]), 0);
+		ck_assert_uint_eq(((struct chi_sm_yield_params *)chi_task_params(f[i].task))->done, 50);
+		chi_task_free(c, f[i].task);
+	}
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(destroy_waits_for_sleepers_and_stop_cancels_them)
+{
+	struct chi_pool_id pool, other;
+	struct chi_client *c = start(1, &pool);
+	struct chi_future a, b;
+	char why[256];
+
+	struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+	((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 200000;
+	ck_assert_int_eq(chi_submit(c, t, &a), 0);
+	usleep(20000);
+	uint64_t t0 = rt_now_ms();
+	ck_assert_int_eq(chi_admin_destroy_pool(c, pool, why, sizeof(why)), 0);
+	ck_assert_uint_ge(rt_now_ms() - t0, 100); /* it waited for the sleeper */
+	ck_assert_int_eq(chi_wait(&a), 0);
+
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "z", NULL, 1, NULL, 0,
+						      &other, why, sizeof(why)),
+			 0);
+	struct chi_task *u = sm_task(c, other, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+	((struct chi_sm_sleep_params *)chi_task_params(u))->usec = 30 * 1000000ull;
+	ck_assert_int_eq(chi_submit(c, u, &b), 0);
+	usleep(20000);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+	ck_assert_int_eq(chi_wait(&b), -ECANCELED);
+	chi_client_disconnect(c);
+}
+END_TEST
+
+START_TEST(yield_outside_a_yielding_method_is_reported)
+{
+	struct chi_pool_id pool, mis;
+	struct chi_client *c = start(1, &pool);
+	struct chi_future f;
+	char why[256], cmd[1024];
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "mis", NULL, 1, NULL, 0,
+						      &mis, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, mis, 11, 0);
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -EPERM);
+	snprintf(cmd, sizeof(cmd), "grep -q 'chi_yield from a method not flagged' %s", rt.log);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+START_TEST(stack_overflow_is_reported_with_pool_and_method)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return; /* the sanitizer owns SIGSEGV in that build; the plain build checks this */
+#endif
+	struct chi_pool_id pool, mis;
+	struct chi_client *c = start(1, &pool);
+	struct chi_future f;
+	char why[256], cmd[1024];
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "deep", NULL, 1, NULL, 0,
+						      &mis, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, mis, 10, 0);
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -ECONNRESET); /* the runtime died of it */
+	int st;
+	ck_assert_int_eq(waitpid(rt.pid, &st, 0), rt.pid);
+	rt.pid = 0;
+	ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+	snprintf(cmd, sizeof(cmd),
+		 "grep -q \"stack overflow in pool 'deep' method 'overflow'\" %s", rt.log);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	chi_client_disconnect(c);
+	rt_stop(&rt);
+}
+END_TEST
+
+static void teardown(void)
+{
+	if (rt.pid > 0)
+		rt_stop(&rt);
+}
+
+int main(void)
+{
+	Suite *s = suite_create("yield");
+	TCase *tc = tcase_create("yield");
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, NULL, teardown);
+	tcase_add_test(tc, sleeping_tasks_do_not_hold_the_worker);
+	tcase_add_test(tc, thousands_of_yielding_tasks_interleave);
+	tcase_add_test(tc, destroy_waits_for_sleepers_and_stop_cancels_them);
+	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
+	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
+	suite_add_tcase(s, tc);
+	return chi_check_run(s, CK_VERBOSE);
+}
