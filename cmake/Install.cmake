@@ -2,6 +2,9 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
+# `cmake --install` and cpack use what is built; they do not rebuild the whole tree first.
+set(CMAKE_SKIP_INSTALL_ALL_DEPENDENCY ON)
+
 set(CHI_MODULE_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/chimaera)
 set(CHI_CMAKE_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/chimaera)
 

@@ -49,6 +49,7 @@ struct chi_config {
 	int cpus[CHI_CONFIG_MAX_CPUS];
 	uint32_t num_cpus; /* 0: choose automatically */
 	int numa_node;	   /* -1: automatic */
+	uint32_t stall_report_ms; /* report a task running this long without yielding; 0 off */
 
 	/* memory */
 	uint64_t client_data_segment_size;

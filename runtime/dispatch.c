@@ -103,7 +103,12 @@ int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
 	/* Single writer (the owner): no locked add on the task path. */
 	atomic_store_explicit(&c->tasks, atomic_load_explicit(&c->tasks, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
-	return work->method->handler(&req);
+	if (yt) /* on a coroutine: yield.c marks each stretch between yields */
+		return work->method->handler(&req);
+	rt_activity_begin(c, work->method);
+	int rc = work->method->handler(&req);
+	rt_activity_end();
+	return rc;
 }
 
 static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int rc)

@@ -549,14 +549,21 @@ static int serve(struct runtime *rt)
 {
 	struct epoll_event evs[64];
 
+	/* The stall watchdog looks four times per reporting period. */
+	int watch_ms = rt->cfg.stall_report_ms ? (int)(rt->cfg.stall_report_ms / 4) + 1 : -1;
 	while (!atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
-		int n = epoll_wait(rt->epfd, evs, 64, rt->pending ? 500 : -1);
+		int timeout = rt->pending ? 500 : -1;
+		if (watch_ms > 0 && (timeout < 0 || watch_ms < timeout))
+			timeout = watch_ms;
+		int n = epoll_wait(rt->epfd, evs, 64, timeout);
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		for (int i = 0; i < n; i++)
 			handle_event(rt, &evs[i]);
 		if (rt->pending)
 			expire_pending(rt);
+		if (watch_ms > 0)
+			rt_watchdog_check(rt, chi_now_ns());
 	}
 	return 0;
 }

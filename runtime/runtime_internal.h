@@ -112,6 +112,16 @@ struct worker {
 	alignas(CHI_CACHE_LINE) _Atomic uint32_t inbox_pending;
 	_Atomic int stop;
 
+	/* What the worker is running, for the stall watchdog (single writer, relaxed). A
+	 * segment is one handler call, or one stretch of a yielding task between yields. */
+	alignas(CHI_CACHE_LINE) _Atomic uint64_t segments_begun;
+	_Atomic uint64_t segments_ended;
+	_Atomic(const struct chi_container *) cur_container;
+	_Atomic(const struct chi_method_desc *) cur_method;
+	uint64_t watch_seen;	 /* watchdog's (control thread's) last look */
+	uint64_t watch_since_ns;
+	uint64_t watch_reported;
+
 	/* counters, read by Stats from other threads */
 	alignas(CHI_CACHE_LINE) _Atomic uint64_t tasks_run;
 	_Atomic uint64_t barriers;
@@ -146,6 +156,7 @@ struct runtime {
 	uint32_t next_client_id;
 	uint32_t next_lane_worker;
 	_Atomic uint64_t clients_reclaimed;
+	_Atomic uint64_t stalls_reported;
 	_Atomic uint64_t bad_submissions;
 	_Atomic int stop_requested;
 };
@@ -159,6 +170,9 @@ int rt_yield_init(struct worker *w);
 void rt_yield_fini(struct worker *w);
 
 /* worker.c */
+void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m);
+void rt_activity_end(void);
+void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 void rt_worker_post_work(struct worker *w, const struct rt_work *work);
 void rt_workers_barrier(struct runtime *rt);

@@ -10,10 +10,67 @@
 
 #include "common/log.h"
 #include "common/time_util.h"
+#include "pool_manager.h"
 #include "runtime_internal.h"
 #include "transport/futex.h"
 
 #define LANE_BURST 32
+
+/* The worker this thread is (NULL on other threads). */
+static _Thread_local struct worker *self;
+
+void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m)
+{
+	struct worker *w = self;
+	if (!w)
+		return;
+	atomic_store_explicit(&w->cur_container, c, memory_order_relaxed);
+	atomic_store_explicit(&w->cur_method, m, memory_order_relaxed);
+	/* R9: pairs with A9 in rt_watchdog_check: the names are set before the count. */
+	atomic_store_explicit(&w->segments_begun,
+			      atomic_load_explicit(&w->segments_begun, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+void rt_activity_end(void)
+{
+	struct worker *w = self;
+	if (w)
+		atomic_store_explicit(&w->segments_ended,
+				      atomic_load_explicit(&w->segments_ended, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+}
+
+/* Control thread: name a worker that has been inside one handler segment for longer than
+ * runtime.stall_report_ms (once per stall). The tasks queued behind it are stuck too. */
+void rt_watchdog_check(struct runtime *rt, uint64_t now)
+{
+	uint64_t limit = (uint64_t)rt->cfg.stall_report_ms * 1000000ull;
+	for (uint32_t i = 0; limit && i < rt->num_workers; i++) {
+		struct worker *w = &rt->workers[i];
+		/* A9: pairs with R9 in rt_activity_begin. */
+		uint64_t begun = atomic_load_explicit(&w->segments_begun, memory_order_acquire);
+		uint64_t ended = atomic_load_explicit(&w->segments_ended, memory_order_relaxed);
+		if (begun == ended || begun != w->watch_seen) {
+			w->watch_seen = begun;
+			w->watch_since_ns = now;
+			continue;
+		}
+		if (now - w->watch_since_ns < limit || w->watch_reported == begun)
+			continue;
+		const struct chi_container *c =
+			atomic_load_explicit(&w->cur_container, memory_order_relaxed);
+		const struct chi_method_desc *m =
+			atomic_load_explicit(&w->cur_method, memory_order_relaxed);
+		w->watch_reported = begun;
+		atomic_fetch_add_explicit(&rt->stalls_reported, 1, memory_order_relaxed);
+		CHI_LOG_WARN("worker %u has run one task of pool '%s' (%u.%u), method '%s', for "
+			     "%llu ms without yielding; tasks queued on this worker wait behind it",
+			     i, c ? c->pool->name : "?", c ? c->pool->id.major : 0,
+			     c ? c->pool->id.minor : 0, m && m->name ? m->name : "?",
+			     (unsigned long long)((now - w->watch_since_ns) / 1000000ull));
+	}
+}
 
 static void post(struct worker *w, struct rt_msg *m)
 {
@@ -389,6 +446,7 @@ static void *worker_main(void *arg)
 	uint32_t idle_passes = 0;
 
 	rt_affinity_pin_self(w->cpu);
+	self = w;
 	if (rt_yield_init(w) != 0)
 		CHI_PANIC("worker %u: cannot set up coroutine stacks", w->index);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {

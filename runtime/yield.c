@@ -129,7 +129,9 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 static void step(struct worker *w, struct rt_ytask *yt)
 {
 	current = yt;
+	rt_activity_begin(yt->work.container, yt->work.method);
 	int done = coro_resume(yt->co);
+	rt_activity_end();
 	current = NULL;
 	if (done)
 		finish(w, yt);

@@ -102,6 +102,7 @@ struct chi_admin_stats {
 	uint64_t clients_reclaimed;   /**< clients whose lanes and arena were reclaimed */
 	uint64_t worker_tasks[CHI_ADMIN_STATS_MAX_WORKERS];
 	uint64_t worker_sleeps[CHI_ADMIN_STATS_MAX_WORKERS];
+	uint64_t stalls_reported;   /**< tasks that ran past runtime.stall_report_ms unyielding */
 };
 
 /**

@@ -172,6 +172,38 @@ START_TEST(stack_overflow_is_reported_with_pool_and_method)
 }
 END_TEST
 
+START_TEST(a_task_that_never_yields_is_reported)
+{
+	struct chi_pool_id pool, mis;
+	struct chi_admin_stats st;
+	struct chi_future f, g;
+	char why[256], cmd[1024];
+
+	rt_runtime_extra = "  stall_report_ms: 200\n";
+	struct chi_client *c = start(1, &pool);
+	rt_runtime_extra = NULL;
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "hog", NULL, 1, NULL, 0,
+						      &mis, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, mis, 12, sizeof(uint32_t));
+	*(uint32_t *)chi_task_params(t) = 800; /* ms */
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	usleep(50000);
+	struct chi_task *n = sm_task(c, pool, CHI_SM_NOOP, 0);
+	ck_assert_int_eq(chi_submit(c, n, &g), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	ck_assert_int_eq(chi_wait(&g), 0); /* it waited behind the hog: that is what is reported */
+	snprintf(cmd, sizeof(cmd),
+		 "grep -q \"has run one task of pool 'hog' ([0-9.]*), method 'spin', for \" %s",
+		 rt.log);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	ck_assert_uint_eq(st.stalls_reported, 1); /* once per stall, not every look */
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -189,6 +221,7 @@ int main(void)
 	tcase_add_test(tc, destroy_waits_for_sleepers_and_stop_cancels_them);
 	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
 	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
+	tcase_add_test(tc, a_task_that_never_yields_is_reported);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_VERBOSE);
 }

@@ -30,6 +30,8 @@ int rt_sh(const char *cmd)
 	return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+const char *rt_runtime_extra;
+
 int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, const char *extra)
 {
 	memset(h, 0, sizeof(*h));
@@ -45,9 +47,9 @@ int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, cons
 	if (!f)
 		return -errno;
 	fprintf(f,
-		"runtime:\n  num_threads: %u\n  first_busy_wait: %u\n  run_dir: %s/run\n"
+		"runtime:\n  num_threads: %u\n  first_busy_wait: %u\n  run_dir: %s/run\n%s"
 		"networking:\n  port: %d\nlogging:\n  level: info\n",
-		threads, busy_wait_us, h->dir, h->port);
+		threads, busy_wait_us, h->dir, rt_runtime_extra ? rt_runtime_extra : "", h->port);
 	if (!extra || !strstr(extra, "memory:"))
 		fprintf(f, "memory:\n  client_data_segment_size: 64MB\n  lanes_per_client: 16\n");
 	if (extra)

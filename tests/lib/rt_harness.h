@@ -22,6 +22,9 @@ struct rt_harness {
  * @return 0 or -errno. */
 int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, const char *extra);
 
+/* Extra keys for the runtime: section of the next rt_start() (e.g. "  stack_size: 1MB\n"). */
+extern const char *rt_runtime_extra;
+
 /* SIGTERM, then wait (<= 10 s, then SIGKILL). @return the exit status (0..255), or -1 if it
  * had to be killed or died by a signal. */
 int rt_stop(struct rt_harness *h);

@@ -1,5 +1,7 @@
 /* Deliberately broken modules for the loader tests; one is built per BROKEN_KIND. */
 #include <errno.h>
+#include <string.h>
+#include <time.h>
 
 #include <chimaera/module.h>
 
@@ -71,13 +73,27 @@ static int yield_unflagged(struct chi_request *req)
 	return chi_yield(req); /* -EPERM: this method is not CHI_METHOD_MAY_YIELD */
 }
 
+/* Hold the worker for the number of milliseconds in the parameters, never yielding. */
+static int spin(struct chi_request *req)
+{
+	uint32_t size, ms;
+	memcpy(&ms, chi_req_params(req, &size), sizeof(ms));
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+	return 0;
+}
+
 static const struct chi_method_desc misuse_methods[] = {
 	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
 	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
+	{ 12, "spin", spin, 0, sizeof(uint32_t), 0 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 2 };
+					  .methods = misuse_methods, .num_methods = 3 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
