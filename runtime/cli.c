@@ -6,6 +6,7 @@
  *   chimaera config check FILE
  *   chimaera compose FILE [--config F]
  *   chimaera pools [--config F]
+ *   chimaera stats [--config F] [--json]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -34,6 +35,7 @@ static void usage(FILE *out)
 		"       chimaera config check FILE\n"
 		"       chimaera compose FILE [--config FILE]   create FILE's compose pools\n"
 		"       chimaera pools [--config FILE]          list pools\n"
+		"       chimaera stats [--config FILE] [--json] workers, clients, pools\n"
 		"\n"
 		"Without --config the file is found through CHI_SERVER_CONF, WRP_RUNTIME_CONF,\n"
 		"~/.chimaera/chimaera.yaml, else built-in defaults. CHI_PORT overrides the port.\n");
@@ -43,6 +45,7 @@ struct cli_opts {
 	const char *config;
 	int daemon;
 	int timeout_s;
+	int json;
 };
 
 static int parse_opts(int argc, char **argv, struct cli_opts *o)
@@ -51,6 +54,7 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 		{ "config", required_argument, NULL, 'c' },
 		{ "daemon", no_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -66,6 +70,9 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 			break;
 		case 'd':
 			o->daemon = 1;
+			break;
+		case 'j':
+			o->json = 1;
 			break;
 		case 't':
 			if (chi_parse_u64(optarg, &v) != 0 || v > 3600) {
@@ -355,6 +362,73 @@ static int cmd_pools(struct cli_opts *o)
 	return 0;
 }
 
+/* What the runtime is doing: its Stats task and every pool's counters. */
+static int cmd_stats(struct cli_opts *o)
+{
+	struct chi_admin_stats st;
+	struct chi_pool_info info[256];
+	struct chi_client *c;
+	uint32_t n = 0;
+
+	if (attach_cli(o, &c))
+		return 3;
+	int rc = chi_admin_stats(c, &st);
+	if (rc == 0)
+		rc = chi_admin_list_pools(c, info, 256, &n);
+	chi_client_disconnect(c);
+	if (rc) {
+		fprintf(stderr, "chimaera: stats failed: %s\n", strerror(-rc));
+		return 1;
+	}
+	if (n > 256)
+		n = 256;
+	uint32_t nw = st.num_workers < CHI_ADMIN_STATS_MAX_WORKERS ? st.num_workers :
+								      CHI_ADMIN_STATS_MAX_WORKERS;
+	if (o->json) {
+		printf("{\"pid\":%d,\"uptime_s\":%.3f,\"clients\":%u,\"tasks_completed\":%llu,"
+		       "\"tasks_failed\":%llu,\"bad_submissions\":%llu,\"clients_reclaimed\":%llu,"
+		       "\"stalls_reported\":%llu,\"workers\":[",
+		       st.pid, (double)st.uptime_ns / 1e9, st.num_clients,
+		       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
+		       (unsigned long long)st.bad_submissions,
+		       (unsigned long long)st.clients_reclaimed,
+		       (unsigned long long)st.stalls_reported);
+		for (uint32_t i = 0; i < nw; i++)
+			printf("%s{\"id\":%u,\"tasks\":%llu,\"sleeps\":%llu}", i ? "," : "", i,
+			       (unsigned long long)st.worker_tasks[i],
+			       (unsigned long long)st.worker_sleeps[i]);
+		printf("],\"pools\":[");
+		for (uint32_t i = 0; i < n; i++)
+			printf("%s{\"pool_id\":\"%u.%u\",\"pool_name\":\"%s\",\"mod_name\":\"%s\","
+			       "\"containers\":%u,\"tasks\":%llu}",
+			       i ? "," : "", info[i].pool_id.major, info[i].pool_id.minor,
+			       info[i].pool_name, info[i].mod_name, info[i].num_containers,
+			       (unsigned long long)info[i].tasks);
+		printf("]}\n");
+		return 0;
+	}
+	printf("runtime pid %d, up %.1f s, %u clients attached\n", st.pid,
+	       (double)st.uptime_ns / 1e9, st.num_clients);
+	printf("tasks completed %llu, failed %llu; bad lane entries %llu; clients reclaimed %llu; "
+	       "stalls reported %llu\n",
+	       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
+	       (unsigned long long)st.bad_submissions, (unsigned long long)st.clients_reclaimed,
+	       (unsigned long long)st.stalls_reported);
+	printf("%-8s %16s %12s\n", "worker", "tasks", "sleeps");
+	for (uint32_t i = 0; i < nw; i++)
+		printf("%-8u %16llu %12llu\n", i, (unsigned long long)st.worker_tasks[i],
+		       (unsigned long long)st.worker_sleeps[i]);
+	printf("%-12s %-24s %-16s %10s %14s\n", "pool_id", "pool_name", "mod_name", "containers",
+	       "tasks");
+	for (uint32_t i = 0; i < n; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "%u.%u", info[i].pool_id.major, info[i].pool_id.minor);
+		printf("%-12s %-24s %-16s %10u %14llu\n", id, info[i].pool_name, info[i].mod_name,
+		       info[i].num_containers, (unsigned long long)info[i].tasks);
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_opts o = { 0 };
@@ -375,6 +449,11 @@ int main(int argc, char **argv)
 		if (parse_opts(argc - 2, argv + 2, &o) != 0)
 			return 2;
 		return cmd_compose(file, &o);
+	}
+	if (argc >= 2 && !strcmp(argv[1], "stats")) {
+		if (parse_opts(argc - 1, argv + 1, &o) != 0)
+			return 2;
+		return cmd_stats(&o);
 	}
 	if (argc >= 2 && !strcmp(argv[1], "pools")) {
 		if (parse_opts(argc - 1, argv + 1, &o) != 0)

@@ -128,6 +128,31 @@ static int create_containers(struct runtime *rt, struct rt_pool *pool,
 	return 0;
 }
 
+/* monitor_period_us from the compose entry, else the module's default; needs a callback. */
+static int monitor_period(struct rt_pool *pool, const struct rt_pool_spec *s, char *why,
+			  size_t len)
+{
+	const struct chi_module_desc *d = pool->mod->desc;
+	uint64_t us = d->monitor ? d->default_monitor_period_us : 0;
+	for (uint32_t i = 0; i < s->num_kv; i++) {
+		if (strcmp(s->kv[i].key, "monitor_period_us") != 0)
+			continue;
+		if (chi_parse_u64(s->kv[i].value, &us) != 0 || (us && us < 100) ||
+		    us > 3600ull * 1000000ull) {
+			snprintf(why, len, "pool '%s': monitor_period_us '%s': expected 0 (off) or "
+				 "100..3600000000", pool->name, s->kv[i].value);
+			return -EINVAL;
+		}
+		if (us && !d->monitor) {
+			snprintf(why, len, "pool '%s': monitor_period_us given, but module '%s' "
+				 "has no monitor callback", pool->name, pool->mod->name);
+			return -EINVAL;
+		}
+	}
+	pool->monitor_period_ns = us * 1000ull;
+	return 0;
+}
+
 static int publish(struct rt_pools *p, struct rt_pool *pool, char *why, size_t len)
 {
 	if (p->count == RT_MAX_POOLS) {
@@ -190,7 +215,9 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 			pool->id = (struct chi_pool_id){ p->next_major++, 0 };
 		while (id_in_use(rt, pool->id));
 	}
-	rc = create_containers(rt, pool, s, why, len);
+	rc = monitor_period(pool, s, why, len);
+	if (rc == 0)
+		rc = create_containers(rt, pool, s, why, len);
 	if (rc == 0)
 		rc = publish(p, pool, why, len);
 	if (rc) {
@@ -201,6 +228,9 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 		goto out_unlock;
 	}
 	*out = pool->id;
+	for (uint32_t i = 0; pool->monitor_period_ns && i < count; i++)
+		rt_worker_post_monitor(&rt->workers[pool->containers[i].owner],
+				       &pool->containers[i]);
 	CHI_LOG_INFO("pool '%s' %u.%u created: module %s, %u containers", pool->name,
 		     pool->id.major, pool->id.minor, mod->name, count);
 out_unlock:

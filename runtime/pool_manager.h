@@ -36,6 +36,7 @@ struct chi_container {
 	void *state;
 	int created;	/* create() succeeded: destroy() is owed */
 	_Atomic uint64_t tasks; /* written by the owner only; read by PoolStats */
+	uint64_t monitor_runs;	/* owner only */
 };
 
 enum rt_pool_state { RT_POOL_LIVE = 1, RT_POOL_DRAINING = 2, RT_POOL_DEAD = 3 };
@@ -48,6 +49,7 @@ struct rt_pool {
 	struct chi_container *containers;
 	_Atomic uint32_t state;
 	_Atomic uint32_t suspended; /* yielding tasks in flight: a destroy waits for 0 */
+	uint64_t monitor_period_ns; /* 0: no periodic monitor */
 };
 
 /* Tasks run by the pool's containers (a fan-out counts once per container). */

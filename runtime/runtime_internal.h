@@ -51,6 +51,7 @@ enum rt_msg_type {
 	RT_MSG_DETACH_CLIENT, /* drain and drop them, then release the client */
 	RT_MSG_RUN,	      /* run a (sub)request on a container I own */
 	RT_MSG_BARRIER,	      /* count it: everything posted before has been handled */
+	RT_MSG_MONITOR,	      /* start the periodic monitor of a container I own */
 };
 
 struct rt_fanout;
@@ -69,6 +70,7 @@ struct rt_work {
 struct rt_msg {
 	enum rt_msg_type type;
 	struct rt_client *client;
+	struct chi_container *container; /* RT_MSG_MONITOR */
 	struct rt_work work;
 	struct rt_msg *next;
 };
@@ -82,6 +84,7 @@ struct rt_timer {
 	struct chi_task *task;
 	struct rt_client *client;
 	struct rt_ytask *yt; /* non-NULL: resume this instead of completing task */
+	struct chi_container *monitor; /* non-NULL: run its monitor callback, re-arm */
 };
 
 struct runtime;
@@ -175,6 +178,7 @@ void rt_activity_end(void);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 void rt_worker_post_work(struct worker *w, const struct rt_work *work);
+void rt_worker_post_monitor(struct worker *w, struct chi_container *c);
 void rt_workers_barrier(struct runtime *rt);
 void rt_task_finish(struct chi_task *task, int rc);
 int rt_workers_start(struct runtime *rt);

@@ -67,7 +67,7 @@ void rt_watchdog_check(struct runtime *rt, uint64_t now)
 		CHI_LOG_WARN("worker %u has run one task of pool '%s' (%u.%u), method '%s', for "
 			     "%llu ms without yielding; tasks queued on this worker wait behind it",
 			     i, c ? c->pool->name : "?", c ? c->pool->id.major : 0,
-			     c ? c->pool->id.minor : 0, m && m->name ? m->name : "?",
+			     c ? c->pool->id.minor : 0, !m ? "(monitor)" : m->name ? m->name : "?",
 			     (unsigned long long)((now - w->watch_since_ns) / 1000000ull));
 	}
 }
@@ -102,6 +102,13 @@ void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *c
 {
 	struct rt_msg *m = new_msg(type);
 	m->client = client;
+	post(w, m);
+}
+
+void rt_worker_post_monitor(struct worker *w, struct chi_container *c)
+{
+	struct rt_msg *m = new_msg(RT_MSG_MONITOR);
+	m->container = c;
 	post(w, m);
 }
 
@@ -172,12 +179,12 @@ static int timer_push(struct worker *w, struct rt_timer t);
 int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
 		 uint64_t due_ns)
 {
-	return timer_push(w, (struct rt_timer){ due_ns, task, client, NULL });
+	return timer_push(w, (struct rt_timer){ due_ns, task, client, NULL, NULL });
 }
 
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns)
 {
-	return timer_push(w, (struct rt_timer){ due_ns, NULL, NULL, yt });
+	return timer_push(w, (struct rt_timer){ due_ns, NULL, NULL, yt, NULL });
 }
 
 static int timer_push(struct worker *w, struct rt_timer t)
@@ -219,6 +226,21 @@ static void heap_remove(struct worker *w, uint32_t i)
 	}
 }
 
+/* A container's periodic Monitor: runs on its owner, re-arms itself, stops with the pool. */
+static void run_monitor(struct worker *w, struct chi_container *c, uint64_t now)
+{
+	struct rt_pool *pool = c->pool;
+	if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+		return; /* destroyed or draining: the timer ends here */
+	rt_activity_begin(c, NULL);
+	pool->mod->desc->monitor(c);
+	rt_activity_end();
+	c->monitor_runs++;
+	if (timer_push(w, (struct rt_timer){ now + pool->monitor_period_ns, NULL, NULL, NULL, c }))
+		CHI_LOG_ERROR("pool '%s': monitor of container %u stopped (out of memory)",
+			      pool->name, c->id);
+}
+
 static int run_timers(struct worker *w, uint64_t now)
 {
 	int n = 0;
@@ -227,6 +249,8 @@ static int run_timers(struct worker *w, uint64_t now)
 		heap_remove(w, 0);
 		if (t.yt)
 			rt_yield_wake(w, t.yt);
+		else if (t.monitor)
+			run_monitor(w, t.monitor, now);
 		else
 			rt_task_complete(w, t.task, 0);
 		n++;
@@ -239,7 +263,8 @@ static int run_timers(struct worker *w, uint64_t now)
 static void cancel_timers(struct worker *w, struct rt_client *client)
 {
 	for (uint32_t i = 0; i < w->num_timers;) {
-		if (w->timers[i].yt || (client && w->timers[i].client != client)) {
+		if (w->timers[i].yt || w->timers[i].monitor ||
+		    (client && w->timers[i].client != client)) {
 			i++;
 			continue;
 		}
@@ -384,6 +409,12 @@ static int poll_inbox(struct worker *w)
 			break;
 		case RT_MSG_RUN:
 			rt_run_work(w, &m->work);
+			break;
+		case RT_MSG_MONITOR:
+			if (timer_push(w, (struct rt_timer){ chi_now_ns() +
+								     m->container->pool->monitor_period_ns,
+							     NULL, NULL, NULL, m->container }))
+				CHI_LOG_ERROR("cannot start a monitor: out of memory");
 			break;
 		case RT_MSG_BARRIER:
 			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);

@@ -28,8 +28,9 @@ struct rt_ytask {
 /* The coroutine this thread is running: for chi_yield() and for overflow reports. */
 static _Thread_local struct rt_ytask *current;
 
-/* ---- stack overflow reports ---- */
+/* ---- stack overflow reports (sanitizer builds keep the sanitizer's own handler) ---- */
 
+#if !defined(__SANITIZE_ADDRESS__)
 static size_t append(char *buf, size_t len, size_t cap, const char *s)
 {
 	while (*s && len < cap)
@@ -69,25 +70,22 @@ static void install_handler(void)
 	sigaction(SIGSEGV, &sa, NULL);
 	sigaction(SIGBUS, &sa, NULL);
 }
+#endif
 
 int rt_yield_init(struct worker *w)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
 	w->coros = calloc(1, sizeof(*w->coros));
 	if (!w->coros || coro_pool_init(w->coros, w->rt->cfg.stack_size) != 0)
 		return -ENOMEM;
 	w->ready_tail = &w->ready;
 #if !defined(__SANITIZE_ADDRESS__)
-	/* The overflowing stack is full: the handler runs on a stack of its own. Sanitizer
-	 * builds keep the sanitizer's handler. */
+	/* The overflowing stack is full: the handler runs on a stack of its own. */
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	stack_t ss = { .ss_sp = malloc(SIGNAL_STACK_SIZE), .ss_size = SIGNAL_STACK_SIZE };
 	if (!ss.ss_sp || sigaltstack(&ss, NULL) != 0)
 		return -ENOMEM;
 	w->altstack = ss.ss_sp;
 	pthread_once(&once, install_handler);
-#else
-	(void)once;
 #endif
 	return 0;
 }
@@ -185,6 +183,7 @@ void rt_yield_cancel_all(struct worker *w)
 	for (uint32_t i = 0; i < w->num_timers; i++)
 		if (w->timers[i].yt)
 			rt_yield_wake(w, w->timers[i].yt);
+	/* Monitor timers need nothing: the heap is dropped below. */
 	while (w->ready) {
 		struct rt_ytask *yt = w->ready;
 		w->ready = yt->next;

@@ -1,6 +1,7 @@
 /* small_message: the smallest useful module. Noop (dispatch cost), Who (routing: which
  * container ran a task), Count (per-container state, aggregated over fan-outs), Echo
- * (bulk descriptors), Yield and Sleep (cooperative tasks). Compose keys: none. */
+ * (bulk descriptors), Yield and Sleep (cooperative tasks), Monitored (the Monitor count).
+ * Compose keys: monitor_period_us (off by default). */
 #include <errno.h>
 #include <string.h>
 
@@ -9,6 +10,7 @@
 
 struct sm_state {
 	uint64_t counter;
+	uint64_t monitor_runs;
 };
 
 static int sm_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
@@ -97,6 +99,19 @@ static int sm_sleep(struct chi_request *req)
 	return chi_sleep_us(req, p.usec);
 }
 
+static void sm_monitor(struct chi_container *c)
+{
+	((struct sm_state *)chi_container_state(c))->monitor_runs++;
+}
+
+static int sm_monitored(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_count_params *p = chi_req_params(req, &size);
+	p->total = ((struct sm_state *)chi_container_state(chi_req_container(req)))->monitor_runs;
+	return 0;
+}
+
 /* Dynamic queries: the task's counter increment picks the container. */
 static uint32_t sm_schedule(const struct chi_task *task, const void *params, uint32_t count)
 {
@@ -115,6 +130,8 @@ static const struct chi_method_desc sm_methods[] = {
 	  sizeof(struct chi_sm_yield_params), NULL },
 	{ CHI_SM_SLEEP, "sleep", sm_sleep, CHI_METHOD_MAY_YIELD,
 	  sizeof(struct chi_sm_sleep_params), NULL },
+	{ CHI_SM_MONITORED, "monitored", sm_monitored, CHI_METHOD_READ_ONLY,
+	  sizeof(struct chi_sm_count_params), sm_count_aggregate },
 };
 
 static const struct chi_module_desc sm_desc = {
@@ -123,6 +140,7 @@ static const struct chi_module_desc sm_desc = {
 	.state_size = sizeof(struct sm_state),
 	.create = sm_create,
 	.schedule = sm_schedule,
+	.monitor = sm_monitor, /* periodic only when a pool sets monitor_period_us */
 	.methods = sm_methods,
 	.num_methods = sizeof(sm_methods) / sizeof(sm_methods[0]),
 };

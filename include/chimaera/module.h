@@ -86,11 +86,13 @@ struct chi_module_desc {
 	uint32_t (*schedule)(const struct chi_task *task, const void *params, uint32_t count);
 	const struct chi_method_desc *methods;
 	uint32_t num_methods;
-	/* Lifecycle callbacks the ABI fixes now; each may be NULL. The runtime does not call
-	 * them yet: monitor arrives with cooperative tasks (periodic, monitor_period_us),
-	 * recover and migrate with multi-node failure handling. */
-	/** Periodic or on-demand look at a container (method 9). */
+	/** Periodic look at a container, on its owner worker, every monitor_period_us (compose
+	 *  key) or default_monitor_period_us; 0 or NULL: none. Keep it short: it runs between
+	 *  tasks. */
 	void (*monitor)(struct chi_container *c);
+	uint64_t default_monitor_period_us;
+	/* Callbacks the ABI fixes now and the runtime does not call yet: recover and migrate
+	 * arrive with multi-node failure handling. Each may be NULL. */
 	/** Rebuild a container whose node failed, on a survivor. @return 0 or -errno. */
 	int (*recover)(struct chi_container *c);
 	/** Serialize the container into @p buf (@p len: in capacity, out bytes used); -ENOSPC

@@ -21,6 +21,7 @@ enum chi_small_message_method {
 	CHI_SM_ECHO = 13,  /**< struct chi_sm_echo_params: bulk in -> bulk out */
 	CHI_SM_YIELD = 14, /**< struct chi_sm_yield_params: yield @c times times (may yield) */
 	CHI_SM_SLEEP = 15, /**< struct chi_sm_sleep_params: chi_sleep_us (may yield) */
+	CHI_SM_MONITORED = 16, /**< struct chi_sm_count_params: total = monitor runs (summed) */
 };
 
 struct chi_sm_yield_params {

@@ -339,6 +339,14 @@ START_TEST(cli_compose_and_pools)
 		 "%s pools --config %s | grep -E -q '^512.0 +cli_pool +small_message +2 '",
 		 rt_bin("chimaera"), rt.config);
 	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd),
+		 "%s stats --json --config %s | grep -q '\"pool_name\":\"cli_pool\",\"mod_name\":"
+		 "\"small_message\",\"containers\":2'",
+		 rt_bin("chimaera"), rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s stats --config %s | grep -q '^worker '", rt_bin("chimaera"),
+		 rt.config);
+	ck_assert_int_eq(rt_sh(cmd), 0);
 	f = fopen(file, "w");
 	fprintf(f, "compose:\n  - mod_name: no_such_module\n    pool_name: nope\n");
 	fclose(f);

@@ -204,6 +204,45 @@ START_TEST(a_task_that_never_yields_is_reported)
 }
 END_TEST
 
+START_TEST(monitor_runs_periodically_on_each_container)
+{
+	struct chi_pool_id pool, mon;
+	struct chi_client *c = start(2, &pool);
+	struct chi_future f;
+	char why[256];
+	static const char *kv[] = { "monitor_period_us", "1000" };
+	static const char *bad[] = { "monitor_period_us", "5" };
+
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "badmon", NULL, 1, bad, 1,
+						      &mon, why, sizeof(why)),
+			 -EINVAL);
+	ck_assert_msg(strstr(why, "monitor_period_us"), "%s", why);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "mon", NULL, 3, kv, 1,
+						      &mon, why, sizeof(why)),
+			 0);
+	usleep(300000);
+	struct chi_task *t = sm_task(c, mon, CHI_SM_MONITORED, sizeof(struct chi_sm_count_params));
+	t->query = chi_query_broadcast();
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	uint64_t runs = ((struct chi_sm_count_params *)chi_task_params(t))->total;
+	/* 3 containers x ~300 periods of 1 ms; generous for a loaded 2-core machine. */
+	ck_assert_msg(runs >= 90 && runs <= 1000, "monitor ran %llu times", (unsigned long long)runs);
+	/* The unconfigured pool has none. */
+	t->pool = pool;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	ck_assert_uint_eq(((struct chi_sm_count_params *)chi_task_params(t))->total, 0);
+	/* Destroying the pool stops its monitors (the runtime keeps running). */
+	ck_assert_int_eq(chi_admin_destroy_pool(c, mon, why, sizeof(why)), 0);
+	usleep(20000);
+	ck_assert_int_eq(chi_admin_pool_stats(c, pool, &(struct chi_pool_info){ 0 }, NULL, 0), 0);
+	chi_task_free(c, t);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -222,6 +261,7 @@ int main(void)
 	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
 	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
 	tcase_add_test(tc, a_task_that_never_yields_is_reported);
+	tcase_add_test(tc, monitor_runs_periodically_on_each_container);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_VERBOSE);
 }
