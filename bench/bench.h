@@ -40,6 +40,7 @@ struct bench_result;
 void add_result(struct bench_result *r, int *n, const char *metric, double value,
 		const char *unit, const char *floor_metric, double floor_value);
 int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n);
+int bench_coro(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib);
 
 /* helpers (chimaera_bench.c) */

@@ -97,7 +97,7 @@ static void print_table(const struct bench_result *r, int n)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all|kvs [options]\n"
+		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all|kvs|coro [options]\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
@@ -286,11 +286,12 @@ int main(int argc, char **argv)
 	int do_idle = !strcmp(what, "idle") || !strcmp(what, "all");
 	int do_mod = !strcmp(what, "module-lat") || !strcmp(what, "all");
 	int do_kvs = !strcmp(what, "kvs");
-	if (do_kvs) {
+	int do_coro = !strcmp(what, "coro");
+	if (do_kvs || do_coro) {
 		default_cpus(&o);
 		if (parse(argc - 1, argv + 1, &o, &json))
 			return 2;
-		if (bench_kvs(&o, res, &n))
+		if (do_kvs ? bench_kvs(&o, res, &n) : bench_coro(&o, res, &n))
 			return 1;
 		if (json)
 			print_json(res, n);
