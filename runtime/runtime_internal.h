@@ -52,6 +52,7 @@ enum rt_msg_type {
 	RT_MSG_RUN,	      /* run a (sub)request on a container I own */
 	RT_MSG_BARRIER,	      /* count it: everything posted before has been handled */
 	RT_MSG_MONITOR,	      /* start the periodic monitor of a container I own */
+	RT_MSG_WAKE,	      /* a subtask this suspended task awaits has completed */
 };
 
 struct rt_fanout;
@@ -71,6 +72,7 @@ struct rt_msg {
 	enum rt_msg_type type;
 	struct rt_client *client;
 	struct chi_container *container; /* RT_MSG_MONITOR */
+	struct rt_ytask *yt;		 /* RT_MSG_WAKE */
 	struct rt_work work;
 	struct rt_msg *next;
 };
@@ -108,6 +110,11 @@ struct worker {
 	struct rt_ytask **ready_tail;
 	uint64_t suspended;	     /* yielding tasks started and not finished */
 	void *altstack;		     /* signal stack for stack-overflow reports */
+	struct rt_ytask *all_yt;     /* every started, unfinished yielding task */
+	/* subtask records: this worker's slice of the private region (subtask.c) */
+	uint64_t sub_bump;
+	uint64_t sub_end;
+	uint64_t sub_free[20];
 
 	/* control thread -> worker messages (cold path: a lock, checked through a flag) */
 	pthread_mutex_t inbox_lock;
@@ -152,6 +159,7 @@ struct runtime {
 
 	struct rt_pools *pools;
 	struct rt_jobs *jobs;
+	struct rt_client self_client; /* the runtime's own subtasks, as a client */
 
 	struct rt_client *clients;
 	_Atomic uint32_t num_clients; /* written by the control thread, read by Stats */
@@ -164,7 +172,17 @@ struct runtime {
 	_Atomic int stop_requested;
 };
 
+/* subtask.c */
+int rt_subtasks_init(struct runtime *rt);
+void rt_subtasks_fini(void);
+void rt_subtask_completed(struct chi_task *task);
+void rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
+
 /* yield.c: tasks whose method may yield run on coroutines */
+struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what);
+void rt_yield_suspend(struct rt_ytask *yt);
+void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word);
+void rt_yield_wake_from_any(struct rt_ytask *yt);
 int rt_yield_start(struct worker *w, const struct rt_work *work);
 int rt_yield_run_ready(struct worker *w);
 void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
@@ -173,6 +191,8 @@ int rt_yield_init(struct worker *w);
 void rt_yield_fini(struct worker *w);
 
 /* worker.c */
+struct worker *rt_self(void);
+void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt);
 void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m);
 void rt_activity_end(void);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);

@@ -19,6 +19,11 @@
 /* The worker this thread is (NULL on other threads). */
 static _Thread_local struct worker *self;
 
+struct worker *rt_self(void)
+{
+	return self;
+}
+
 void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m)
 {
 	struct worker *w = self;
@@ -105,6 +110,13 @@ void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *c
 	post(w, m);
 }
 
+void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt)
+{
+	struct rt_msg *m = new_msg(RT_MSG_WAKE);
+	m->yt = yt;
+	post(w, m);
+}
+
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c)
 {
 	struct rt_msg *m = new_msg(RT_MSG_MONITOR);
@@ -150,6 +162,7 @@ void rt_task_finish(struct chi_task *task, int rc)
 	uint32_t old = atomic_exchange_explicit(state, CHI_TASK_DONE, memory_order_acq_rel);
 	if (old & CHI_TASK_WAITER)
 		chi_futex_wake_all(state);
+	rt_subtask_completed(task); /* nothing unless it is one of our subtasks */
 }
 
 void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
@@ -416,6 +429,9 @@ static int poll_inbox(struct worker *w)
 							     NULL, NULL, NULL, m->container }))
 				CHI_LOG_ERROR("cannot start a monitor: out of memory");
 			break;
+		case RT_MSG_WAKE:
+			rt_yield_wake(w, m->yt);
+			break;
 		case RT_MSG_BARRIER:
 			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);
 			break;
@@ -525,6 +541,12 @@ int rt_workers_start(struct runtime *rt)
 	rt->workers = calloc(rt->num_workers, sizeof(*rt->workers));
 	if (!rt->workers)
 		return -ENOMEM;
+	int rc0 = rt_subtasks_init(rt);
+	if (rc0) {
+		free(rt->workers);
+		rt->workers = NULL;
+		return rc0;
+	}
 	/* Workers take no signals (the control thread reads them from its signalfd), except
 	 * the synchronous faults: blocked, those would kill the process without a word. */
 	sigfillset(&all);
@@ -584,6 +606,7 @@ void rt_workers_stop(struct runtime *rt)
 	free(rt->workers);
 	rt->workers = NULL;
 	rt->num_workers = 0;
+	rt_subtasks_fini();
 }
 
 void rt_request_stop(struct runtime *rt)

@@ -22,7 +22,9 @@ struct rt_ytask {
 	struct worker *w;
 	struct rt_work work;
 	int rc;
-	struct rt_ytask *next;
+	struct rt_ytask *next;		      /* ready queue */
+	struct rt_ytask *all_prev, *all_next; /* every live yielding task of the worker */
+	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
 };
 
 /* The coroutine this thread is running: for chi_yield() and for overflow reports. */
@@ -116,6 +118,12 @@ static void ytask_main(void *arg)
 
 static void finish(struct worker *w, struct rt_ytask *yt)
 {
+	if (yt->all_prev)
+		yt->all_prev->all_next = yt->all_next;
+	else
+		w->all_yt = yt->all_next;
+	if (yt->all_next)
+		yt->all_next->all_prev = yt->all_prev;
 	rt_work_done(w, &yt->work, yt->rc);
 	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
 	coro_release(w->coros, yt->co);
@@ -126,11 +134,12 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 /* Run @yt until it yields, sleeps or ends. */
 static void step(struct worker *w, struct rt_ytask *yt)
 {
+	struct rt_ytask *outer = current; /* a subtask may start one from inside another */
 	current = yt;
 	rt_activity_begin(yt->work.container, yt->work.method);
 	int done = coro_resume(yt->co);
 	rt_activity_end();
-	current = NULL;
+	current = outer;
 	if (done)
 		finish(w, yt);
 }
@@ -150,6 +159,10 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 	/* Destroying the pool waits for this to reach 0 again. */
 	atomic_fetch_add_explicit(&work->container->pool->suspended, 1, memory_order_relaxed);
 	w->suspended++;
+	yt->all_next = w->all_yt;
+	if (w->all_yt)
+		w->all_yt->all_prev = yt;
+	w->all_yt = yt;
 	step(w, yt);
 	return RT_TASK_PENDING;
 }
@@ -177,26 +190,43 @@ int rt_yield_run_ready(struct worker *w)
 	return n;
 }
 
-/* At stop: suspended tasks are not resumed; their tasks fail with -ECANCELED. */
+/* At stop: suspended tasks are not resumed; their tasks fail with -ECANCELED, and a subtask
+ * that completes later must not wake them. */
 void rt_yield_cancel_all(struct worker *w)
 {
-	for (uint32_t i = 0; i < w->num_timers; i++)
-		if (w->timers[i].yt)
-			rt_yield_wake(w, w->timers[i].yt);
-	/* Monitor timers need nothing: the heap is dropped below. */
-	while (w->ready) {
-		struct rt_ytask *yt = w->ready;
-		w->ready = yt->next;
+	while (w->all_yt) {
+		struct rt_ytask *yt = w->all_yt;
+		if (yt->awaiting)
+			rt_subtask_forget_awaiter(yt->awaiting, yt);
 		yt->rc = -ECANCELED;
 		finish(w, yt);
 	}
+	w->ready = NULL;
 	w->ready_tail = &w->ready;
-	w->num_timers = 0;
+	w->num_timers = 0; /* Sleep timers were cancelled before; the rest pointed at these */
+}
+
+void rt_yield_wake_from_any(struct rt_ytask *yt)
+{
+	if (yt->w == rt_self())
+		rt_yield_wake(yt->w, yt);
+	else
+		rt_worker_post_wake(yt->w, yt);
+}
+
+void rt_yield_suspend(struct rt_ytask *yt)
+{
+	coro_yield(yt->co);
+}
+
+void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word)
+{
+	yt->awaiting = word;
 }
 
 /* ---- the handler API (module.h) ---- */
 
-static struct rt_ytask *yielding(struct chi_request *req, const char *what)
+struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what)
 {
 	struct rt_ytask *yt = rt_request_ytask(req);
 	if (!yt || yt != current) {
@@ -210,7 +240,7 @@ static struct rt_ytask *yielding(struct chi_request *req, const char *what)
 
 int chi_yield(struct chi_request *req)
 {
-	struct rt_ytask *yt = yielding(req, "chi_yield");
+	struct rt_ytask *yt = rt_yield_current(req, "chi_yield");
 	if (!yt)
 		return -EPERM;
 	rt_yield_wake(yt->w, yt);
@@ -220,7 +250,7 @@ int chi_yield(struct chi_request *req)
 
 int chi_sleep_us(struct chi_request *req, uint64_t usec)
 {
-	struct rt_ytask *yt = yielding(req, "chi_sleep_us");
+	struct rt_ytask *yt = rt_yield_current(req, "chi_sleep_us");
 	if (!yt)
 		return -EPERM;
 	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);

@@ -1,6 +1,7 @@
 /* small_message: the smallest useful module. Noop (dispatch cost), Who (routing: which
  * container ran a task), Count (per-container state, aggregated over fan-outs), Echo
- * (bulk descriptors), Yield and Sleep (cooperative tasks), Monitored (the Monitor count).
+ * (bulk descriptors), Yield and Sleep (cooperative tasks), Monitored (the Monitor count),
+ * Chain and Fan (awaited subtasks).
  * Compose keys: monitor_period_us (off by default). */
 #include <errno.h>
 #include <string.h>
@@ -112,6 +113,69 @@ static int sm_monitored(struct chi_request *req)
 	return 0;
 }
 
+static int sm_chain(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_chain_params *p = chi_req_params(req, &size);
+	struct chi_container *c = chi_req_container(req);
+	uint32_t depth = p->depth;
+	if (depth == 0) {
+		p->reached = 1;
+		return 0;
+	}
+	struct chi_task *t;
+	struct chi_future f;
+	int rc = chi_subtask_alloc(req, sizeof(*p), &t);
+	if (rc)
+		return rc;
+	t->pool = chi_container_pool_id(c);
+	t->method = CHI_SM_CHAIN;
+	t->query = chi_query_direct_id((chi_container_id(c) + 1) % chi_container_count(c));
+	((struct chi_sm_chain_params *)chi_task_params(t))->depth = depth - 1;
+	rc = chi_subtask_submit(req, t, &f);
+	if (rc == 0)
+		rc = chi_await(req, &f);
+	if (rc == 0)
+		p->reached = ((struct chi_sm_chain_params *)chi_task_params(t))->reached + 1;
+	chi_subtask_free(req, t);
+	return rc;
+}
+
+#define FAN_BATCH 256
+
+static int sm_fan(struct chi_request *req)
+{
+	uint32_t size;
+	struct chi_sm_fan_params *p = chi_req_params(req, &size);
+	struct chi_container *c = chi_req_container(req);
+	uint32_t count = p->count, ok = 0;
+	struct chi_task *t[FAN_BATCH];
+	struct chi_future f[FAN_BATCH];
+	for (uint32_t done = 0; done < count;) {
+		uint32_t n = count - done < FAN_BATCH ? count - done : FAN_BATCH, k = 0;
+		for (; k < n; k++) {
+			if (chi_subtask_alloc(req, 0, &t[k]))
+				break;
+			t[k]->pool = chi_container_pool_id(c);
+			t[k]->method = CHI_SM_NOOP;
+			t[k]->query = chi_query_direct_id((done + k) % chi_container_count(c));
+			if (chi_subtask_submit(req, t[k], &f[k])) {
+				chi_subtask_free(req, t[k]);
+				break;
+			}
+		}
+		for (uint32_t i = 0; i < k; i++) {
+			ok += chi_await(req, &f[i]) == 0;
+			chi_subtask_free(req, t[i]);
+		}
+		if (k < n)
+			return -ENOMEM;
+		done += n;
+	}
+	p->ok = ok;
+	return 0;
+}
+
 /* Dynamic queries: the task's counter increment picks the container. */
 static uint32_t sm_schedule(const struct chi_task *task, const void *params, uint32_t count)
 {
@@ -132,6 +196,10 @@ static const struct chi_method_desc sm_methods[] = {
 	  sizeof(struct chi_sm_sleep_params), NULL },
 	{ CHI_SM_MONITORED, "monitored", sm_monitored, CHI_METHOD_READ_ONLY,
 	  sizeof(struct chi_sm_count_params), sm_count_aggregate },
+	{ CHI_SM_CHAIN, "chain", sm_chain, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_sm_chain_params), NULL },
+	{ CHI_SM_FAN, "fan", sm_fan, CHI_METHOD_MAY_YIELD, sizeof(struct chi_sm_fan_params),
+	  NULL },
 };
 
 static const struct chi_module_desc sm_desc = {

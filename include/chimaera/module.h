@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client.h"
 #include "task.h"
 
 #ifdef __cplusplus
@@ -145,6 +146,34 @@ CHI_API int chi_yield(struct chi_request *req);
  * once), -ENOMEM.
  */
 CHI_API int chi_sleep_us(struct chi_request *req, uint64_t usec);
+
+/* ---- subtasks: call any pool from a handler ---- */
+
+/**
+ * A task record for a subtask, in runtime memory (not the client's). Fill pool, method,
+ * query and chi_task_params() as a client would. Free it with chi_subtask_free() once it is
+ * not in flight. @return 0, -ENOMEM, -EPERM (not on a worker).
+ */
+CHI_API int chi_subtask_alloc(struct chi_request *req, uint32_t params_size,
+			      struct chi_task **out);
+
+/** A bulk buffer for a subtask's parameters, described in @p bulk. NULL when out of memory.
+ *  Free with chi_subtask_free(). */
+CHI_API void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk);
+
+CHI_API void chi_subtask_free(struct chi_request *req, void *task_or_buf);
+
+/** Route and start @p t like a client task (any pool, any query). @return 0 or -EINVAL. */
+CHI_API int chi_subtask_submit(struct chi_request *req, struct chi_task *t,
+			       struct chi_future *out);
+
+/**
+ * Wait for a subtask: the calling task is suspended and resumed by the subtask's
+ * completion (never polled); the worker runs other tasks meanwhile. Only in a
+ * CHI_METHOD_MAY_YIELD method (elsewhere -EPERM, logged, unless the subtask is already
+ * done). @return the subtask's rc.
+ */
+CHI_API int chi_await(struct chi_request *req, struct chi_future *f);
 
 /** Parse a size as the runtime's config does ("512MB", "4096", "1g"; powers of 1024), for
  *  module compose keys. @return 0 or -EINVAL. */

@@ -22,6 +22,22 @@ enum chi_small_message_method {
 	CHI_SM_YIELD = 14, /**< struct chi_sm_yield_params: yield @c times times (may yield) */
 	CHI_SM_SLEEP = 15, /**< struct chi_sm_sleep_params: chi_sleep_us (may yield) */
 	CHI_SM_MONITORED = 16, /**< struct chi_sm_count_params: total = monitor runs (summed) */
+	CHI_SM_CHAIN = 17, /**< struct chi_sm_chain_params: a chain of awaited subtasks */
+	CHI_SM_FAN = 18,   /**< struct chi_sm_fan_params: many awaited Noop subtasks */
+};
+
+/** Chain: calls itself as a subtask (next container, direct_id) until @c depth reaches 0,
+ *  awaiting each; @c reached counts the links that ran. */
+struct chi_sm_chain_params {
+	uint32_t depth;
+	uint32_t reached;
+};
+
+/** Fan: submits @c count Noop subtasks spread over the pool's containers, then awaits them
+ *  all; @c ok counts those that returned 0. */
+struct chi_sm_fan_params {
+	uint32_t count;
+	uint32_t ok;
 };
 
 struct chi_sm_yield_params {

@@ -243,6 +243,49 @@ START_TEST(monitor_runs_periodically_on_each_container)
 }
 END_TEST
 
+START_TEST(deep_chains_and_wide_fans_of_awaited_subtasks)
+{
+	struct chi_pool_id pool, multi;
+	struct chi_client *c = start(2, &pool);
+	struct chi_future f;
+	char why[256];
+
+	/* Four containers over two workers: links alternate workers, so wake-ups cross. */
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "multi", NULL, 4, NULL, 0,
+						      &multi, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, multi, CHI_SM_CHAIN, sizeof(struct chi_sm_chain_params));
+	t->query = chi_query_direct_id(0);
+	((struct chi_sm_chain_params *)chi_task_params(t))->depth = 200;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait_timeout(&f, 20000000000ull), 0);
+	ck_assert_uint_eq(((struct chi_sm_chain_params *)chi_task_params(t))->reached, 201);
+	chi_task_free(c, t);
+
+	struct chi_task *fan = sm_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
+	((struct chi_sm_fan_params *)chi_task_params(fan))->count = 20000;
+	ck_assert_int_eq(chi_submit(c, fan, &f), 0);
+	ck_assert_int_eq(chi_wait_timeout(&f, 20000000000ull), 0);
+	ck_assert_uint_eq(((struct chi_sm_fan_params *)chi_task_params(fan))->ok, 20000);
+	/* Several fans at once, all suspended on their subtasks together. */
+	struct chi_future ff[16];
+	for (int i = 0; i < 16; i++) {
+		struct chi_task *x = sm_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
+		((struct chi_sm_fan_params *)chi_task_params(x))->count = 1000;
+		x->query = chi_query_direct_id((uint64_t)i % 4);
+		ck_assert_int_eq(chi_submit(c, x, &ff[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		ck_assert_int_eq(chi_wait_timeout(&ff[i], 20000000000ull), 0);
+		ck_assert_uint_eq(((struct chi_sm_fan_params *)chi_task_params(ff[i].task))->ok, 1000);
+		chi_task_free(c, ff[i].task);
+	}
+	chi_task_free(c, fan);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -262,6 +305,7 @@ int main(void)
 	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
 	tcase_add_test(tc, a_task_that_never_yields_is_reported);
 	tcase_add_test(tc, monitor_runs_periodically_on_each_container);
+	tcase_add_test(tc, deep_chains_and_wide_fans_of_awaited_subtasks);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_VERBOSE);
 }

@@ -1,0 +1,218 @@
+/* Subtasks: a handler submits a task to any pool and awaits it without holding its worker.
+ *
+ * Subtask records live in a runtime-private region, one slice per worker, behind a 64-byte
+ * header that holds the awaiting coroutine. The region is presented to the dispatch code as
+ * a client of its own (rt->self_client), so routing, forwarding and bulk checks are the very
+ * ones client tasks go through. Completion knows a subtask by its address: client memory is
+ * never inside the region.
+ *
+ * Await hand-off: the completer marks the task DONE, then swaps the awaiter word to DONE;
+ * the awaiter swaps its coroutine in. Whoever swaps second sees the other: no lost wake-up
+ * (tests/model covers the same shape for client futures). */
+#include <errno.h>
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "coro/coro.h"
+#include "pool_manager.h"
+#include "runtime_internal.h"
+
+#define SLICE (64ull << 20)
+#define HDR 64u
+#define MIN_SHIFT 7
+#define CLASSES 20 /* 128 B .. 64 MiB */
+
+#define AWAIT_DONE ((struct rt_ytask *)1)
+#define AWAIT_CANCELLED ((struct rt_ytask *)2)
+
+struct sub_hdr {
+	_Atomic(struct rt_ytask *) awaiter;
+	uint32_t cls;
+	uint32_t magic;
+	uint64_t next; /* free list, as an offset */
+};
+
+_Static_assert(sizeof(struct sub_hdr) <= HDR, "subtask header fits its 64 bytes");
+
+#define SUB_MAGIC 0x53554254u
+
+static unsigned char *region;
+static uint64_t region_size;
+
+int rt_subtasks_init(struct runtime *rt)
+{
+	region_size = SLICE * rt->num_workers;
+	region = mmap(NULL, region_size, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (region == MAP_FAILED) {
+		region = NULL;
+		return -ENOMEM;
+	}
+	struct rt_client *c = &rt->self_client;
+	c->sock = -1;
+	c->pid = getpid();
+	c->base = region;
+	c->layout.size = region_size; /* arena_offset 0: the whole region is arena */
+	atomic_init(&c->refs, 1);     /* never released: it is not a client to reclaim */
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		rt->workers[i].sub_bump = SLICE * i + HDR; /* offset 0 means "none" below */
+		rt->workers[i].sub_end = SLICE * (i + 1);
+	}
+	return 0;
+}
+
+void rt_subtasks_fini(void)
+{
+	if (region)
+		munmap(region, region_size);
+	region = NULL;
+}
+
+static int is_subtask(const void *p)
+{
+	return region && (const unsigned char *)p >= region &&
+	       (const unsigned char *)p < region + region_size;
+}
+
+static struct sub_hdr *hdr_of(void *p)
+{
+	return (struct sub_hdr *)((unsigned char *)p - HDR);
+}
+
+static void *sub_alloc(struct worker *w, uint64_t size)
+{
+	uint32_t cls = 0;
+	while ((1ull << (cls + MIN_SHIFT)) < size + HDR)
+		if (++cls == CLASSES)
+			return NULL;
+	uint64_t off = w->sub_free[cls];
+	if (off) {
+		w->sub_free[cls] = ((struct sub_hdr *)(region + off))->next;
+	} else {
+		uint64_t bytes = 1ull << (cls + MIN_SHIFT);
+		if (bytes > w->sub_end - w->sub_bump)
+			return NULL;
+		off = w->sub_bump;
+		w->sub_bump += bytes;
+	}
+	struct sub_hdr *h = (struct sub_hdr *)(region + off);
+	atomic_init(&h->awaiter, NULL);
+	h->cls = cls;
+	h->magic = SUB_MAGIC;
+	h->next = 0;
+	return (unsigned char *)h + HDR;
+}
+
+/* Completion of any task: wake a subtask's awaiter (on its own worker). */
+void rt_subtask_completed(struct chi_task *task)
+{
+	if (!is_subtask(task))
+		return;
+	struct rt_ytask *aw = atomic_exchange_explicit(&hdr_of(task)->awaiter, AWAIT_DONE,
+						       memory_order_seq_cst);
+	if (aw && aw != AWAIT_DONE && aw != AWAIT_CANCELLED)
+		rt_yield_wake_from_any(aw);
+}
+
+/* ---- the handler API (module.h) ---- */
+
+int chi_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_task **out)
+{
+	struct worker *w = rt_self();
+	(void)req;
+	if (!w)
+		return -EPERM;
+	struct chi_task *t = sub_alloc(w, (uint64_t)CHI_TASK_HEADER_SIZE + params_size);
+	if (!t)
+		return -ENOMEM;
+	memset(t, 0, CHI_TASK_HEADER_SIZE + (size_t)params_size);
+	t->params_size = params_size;
+	t->query = chi_query_local();
+	*out = t;
+	return 0;
+}
+
+void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk)
+{
+	struct worker *w = rt_self();
+	(void)req;
+	void *p = w ? sub_alloc(w, size) : NULL;
+	if (p && bulk) {
+		bulk->offset = (uint64_t)((unsigned char *)p - region);
+		bulk->length = size;
+	}
+	return p;
+}
+
+void chi_subtask_free(struct chi_request *req, void *p)
+{
+	struct worker *w = rt_self();
+	(void)req;
+	if (!p || !w || !is_subtask(p) || hdr_of(p)->magic != SUB_MAGIC) {
+		CHI_LOG_ERROR("chi_subtask_free: %p is not a live subtask block", p);
+		return;
+	}
+	struct sub_hdr *h = hdr_of(p);
+	h->magic = 0;
+	h->next = w->sub_free[h->cls];
+	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
+}
+
+int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_future *out)
+{
+	struct worker *w = rt_self();
+	struct chi_task hdr;
+	(void)req;
+	if (!w || !is_subtask(t))
+		return -EINVAL;
+	memcpy(&hdr, t, sizeof(hdr));
+	void *params = chi_seg_range(region, &w->rt->self_client.layout,
+				     (uint64_t)((unsigned char *)t - region) + CHI_TASK_HEADER_SIZE,
+				     hdr.params_size);
+	if (!params)
+		return -EINVAL;
+	atomic_store_explicit(&hdr_of(t)->awaiter, NULL, memory_order_relaxed);
+	atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
+			      memory_order_relaxed);
+	out->task = t;
+	out->client = NULL;
+	int rc = rt_dispatch_task(w, &w->rt->self_client, t, &hdr, params);
+	if (rc != RT_TASK_PENDING)
+		rt_task_complete(w, t, rc);
+	return 0;
+}
+
+int chi_await(struct chi_request *req, struct chi_future *f)
+{
+	struct chi_task *t = f->task;
+	_Atomic uint32_t *state = (_Atomic uint32_t *)&t->state;
+	if (!is_subtask(t))
+		return -EINVAL;
+	if ((atomic_load_explicit(state, memory_order_acquire) & CHI_TASK_STATE_MASK) ==
+	    CHI_TASK_DONE)
+		return t->rc;
+	struct rt_ytask *yt = rt_yield_current(req, "chi_await");
+	if (!yt)
+		return -EPERM;
+	struct rt_ytask *prev =
+		atomic_exchange_explicit(&hdr_of(t)->awaiter, yt, memory_order_seq_cst);
+	if (prev != AWAIT_DONE) {
+		rt_yield_set_awaiting(yt, &hdr_of(t)->awaiter);
+		rt_yield_suspend(yt); /* until rt_subtask_completed() wakes us */
+		rt_yield_set_awaiting(yt, NULL);
+	}
+	atomic_thread_fence(memory_order_acquire);
+	return t->rc;
+}
+
+/* A cancelled awaiter must never be woken afterwards. */
+void rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt)
+{
+	struct rt_ytask *expect = yt;
+	atomic_compare_exchange_strong_explicit(word, &expect, AWAIT_CANCELLED,
+						memory_order_seq_cst, memory_order_relaxed);
+}
