@@ -35,7 +35,8 @@ struct bench_floor {
 int bench_floor(const struct bench_opts *o, struct bench_floor *out);
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999);
 int bench_local_tput(const struct bench_opts *o, double *tasks_per_s);
-int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50);
+int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50,
+		     double *subtask_ns);
 struct bench_result;
 void add_result(struct bench_result *r, int *n, const char *metric, double value,
 		const char *unit, const char *floor_metric, double floor_value);

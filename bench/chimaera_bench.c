@@ -193,7 +193,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 struct round {
 	struct bench_floor fl;
 	double p50, p99, p999, tps;
-	double admin_p50, module_p50;
+	double admin_p50, module_p50, subtask_ns;
 };
 
 struct row_spec {
@@ -246,7 +246,7 @@ static int run_round(const struct bench_opts *o, int do_lat, int do_tput, int do
 		return rc;
 	if (do_tput && (rc = bench_local_tput(o, &r->tps)) != 0)
 		return rc;
-	if (do_mod && (rc = bench_module_lat(o, &r->admin_p50, &r->module_p50)) != 0)
+	if (do_mod && (rc = bench_module_lat(o, &r->admin_p50, &r->module_p50, &r->subtask_ns)) != 0)
 		return rc;
 	return 0;
 }
@@ -265,6 +265,8 @@ int main(int argc, char **argv)
 	};
 	static const struct row_spec mod = { "module_rtt_p50", "ns", "admin_rtt_p50",
 					     RV(module_p50), RV(admin_p50) };
+	static const struct row_spec sub = { "subtask_await", "ns", "admin_rtt_p50",
+					     RV(subtask_ns), RV(admin_p50) };
 	static const struct row_spec tput[] = {
 		{ "local_tput", "tasks/s", "spsc_ring_rate", RV(tps), RV(fl.ring_msgs_per_s) },
 		{ "local_tput", "tasks/s", "spsc_ring_burst_rate", RV(tps),
@@ -319,8 +321,10 @@ int main(int argc, char **argv)
 		add_median(res, &n, rounds, (int)o.rounds, &lat[i]);
 	for (size_t i = 0; do_tput && i < 2; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &tput[i]);
-	if (do_mod)
+	if (do_mod) {
 		add_median(res, &n, rounds, (int)o.rounds, &mod);
+		add_median(res, &n, rounds, (int)o.rounds, &sub);
+	}
 	if (do_idle) {
 		double cpu, kib;
 		if (bench_idle(&o, &cpu, &kib))

@@ -140,6 +140,11 @@ static void step(struct worker *w, struct rt_ytask *yt)
 	int done = coro_resume(yt->co);
 	rt_activity_end();
 	current = outer;
+	if (!coro_stack_intact(yt->co))
+		CHI_PANIC("stack overflow in pool '%s' method '%s' (canary of a slab stack "
+			  "overwritten; memory is corrupt, stopping)",
+			  yt->work.container->pool->name,
+			  yt->work.method->name ? yt->work.method->name : "?");
 	if (done)
 		finish(w, yt);
 }

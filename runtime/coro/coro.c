@@ -1,7 +1,10 @@
 /* Pooled coroutine stacks and the switch between a worker and its coroutines. */
+/* Stacks are guarded (a PROT_NONE page below) up to the pool's guard_limit, then carved from
+ * slabs with a canary; see coro.h. */
 #include "coro.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,6 +20,29 @@ void chi_ctx_switch(void **save_sp, void *load_sp);
 void chi_ctx_trampoline(void);
 #endif
 
+#define SLAB_STACKS 256
+#define CANARY 0x43484943414e4152ull /* "RANACIHC" */
+
+struct coro_slab {
+	struct coro_slab *next;
+	void *base;
+	size_t len;
+};
+
+/* Guard pages for as many stacks as a quarter of the process's mapping budget allows. */
+static uint64_t guard_budget(void)
+{
+	uint64_t max_maps = 65530;
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+	if (f) {
+		unsigned long long v;
+		if (fscanf(f, "%llu", &v) == 1)
+			max_maps = v;
+		fclose(f);
+	}
+	return max_maps / 8; /* two mappings each; leave most of the budget to the rest */
+}
+
 int coro_pool_init(struct coro_pool *p, size_t stack_size)
 {
 	memset(p, 0, sizeof(*p));
@@ -24,12 +50,8 @@ int coro_pool_init(struct coro_pool *p, size_t stack_size)
 	if (stack_size < 16384 || stack_size > (1ul << 30))
 		return -EINVAL;
 	p->stack_size = (stack_size + p->page - 1) / p->page * p->page;
+	p->guard_limit = guard_budget();
 	return 0;
-}
-
-static void unmap(struct coro_pool *p, struct coro *co)
-{
-	munmap(co->stack_lo - p->page, p->stack_size + p->page);
 }
 
 void coro_pool_fini(struct coro_pool *p)
@@ -37,9 +59,51 @@ void coro_pool_fini(struct coro_pool *p)
 	while (p->free) {
 		struct coro *co = p->free;
 		p->free = co->next_free;
-		unmap(p, co);
+		if (co->guarded)
+			munmap(co->stack_lo - p->page, p->stack_size + p->page);
 		free(co);
 	}
+	while (p->slabs) {
+		struct coro_slab *s = p->slabs;
+		p->slabs = s->next;
+		munmap(s->base, s->len);
+		free(s);
+	}
+}
+
+int coro_stack_intact(const struct coro *co)
+{
+	uint64_t v;
+	if (co->guarded)
+		return 1;
+	memcpy(&v, co->stack_lo, sizeof(v));
+	return v == CANARY;
+}
+
+/* A stack from a slab (many stacks, one mapping). */
+static unsigned char *slab_stack(struct coro_pool *p)
+{
+	if (p->slab_left < p->stack_size) {
+		struct coro_slab *s = calloc(1, sizeof(*s));
+		size_t len = p->stack_size * SLAB_STACKS;
+		void *m = s ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) :
+			      MAP_FAILED;
+		if (m == MAP_FAILED) {
+			free(s);
+			return NULL;
+		}
+		s->base = m;
+		s->len = len;
+		s->next = p->slabs;
+		p->slabs = s;
+		p->slab_next = m;
+		p->slab_left = len;
+	}
+	unsigned char *lo = p->slab_next;
+	p->slab_next += p->stack_size;
+	p->slab_left -= p->stack_size;
+	return lo;
 }
 
 static struct coro *take(struct coro_pool *p)
@@ -52,17 +116,28 @@ static struct coro *take(struct coro_pool *p)
 	co = calloc(1, sizeof(*co));
 	if (!co)
 		return NULL;
-	/* A guard page below the stack: an overflow faults instead of corrupting memory. */
-	unsigned char *m = mmap(NULL, p->stack_size + p->page, PROT_READ | PROT_WRITE,
-				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (m == MAP_FAILED || mprotect(m, p->page, PROT_NONE) != 0) {
+	co->stack_size = p->stack_size;
+	if (p->guarded < p->guard_limit) {
+		/* A guard page below the stack: an overflow faults instead of corrupting. */
+		unsigned char *m = mmap(NULL, p->stack_size + p->page, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m != MAP_FAILED && mprotect(m, p->page, PROT_NONE) == 0) {
+			co->stack_lo = m + p->page;
+			co->guarded = 1;
+			p->guarded++;
+			p->allocated++;
+			return co;
+		}
 		if (m != MAP_FAILED)
 			munmap(m, p->stack_size + p->page);
+	}
+	co->stack_lo = slab_stack(p);
+	if (!co->stack_lo) {
 		free(co);
 		return NULL;
 	}
-	co->stack_lo = m + p->page;
-	co->stack_size = p->stack_size;
+	uint64_t canary = CANARY;
+	memcpy(co->stack_lo, &canary, sizeof(canary));
 	p->allocated++;
 	return co;
 }

@@ -34,11 +34,14 @@ struct coro {
 	int done;
 	unsigned char *stack_lo;    /* lowest usable byte (just above the guard page) */
 	size_t stack_size;
+	int guarded;		    /* 0: carved from a slab, a canary instead of a guard page */
 	struct coro *next_free;
 	void *asan_fake_stack;
 	const void *asan_caller_bottom;
 	size_t asan_caller_size;
 };
+
+struct coro_slab;
 
 struct coro_pool {
 	size_t stack_size; /* usable bytes per stack, page multiple */
@@ -46,6 +49,14 @@ struct coro_pool {
 	struct coro *free;
 	uint64_t allocated;
 	uint64_t in_use;
+	/* Each guarded stack costs two memory mappings, and the kernel caps a process's
+	 * mappings (vm.max_map_count). Past guard_limit stacks come from slabs: one mapping
+	 * per slab, a canary at the bottom of each stack instead of a guard page. */
+	uint64_t guard_limit;
+	uint64_t guarded;
+	struct coro_slab *slabs;
+	unsigned char *slab_next;
+	size_t slab_left;
 };
 
 /* @stack_size: usable bytes (rounded up to pages, at least 16 KiB). @return 0 or -EINVAL. */
@@ -62,11 +73,14 @@ int coro_resume(struct coro *co);
 /* From inside @co: give the thread back to whoever resumed it. */
 void coro_yield(struct coro *co);
 
+/* A slab stack's canary is intact (always 1 for a guarded stack). */
+int coro_stack_intact(const struct coro *co);
+
 /* The guard page of @co: [lo, hi). For telling a stack overflow from other faults. */
 static inline int coro_in_guard(const struct coro *co, const void *addr, size_t page)
 {
 	const unsigned char *a = addr;
-	return a >= co->stack_lo - page && a < co->stack_lo;
+	return co->guarded && a >= co->stack_lo - page && a < co->stack_lo;
 }
 
 #endif

@@ -286,6 +286,45 @@ START_TEST(deep_chains_and_wide_fans_of_awaited_subtasks)
 }
 END_TEST
 
+START_TEST(a_hundred_thousand_suspended_tasks_on_one_worker)
+{
+	enum { N = 100000 };
+	struct chi_client *c;
+	struct chi_pool_id pool;
+	char why[256];
+	static struct chi_future f[N];
+
+	setenv("CHI_REPO_PATH", CHI_TEST_MODULE_DIR, 1);
+	ck_assert_int_eq(rt_start(&rt, 1, 50,
+				  "memory:\n  client_data_segment_size: 256MB\n  lanes_per_client: 4\n"),
+			 0);
+	ck_assert_int_eq(rt_connect(&rt, &c), 0);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "many", NULL, 1, NULL, 0,
+						      &pool, why, sizeof(why)),
+			 0);
+	for (int i = 0; i < N; i++) {
+		struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 600 * 1000000ull;
+		ck_assert_int_eq(chi_submit(c, t, &f[i]), 0);
+	}
+	/* A Noop after them runs: every sleeper has started (lanes are FIFO) and suspended. */
+	struct chi_task *n = sm_task(c, pool, CHI_SM_NOOP, 0);
+	struct chi_future g;
+	ck_assert_int_eq(chi_submit(c, n, &g), 0);
+	ck_assert_int_eq(chi_wait(&g), 0);
+	struct chi_pool_info info;
+	ck_assert_int_eq(chi_admin_pool_stats(c, pool, &info, NULL, 0), 0);
+	ck_assert_uint_eq(info.tasks, N + 1);
+	/* None could have finished: stopping the runtime cancels all 100k at once. */
+	ck_assert_int_eq(rt_stop(&rt), 0);
+	int cancelled = 0;
+	for (int i = 0; i < N; i++)
+		cancelled += chi_wait(&f[i]) == -ECANCELED;
+	ck_assert_int_eq(cancelled, N);
+	chi_client_disconnect(c);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -306,6 +345,7 @@ int main(void)
 	tcase_add_test(tc, a_task_that_never_yields_is_reported);
 	tcase_add_test(tc, monitor_runs_periodically_on_each_container);
 	tcase_add_test(tc, deep_chains_and_wide_fans_of_awaited_subtasks);
+	tcase_add_test(tc, a_hundred_thousand_suspended_tasks_on_one_worker);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_VERBOSE);
 }

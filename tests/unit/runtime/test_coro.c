@@ -135,6 +135,34 @@ static void overflow_fn(void *arg)
 	recurse(0);
 }
 
+START_TEST(past_the_guard_budget_stacks_come_from_slabs)
+{
+	struct coro_pool small;
+	struct counter cs[10];
+	ck_assert_int_eq(coro_pool_init(&small, 64 * 1024), 0);
+	ck_assert_uint_gt(small.guard_limit, 1000); /* from vm.max_map_count */
+	small.guard_limit = 2;
+	for (int i = 0; i < 10; i++) {
+		cs[i] = (struct counter){ .steps = 3 };
+		cs[i].self = coro_create(&small, count_fn, &cs[i]);
+		ck_assert_ptr_nonnull(cs[i].self);
+		ck_assert_int_eq(cs[i].self->guarded, i < 2);
+	}
+	for (int round = 0; round < 4; round++)
+		for (int i = 0; i < 10; i++)
+			coro_resume(cs[i].self);
+	for (int i = 0; i < 10; i++) {
+		ck_assert_int_eq(cs[i].self->done, 1);
+		ck_assert_int_eq(coro_stack_intact(cs[i].self), 1);
+	}
+	cs[5].self->stack_lo[0] ^= 0xff; /* what an overflow into the canary looks like */
+	ck_assert_int_eq(coro_stack_intact(cs[5].self), 0);
+	for (int i = 0; i < 10; i++)
+		coro_release(&small, cs[i].self);
+	coro_pool_fini(&small);
+}
+END_TEST
+
 START_TEST(overflow_hits_the_guard_page)
 {
 #if defined(__SANITIZE_ADDRESS__)
@@ -167,6 +195,7 @@ int main(void)
 	tcase_add_test(tc, stack_is_abi_aligned);
 	tcase_add_test(tc, switch_preserves_state);
 	tcase_add_test(tc, many_interleaved_and_stacks_reused);
+	tcase_add_test(tc, past_the_guard_budget_stacks_come_from_slabs);
 	tcase_add_test(tc, overflow_hits_the_guard_page);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_NORMAL);
