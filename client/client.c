@@ -448,6 +448,8 @@ static inline int task_done(struct chi_task *t, int *rc)
 int chi_test(struct chi_future *f)
 {
 	int rc;
+	if (!f->client) /* a subtask's future: no runtime connection to check */
+		return task_done(f->task, &rc);
 	if (task_done(f->task, &rc))
 		return 1;
 	/* A syscall per poll would be ruinous; look at the socket now and then. */
@@ -459,6 +461,13 @@ int chi_test(struct chi_future *f)
 
 int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 {
+	if (!f->client) {
+		/* A subtask's future, inside a handler: blocking here would hold the worker
+		 * that has to run the subtask. */
+		CHI_LOG_ERROR("chi_wait on a subtask future: a handler must use chi_await() "
+			      "(and be CHI_METHOD_MAY_YIELD); refusing to block the worker");
+		return -EDEADLK;
+	}
 	struct chi_task *t = f->task;
 	_Atomic uint32_t *state = (_Atomic uint32_t *)&t->state;
 	int rc;

@@ -106,7 +106,8 @@ CHI_API int chi_submit_batch(struct chi_client *client, struct chi_task *const *
 /**
  * Wait for completion: spin briefly, then sleep on the task's futex.
  * @return the task's rc (0 or the -errno the method gave) or -ECONNRESET if the runtime
- *         died before completing it.
+ *         died before completing it; -EDEADLK (logged) for a subtask's future inside a
+ *         handler, which must use chi_await() instead.
  */
 CHI_API int chi_wait(struct chi_future *future);
 

@@ -140,6 +140,12 @@ START_TEST(yield_outside_a_yielding_method_is_reported)
 	ck_assert_int_eq(chi_wait(&f), -EPERM);
 	snprintf(cmd, sizeof(cmd), "grep -q 'chi_yield from a method not flagged' %s", rt.log);
 	ck_assert_int_eq(rt_sh(cmd), 0);
+	/* A blocking wait inside a handler is refused and reported; the worker carries on. */
+	struct chi_task *b = sm_task(c, mis, 13, 0);
+	ck_assert_int_eq(chi_submit(c, b, &f), 0);
+	ck_assert_int_eq(chi_wait_timeout(&f, 5000000000ull), -EDEADLK);
+	snprintf(cmd, sizeof(cmd), "grep -q 'chi_wait on a subtask future' %s", rt.log);
+	ck_assert_int_eq(rt_sh(cmd), 0);
 	chi_client_disconnect(c);
 	ck_assert_int_eq(rt_stop(&rt), 0);
 }

@@ -86,14 +86,32 @@ static int spin(struct chi_request *req)
 	return 0;
 }
 
+/* A blocking client wait on a subtask, from a handler: refused with -EDEADLK, not a hang. */
+static int blocking_wait(struct chi_request *req)
+{
+	struct chi_task *t;
+	struct chi_future f;
+	int rc = chi_subtask_alloc(req, 0, &t);
+	if (rc)
+		return rc;
+	t->pool = chi_container_pool_id(chi_req_container(req));
+	t->method = 12; /* spin */
+	t->params_size = 0;
+	rc = chi_subtask_submit(req, t, &f);
+	if (rc == 0)
+		rc = chi_wait(&f);
+	return rc; /* the subtask record stays: it may still be in flight */
+}
+
 static const struct chi_method_desc misuse_methods[] = {
 	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
 	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
 	{ 12, "spin", spin, 0, sizeof(uint32_t), 0 },
+	{ 13, "blocking_wait", blocking_wait, 0, 0, 0 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 3 };
+					  .methods = misuse_methods, .num_methods = 4 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
