@@ -195,7 +195,6 @@ static int init_lanes(struct chi_client *c)
 		struct client_lane *lane = &c->lanes[i];
 		lane->client = c;
 		lane->index = i;
-		lane->doorbell = c->doorbells[c->hdr->lane_worker[i]];
 		arena_init(lane, &c->layout);
 	}
 	c->info.client_id = c->hdr->client_id;
@@ -358,10 +357,17 @@ static int check_runtime(struct chi_client *c)
 	return 0;
 }
 
+/* The lane's worker can change (the runtime moves lanes away from a stuck worker): read it
+ * from the segment each time; only on the slow path, when the worker was asleep. */
 static void ring_doorbell(struct client_lane *lane)
 {
+	struct chi_client *c = lane->client;
+	uint32_t w = atomic_load_explicit((_Atomic uint16_t *)&c->hdr->lane_worker[lane->index],
+					  memory_order_relaxed);
 	uint64_t one = 1;
-	if (write(lane->doorbell, &one, sizeof(one)) < 0)
+	if (w >= c->num_workers)
+		w = 0; /* the runtime wrote garbage? any doorbell still wakes a worker */
+	if (write(c->doorbells[w], &one, sizeof(one)) < 0)
 		CHI_LOG_ERROR("doorbell write failed: %s", strerror(errno));
 }
 

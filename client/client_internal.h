@@ -22,7 +22,6 @@ struct client_lane {
 	uint32_t index;
 	_Atomic int owned; /* a thread has claimed this lane */
 	struct chi_ring_producer prod;
-	int doorbell;
 
 	/* Arena: only the owning thread bumps and uses free_list; other threads hand blocks
 	 * back through remote_free (push one / take all, so no ABA). Offsets, 0 = none. */

@@ -53,6 +53,7 @@ static const struct key_desc keys[] = {
 	{ "runtime.cpus", KEY_CPUS, OFF(cpus), 0, 0 },
 	{ "runtime.numa_node", KEY_INT, OFF(numa_node), 0, 1023 },
 	{ "runtime.stall_report_ms", KEY_U32, OFF(stall_report_ms), 0, 3600000 },
+	{ "runtime.steal_after_ms", KEY_U32, OFF(steal_after_ms), 0, 3600000 },
 	{ "runtime.heartbeat_interval", KEY_IGNORED, 0, 0, 0 },
 	{ "runtime.max_sleep", KEY_IGNORED, 0, 0, 0 },
 	{ "memory.client_data_segment_size", KEY_SIZE, OFF(client_data_segment_size),
@@ -86,6 +87,7 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->stack_size = 64 * 1024;
 	cfg->numa_node = -1;
 	cfg->stall_report_ms = 1000;
+	cfg->steal_after_ms = 100;
 	cfg->client_data_segment_size = 256ull << 20;
 	cfg->lanes_per_client = 16;
 	cfg->max_clients = 1024;
@@ -615,8 +617,11 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 		cfg->num_threads, cfg->queue_depth, cfg->local_sched);
 	fprintf(out, "  first_busy_wait: %llu\n  conf_dir: %s\n  run_dir: %s\n",
 		(unsigned long long)cfg->first_busy_wait_us, cfg->conf_dir, run_dir);
-	fprintf(out, "  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  cpus: [",
-		(unsigned long long)cfg->stack_size, cfg->numa_node, cfg->stall_report_ms);
+	fprintf(out,
+		"  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  steal_after_ms: %u\n"
+		"  cpus: [",
+		(unsigned long long)cfg->stack_size, cfg->numa_node, cfg->stall_report_ms,
+		cfg->steal_after_ms);
 	for (uint32_t i = 0; i < cfg->num_cpus; i++)
 		fprintf(out, "%s%d", i ? ", " : "", cfg->cpus[i]);
 	fprintf(out,

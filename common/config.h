@@ -50,6 +50,7 @@ struct chi_config {
 	uint32_t num_cpus; /* 0: choose automatically */
 	int numa_node;	   /* -1: automatic */
 	uint32_t stall_report_ms; /* report a task running this long without yielding; 0 off */
+	uint32_t steal_after_ms;  /* move a stalled worker's waiting lanes after this; 0 off */
 
 	/* memory */
 	uint64_t client_data_segment_size;

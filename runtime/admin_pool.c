@@ -81,6 +81,7 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 	s.clients_reclaimed = atomic_load_explicit(&rt->clients_reclaimed, memory_order_relaxed);
 	s.bad_submissions = atomic_load_explicit(&rt->bad_submissions, memory_order_relaxed);
 	s.stalls_reported = atomic_load_explicit(&rt->stalls_reported, memory_order_relaxed);
+	s.lanes_stolen = atomic_load_explicit(&rt->lanes_stolen, memory_order_relaxed);
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *o = &rt->workers[i];
 		uint64_t run = atomic_load_explicit(&o->tasks_run, memory_order_relaxed);

@@ -135,6 +135,7 @@ static void init_client_segment(struct runtime *rt, struct rt_client *c)
 	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
 		c->lane_worker[i] = (uint16_t)(rt->next_lane_worker++ % rt->num_workers);
 		h->lane_worker[i] = c->lane_worker[i];
+		atomic_init(&c->lane_token[i], c->lane_worker[i]);
 		chi_ring_init(chi_seg_lane(c->base, &c->layout, i));
 	}
 }
@@ -549,8 +550,11 @@ static int serve(struct runtime *rt)
 {
 	struct epoll_event evs[64];
 
-	/* The stall watchdog looks four times per reporting period. */
+	/* The stall watchdog looks four times per reporting period, twice per stealing delay. */
 	int watch_ms = rt->cfg.stall_report_ms ? (int)(rt->cfg.stall_report_ms / 4) + 1 : -1;
+	if (rt->cfg.steal_after_ms && rt->num_workers > 1 &&
+	    (watch_ms < 0 || (int)rt->cfg.steal_after_ms / 2 + 1 < watch_ms))
+		watch_ms = (int)rt->cfg.steal_after_ms / 2 + 1;
 	while (!atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
 		int timeout = rt->pending ? 500 : -1;
 		if (watch_ms > 0 && (timeout < 0 || watch_ms < timeout))
@@ -562,8 +566,11 @@ static int serve(struct runtime *rt)
 			handle_event(rt, &evs[i]);
 		if (rt->pending)
 			expire_pending(rt);
-		if (watch_ms > 0)
-			rt_watchdog_check(rt, chi_now_ns());
+		if (watch_ms > 0) {
+			uint64_t now = chi_now_ns();
+			rt_watchdog_check(rt, now);
+			rt_steal_from_stalled(rt, now);
+		}
 	}
 	return 0;
 }

@@ -32,12 +32,17 @@ struct rt_client {
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
 	struct chi_seg_header *hdr;
 	uint16_t lane_worker[CHI_SEG_MAX_LANES];
+	/* Who consumes each lane: a worker index, RT_LANE_BUSY or-ed in while it dequeues. The
+	 * control thread moves the lanes of a stalled worker by swapping this (work stealing). */
+	_Atomic uint32_t lane_token[CHI_SEG_MAX_LANES];
 	_Atomic uint32_t refs;
 	_Atomic uint64_t bad_submissions;
 	int detaching;
 	void *conn; /* the control thread's record of the socket; NULL once detached */
 	struct rt_client *next;
 };
+
+#define RT_LANE_BUSY 0x80000000u
 
 /* A lane as one worker polls it. */
 struct rt_lane {
@@ -53,6 +58,7 @@ enum rt_msg_type {
 	RT_MSG_BARRIER,	      /* count it: everything posted before has been handled */
 	RT_MSG_MONITOR,	      /* start the periodic monitor of a container I own */
 	RT_MSG_WAKE,	      /* a subtask this suspended task awaits has completed */
+	RT_MSG_ADOPT,	      /* a lane taken from a stalled worker is mine now */
 };
 
 struct rt_fanout;
@@ -73,6 +79,7 @@ struct rt_msg {
 	struct rt_client *client;
 	struct chi_container *container; /* RT_MSG_MONITOR */
 	struct rt_ytask *yt;		 /* RT_MSG_WAKE */
+	uint32_t lane;			 /* RT_MSG_ADOPT, with client */
 	struct rt_work work;
 	struct rt_msg *next;
 };
@@ -168,6 +175,7 @@ struct runtime {
 	uint32_t next_lane_worker;
 	_Atomic uint64_t clients_reclaimed;
 	_Atomic uint64_t stalls_reported;
+	_Atomic uint64_t lanes_stolen;
 	_Atomic uint64_t bad_submissions;
 	_Atomic int stop_requested;
 };
@@ -193,6 +201,8 @@ void rt_yield_fini(struct worker *w);
 /* worker.c */
 struct worker *rt_self(void);
 void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt);
+void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane);
+void rt_steal_from_stalled(struct runtime *rt, uint64_t now_ns);
 void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m);
 void rt_activity_end(void);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);

@@ -46,12 +46,70 @@ void rt_activity_end(void)
 				      memory_order_relaxed);
 }
 
+/* Has @w been inside one handler segment since the watchdog's last change of view, for at
+ * least @ms? (Control thread; uses the watchdog's bookkeeping.) */
+static int stuck_for(const struct worker *w, uint64_t now, uint32_t ms)
+{
+	uint64_t begun = atomic_load_explicit(&w->segments_begun, memory_order_acquire);
+	uint64_t ended = atomic_load_explicit(&w->segments_ended, memory_order_relaxed);
+	return begun != ended && begun == w->watch_seen &&
+	       now - w->watch_since_ns >= (uint64_t)ms * 1000000ull;
+}
+
+/* Control thread: tasks waiting in the lanes of a worker stuck in one long task move to
+ * workers that are not stuck. The lane token makes the hand-over safe: the stuck worker
+ * cannot be inside a dequeue (it is inside a handler), and the swap fails if it is. */
+void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
+{
+	uint32_t ms = rt->cfg.steal_after_ms, next = 0;
+	if (!ms || rt->num_workers < 2)
+		return;
+	for (uint32_t a = 0; a < rt->num_workers; a++) {
+		if (!stuck_for(&rt->workers[a], now, ms))
+			continue;
+		for (struct rt_client *c = rt->clients; c; c = c->next) {
+			if (c->detaching)
+				continue;
+			for (uint32_t l = 0; l < c->layout.num_lanes; l++) {
+				struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, l);
+				if (atomic_load_explicit(&ring->tail, memory_order_acquire) ==
+				    atomic_load_explicit(&ring->head, memory_order_acquire))
+					continue; /* nothing waiting */
+				uint32_t b = rt->num_workers;
+				for (uint32_t k = 0; k < rt->num_workers; k++) {
+					uint32_t cand = (next + k) % rt->num_workers;
+					if (cand != a && !stuck_for(&rt->workers[cand], now, ms)) {
+						b = cand;
+						break;
+					}
+				}
+				if (b == rt->num_workers)
+					return; /* everyone is stuck: nowhere to move work */
+				uint32_t expect = a;
+				if (!atomic_compare_exchange_strong_explicit(
+					    &c->lane_token[l], &expect, b, memory_order_acq_rel,
+					    memory_order_relaxed))
+					continue; /* not a's, or a is dequeuing right now */
+				next = b + 1;
+				c->lane_worker[l] = (uint16_t)b;
+				/* The client rings b's doorbell from now on. */
+				atomic_store_explicit((_Atomic uint16_t *)&c->hdr->lane_worker[l],
+						      (uint16_t)b, memory_order_relaxed);
+				rt_worker_post_adopt(&rt->workers[b], c, l);
+				atomic_fetch_add_explicit(&rt->lanes_stolen, 1, memory_order_relaxed);
+				CHI_LOG_INFO("lane %u of client %u moved from stuck worker %u to %u", l,
+					     c->id, a, b);
+			}
+		}
+	}
+}
+
 /* Control thread: name a worker that has been inside one handler segment for longer than
  * runtime.stall_report_ms (once per stall). The tasks queued behind it are stuck too. */
 void rt_watchdog_check(struct runtime *rt, uint64_t now)
 {
 	uint64_t limit = (uint64_t)rt->cfg.stall_report_ms * 1000000ull;
-	for (uint32_t i = 0; limit && i < rt->num_workers; i++) {
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *w = &rt->workers[i];
 		/* A9: pairs with R9 in rt_activity_begin. */
 		uint64_t begun = atomic_load_explicit(&w->segments_begun, memory_order_acquire);
@@ -61,8 +119,8 @@ void rt_watchdog_check(struct runtime *rt, uint64_t now)
 			w->watch_since_ns = now;
 			continue;
 		}
-		if (now - w->watch_since_ns < limit || w->watch_reported == begun)
-			continue;
+		if (!limit || now - w->watch_since_ns < limit || w->watch_reported == begun)
+			continue; /* the bookkeeping above also serves work stealing */
 		const struct chi_container *c =
 			atomic_load_explicit(&w->cur_container, memory_order_relaxed);
 		const struct chi_method_desc *m =
@@ -107,6 +165,14 @@ void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *c
 {
 	struct rt_msg *m = new_msg(type);
 	m->client = client;
+	post(w, m);
+}
+
+void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane)
+{
+	struct rt_msg *m = new_msg(RT_MSG_ADOPT);
+	m->client = c;
+	m->lane = lane;
 	post(w, m);
 }
 
@@ -330,7 +396,32 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 		rt_task_complete(w, task, rc);
 }
 
-/* @return entries processed, bounded by @max. */
+/* Take the right to dequeue from @lane for one burst. 0: the lane is no longer ours (the
+ * control thread gave it to another worker while we were stuck in a task). */
+static int claim(struct worker *w, struct rt_lane *lane)
+{
+	uint32_t mine = w->index;
+	/* A10: pairs with R10 (the previous owner's release) and with the steal. */
+	return atomic_compare_exchange_strong_explicit(&lane->client->lane_token[lane->index],
+						       &mine, mine | RT_LANE_BUSY,
+						       memory_order_acquire, memory_order_relaxed);
+}
+
+static void unclaim(struct worker *w, struct rt_lane *lane)
+{
+	/* R10: our head update is visible to whoever owns the lane next. */
+	atomic_store_explicit(&lane->client->lane_token[lane->index], w->index,
+			      memory_order_release);
+}
+
+static int lane_is_mine(struct worker *w, const struct rt_lane *lane)
+{
+	return (atomic_load_explicit(&lane->client->lane_token[lane->index],
+				     memory_order_relaxed) & ~RT_LANE_BUSY) == w->index;
+}
+
+/* @return entries processed, bounded by @max; -1 when the lane was moved to another worker
+ * (the caller forgets it). */
 static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 {
 	uint32_t offs[LANE_BURST];
@@ -338,7 +429,12 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 
 	while ((uint32_t)total < max) {
 		uint32_t want = max - (uint32_t)total < LANE_BURST ? max - (uint32_t)total : LANE_BURST;
+		if (chi_ring_empty(&lane->cons))
+			return lane_is_mine(w, lane) ? total : -1;
+		if (!claim(w, lane))
+			return -1;
 		int n = chi_ring_dequeue_burst(&lane->cons, offs, want);
+		unclaim(w, lane);
 		if (n == -EPROTO) {
 			reject(w, lane->client, lane->index, 0, "lane indices are corrupt; lane dropped");
 			/* Resynchronise so that we stop reading garbage from this lane. */
@@ -360,25 +456,47 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 	return total;
 }
 
+/* Every lane once; a lane another worker took over is forgotten. */
+static int poll_lanes(struct worker *w)
+{
+	int n = 0;
+	for (uint32_t i = 0; i < w->num_lanes;) {
+		int k = poll_lane(w, &w->lanes[i], 4 * LANE_BURST);
+		if (k < 0) {
+			/* Not ours any more: leave its sleep flag alone, it is the new owner's. */
+			w->lanes[i] = w->lanes[--w->num_lanes];
+			continue;
+		}
+		n += k;
+		i++;
+	}
+	return n;
+}
+
+static int add_lane(struct worker *w, struct rt_client *c, uint32_t i)
+{
+	if (w->num_lanes == w->cap_lanes) {
+		uint32_t cap = w->cap_lanes ? w->cap_lanes * 2 : 16;
+		struct rt_lane *l = realloc(w->lanes, cap * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		w->lanes = l;
+		w->cap_lanes = cap;
+	}
+	struct rt_lane *lane = &w->lanes[w->num_lanes++];
+	lane->client = c;
+	lane->index = i;
+	/* A10 (via the message's lock, for an adopted lane): the head the last owner left. */
+	chi_ring_consumer_init(&lane->cons, chi_seg_lane(c->base, &c->layout, i),
+			       c->layout.lane_depth);
+	return 0;
+}
+
 static int add_client_lanes(struct worker *w, struct rt_client *c)
 {
-	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
-		if (c->lane_worker[i] != w->index)
-			continue;
-		if (w->num_lanes == w->cap_lanes) {
-			uint32_t cap = w->cap_lanes ? w->cap_lanes * 2 : 16;
-			struct rt_lane *l = realloc(w->lanes, cap * sizeof(*l));
-			if (!l)
-				return -ENOMEM;
-			w->lanes = l;
-			w->cap_lanes = cap;
-		}
-		struct rt_lane *lane = &w->lanes[w->num_lanes++];
-		lane->client = c;
-		lane->index = i;
-		chi_ring_consumer_init(&lane->cons, chi_seg_lane(c->base, &c->layout, i),
-				       c->layout.lane_depth);
-	}
+	for (uint32_t i = 0; i < c->layout.num_lanes; i++)
+		if (c->lane_worker[i] == w->index && add_lane(w, c, i) != 0)
+			return -ENOMEM;
 	return 0;
 }
 
@@ -391,7 +509,7 @@ static void detach_client(struct worker *w, struct rt_client *c)
 			i++;
 			continue;
 		}
-		poll_lane(w, &w->lanes[i], c->layout.lane_depth);
+		poll_lane(w, &w->lanes[i], c->layout.lane_depth); /* -1: another worker drains it */
 		w->lanes[i] = w->lanes[--w->num_lanes];
 	}
 	cancel_timers(w, c);
@@ -428,6 +546,10 @@ static int poll_inbox(struct worker *w)
 								     m->container->pool->monitor_period_ns,
 							     NULL, NULL, NULL, m->container }))
 				CHI_LOG_ERROR("cannot start a monitor: out of memory");
+			break;
+		case RT_MSG_ADOPT:
+			if (add_lane(w, m->client, m->lane) != 0)
+				CHI_PANIC("worker %u: out of memory adopting a lane", w->index);
 			break;
 		case RT_MSG_WAKE:
 			rt_yield_wake(w, m->yt);
@@ -497,9 +619,7 @@ static void *worker_main(void *arg)
 	if (rt_yield_init(w) != 0)
 		CHI_PANIC("worker %u: cannot set up coroutine stacks", w->index);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
-		int n = poll_inbox(w);
-		for (uint32_t i = 0; i < w->num_lanes; i++)
-			n += poll_lane(w, &w->lanes[i], 4 * LANE_BURST);
+		int n = poll_inbox(w) + poll_lanes(w);
 		if (w->num_timers)
 			n += run_timers(w, chi_now_ns());
 		if (w->ready)

@@ -103,6 +103,7 @@ struct chi_admin_stats {
 	uint64_t worker_tasks[CHI_ADMIN_STATS_MAX_WORKERS];
 	uint64_t worker_sleeps[CHI_ADMIN_STATS_MAX_WORKERS];
 	uint64_t stalls_reported;   /**< tasks that ran past runtime.stall_report_ms unyielding */
+	uint64_t lanes_stolen;	    /**< lanes moved away from a stuck worker */
 };
 
 /**

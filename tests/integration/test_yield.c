@@ -13,6 +13,7 @@
 
 #include "check_main.h"
 #include "rt_harness.h"
+#include "transport/shm_segment.h"
 
 static struct rt_harness rt;
 
@@ -331,6 +332,68 @@ START_TEST(a_hundred_thousand_suspended_tasks_on_one_worker)
 }
 END_TEST
 
+/* One try: a hog on the container owned by the worker of this thread's lane, then 100
+ * noops on that lane. @return the ms the noops took; @stolen: lanes the runtime moved. */
+static uint64_t hog_then_noops(struct chi_client *c, struct chi_pool_id hog, uint64_t *stolen)
+{
+	struct chi_admin_stats st;
+	struct chi_bulk b;
+	struct chi_future hf, nf[100];
+
+	void *buf = chi_buf_alloc(c, 64);
+	ck_assert_int_eq(chi_bulk_from_ptr(c, buf, 64, &b), 0);
+	const struct chi_seg_header *h = (const void *)((char *)buf - b.offset);
+	uint32_t lane_worker = h->lane_worker[0]; /* this thread took lane 0 */
+	chi_buf_free(c, buf);
+	uint32_t k = (lane_worker + 2 - hog.major % 2) % 2; /* (major + k) % 2 == lane_worker */
+	struct chi_task *t = sm_task(c, hog, 12, sizeof(uint32_t));
+	t->query = chi_query_direct_id(k);
+	*(uint32_t *)chi_task_params(t) = 1500; /* ms */
+	ck_assert_int_eq(chi_submit(c, t, &hf), 0);
+	usleep(20000);
+	uint64_t t0 = rt_now_ms();
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(chi_admin_noop_async(c, &nf[i]), 0);
+	for (int i = 0; i < 100; i++)
+		ck_assert_int_eq(chi_admin_finish(&nf[i]), 0);
+	uint64_t waited = rt_now_ms() - t0;
+	ck_assert_int_eq(chi_test(&hf), 0); /* the hog still runs */
+	ck_assert_msg(waited < 1000, "tasks behind the hog took %llu ms", (unsigned long long)waited);
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	*stolen = st.lanes_stolen;
+	ck_assert_int_eq(chi_wait(&hf), 0);
+	chi_task_free(c, t);
+	return waited;
+}
+
+START_TEST(tasks_behind_a_stuck_worker_move_to_an_idle_one)
+{
+	struct chi_pool_id pool, hog;
+	struct chi_future f;
+	char why[256];
+	uint64_t stolen = 0;
+
+	rt_runtime_extra = "  steal_after_ms: 50\n";
+	struct chi_client *c = start(2, &pool);
+	rt_runtime_extra = NULL;
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "hog", NULL, 2, NULL, 0,
+						      &hog, why, sizeof(why)),
+			 0);
+	/* Normally the first try moves the lane. On a loaded machine the hog can be picked up
+	 * late; the lane must have moved by the third try. */
+	for (int attempt = 0; attempt < 3 && stolen == 0; attempt++)
+		hog_then_noops(c, hog, &stolen);
+	ck_assert_uint_ge(stolen, 1);
+	/* The lane keeps working on its new worker. */
+	for (int i = 0; i < 100; i++) {
+		ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+		ck_assert_int_eq(chi_admin_finish(&f), 0);
+	}
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -352,6 +415,7 @@ int main(void)
 	tcase_add_test(tc, monitor_runs_periodically_on_each_container);
 	tcase_add_test(tc, deep_chains_and_wide_fans_of_awaited_subtasks);
 	tcase_add_test(tc, a_hundred_thousand_suspended_tasks_on_one_worker);
+	tcase_add_test(tc, tasks_behind_a_stuck_worker_move_to_an_idle_one);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_VERBOSE);
 }
