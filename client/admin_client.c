@@ -246,3 +246,25 @@ int chi_admin_pool_stats(struct chi_client *c, struct chi_pool_id pool_id,
 	chi_buf_free(c, buf);
 	return rc;
 }
+
+int chi_admin_pool_latency(struct chi_client *c, struct chi_pool_id pool_id, uint64_t *hist)
+{
+	struct chi_admin_pool_stats_params *p;
+	struct chi_future f;
+	struct chi_task *t;
+	int rc = admin_task(c, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
+	if (rc)
+		return rc;
+	p = chi_task_params(t);
+	p->pool_id = pool_id;
+	rc = submit_or_free(c, t, &f);
+	if (rc)
+		return rc;
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		return rc;
+	if (rc == 0)
+		memcpy(hist, p->latency_log2_ns, sizeof(p->latency_log2_ns));
+	chi_task_free(c, t);
+	return rc;
+}

@@ -88,8 +88,16 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 		s.tasks_completed += run;
 		s.tasks_failed += atomic_load_explicit(&o->tasks_failed, memory_order_relaxed);
 		if (i < CHI_ADMIN_STATS_MAX_WORKERS) {
+			uint64_t samples = atomic_load_explicit(&o->samples, memory_order_relaxed);
 			s.worker_tasks[i] = run;
 			s.worker_sleeps[i] = atomic_load_explicit(&o->sleeps, memory_order_relaxed);
+			s.worker_busy_pct[i] =
+				samples ? (uint32_t)(100 * atomic_load_explicit(&o->busy_samples,
+										memory_order_relaxed) /
+						     samples) :
+					  0;
+			s.worker_queue_depth[i] =
+				atomic_load_explicit(&o->queue_depth, memory_order_relaxed);
 		}
 	}
 	s.num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
@@ -167,11 +175,15 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 	out->info.num_containers = pool->num_containers;
 	snprintf(out->info.mod_name, sizeof(out->info.mod_name), "%s", pool->mod->name);
 	snprintf(out->info.pool_name, sizeof(out->info.pool_name), "%s", pool->name);
+	memset(out->latency_log2_ns, 0, sizeof(out->latency_log2_ns));
 	for (uint32_t i = 0; i < pool->num_containers; i++) {
 		uint64_t n = atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
 		out->info.tasks += n;
 		if (i < room)
 			per[i] = n;
+		for (uint32_t b = 0; b < CHI_LATENCY_BUCKETS; b++)
+			out->latency_log2_ns[b] += atomic_load_explicit(
+				&pool->containers[i].latency[b], memory_order_relaxed);
 	}
 	return 0;
 }

@@ -362,6 +362,20 @@ static int cmd_pools(struct cli_opts *o)
 	return 0;
 }
 
+/* Upper bound of the bucket that holds quantile @q of a log2 histogram (0: no samples). */
+static uint64_t hist_bound(const uint64_t *h, double q)
+{
+	uint64_t total = 0, seen = 0;
+	for (int b = 0; b < CHI_LATENCY_BUCKETS; b++)
+		total += h[b];
+	for (int b = 0; total && b < CHI_LATENCY_BUCKETS; b++) {
+		seen += h[b];
+		if ((double)seen >= q * (double)total)
+			return 2ull << b;
+	}
+	return 0;
+}
+
 /* What the runtime is doing: its Stats task and every pool's counters. */
 static int cmd_stats(struct cli_opts *o)
 {
@@ -372,9 +386,13 @@ static int cmd_stats(struct cli_opts *o)
 
 	if (attach_cli(o, &c))
 		return 3;
+	static uint64_t hist[256][CHI_LATENCY_BUCKETS];
 	int rc = chi_admin_stats(c, &st);
 	if (rc == 0)
 		rc = chi_admin_list_pools(c, info, 256, &n);
+	for (uint32_t i = 0; rc == 0 && i < n && i < 256; i++)
+		if (chi_admin_pool_latency(c, info[i].pool_id, hist[i]) != 0)
+			memset(hist[i], 0, sizeof(hist[i])); /* the admin pool keeps none */
 	chi_client_disconnect(c);
 	if (rc) {
 		fprintf(stderr, "chimaera: stats failed: %s\n", strerror(-rc));
@@ -387,23 +405,29 @@ static int cmd_stats(struct cli_opts *o)
 	if (o->json) {
 		printf("{\"pid\":%d,\"uptime_s\":%.3f,\"clients\":%u,\"tasks_completed\":%llu,"
 		       "\"tasks_failed\":%llu,\"bad_submissions\":%llu,\"clients_reclaimed\":%llu,"
-		       "\"stalls_reported\":%llu,\"workers\":[",
+		       "\"stalls_reported\":%llu,\"lanes_stolen\":%llu,\"workers\":[",
 		       st.pid, (double)st.uptime_ns / 1e9, st.num_clients,
 		       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
 		       (unsigned long long)st.bad_submissions,
 		       (unsigned long long)st.clients_reclaimed,
-		       (unsigned long long)st.stalls_reported);
+		       (unsigned long long)st.stalls_reported, (unsigned long long)st.lanes_stolen);
 		for (uint32_t i = 0; i < nw; i++)
-			printf("%s{\"id\":%u,\"tasks\":%llu,\"sleeps\":%llu}", i ? "," : "", i,
-			       (unsigned long long)st.worker_tasks[i],
-			       (unsigned long long)st.worker_sleeps[i]);
+			printf("%s{\"id\":%u,\"tasks\":%llu,\"sleeps\":%llu,\"busy_pct\":%u,"
+			       "\"queue_depth\":%u}",
+			       i ? "," : "", i, (unsigned long long)st.worker_tasks[i],
+			       (unsigned long long)st.worker_sleeps[i], st.worker_busy_pct[i],
+			       st.worker_queue_depth[i]);
 		printf("],\"pools\":[");
-		for (uint32_t i = 0; i < n; i++)
+		for (uint32_t i = 0; i < n; i++) {
 			printf("%s{\"pool_id\":\"%u.%u\",\"pool_name\":\"%s\",\"mod_name\":\"%s\","
-			       "\"containers\":%u,\"tasks\":%llu}",
+			       "\"containers\":%u,\"tasks\":%llu,\"latency_log2_ns\":[",
 			       i ? "," : "", info[i].pool_id.major, info[i].pool_id.minor,
 			       info[i].pool_name, info[i].mod_name, info[i].num_containers,
 			       (unsigned long long)info[i].tasks);
+			for (int b = 0; b < CHI_LATENCY_BUCKETS; b++)
+				printf("%s%llu", b ? "," : "", (unsigned long long)hist[i][b]);
+			printf("]}");
+		}
 		printf("]}\n");
 		return 0;
 	}
@@ -414,17 +438,21 @@ static int cmd_stats(struct cli_opts *o)
 	       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
 	       (unsigned long long)st.bad_submissions, (unsigned long long)st.clients_reclaimed,
 	       (unsigned long long)st.stalls_reported);
-	printf("%-8s %16s %12s\n", "worker", "tasks", "sleeps");
+	printf("lanes moved off stuck workers %llu\n", (unsigned long long)st.lanes_stolen);
+	printf("%-8s %16s %12s %8s %12s\n", "worker", "tasks", "sleeps", "busy%", "queued");
 	for (uint32_t i = 0; i < nw; i++)
-		printf("%-8u %16llu %12llu\n", i, (unsigned long long)st.worker_tasks[i],
-		       (unsigned long long)st.worker_sleeps[i]);
-	printf("%-12s %-24s %-16s %10s %14s\n", "pool_id", "pool_name", "mod_name", "containers",
-	       "tasks");
+		printf("%-8u %16llu %12llu %8u %12u\n", i, (unsigned long long)st.worker_tasks[i],
+		       (unsigned long long)st.worker_sleeps[i], st.worker_busy_pct[i],
+		       st.worker_queue_depth[i]);
+	printf("%-12s %-24s %-16s %10s %14s %12s %12s\n", "pool_id", "pool_name", "mod_name",
+	       "containers", "tasks", "p50<=ns", "p99<=ns");
 	for (uint32_t i = 0; i < n; i++) {
 		char id[32];
 		snprintf(id, sizeof(id), "%u.%u", info[i].pool_id.major, info[i].pool_id.minor);
-		printf("%-12s %-24s %-16s %10u %14llu\n", id, info[i].pool_name, info[i].mod_name,
-		       info[i].num_containers, (unsigned long long)info[i].tasks);
+		printf("%-12s %-24s %-16s %10u %14llu %12llu %12llu\n", id, info[i].pool_name,
+		       info[i].mod_name, info[i].num_containers, (unsigned long long)info[i].tasks,
+		       (unsigned long long)hist_bound(hist[i], 0.50),
+		       (unsigned long long)hist_bound(hist[i], 0.99));
 	}
 	return 0;
 }

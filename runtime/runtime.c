@@ -570,6 +570,7 @@ static int serve(struct runtime *rt)
 			uint64_t now = chi_now_ns();
 			rt_watchdog_check(rt, now);
 			rt_steal_from_stalled(rt, now);
+			rt_sample_workers(rt);
 		}
 	}
 	return 0;

@@ -135,6 +135,9 @@ struct worker {
 	_Atomic uint64_t segments_ended;
 	_Atomic(const struct chi_container *) cur_container;
 	_Atomic(const struct chi_method_desc *) cur_method;
+	_Atomic uint64_t busy_samples; /* watchdog samples that found the worker in a task */
+	_Atomic uint64_t samples;
+	_Atomic uint32_t queue_depth;  /* lane entries waiting, at the last sample */
 	uint64_t watch_seen;	 /* watchdog's (control thread's) last look */
 	uint64_t watch_since_ns;
 	uint64_t watch_reported;
@@ -203,6 +206,7 @@ struct worker *rt_self(void);
 void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt);
 void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane);
 void rt_steal_from_stalled(struct runtime *rt, uint64_t now_ns);
+void rt_sample_workers(struct runtime *rt);
 void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m);
 void rt_activity_end(void);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
@@ -233,6 +237,7 @@ int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt);
 /* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref. */
 void rt_work_done(struct worker *w, struct rt_work *work, int rc);
 struct rt_ytask *rt_request_ytask(struct chi_request *req);
+void rt_latency_record(struct chi_container *c, uint64_t ns);
 void rt_work_cancel(struct rt_work *work);
 
 /* pool_jobs.c: pool management handed from a worker to the control thread */

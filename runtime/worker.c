@@ -46,6 +46,34 @@ void rt_activity_end(void)
 				      memory_order_relaxed);
 }
 
+/* Control thread: busy samples and queue depths for Stats. */
+void rt_sample_workers(struct runtime *rt)
+{
+	uint32_t depth[CHI_CONFIG_MAX_WORKERS] = { 0 };
+	for (struct rt_client *c = rt->clients; c; c = c->next) {
+		if (c->detaching)
+			continue;
+		for (uint32_t l = 0; l < c->layout.num_lanes; l++) {
+			struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, l);
+			uint32_t n = atomic_load_explicit(&ring->tail, memory_order_relaxed) -
+				     atomic_load_explicit(&ring->head, memory_order_relaxed);
+			uint32_t owner = atomic_load_explicit(&c->lane_token[l], memory_order_relaxed) &
+					 ~RT_LANE_BUSY;
+			if (owner < rt->num_workers && n <= c->layout.lane_depth)
+				depth[owner] += n; /* a client's garbage indices do not count */
+		}
+	}
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		struct worker *w = &rt->workers[i];
+		int busy = atomic_load_explicit(&w->segments_begun, memory_order_relaxed) !=
+			   atomic_load_explicit(&w->segments_ended, memory_order_relaxed);
+		atomic_fetch_add_explicit(&w->samples, 1, memory_order_relaxed);
+		if (busy)
+			atomic_fetch_add_explicit(&w->busy_samples, 1, memory_order_relaxed);
+		atomic_store_explicit(&w->queue_depth, depth[i], memory_order_relaxed);
+	}
+}
+
 /* Has @w been inside one handler segment since the watchdog's last change of view, for at
  * least @ms? (Control thread; uses the watchdog's bookkeeping.) */
 static int stuck_for(const struct worker *w, uint64_t now, uint32_t ms)

@@ -25,6 +25,7 @@ struct rt_ytask {
 	struct rt_ytask *next;		      /* ready queue */
 	struct rt_ytask *all_prev, *all_next; /* every live yielding task of the worker */
 	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
+	uint64_t start_ns;
 };
 
 /* The coroutine this thread is running: for chi_yield() and for overflow reports. */
@@ -118,6 +119,8 @@ static void ytask_main(void *arg)
 
 static void finish(struct worker *w, struct rt_ytask *yt)
 {
+	if (yt->rc != -ECANCELED)
+		rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
 	if (yt->all_prev)
 		yt->all_prev->all_next = yt->all_next;
 	else
@@ -156,6 +159,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 		return -ENOMEM;
 	yt->w = w;
 	yt->work = *work;
+	yt->start_ns = chi_now_ns();
 	yt->co = coro_create(w->coros, ytask_main, yt);
 	if (!yt->co) {
 		free(yt);

@@ -104,6 +104,11 @@ struct chi_admin_stats {
 	uint64_t worker_sleeps[CHI_ADMIN_STATS_MAX_WORKERS];
 	uint64_t stalls_reported;   /**< tasks that ran past runtime.stall_report_ms unyielding */
 	uint64_t lanes_stolen;	    /**< lanes moved away from a stuck worker */
+	/** Sampled by the runtime's watchdog (every few tens of ms): the share of samples in
+	 *  which each worker was inside a task, in percent, since start... */
+	uint32_t worker_busy_pct[CHI_ADMIN_STATS_MAX_WORKERS];
+	/** ...and the tasks waiting in each worker's lanes at the last sample. */
+	uint32_t worker_queue_depth[CHI_ADMIN_STATS_MAX_WORKERS];
 };
 
 /**
@@ -138,10 +143,15 @@ CHI_API int chi_admin_stats(struct chi_client *client, struct chi_admin_stats *o
 
 /** PoolStats: @c info for @c pool_id, and tasks per container into @c container_tasks
  *  (an array of uint64_t; optional: length 0). */
+#define CHI_LATENCY_BUCKETS 40
+
 struct chi_admin_pool_stats_params {
 	struct chi_pool_id pool_id;
 	struct chi_bulk container_tasks;
 	struct chi_pool_info info; /**< out */
+	/** out: handler latency of a sample of the pool's tasks (1 in 16; every yielding task,
+	 *  start to finish): bucket i counts latencies in [2^i, 2^(i+1)) ns. */
+	uint64_t latency_log2_ns[CHI_LATENCY_BUCKETS];
 };
 
 /**
@@ -173,6 +183,11 @@ CHI_API int chi_admin_list_pools(struct chi_client *client, struct chi_pool_info
  *  task counts. @return 0, -ENOENT (no such pool). */
 CHI_API int chi_admin_pool_stats(struct chi_client *client, struct chi_pool_id pool_id,
 				 struct chi_pool_info *info, uint64_t *per_container, uint32_t max);
+
+/** The latency histogram of chi_admin_pool_stats_params for @p pool_id (@p hist:
+ *  CHI_LATENCY_BUCKETS counters). @return 0 or -ENOENT. */
+CHI_API int chi_admin_pool_latency(struct chi_client *client, struct chi_pool_id pool_id,
+				   uint64_t *hist);
 
 #ifdef __cplusplus
 }

@@ -130,6 +130,13 @@ START_TEST(every_query_mode_over_four_containers)
 	ck_assert_uint_eq(sum, info.tasks);
 	ck_assert_int_eq(chi_admin_pool_stats(c, (struct chi_pool_id){ 9, 9 }, &info, NULL, 0),
 			 -ENOENT);
+	/* A latency sample of one task in 16, in log2 buckets of nanoseconds. */
+	uint64_t hist[CHI_LATENCY_BUCKETS], samples = 0;
+	ck_assert_int_eq(chi_admin_pool_latency(c, pool, hist), 0);
+	for (int b = 0; b < CHI_LATENCY_BUCKETS; b++)
+		samples += hist[b];
+	ck_assert_uint_ge(samples, 1);
+	ck_assert_uint_le(samples, info.tasks);
 
 	/* Unknown method, short parameters, unknown pool. */
 	struct chi_task *t;
@@ -341,7 +348,7 @@ START_TEST(cli_compose_and_pools)
 	ck_assert_int_eq(rt_sh(cmd), 0);
 	snprintf(cmd, sizeof(cmd),
 		 "%s stats --json --config %s | grep -q '\"pool_name\":\"cli_pool\",\"mod_name\":"
-		 "\"small_message\",\"containers\":2'",
+		 "\"small_message\",\"containers\":2,\"tasks\":0,\"latency_log2_ns\":\\['",
 		 rt_bin("chimaera"), rt.config);
 	ck_assert_int_eq(rt_sh(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "%s stats --config %s | grep -q '^worker '", rt_bin("chimaera"),

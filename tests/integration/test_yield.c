@@ -77,6 +77,37 @@ START_TEST(sleeping_tasks_do_not_hold_the_worker)
 }
 END_TEST
 
+START_TEST(sleep_is_accurate)
+{
+	struct chi_pool_id pool;
+	struct chi_client *c = start(1, &pool);
+	uint64_t lat[21];
+	for (int i = 0; i < 21; i++) {
+		struct chi_future f;
+		struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 10000;
+		uint64_t t0 = rt_now_ms();
+		ck_assert_int_eq(chi_submit(c, t, &f), 0);
+		ck_assert_int_eq(chi_wait(&f), 0);
+		lat[i] = rt_now_ms() - t0;
+		chi_task_free(c, t);
+		ck_assert_uint_ge(lat[i], 10); /* never early */
+	}
+	/* Median within a few ms of 10 ms (timer slack, wake-up, a loaded 2-core machine). */
+	for (int i = 0; i < 21; i++)
+		for (int j = i + 1; j < 21; j++)
+			if (lat[j] < lat[i]) {
+				uint64_t x = lat[i];
+				lat[i] = lat[j];
+				lat[j] = x;
+			}
+	ck_assert_msg(lat[10] <= 15, "median sleep of 10 ms took %llu ms",
+		      (unsigned long long)lat[10]);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 START_TEST(thousands_of_yielding_tasks_interleave)
 {
 	enum { N = 3000 };
@@ -384,6 +415,10 @@ START_TEST(tasks_behind_a_stuck_worker_move_to_an_idle_one)
 	for (int attempt = 0; attempt < 3 && stolen == 0; attempt++)
 		hog_then_noops(c, hog, &stolen);
 	ck_assert_uint_ge(stolen, 1);
+	/* Stats saw the hog: some worker was busy for a good share of the time. */
+	struct chi_admin_stats st;
+	ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	ck_assert_uint_ge(st.worker_busy_pct[0] + st.worker_busy_pct[1], 30);
 	/* The lane keeps working on its new worker. */
 	for (int i = 0; i < 100; i++) {
 		ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
@@ -407,6 +442,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, NULL, teardown);
 	tcase_add_test(tc, sleeping_tasks_do_not_hold_the_worker);
+	tcase_add_test(tc, sleep_is_accurate);
 	tcase_add_test(tc, thousands_of_yielding_tasks_interleave);
 	tcase_add_test(tc, destroy_waits_for_sleepers_and_stop_cancels_them);
 	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
