@@ -209,6 +209,17 @@ int chi_await(struct chi_request *req, struct chi_future *f)
 	return t->rc;
 }
 
+int chi_await_all(struct chi_request *req, struct chi_future *f, uint32_t n)
+{
+	int first = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		int rc = chi_await(req, &f[i]);
+		if (rc && !first)
+			first = rc;
+	}
+	return first;
+}
+
 /* A cancelled awaiter must never be woken afterwards. */
 void rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt)
 {

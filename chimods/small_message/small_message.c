@@ -164,10 +164,13 @@ static int sm_fan(struct chi_request *req)
 				break;
 			}
 		}
-		for (uint32_t i = 0; i < k; i++) {
-			ok += chi_await(req, &f[i]) == 0;
+		if (chi_await_all(req, f, k) == 0)
+			ok += k;
+		else
+			for (uint32_t i = 0; i < k; i++) /* all are done: count the good ones */
+				ok += chi_await(req, &f[i]) == 0;
+		for (uint32_t i = 0; i < k; i++)
 			chi_subtask_free(req, t[i]);
-		}
 		if (k < n)
 			return -ENOMEM;
 		done += n;

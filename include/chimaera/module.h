@@ -175,6 +175,10 @@ CHI_API int chi_subtask_submit(struct chi_request *req, struct chi_task *t,
  */
 CHI_API int chi_await(struct chi_request *req, struct chi_future *f);
 
+/** chi_await() each of @p n futures. @return 0, or the first non-zero rc among them (all are
+ *  awaited either way). */
+CHI_API int chi_await_all(struct chi_request *req, struct chi_future *f, uint32_t n);
+
 /** Parse a size as the runtime's config does ("512MB", "4096", "1g"; powers of 1024), for
  *  module compose keys. @return 0 or -EINVAL. */
 CHI_API int chi_module_parse_size(const char *s, uint64_t *out);
