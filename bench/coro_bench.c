@@ -24,11 +24,12 @@ int bench_coro(const struct bench_opts *o, struct bench_result *res, int *n)
 	struct coro_pool pool;
 	struct coro *co;
 	const uint64_t iters = o->iterations * 50;
-	void (*volatile fn)(void *) = empty_call;
+	void (*fn)(void *) = empty_call;
 
 	bench_pin(o->cpu_a);
 	if (coro_pool_init(&pool, 64 * 1024) != 0)
 		return -EINVAL;
+	__asm__ __volatile__("" : "+r"(fn)); /* the compiler may not see through it: a real call */
 	co = coro_create(&pool, yielder, &co);
 	if (!co)
 		return -ENOMEM;

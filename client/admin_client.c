@@ -5,6 +5,8 @@
 
 #include <chimaera/admin.h>
 
+#include "client_internal.h"
+
 static int admin_task(struct chi_client *c, uint32_t method, uint32_t params_size,
 		      struct chi_task **out)
 {
@@ -83,18 +85,14 @@ int chi_admin_finish(struct chi_future *f)
 
 int chi_admin_stats(struct chi_client *c, struct chi_admin_stats *out)
 {
-	struct chi_future f;
 	struct chi_task *t;
 	int rc = admin_task(c, CHI_ADMIN_STATS, sizeof(*out), &t);
 	if (rc)
 		return rc;
-	rc = submit_or_free(c, t, &f);
-	if (rc)
-		return rc;
-	rc = chi_wait(&f);
+	rc = client_run(c, &t);
 	if (rc == 0)
 		memcpy(out, chi_task_params(t), sizeof(*out));
-	if (rc != -ECONNRESET)
+	if (t)
 		chi_task_free(c, t);
 	return rc;
 }
@@ -113,7 +111,6 @@ int chi_admin_get_or_create_pool(struct chi_client *c, const char *mod_name, con
 				 char *why, size_t why_len)
 {
 	struct chi_admin_create_pool_params *p;
-	struct chi_future f;
 	struct chi_task *t;
 	uint64_t kv_size = 0;
 
@@ -143,11 +140,8 @@ int chi_admin_get_or_create_pool(struct chi_client *c, const char *mod_name, con
 		memcpy(dst, kv[i], n);
 		dst += n;
 	}
-	rc = submit_or_free(c, t, &f);
-	if (rc)
-		return rc;
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
+	rc = client_run(c, &t);
+	if (!t)
 		return rc;
 	if (rc == 0 && out)
 		*out = p->pool_id;
@@ -160,7 +154,6 @@ int chi_admin_destroy_pool(struct chi_client *c, struct chi_pool_id pool_id, cha
 			   size_t why_len)
 {
 	struct chi_admin_destroy_pool_params *p;
-	struct chi_future f;
 	struct chi_task *t;
 
 	copy_why(why, why_len, "");
@@ -169,11 +162,8 @@ int chi_admin_destroy_pool(struct chi_client *c, struct chi_pool_id pool_id, cha
 		return rc;
 	p = chi_task_params(t);
 	p->pool_id = pool_id;
-	rc = submit_or_free(c, t, &f);
-	if (rc)
-		return rc;
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
+	rc = client_run(c, &t);
+	if (!t)
 		return rc;
 	copy_why(why, why_len, p->why);
 	chi_task_free(c, t);
@@ -184,7 +174,6 @@ int chi_admin_list_pools(struct chi_client *c, struct chi_pool_info *out, uint32
 			 uint32_t *count)
 {
 	struct chi_admin_list_pools_params *p;
-	struct chi_future f;
 	struct chi_task *t;
 	struct chi_pool_info *buf = chi_buf_alloc(c, (size_t)(max ? max : 1) * sizeof(*out));
 
@@ -197,14 +186,12 @@ int chi_admin_list_pools(struct chi_client *c, struct chi_pool_info *out, uint32
 	}
 	p = chi_task_params(t);
 	chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(*out), &p->out);
-	rc = submit_or_free(c, t, &f);
-	if (rc) {
-		chi_buf_free(c, buf);
+	rc = client_run(c, &t);
+	if (!t) {
+		if (rc != -ECONNRESET) /* a dead runtime may still write buf: leave it */
+			chi_buf_free(c, buf);
 		return rc;
 	}
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
-		return rc; /* the runtime may never have let go of buf: leave both */
 	if (rc == 0) {
 		*count = p->count;
 		memcpy(out, buf, (size_t)(p->count < max ? p->count : max) * sizeof(*out));
@@ -218,31 +205,32 @@ int chi_admin_pool_stats(struct chi_client *c, struct chi_pool_id pool_id,
 			 struct chi_pool_info *info, uint64_t *per_container, uint32_t max)
 {
 	struct chi_admin_pool_stats_params *p;
-	struct chi_future f;
 	struct chi_task *t;
 	uint64_t *buf = max ? chi_buf_alloc(c, (size_t)max * sizeof(uint64_t)) : NULL;
 
 	if (max && !buf)
 		return -ENOMEM;
 	int rc = admin_task(c, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
-	if (rc == 0) {
-		p = chi_task_params(t);
-		p->pool_id = pool_id;
-		if (buf)
-			chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(uint64_t), &p->container_tasks);
-		rc = submit_or_free(c, t, &f);
-		if (rc == 0) {
-			rc = chi_wait(&f);
-			if (rc == -ECONNRESET)
-				return rc;
-			if (rc == 0) {
-				*info = p->info;
-				if (buf)
-					memcpy(per_container, buf, (size_t)max * sizeof(uint64_t));
-			}
-			chi_task_free(c, t);
-		}
+	if (rc) {
+		chi_buf_free(c, buf);
+		return rc;
 	}
+	p = chi_task_params(t);
+	p->pool_id = pool_id;
+	if (buf)
+		chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(uint64_t), &p->container_tasks);
+	rc = client_run(c, &t);
+	if (!t) {
+		if (rc != -ECONNRESET)
+			chi_buf_free(c, buf);
+		return rc;
+	}
+	if (rc == 0) {
+		*info = p->info;
+		if (buf)
+			memcpy(per_container, buf, (size_t)max * sizeof(uint64_t));
+	}
+	chi_task_free(c, t);
 	chi_buf_free(c, buf);
 	return rc;
 }
@@ -250,21 +238,16 @@ int chi_admin_pool_stats(struct chi_client *c, struct chi_pool_id pool_id,
 int chi_admin_pool_latency(struct chi_client *c, struct chi_pool_id pool_id, uint64_t *hist)
 {
 	struct chi_admin_pool_stats_params *p;
-	struct chi_future f;
 	struct chi_task *t;
 	int rc = admin_task(c, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
 	if (rc)
 		return rc;
 	p = chi_task_params(t);
 	p->pool_id = pool_id;
-	rc = submit_or_free(c, t, &f);
-	if (rc)
-		return rc;
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
-		return rc;
+	rc = client_run(c, &t);
 	if (rc == 0)
 		memcpy(hist, p->latency_log2_ns, sizeof(p->latency_log2_ns));
-	chi_task_free(c, t);
+	if (t)
+		chi_task_free(c, t);
 	return rc;
 }

@@ -4,33 +4,36 @@
 
 #include <chimaera/bdev.h>
 
-/* Run one task synchronously: params are copied in, and back out on completion. */
-static int call(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
-		uint32_t method, void *params, uint32_t size, uint64_t bounce, void **bounce_out,
-		struct chi_task **keep)
+#include "client_internal.h"
+
+/* A bdev task for @container with @size bytes of parameters copied from @params and room for
+ * @bounce more bytes after them. */
+static int bdev_task(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
+		     uint32_t method, const void *params, uint32_t size, uint64_t bounce,
+		     struct chi_task **out)
 {
-	struct chi_task *t;
-	struct chi_future f;
-	int rc = chi_task_alloc(c, (uint32_t)(size + bounce), &t);
+	if (bounce > UINT32_MAX - size)
+		return -EINVAL;
+	int rc = chi_task_alloc(c, (uint32_t)(size + bounce), out);
 	if (rc)
 		return rc;
-	t->pool = pool;
-	t->method = method;
-	t->query = chi_query_direct_id(container);
-	memcpy(chi_task_params(t), params, size);
-	if (bounce_out)
-		*bounce_out = (char *)chi_task_params(t) + size;
-	if (keep) { /* the caller fills the bounce area, submits and frees */
-		*keep = t;
-		return 0;
-	}
-	rc = chi_submit(c, t, &f);
-	if (rc) {
-		chi_task_free(c, t);
+	(*out)->pool = pool;
+	(*out)->method = method;
+	(*out)->query = chi_query_direct_id(container);
+	memcpy(chi_task_params(*out), params, size);
+	return 0;
+}
+
+/* Run a task with no bulk data; its parameters are copied back into @params. */
+static int call(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
+		uint32_t method, void *params, uint32_t size)
+{
+	struct chi_task *t;
+	int rc = bdev_task(c, pool, container, method, params, size, 0, &t);
+	if (rc)
 		return rc;
-	}
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
+	rc = client_run(c, &t);
+	if (!t)
 		return rc;
 	memcpy(params, chi_task_params(t), size);
 	chi_task_free(c, t);
@@ -41,7 +44,7 @@ int chi_bdev_allocate(struct chi_client *c, struct chi_pool_id pool, uint32_t co
 		      uint64_t len, uint64_t *offset, uint64_t *got)
 {
 	struct chi_bdev_alloc_params p = { 0, len };
-	int rc = call(c, pool, container, CHI_BDEV_ALLOCATE, &p, sizeof(p), 0, NULL, NULL);
+	int rc = call(c, pool, container, CHI_BDEV_ALLOCATE, &p, sizeof(p));
 	if (rc == 0) {
 		*offset = p.offset;
 		if (got)
@@ -54,37 +57,31 @@ int chi_bdev_free(struct chi_client *c, struct chi_pool_id pool, uint32_t contai
 		  uint64_t offset, uint64_t len)
 {
 	struct chi_bdev_alloc_params p = { offset, len };
-	return call(c, pool, container, CHI_BDEV_FREE, &p, sizeof(p), 0, NULL, NULL);
+	return call(c, pool, container, CHI_BDEV_FREE, &p, sizeof(p));
 }
 
+/* Read or write: @buf in place when it is in the arena, else bounced through the task. */
 static int rw(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
 	      uint32_t method, uint64_t offset, void *buf, uint64_t len)
 {
 	struct chi_bdev_io_params p = { offset, { 0, len } };
+	int in_arena = chi_bulk_from_ptr(c, buf, len, &p.buf) == 0;
 	struct chi_task *t;
-	struct chi_future f;
-	void *bounce;
 
-	if (chi_bulk_from_ptr(c, buf, len, &p.buf) == 0)
-		return call(c, pool, container, method, &p, sizeof(p), 0, NULL, NULL);
-	if (len > UINT32_MAX - sizeof(p))
-		return -EINVAL;
-	int rc = call(c, pool, container, method, &p, sizeof(p), len, &bounce, &t);
+	int rc = bdev_task(c, pool, container, method, &p, sizeof(p), in_arena ? 0 : len, &t);
 	if (rc)
 		return rc;
 	struct chi_bdev_io_params *tp = chi_task_params(t);
-	chi_bulk_from_ptr(c, bounce, len, &tp->buf);
-	if (method == CHI_BDEV_WRITE)
-		memcpy(bounce, buf, len);
-	rc = chi_submit(c, t, &f);
-	if (rc) {
-		chi_task_free(c, t);
-		return rc;
+	void *bounce = tp + 1;
+	if (!in_arena) {
+		chi_bulk_from_ptr(c, bounce, len, &tp->buf);
+		if (method == CHI_BDEV_WRITE)
+			memcpy(bounce, buf, len);
 	}
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
+	rc = client_run(c, &t);
+	if (!t)
 		return rc;
-	if (rc == 0 && method == CHI_BDEV_READ)
+	if (rc == 0 && method == CHI_BDEV_READ && !in_arena)
 		memcpy(buf, bounce, len);
 	chi_task_free(c, t);
 	return rc;
@@ -106,5 +103,5 @@ int chi_bdev_stats(struct chi_client *c, struct chi_pool_id pool, uint32_t conta
 		   struct chi_bdev_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	return call(c, pool, container, CHI_BDEV_STATS, out, sizeof(*out), 0, NULL, NULL);
+	return call(c, pool, container, CHI_BDEV_STATS, out, sizeof(*out));
 }

@@ -522,3 +522,18 @@ int chi_wait(struct chi_future *f)
 {
 	return chi_wait_timeout(f, UINT64_MAX);
 }
+
+int client_run(struct chi_client *c, struct chi_task **t)
+{
+	struct chi_future f;
+	int rc = chi_submit(c, *t, &f);
+	if (rc) {
+		chi_task_free(c, *t);
+		*t = NULL;
+		return rc;
+	}
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		*t = NULL;
+	return rc;
+}

@@ -56,4 +56,9 @@ void arena_free(struct chi_client *c, struct client_lane *mine, void *ptr);
 /* client.c */
 struct client_lane *client_my_lane(struct chi_client *c, int *err);
 
+/* Submit *@t and wait for it. @return its rc. *@t becomes NULL when the caller must not touch
+ * the task any more: the submit failed (it was freed) or the runtime died (it may still be
+ * written: it is abandoned). Otherwise read the outputs, then chi_task_free() it. */
+int client_run(struct chi_client *c, struct chi_task **t);
+
 #endif

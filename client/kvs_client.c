@@ -6,6 +6,8 @@
 
 #include <chimaera/kvs.h>
 
+#include "client_internal.h"
+
 uint64_t chi_kvs_hash(const void *key, size_t len)
 {
 	return XXH3_64bits(key, len);
@@ -81,7 +83,6 @@ int chi_kvs_get(struct chi_client *c, struct chi_pool_id pool, const void *key, 
 		void *buf, uint64_t cap, uint64_t *len)
 {
 	struct chi_bulk in_arena;
-	struct chi_future f;
 	struct chi_task *t;
 	int zero_copy = chi_bulk_from_ptr(c, buf, cap, &in_arena) == 0;
 
@@ -94,13 +95,8 @@ int chi_kvs_get(struct chi_client *c, struct chi_pool_id pool, const void *key, 
 		p->value = in_arena;
 	else
 		chi_bulk_from_ptr(c, bounce, cap, &p->value);
-	rc = chi_submit(c, t, &f);
-	if (rc) {
-		chi_task_free(c, t);
-		return rc;
-	}
-	rc = chi_wait(&f);
-	if (rc == -ECONNRESET)
+	rc = client_run(c, &t);
+	if (!t)
 		return rc;
 	if (len)
 		*len = p->value_len;
@@ -112,17 +108,14 @@ int chi_kvs_get(struct chi_client *c, struct chi_pool_id pool, const void *key, 
 
 int chi_kvs_delete(struct chi_client *c, struct chi_pool_id pool, const void *key, size_t key_len)
 {
-	struct chi_future f;
 	struct chi_task *t;
 	int rc = kvs_task(c, pool, CHI_KVS_DELETE, key, key_len, 0, &t);
 	if (rc)
 		return rc;
-	rc = chi_submit(c, t, &f);
-	if (rc) {
+	rc = client_run(c, &t);
+	if (t)
 		chi_task_free(c, t);
-		return rc;
-	}
-	return finish(c, &f);
+	return rc;
 }
 
 #define SCAN_BUF (256u * 1024u)
