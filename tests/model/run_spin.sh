@@ -3,13 +3,13 @@
 # forever, i.e. no lost wake-up) and the liveness claim that everything completes.
 # Exits 77 (skipped) when spin or a C compiler is missing.
 set -euo pipefail
-model=$(cd "$(dirname "$0")" && pwd)/lane_wakeup.pml
+here=$(cd "$(dirname "$0")" && pwd)
 command -v spin >/dev/null || { echo "SKIP: spin is not installed (apt-get install spin)"; exit 77; }
 command -v cc >/dev/null || { echo "SKIP: no C compiler for spin's verifier"; exit 77; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-cp "$model" .
+cp "$here"/lane_wakeup.pml "$here"/lane_steal.pml .
 # verify MODEL: prints spin's summary, returns 0 when both checks find no error.
 verify() {
 	rm -f pan pan.* pan_*
@@ -32,3 +32,12 @@ grep -q "false -> skip" broken.pml || { echo "FAIL: mutation did not apply"; exi
 echo "model without the re-check (must fail):"
 if verify broken.pml; then echo "FAIL: spin did not catch the lost wake-up"; exit 1; fi
 echo "PASS: no lost wake-up, no deadlock, everything completes; the broken variant is caught"
+
+echo "lane stealing as implemented:"
+verify lane_steal.pml || { echo "FAIL: a stolen lane can lose or repeat an entry"; exit 1; }
+# Mutant: the control thread takes the lane without regard to BUSY (a plain store).
+sed 's/atomic { token == 0 -> token = 1 }/token = 1/' lane_steal.pml > steal_broken.pml
+grep -q "^	:: token = 1; adopted" steal_broken.pml || { echo "FAIL: mutation did not apply"; exit 1; }
+echo "lane stealing without the CAS (must fail):"
+if verify steal_broken.pml; then echo "FAIL: spin did not catch the double take"; exit 1; fi
+echo "PASS: a moved lane loses and repeats nothing; the broken variant is caught"
