@@ -149,7 +149,10 @@ static inline int chi_ring_empty(struct chi_ring_consumer *c)
  * @return 1 if the ring is still empty (safe to sleep), 0 if work arrived meanwhile. */
 static inline int chi_ring_prepare_sleep(struct chi_ring_consumer *c)
 {
-	atomic_store_explicit(&c->ring->consumer_sleeping, 1, memory_order_relaxed);
+	/* R11: release, so that a producer that swaps this flag back (acq_rel, in
+	 * chi_ring_publish) also sees what the consumer saw before, e.g. which worker owns the
+	 * lane now (runtime/worker.c moves lanes off stuck workers). */
+	atomic_store_explicit(&c->ring->consumer_sleeping, 1, memory_order_release);
 	/* F2: Dekker with F1 in chi_ring_publish. */
 	atomic_thread_fence(memory_order_seq_cst);
 	return atomic_load_explicit(&c->ring->tail, memory_order_relaxed) == c->head;
