@@ -183,6 +183,10 @@ struct runtime {
 	_Atomic int stop_requested;
 };
 
+/* Values of an awaiter word besides a waiting coroutine (subtask.c, yield.c). */
+#define RT_AWAIT_DONE ((struct rt_ytask *)1)
+#define RT_AWAIT_CANCELLED ((struct rt_ytask *)2)
+
 /* subtask.c */
 int rt_subtasks_init(struct runtime *rt);
 void rt_subtasks_fini(void);

@@ -26,8 +26,8 @@
 #define MIN_SHIFT 7
 #define CLASSES 20 /* 128 B .. 64 MiB */
 
-#define AWAIT_DONE ((struct rt_ytask *)1)
-#define AWAIT_CANCELLED ((struct rt_ytask *)2)
+#define AWAIT_DONE RT_AWAIT_DONE
+#define AWAIT_CANCELLED RT_AWAIT_CANCELLED
 
 struct sub_hdr {
 	_Atomic(struct rt_ytask *) awaiter;

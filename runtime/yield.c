@@ -268,3 +268,46 @@ int chi_sleep_us(struct chi_request *req, uint64_t usec)
 	coro_yield(yt->co);
 	return 0;
 }
+
+/* ---- parking: resumed from any thread ---- */
+
+struct chi_park {
+	_Atomic(struct rt_ytask *) waiter; /* same hand-off as a subtask's awaiter word */
+	int value;
+};
+
+struct chi_park *chi_park_prepare(struct chi_request *req)
+{
+	if (!rt_yield_current(req, "chi_park_prepare"))
+		return NULL;
+	struct chi_park *p = calloc(1, sizeof(*p));
+	if (p)
+		atomic_init(&p->waiter, NULL);
+	return p;
+}
+
+int chi_park(struct chi_request *req, struct chi_park *p)
+{
+	struct rt_ytask *yt = rt_yield_current(req, "chi_park");
+	if (!yt || !p)
+		return -EPERM;
+	if (atomic_exchange_explicit(&p->waiter, yt, memory_order_seq_cst) !=
+	    RT_AWAIT_DONE) {
+		yt->awaiting = &p->waiter; /* a stop cancels us: then the unpark wakes nobody */
+		coro_yield(yt->co);
+		yt->awaiting = NULL;
+	}
+	atomic_thread_fence(memory_order_acquire);
+	int value = p->value;
+	free(p);
+	return value;
+}
+
+void chi_unpark(struct chi_park *p, int value)
+{
+	p->value = value;
+	struct rt_ytask *yt =
+		atomic_exchange_explicit(&p->waiter, RT_AWAIT_DONE, memory_order_seq_cst);
+	if (yt && yt != RT_AWAIT_DONE && yt != RT_AWAIT_CANCELLED)
+		rt_yield_wake_from_any(yt);
+}

@@ -4,9 +4,11 @@
  * then the data area; offsets given to clients are data-area offsets. The bitmap is written
  * through on every Allocate/Free, so a restart finds the same allocations.
  *
- * File I/O is pread/pwrite on the worker for now; with the cooperative-multitasking work it
- * moves to io_uring and yields until completion. */
+ * File I/O never runs on a worker: Read and Write are yielding methods that hand the
+ * pread/pwrite to the container's I/O thread and park until it is done (chi_park); the
+ * worker serves other tasks meanwhile. A RAM device copies in place. */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +28,24 @@ struct file_hdr {
 	uint64_t block_size;
 };
 
+/* One pread/pwrite for the I/O thread. */
+struct io_job {
+	int write;
+	unsigned char *buf;
+	uint64_t len;
+	off_t at;
+	struct chi_park *park;
+	struct io_job *next;
+};
+
 struct bdev_state {
 	int fd;		 /* file type; -1 for ram */
+	pthread_t io_thread;
+	int io_running;
+	pthread_mutex_t io_lock;
+	pthread_cond_t io_cond;
+	struct io_job *io_head, **io_tail;
+	int io_stop;
 	unsigned char *ram;
 	unsigned char *bitmap;
 	uint64_t capacity;
@@ -137,9 +155,62 @@ static int bdev_setup(struct chi_container *c, const struct chi_compose_kv *kv, 
 	return open_file(s, path);
 }
 
+static int do_io(int fd, const struct io_job *j)
+{
+	uint64_t done = 0;
+	while (done < j->len) {
+		ssize_t k = j->write ? pwrite(fd, j->buf + done, j->len - done, j->at + (off_t)done) :
+				       pread(fd, j->buf + done, j->len - done, j->at + (off_t)done);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		done += (uint64_t)k;
+	}
+	return 0;
+}
+
+static void *io_main(void *arg)
+{
+	struct bdev_state *s = arg;
+	pthread_mutex_lock(&s->io_lock);
+	for (;;) {
+		while (!s->io_head && !s->io_stop)
+			pthread_cond_wait(&s->io_cond, &s->io_lock);
+		struct io_job *j = s->io_head;
+		if (!j)
+			break; /* stopping, queue empty */
+		s->io_head = j->next;
+		if (!s->io_head)
+			s->io_tail = &s->io_head;
+		pthread_mutex_unlock(&s->io_lock);
+		int rc = do_io(s->fd, j);
+		struct chi_park *p = j->park;
+		free(j);
+		chi_unpark(p, rc);
+		pthread_mutex_lock(&s->io_lock);
+	}
+	pthread_mutex_unlock(&s->io_lock);
+	return NULL;
+}
+
+static int start_io_thread(struct bdev_state *s)
+{
+	pthread_mutex_init(&s->io_lock, NULL);
+	pthread_cond_init(&s->io_cond, NULL);
+	s->io_tail = &s->io_head;
+	if (pthread_create(&s->io_thread, NULL, io_main, s) != 0)
+		return -EAGAIN;
+	s->io_running = 1;
+	return 0;
+}
+
 static int bdev_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
 {
 	int rc = bdev_setup(c, kv, n);
+	struct bdev_state *s = chi_container_state(c);
+	if (rc == 0 && s->fd >= 0)
+		rc = start_io_thread(s);
 	if (rc)
 		bdev_destroy(c); /* the runtime calls destroy only after a successful create */
 	return rc;
@@ -148,6 +219,16 @@ static int bdev_create(struct chi_container *c, const struct chi_compose_kv *kv,
 static void bdev_destroy(struct chi_container *c)
 {
 	struct bdev_state *s = chi_container_state(c);
+	if (s->io_running) { /* finish what is queued, then stop */
+		pthread_mutex_lock(&s->io_lock);
+		s->io_stop = 1;
+		pthread_cond_signal(&s->io_cond);
+		pthread_mutex_unlock(&s->io_lock);
+		pthread_join(s->io_thread, NULL);
+		s->io_running = 0;
+		pthread_cond_destroy(&s->io_cond);
+		pthread_mutex_destroy(&s->io_lock);
+	}
 	if (s->fd >= 0) {
 		fsync(s->fd);
 		close(s->fd);
@@ -252,16 +333,24 @@ static int bdev_rw(struct chi_request *req, int write)
 			memcpy(s->ram + p.offset, buf, p.buf.length);
 		else
 			memcpy(buf, s->ram + p.offset, p.buf.length);
-	} else {
-		uint64_t done = 0;
-		while (done < p.buf.length) {
-			off_t at = (off_t)(s->data_off + p.offset + done);
-			ssize_t k = write ? pwrite(s->fd, buf + done, p.buf.length - done, at) :
-					    pread(s->fd, buf + done, p.buf.length - done, at);
-			if (k <= 0)
-				return k < 0 ? -errno : -EIO;
-			done += (uint64_t)k;
+	} else if (p.buf.length) {
+		/* To the I/O thread; this task parks and the worker runs others meanwhile. */
+		struct io_job *j = calloc(1, sizeof(*j));
+		struct chi_park *park = j ? chi_park_prepare(req) : NULL;
+		if (!park) {
+			free(j);
+			return -ENOMEM;
 		}
+		*j = (struct io_job){ write, buf, p.buf.length, (off_t)(s->data_off + p.offset),
+				      park, NULL };
+		pthread_mutex_lock(&s->io_lock);
+		*s->io_tail = j;
+		s->io_tail = &j->next;
+		pthread_cond_signal(&s->io_cond);
+		pthread_mutex_unlock(&s->io_lock);
+		rc = chi_park(req, park);
+		if (rc)
+			return rc;
 	}
 	if (write) {
 		s->st.writes++;
@@ -296,9 +385,10 @@ static int bdev_stats(struct chi_request *req)
 static const struct chi_method_desc bdev_methods[] = {
 	{ CHI_BDEV_ALLOCATE, "allocate", bdev_allocate, 0, sizeof(struct chi_bdev_alloc_params), NULL },
 	{ CHI_BDEV_FREE, "free", bdev_free, 0, sizeof(struct chi_bdev_alloc_params), NULL },
-	{ CHI_BDEV_WRITE, "write", bdev_write, 0, sizeof(struct chi_bdev_io_params), NULL },
-	{ CHI_BDEV_READ, "read", bdev_read, CHI_METHOD_READ_ONLY, sizeof(struct chi_bdev_io_params),
-	  NULL },
+	{ CHI_BDEV_WRITE, "write", bdev_write, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_bdev_io_params), NULL },
+	{ CHI_BDEV_READ, "read", bdev_read, CHI_METHOD_READ_ONLY | CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_bdev_io_params), NULL },
 	{ CHI_BDEV_STATS, "stats", bdev_stats, CHI_METHOD_READ_ONLY, sizeof(struct chi_bdev_stats),
 	  NULL },
 };

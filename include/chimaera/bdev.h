@@ -8,7 +8,9 @@
  * appended per container when there are several), or ram::<name>.
  *
  * A file-backed bdev keeps its allocation map in the file: what was allocated and written
- * before a runtime restart is there after it.
+ * before a runtime restart is there after it. Its reads and writes run on an I/O thread of
+ * the container, never on a runtime worker: the task is suspended until they finish, and
+ * other tasks of the container may run meanwhile.
  */
 #ifndef CHIMAERA_BDEV_H
 #define CHIMAERA_BDEV_H

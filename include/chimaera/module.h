@@ -147,6 +147,25 @@ CHI_API int chi_yield(struct chi_request *req);
  */
 CHI_API int chi_sleep_us(struct chi_request *req, uint64_t usec);
 
+/* ---- waiting for something outside the runtime (a thread of the module, a device) ---- */
+
+struct chi_park;
+
+/**
+ * Prepare to suspend the task until chi_unpark() is called — from any thread, once. Hand
+ * the returned handle to whatever will finish the work, then call chi_park(). Only in a
+ * CHI_METHOD_MAY_YIELD method. @return NULL (logged) elsewhere or when out of memory.
+ */
+CHI_API struct chi_park *chi_park_prepare(struct chi_request *req);
+
+/** Suspend until @p p is unparked (at once if it already was); frees @p p.
+ *  @return the value given to chi_unpark(). */
+CHI_API int chi_park(struct chi_request *req, struct chi_park *p);
+
+/** Resume the task parked on @p p with @p value. Any thread; exactly once; @p p must not be
+ *  used afterwards. */
+CHI_API void chi_unpark(struct chi_park *p, int value);
+
 /* ---- subtasks: call any pool from a handler ---- */
 
 /**

@@ -158,6 +158,35 @@ START_TEST(destroy_waits_for_sleepers_and_stop_cancels_them)
 }
 END_TEST
 
+START_TEST(a_task_parked_on_another_thread_does_not_hold_the_worker)
+{
+	struct chi_pool_id pool, mis;
+	struct chi_client *c = start(1, &pool);
+	struct chi_future pf, f;
+	char why[256];
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "park", NULL, 1, NULL, 0,
+						      &mis, why, sizeof(why)),
+			 0);
+	uint64_t t0 = rt_now_ms();
+	struct chi_task *p = sm_task(c, mis, 14, 0);
+	ck_assert_int_eq(chi_submit(c, p, &pf), 0);
+	for (int i = 0; i < 1000; i++) {
+		ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+		ck_assert_int_eq(chi_admin_finish(&f), 0);
+	}
+	ck_assert_uint_lt(rt_now_ms() - t0, 250); /* the one worker was free meanwhile */
+	ck_assert_int_eq(chi_test(&pf), 0);
+	ck_assert_int_eq(chi_wait(&pf), 0); /* unparked with the right value */
+	ck_assert_uint_ge(rt_now_ms() - t0, 300);
+	/* Parking outside a yielding method is refused. */
+	struct chi_task *u = sm_task(c, mis, 15, 0);
+	ck_assert_int_eq(chi_submit(c, u, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -EPERM);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 START_TEST(yield_outside_a_yielding_method_is_reported)
 {
 	struct chi_pool_id pool, mis;
@@ -445,6 +474,7 @@ int main(void)
 	tcase_add_test(tc, sleep_is_accurate);
 	tcase_add_test(tc, thousands_of_yielding_tasks_interleave);
 	tcase_add_test(tc, destroy_waits_for_sleepers_and_stop_cancels_them);
+	tcase_add_test(tc, a_task_parked_on_another_thread_does_not_hold_the_worker);
 	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
 	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
 	tcase_add_test(tc, a_task_that_never_yields_is_reported);

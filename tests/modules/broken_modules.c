@@ -1,5 +1,6 @@
 /* Deliberately broken modules for the loader tests; one is built per BROKEN_KIND. */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -103,15 +104,38 @@ static int blocking_wait(struct chi_request *req)
 	return rc; /* the subtask record stays: it may still be in flight */
 }
 
+/* Park until a thread of ours unparks us 300 ms later (what bdev does with its I/O). */
+static void *unpark_later(void *arg)
+{
+	struct timespec ts = { 0, 300 * 1000000L };
+	nanosleep(&ts, NULL);
+	chi_unpark(arg, 42);
+	return NULL;
+}
+
+static int park_on_thread(struct chi_request *req)
+{
+	pthread_t t;
+	struct chi_park *p = chi_park_prepare(req);
+	if (!p)
+		return -EPERM;
+	if (pthread_create(&t, NULL, unpark_later, p) != 0)
+		return -EAGAIN;
+	pthread_detach(t);
+	return chi_park(req, p) == 42 ? 0 : -EIO;
+}
+
 static const struct chi_method_desc misuse_methods[] = {
 	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
 	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
 	{ 12, "spin", spin, 0, sizeof(uint32_t), 0 },
 	{ 13, "blocking_wait", blocking_wait, 0, 0, 0 },
+	{ 14, "park_on_thread", park_on_thread, CHI_METHOD_MAY_YIELD, 0, 0 },
+	{ 15, "park_unflagged", park_on_thread, 0, 0, 0 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 4 };
+					  .methods = misuse_methods, .num_methods = 6 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
