@@ -74,16 +74,6 @@ static void set_bits(struct bdev_state *s, uint64_t first, uint64_t n, int on)
 	s->free_blocks = on ? s->free_blocks - n : s->free_blocks + n;
 }
 
-/* Write the bitmap bytes covering [first, first+n) through to the file. */
-static int persist_bits(struct bdev_state *s, uint64_t first, uint64_t n)
-{
-	if (s->fd < 0)
-		return 0;
-	uint64_t lo = first / 8, hi = (first + n + 7) / 8;
-	ssize_t w = pwrite(s->fd, s->bitmap + lo, hi - lo, (off_t)(HDR_SIZE + lo));
-	return w == (ssize_t)(hi - lo) ? 0 : -EIO;
-}
-
 static int open_file(struct bdev_state *s, const char *path)
 {
 	struct file_hdr h;
@@ -205,6 +195,36 @@ static int start_io_thread(struct bdev_state *s)
 	return 0;
 }
 
+/* pread/pwrite on the container's I/O thread while this task is parked: the worker serves
+ * other tasks meanwhile. */
+static int file_io(struct chi_request *req, struct bdev_state *s, int write, void *buf,
+		   uint64_t len, off_t at)
+{
+	struct io_job *j = calloc(1, sizeof(*j));
+	struct chi_park *park = j ? chi_park_prepare(req) : NULL;
+	if (!park) {
+		free(j);
+		return -ENOMEM;
+	}
+	*j = (struct io_job){ write, buf, len, at, park, NULL };
+	pthread_mutex_lock(&s->io_lock);
+	*s->io_tail = j;
+	s->io_tail = &j->next;
+	pthread_cond_signal(&s->io_cond);
+	pthread_mutex_unlock(&s->io_lock);
+	return chi_park(req, park);
+}
+
+/* Write the bitmap bytes covering [first, first+n) through to the file. */
+static int persist_bits(struct chi_request *req, struct bdev_state *s, uint64_t first,
+			uint64_t n)
+{
+	if (s->fd < 0)
+		return 0;
+	uint64_t lo = first / 8, hi = (first + n + 7) / 8;
+	return file_io(req, s, 1, s->bitmap + lo, hi - lo, (off_t)(HDR_SIZE + lo));
+}
+
 static int bdev_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
 {
 	int rc = bdev_setup(c, kv, n);
@@ -260,7 +280,9 @@ static int bdev_allocate(struct chi_request *req)
 				continue;
 			uint64_t first = b + 1 - need;
 			set_bits(s, first, need, 1);
-			int rc = persist_bits(s, first, need);
+			/* Taken before the write-through: a task that runs while this one is
+			 * parked sees these blocks as used. */
+			int rc = persist_bits(req, s, first, need);
 			if (rc) {
 				set_bits(s, first, need, 0);
 				return rc;
@@ -296,8 +318,29 @@ static int bdev_free(struct chi_request *req)
 	for (uint64_t b = first; b < first + n; b++)
 		if (!bit(s, b))
 			return -EINVAL; /* not allocated: a double free, or a wrong extent */
-	set_bits(s, first, n, 0);
-	return persist_bits(s, first, n);
+	if (s->fd < 0) {
+		set_bits(s, first, n, 0);
+		return 0;
+	}
+	/* Persist the cleared bits from a copy first: until the file says free, the blocks stay
+	 * taken in memory too, so a task running while this one is parked cannot reuse them. */
+	uint64_t lo = first / 8, hi = (first + n + 7) / 8;
+	unsigned char *copy = malloc(hi - lo);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, s->bitmap + lo, hi - lo);
+	for (uint64_t b = first; b < first + n; b++)
+		copy[b / 8 - lo] &= (unsigned char)~(1u << (b % 8));
+	int rc = file_io(req, s, 1, copy, hi - lo, (off_t)(HDR_SIZE + lo));
+	free(copy);
+	if (rc == 0) {
+		/* Re-check: a concurrent Free of an overlapping extent may have won meanwhile. */
+		for (uint64_t b = first; b < first + n; b++)
+			if (!bit(s, b))
+				return -EINVAL;
+		set_bits(s, first, n, 0);
+	}
+	return rc;
 }
 
 /* Reads and writes must stay inside allocated blocks. */
@@ -334,21 +377,7 @@ static int bdev_rw(struct chi_request *req, int write)
 		else
 			memcpy(buf, s->ram + p.offset, p.buf.length);
 	} else if (p.buf.length) {
-		/* To the I/O thread; this task parks and the worker runs others meanwhile. */
-		struct io_job *j = calloc(1, sizeof(*j));
-		struct chi_park *park = j ? chi_park_prepare(req) : NULL;
-		if (!park) {
-			free(j);
-			return -ENOMEM;
-		}
-		*j = (struct io_job){ write, buf, p.buf.length, (off_t)(s->data_off + p.offset),
-				      park, NULL };
-		pthread_mutex_lock(&s->io_lock);
-		*s->io_tail = j;
-		s->io_tail = &j->next;
-		pthread_cond_signal(&s->io_cond);
-		pthread_mutex_unlock(&s->io_lock);
-		rc = chi_park(req, park);
+		rc = file_io(req, s, write, buf, p.buf.length, (off_t)(s->data_off + p.offset));
 		if (rc)
 			return rc;
 	}
@@ -383,8 +412,10 @@ static int bdev_stats(struct chi_request *req)
 }
 
 static const struct chi_method_desc bdev_methods[] = {
-	{ CHI_BDEV_ALLOCATE, "allocate", bdev_allocate, 0, sizeof(struct chi_bdev_alloc_params), NULL },
-	{ CHI_BDEV_FREE, "free", bdev_free, 0, sizeof(struct chi_bdev_alloc_params), NULL },
+	{ CHI_BDEV_ALLOCATE, "allocate", bdev_allocate, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_bdev_alloc_params), NULL },
+	{ CHI_BDEV_FREE, "free", bdev_free, CHI_METHOD_MAY_YIELD,
+	  sizeof(struct chi_bdev_alloc_params), NULL },
 	{ CHI_BDEV_WRITE, "write", bdev_write, CHI_METHOD_MAY_YIELD,
 	  sizeof(struct chi_bdev_io_params), NULL },
 	{ CHI_BDEV_READ, "read", bdev_read, CHI_METHOD_READ_ONLY | CHI_METHOD_MAY_YIELD,
