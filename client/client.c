@@ -79,12 +79,7 @@ static int resolve_target(const struct chi_client_opts *opts, char *path, size_t
 	char err[1024], dir[PATH_MAX];
 	int rc;
 
-	if (opts && opts->config_path) {
-		chi_config_defaults(&cfg);
-		rc = chi_config_load_file(&cfg, opts->config_path, err, sizeof(err));
-	} else {
-		rc = chi_config_load_default(&cfg, err, sizeof(err));
-	}
+	rc = chi_config_load(&cfg, opts ? opts->config_path : NULL, err, sizeof(err));
 	if (rc) {
 		CHI_LOG_ERROR("chi_client_connect: %s", err);
 		return -EINVAL;

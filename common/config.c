@@ -569,22 +569,22 @@ int chi_config_locate(char *path, size_t len)
 	return 0;
 }
 
-int chi_config_load_default(struct chi_config *cfg, char *err, size_t err_len)
+int chi_config_load(struct chi_config *cfg, const char *path, char *err, size_t err_len)
 {
-	char path[PATH_MAX];
-	int rc;
+	char found[PATH_MAX];
+	int rc = 0;
 
 	chi_config_defaults(cfg);
-	rc = chi_config_locate(path, sizeof(path));
-	if (rc < 0) {
-		snprintf(err, err_len, "%s (named by the environment): no such file", path);
-		return rc;
-	}
-	if (rc == 1) {
-		rc = chi_config_load_file(cfg, path, err, err_len);
-		if (rc)
+	if (!path) {
+		rc = chi_config_locate(found, sizeof(found));
+		if (rc < 0) {
+			snprintf(err, err_len, "%s (named by the environment): no such file", found);
 			return rc;
+		}
+		path = rc == 1 ? found : NULL;
 	}
+	if (path && (rc = chi_config_load_file(cfg, path, err, err_len)) != 0)
+		return rc;
 	const char *port = getenv("CHI_PORT");
 	if (port && *port) {
 		uint64_t p;

@@ -94,8 +94,9 @@ int chi_config_load_file(struct chi_config *cfg, const char *path, char *err, si
 int chi_config_load_string(struct chi_config *cfg, const char *name, const char *text,
 			   size_t len, char *err, size_t err_len);
 
-/** Defaults, then the located file (if any), then CHI_PORT. */
-int chi_config_load_default(struct chi_config *cfg, char *err, size_t err_len);
+/** Defaults, then @p path (NULL: the file the lookup order finds, if any), then CHI_PORT.
+ *  What the CLI and the client library both use. */
+int chi_config_load(struct chi_config *cfg, const char *path, char *err, size_t err_len);
 
 /** Print the effective config as YAML. */
 void chi_config_dump(const struct chi_config *cfg, FILE *out);

@@ -99,23 +99,7 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 static int load_config(const struct cli_opts *o, struct chi_config *cfg)
 {
 	char err[1024];
-	int rc;
-
-	if (o->config) {
-		chi_config_defaults(cfg);
-		rc = chi_config_load_file(cfg, o->config, err, sizeof(err));
-		if (rc == 0 && getenv("CHI_PORT")) {
-			uint64_t p;
-			if (chi_parse_u64(getenv("CHI_PORT"), &p) || p == 0 || p > 65535) {
-				snprintf(err, sizeof(err), "CHI_PORT: expected a port in [1, 65535]");
-				rc = -EINVAL;
-			} else {
-				cfg->port = (int)p;
-			}
-		}
-	} else {
-		rc = chi_config_load_default(cfg, err, sizeof(err));
-	}
+	int rc = chi_config_load(cfg, o->config, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "chimaera: %s\n", err);
 	return rc;
