@@ -32,8 +32,9 @@ static int noop_task(struct chi_client *c, struct chi_task **t)
 	return 0;
 }
 
-/* The round-trip p50 of one method of one pool. */
-static int lat_p50(const struct bench_opts *o, struct chi_client *c, struct chi_task *t,
+/* Round-trip percentiles of @t, submitted and awaited one at a time after a warm-up;
+ * @write_samples: also the percentile file for plotting. */
+static int round_trip(const struct bench_opts *o, struct chi_client *c, struct chi_task *t,
 		   double *p50, double *p99, double *p999, int write_samples)
 {
 	const uint64_t warm = 20000, n = o->iterations;
@@ -116,11 +117,11 @@ int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *modu
 	rc = noop_task(c, &t);
 	if (rc)
 		goto out;
-	rc = lat_p50(o, c, t, admin_p50, NULL, NULL, 0);
+	rc = round_trip(o, c, t, admin_p50, NULL, NULL, 0);
 	t->pool = pool;
 	t->method = CHI_SM_NOOP;
 	if (rc == 0)
-		rc = lat_p50(o, c, t, module_p50, NULL, NULL, 0);
+		rc = round_trip(o, c, t, module_p50, NULL, NULL, 0);
 	chi_task_free(c, t);
 	if (rc == 0)
 		rc = subtask_cost(c, pool, subtask_ns);
@@ -131,43 +132,21 @@ out:
 
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999)
 {
-	const uint64_t warm = 20000, n = o->iterations;
 	struct chi_client *c;
 	struct chi_task *t;
-	struct chi_future f;
-	int rc;
 
-	uint64_t *samples = malloc(n * sizeof(uint64_t));
-	if (!samples)
-		return -ENOMEM;
 	bench_pin(o->cpu_a);
-	rc = connect_client(o, &c);
+	int rc = connect_client(o, &c);
 	if (rc)
-		goto out_free;
+		return rc;
 	rc = noop_task(c, &t);
-	for (uint64_t i = 0; rc == 0 && i < warm + n; i++) {
-		uint64_t t0 = chi_now_ns();
-		rc = chi_submit(c, t, &f);
-		if (rc == 0)
-			rc = chi_wait(&f);
-		if (i >= warm)
-			samples[i - warm] = chi_now_ns() - t0;
+	if (rc == 0) {
+		rc = round_trip(o, c, t, p50, p99, p999, 1);
+		chi_task_free(c, t);
 	}
-	if (rc) {
+	if (rc)
 		fprintf(stderr, "chimaera_bench: noop failed: %s\n", strerror(-rc));
-		goto out_disconnect;
-	}
-	qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
-	*p50 = bench_percentile(samples, n, 50);
-	*p99 = bench_percentile(samples, n, 99);
-	*p999 = bench_percentile(samples, n, 99.9);
-	if (o->samples)
-		rc = bench_write_samples(o->samples, samples, n);
-	chi_task_free(c, t);
-out_disconnect:
 	chi_client_disconnect(c);
-out_free:
-	free(samples);
 	return rc;
 }
 

@@ -209,6 +209,11 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 
 	*count = 1;
 	switch (q->mode) {
+	case CHI_QUERY_PHYSICAL:
+		/* One node today: node 0 is this one, and then it means what local does. */
+		if (q->a != 0)
+			return -EHOSTUNREACH;
+		/* fall through */
 	case CHI_QUERY_LOCAL:
 		/* Any container on this node: prefer one this worker owns. */
 		*first = 0;
@@ -232,12 +237,6 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 		*first = 0;
 		*count = n;
 		return 0;
-	case CHI_QUERY_PHYSICAL:
-		/* One node today: node 0 is this one. */
-		if (q->a != 0)
-			return -EHOSTUNREACH;
-		return resolve(w, pool, &(struct chi_task){ .query = chi_query_local() }, params,
-			       first, count);
 	case CHI_QUERY_DYNAMIC: {
 		const struct chi_module_desc *d = pool->mod->desc;
 		*first = d->schedule ? d->schedule(hdr, params, n) : 0;

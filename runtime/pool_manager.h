@@ -36,7 +36,6 @@ struct chi_container {
 	void *state;
 	int created;	/* create() succeeded: destroy() is owed */
 	_Atomic uint64_t tasks; /* written by the owner only; read by PoolStats */
-	uint64_t monitor_runs;	/* owner only */
 	uint32_t sample;	/* owner only: every 16th task is timed */
 	_Atomic uint64_t latency[40]; /* owner writes (relaxed), PoolStats reads */
 };

@@ -172,7 +172,6 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	}
 	c->id = ++rt->next_client_id;
 	c->pid = cred->pid;
-	c->uid = cred->uid;
 	c->sock = cn->fd;
 	int rc = map_client_segment(rt, c, &memfd);
 	if (rc) {

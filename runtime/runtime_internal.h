@@ -26,7 +26,6 @@
 struct rt_client {
 	uint32_t id;
 	pid_t pid;
-	uid_t uid;
 	int sock;
 	void *base;
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
@@ -115,7 +114,6 @@ struct worker {
 	struct coro_pool *coros;     /* stacks for tasks that may yield */
 	struct rt_ytask *ready;	     /* suspended tasks to resume, FIFO */
 	struct rt_ytask **ready_tail;
-	uint64_t suspended;	     /* yielding tasks started and not finished */
 	void *altstack;		     /* signal stack for stack-overflow reports */
 	struct rt_ytask *all_yt;     /* every started, unfinished yielding task */
 	/* subtask records: this worker's slice of the private region (subtask.c) */
@@ -126,6 +124,7 @@ struct worker {
 	/* control thread -> worker messages (cold path: a lock, checked through a flag) */
 	pthread_mutex_t inbox_lock;
 	struct rt_msg *inbox;
+	struct rt_msg **inbox_tail;
 	alignas(CHI_CACHE_LINE) _Atomic uint32_t inbox_pending;
 	_Atomic int stop;
 

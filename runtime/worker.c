@@ -168,10 +168,8 @@ static void post(struct worker *w, struct rt_msg *m)
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&w->inbox_lock);
-	struct rt_msg **tail = &w->inbox;
-	while (*tail)
-		tail = &(*tail)->next;
-	*tail = m;
+	*w->inbox_tail = m; /* forwarded tasks can queue up: append in O(1) */
+	w->inbox_tail = &m->next;
 	atomic_store_explicit(&w->inbox_pending, 1, memory_order_release);
 	pthread_mutex_unlock(&w->inbox_lock);
 	/* Unconditional: the eventfd counter keeps the wake-up even if the worker is not
@@ -342,7 +340,6 @@ static void run_monitor(struct worker *w, struct chi_container *c, uint64_t now)
 	rt_activity_begin(c, NULL);
 	pool->mod->desc->monitor(c);
 	rt_activity_end();
-	c->monitor_runs++;
 	if (timer_push(w, (struct rt_timer){ now + pool->monitor_period_ns, NULL, NULL, NULL, c }))
 		CHI_LOG_ERROR("pool '%s': monitor of container %u stopped (out of memory)",
 			      pool->name, c->id);
@@ -552,6 +549,7 @@ static int poll_inbox(struct worker *w)
 	pthread_mutex_lock(&w->inbox_lock);
 	struct rt_msg *m = w->inbox;
 	w->inbox = NULL;
+	w->inbox_tail = &w->inbox;
 	atomic_store_explicit(&w->inbox_pending, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&w->inbox_lock);
 
@@ -709,6 +707,7 @@ int rt_workers_start(struct runtime *rt)
 		w->index = i;
 		w->cpu = cpus[i];
 		pthread_mutex_init(&w->inbox_lock, NULL);
+		w->inbox_tail = &w->inbox;
 		w->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		int rc = w->doorbell < 0 ? -errno : -pthread_create(&w->thread, NULL, worker_main, w);
 		if (rc) {

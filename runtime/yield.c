@@ -130,7 +130,6 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 	rt_work_done(w, &yt->work, yt->rc);
 	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
 	coro_release(w->coros, yt->co);
-	w->suspended--;
 	free(yt);
 }
 
@@ -167,7 +166,6 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 	}
 	/* Destroying the pool waits for this to reach 0 again. */
 	atomic_fetch_add_explicit(&work->container->pool->suspended, 1, memory_order_relaxed);
-	w->suspended++;
 	yt->all_next = w->all_yt;
 	if (w->all_yt)
 		w->all_yt->all_prev = yt;

@@ -149,13 +149,10 @@ static void teardown(void)
 
 int main(void)
 {
-	Suite *s = suite_create("bdev");
-	TCase *tc = tcase_create("bdev");
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, ram_semantics);
-	tcase_add_test(tc, file_survives_a_restart);
-	tcase_add_test(tc, bad_compose_keys_are_refused);
-	suite_add_tcase(s, tc);
-	return chi_check_run(s, CK_VERBOSE);
+	const TTest *const tests[] = {
+		ram_semantics,
+		file_survives_a_restart,
+		bad_compose_keys_are_refused,
+	};
+	return chi_check_main("bdev", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

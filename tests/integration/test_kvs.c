@@ -219,15 +219,12 @@ static void teardown(void)
 
 int main(void)
 {
-	Suite *s = suite_create("kvs");
-	TCase *tc = tcase_create("kvs");
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, put_get_overwrite_delete);
-	tcase_add_test(tc, values_of_every_size_and_zero_copy);
-	tcase_add_test(tc, keys_spread_over_containers_and_scan_finds_each_once);
-	tcase_add_test(tc, concurrent_threads);
-	tcase_add_test(tc, descriptors_outside_the_segment_are_refused);
-	suite_add_tcase(s, tc);
-	return chi_check_run(s, CK_VERBOSE);
+	const TTest *const tests[] = {
+		put_get_overwrite_delete,
+		values_of_every_size_and_zero_copy,
+		keys_spread_over_containers_and_scan_finds_each_once,
+		concurrent_threads,
+		descriptors_outside_the_segment_are_refused,
+	};
+	return chi_check_main("kvs", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

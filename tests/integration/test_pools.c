@@ -373,17 +373,14 @@ static void teardown(void)
 
 int main(void)
 {
-	Suite *s = suite_create("pools");
-	TCase *tc = tcase_create("pools");
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, every_query_mode_over_four_containers);
-	tcase_add_test(tc, create_is_idempotent_and_conflicts_are_errors);
-	tcase_add_test(tc, loader_errors_are_named_and_the_runtime_carries_on);
-	tcase_add_test(tc, compose_creates_pools_at_start);
-	tcase_add_test(tc, failing_compose_entry_stops_the_start_and_is_named);
-	tcase_add_test(tc, destroy_drains_in_flight_tasks);
-	tcase_add_test(tc, cli_compose_and_pools);
-	suite_add_tcase(s, tc);
-	return chi_check_run(s, CK_VERBOSE);
+	const TTest *const tests[] = {
+		every_query_mode_over_four_containers,
+		create_is_idempotent_and_conflicts_are_errors,
+		loader_errors_are_named_and_the_runtime_carries_on,
+		compose_creates_pools_at_start,
+		failing_compose_entry_stops_the_start_and_is_named,
+		destroy_drains_in_flight_tasks,
+		cli_compose_and_pools,
+	};
+	return chi_check_main("pools", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

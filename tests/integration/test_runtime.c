@@ -485,24 +485,21 @@ static void teardown(void)
 
 int main(void)
 {
-	Suite *s = suite_create("runtime");
-	TCase *tc = tcase_create("runtime");
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, admin_methods_and_errors);
-	tcase_add_test(tc, many_threads_share_a_client);
-	tcase_add_test(tc, many_processes);
-	tcase_add_test(tc, killed_client_is_reclaimed);
-	tcase_add_test(tc, runtime_death_fails_waits_within_a_second);
-	tcase_add_test(tc, sigterm_finishes_in_flight_and_exits_zero);
-	tcase_add_test(tc, idle_worker_sleeps_and_wakes);
-	tcase_add_test(tc, garbage_in_shared_memory_is_rejected);
-	tcase_add_test(tc, cli_status_second_runtime_and_stop);
-	tcase_add_test(tc, cli_config_check_reports_position);
-	tcase_add_test(tc, two_ports_run_side_by_side);
-	tcase_add_test(tc, no_runtime_means_clear_error_not_hang);
-	tcase_add_test(tc, client_limit_is_a_clear_refusal);
-	tcase_add_test(tc, unsupported_ipc_mode_is_refused);
-	suite_add_tcase(s, tc);
-	return chi_check_run(s, CK_VERBOSE);
+	const TTest *const tests[] = {
+		admin_methods_and_errors,
+		many_threads_share_a_client,
+		many_processes,
+		killed_client_is_reclaimed,
+		runtime_death_fails_waits_within_a_second,
+		sigterm_finishes_in_flight_and_exits_zero,
+		idle_worker_sleeps_and_wakes,
+		garbage_in_shared_memory_is_rejected,
+		cli_status_second_runtime_and_stop,
+		cli_config_check_reports_position,
+		two_ports_run_side_by_side,
+		no_runtime_means_clear_error_not_hang,
+		client_limit_is_a_clear_refusal,
+		unsupported_ipc_mode_is_refused,
+	};
+	return chi_check_main("runtime", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -466,22 +466,19 @@ static void teardown(void)
 
 int main(void)
 {
-	Suite *s = suite_create("yield");
-	TCase *tc = tcase_create("yield");
-	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, NULL, teardown);
-	tcase_add_test(tc, sleeping_tasks_do_not_hold_the_worker);
-	tcase_add_test(tc, sleep_is_accurate);
-	tcase_add_test(tc, thousands_of_yielding_tasks_interleave);
-	tcase_add_test(tc, destroy_waits_for_sleepers_and_stop_cancels_them);
-	tcase_add_test(tc, a_task_parked_on_another_thread_does_not_hold_the_worker);
-	tcase_add_test(tc, yield_outside_a_yielding_method_is_reported);
-	tcase_add_test(tc, stack_overflow_is_reported_with_pool_and_method);
-	tcase_add_test(tc, a_task_that_never_yields_is_reported);
-	tcase_add_test(tc, monitor_runs_periodically_on_each_container);
-	tcase_add_test(tc, deep_chains_and_wide_fans_of_awaited_subtasks);
-	tcase_add_test(tc, a_hundred_thousand_suspended_tasks_on_one_worker);
-	tcase_add_test(tc, tasks_behind_a_stuck_worker_move_to_an_idle_one);
-	suite_add_tcase(s, tc);
-	return chi_check_run(s, CK_VERBOSE);
+	const TTest *const tests[] = {
+		sleeping_tasks_do_not_hold_the_worker,
+		sleep_is_accurate,
+		thousands_of_yielding_tasks_interleave,
+		destroy_waits_for_sleepers_and_stop_cancels_them,
+		a_task_parked_on_another_thread_does_not_hold_the_worker,
+		yield_outside_a_yielding_method_is_reported,
+		stack_overflow_is_reported_with_pool_and_method,
+		a_task_that_never_yields_is_reported,
+		monitor_runs_periodically_on_each_container,
+		deep_chains_and_wide_fans_of_awaited_subtasks,
+		a_hundred_thousand_suspended_tasks_on_one_worker,
+		tasks_behind_a_stuck_worker_move_to_an_idle_one,
+	};
+	return chi_check_main("yield", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }
