@@ -210,8 +210,6 @@ void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt);
 void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane);
 void rt_steal_from_stalled(struct runtime *rt, uint64_t now_ns);
 void rt_sample_workers(struct runtime *rt);
-void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m);
-void rt_activity_end(void);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 void rt_worker_post_work(struct worker *w, const struct rt_work *work);
@@ -260,5 +258,33 @@ void rt_affinity_pin_self(int cpu);
 
 /* runtime.c */
 int rt_run(const struct chi_config *cfg, int ready_fd);
+
+/* The worker this thread is (NULL on other threads). */
+extern _Thread_local struct worker *rt_self_worker;
+
+/* Mark the start and end of one handler segment (a handler call, or a stretch of a yielding
+ * task between yields) for the stall watchdog. Inline: it is on every task's path. */
+static inline void rt_activity_begin(const struct chi_container *c,
+				     const struct chi_method_desc *m)
+{
+	struct worker *w = rt_self_worker;
+	if (!w)
+		return;
+	atomic_store_explicit(&w->cur_container, c, memory_order_relaxed);
+	atomic_store_explicit(&w->cur_method, m, memory_order_relaxed);
+	/* R9: pairs with A9 in rt_watchdog_check: the names are set before the count. */
+	atomic_store_explicit(&w->segments_begun,
+			      atomic_load_explicit(&w->segments_begun, memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
+static inline void rt_activity_end(void)
+{
+	struct worker *w = rt_self_worker;
+	if (w)
+		atomic_store_explicit(&w->segments_ended,
+				      atomic_load_explicit(&w->segments_ended, memory_order_relaxed) + 1,
+				      memory_order_relaxed);
+}
 
 #endif

@@ -17,33 +17,12 @@
 #define LANE_BURST 32
 
 /* The worker this thread is (NULL on other threads). */
-static _Thread_local struct worker *self;
+_Thread_local struct worker *rt_self_worker;
+#define self rt_self_worker
 
 struct worker *rt_self(void)
 {
 	return self;
-}
-
-void rt_activity_begin(const struct chi_container *c, const struct chi_method_desc *m)
-{
-	struct worker *w = self;
-	if (!w)
-		return;
-	atomic_store_explicit(&w->cur_container, c, memory_order_relaxed);
-	atomic_store_explicit(&w->cur_method, m, memory_order_relaxed);
-	/* R9: pairs with A9 in rt_watchdog_check: the names are set before the count. */
-	atomic_store_explicit(&w->segments_begun,
-			      atomic_load_explicit(&w->segments_begun, memory_order_relaxed) + 1,
-			      memory_order_release);
-}
-
-void rt_activity_end(void)
-{
-	struct worker *w = self;
-	if (w)
-		atomic_store_explicit(&w->segments_ended,
-				      atomic_load_explicit(&w->segments_ended, memory_order_relaxed) + 1,
-				      memory_order_relaxed);
 }
 
 /* Control thread: busy samples and queue depths for Stats. */

@@ -149,8 +149,8 @@ struct chi_admin_pool_stats_params {
 	struct chi_pool_id pool_id;
 	struct chi_bulk container_tasks;
 	struct chi_pool_info info; /**< out */
-	/** out: handler latency of a sample of the pool's tasks (1 in 16; every yielding task,
-	 *  start to finish): bucket i counts latencies in [2^i, 2^(i+1)) ns. */
+	/** out: handler latency of one task in 16 (a yielding task from start to finish):
+	 *  bucket i counts latencies in [2^i, 2^(i+1)) ns. */
 	uint64_t latency_log2_ns[CHI_LATENCY_BUCKETS];
 };
 
