@@ -6,9 +6,13 @@
  * ones client tasks go through. Completion knows a subtask by its address: client memory is
  * never inside the region.
  *
- * Await hand-off: the completer marks the task DONE, then swaps the awaiter word to DONE;
- * the awaiter swaps its coroutine in. Whoever swaps second sees the other: no lost wake-up
- * (tests/model covers the same shape for client futures). */
+ * Await hand-off: one word, the record's awaiter, says whether a subtask is done. The completer
+ * writes rc and outputs, then swaps the awaiter word to DONE (its last touch of the record);
+ * the awaiter swaps its coroutine in. Whoever swaps second sees the other: no lost wake-up.
+ * The task's state word is written too (for chi_test-style readers), but nobody may decide
+ * "done" from it: the awaiter would then free and reuse the record before the completer's
+ * swap lands, and that swap would mark the *next* subtask in the record done
+ * (tests/model/subtask_await.pml shows both). */
 #include <errno.h>
 #include <stdalign.h>
 #include <stdlib.h>
@@ -33,7 +37,8 @@ struct sub_hdr {
 	_Atomic(struct rt_ytask *) awaiter;
 	uint32_t cls;
 	uint32_t magic;
-	uint64_t next; /* free list, as an offset */
+	uint64_t next;	    /* free list, as an offset */
+	uint32_t in_flight; /* submitted and not yet seen done by its owner */
 };
 
 _Static_assert(sizeof(struct sub_hdr) <= HDR, "subtask header fits its 64 bytes");
@@ -104,6 +109,7 @@ static void *sub_alloc(struct worker *w, uint64_t size)
 	h->cls = cls;
 	h->magic = SUB_MAGIC;
 	h->next = 0;
+	h->in_flight = 0;
 	return (unsigned char *)h + HDR;
 }
 
@@ -112,6 +118,7 @@ void rt_subtask_completed(struct chi_task *task)
 {
 	if (!is_subtask(task))
 		return;
+	/* R1: the last touch of the record; the awaiter may free it as soon as it sees DONE. */
 	struct rt_ytask *aw = atomic_exchange_explicit(&hdr_of(task)->awaiter, AWAIT_DONE,
 						       memory_order_seq_cst);
 	if (aw && aw != AWAIT_DONE && aw != AWAIT_CANCELLED)
@@ -157,6 +164,15 @@ void chi_subtask_free(struct chi_request *req, void *p)
 		return;
 	}
 	struct sub_hdr *h = hdr_of(p);
+	/* A1: pairs with the completer's swap (R1 in rt_subtask_completed). */
+	if (h->in_flight &&
+	    atomic_load_explicit(&h->awaiter, memory_order_acquire) != AWAIT_DONE) {
+		/* Reusing it would let the completion land in the next task: leak it instead. */
+		CHI_LOG_ERROR("chi_subtask_free: subtask %p is still running (free it after "
+			      "chi_await); block leaked",
+			      p);
+		return;
+	}
 	h->magic = 0;
 	h->next = w->sub_free[h->cls];
 	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
@@ -175,6 +191,10 @@ int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_f
 				     hdr.params_size);
 	if (!params)
 		return -EINVAL;
+	if (hdr_of(t)->in_flight &&
+	    atomic_load_explicit(&hdr_of(t)->awaiter, memory_order_acquire) != AWAIT_DONE)
+		return -EBUSY; /* still running: one record, one task at a time */
+	hdr_of(t)->in_flight = 1;
 	atomic_store_explicit(&hdr_of(t)->awaiter, NULL, memory_order_relaxed);
 	atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
 			      memory_order_relaxed);
@@ -189,18 +209,20 @@ int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_f
 int chi_await(struct chi_request *req, struct chi_future *f)
 {
 	struct chi_task *t = f->task;
-	_Atomic uint32_t *state = (_Atomic uint32_t *)&t->state;
-	if (!is_subtask(t))
-		return -EINVAL;
-	if ((atomic_load_explicit(state, memory_order_acquire) & CHI_TASK_STATE_MASK) ==
-	    CHI_TASK_DONE)
+	if (!is_subtask(t) || !hdr_of(t)->in_flight)
+		return -EINVAL; /* not a subtask, or never submitted: nothing would wake us */
+	/* A1: pairs with R1 in rt_subtask_completed: rc and outputs are written. */
+	if (atomic_load_explicit(&hdr_of(t)->awaiter, memory_order_acquire) == AWAIT_DONE)
 		return t->rc;
 	struct rt_ytask *yt = rt_yield_current(req, "chi_await");
 	if (!yt)
 		return -EPERM;
 	struct rt_ytask *prev =
 		atomic_exchange_explicit(&hdr_of(t)->awaiter, yt, memory_order_seq_cst);
-	if (prev != AWAIT_DONE) {
+	if (prev == AWAIT_DONE) {
+		/* Done in between: put DONE back, the word is what free and resubmit read. */
+		atomic_store_explicit(&hdr_of(t)->awaiter, AWAIT_DONE, memory_order_relaxed);
+	} else {
 		rt_yield_set_awaiting(yt, &hdr_of(t)->awaiter);
 		rt_yield_suspend(yt); /* until rt_subtask_completed() wakes us */
 		rt_yield_set_awaiting(yt, NULL);

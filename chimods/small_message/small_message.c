@@ -148,27 +148,29 @@ static int sm_fan(struct chi_request *req)
 	uint32_t size;
 	struct chi_sm_fan_params *p = chi_req_params(req, &size);
 	struct chi_container *c = chi_req_container(req);
-	uint32_t count = p->count, ok = 0;
+	uint32_t count = p->count, ok = 0, n_c = chi_container_count(c);
 	struct chi_task *t[FAN_BATCH];
 	struct chi_future f[FAN_BATCH];
 	for (uint32_t done = 0; done < count;) {
 		uint32_t n = count - done < FAN_BATCH ? count - done : FAN_BATCH, k = 0;
 		for (; k < n; k++) {
-			if (chi_subtask_alloc(req, 0, &t[k]))
+			if (chi_subtask_alloc(req, sizeof(struct chi_sm_who_params), &t[k]))
 				break;
 			t[k]->pool = chi_container_pool_id(c);
-			t[k]->method = CHI_SM_NOOP;
-			t[k]->query = chi_query_direct_id((done + k) % chi_container_count(c));
+			t[k]->method = CHI_SM_WHO;
+			t[k]->query = chi_query_direct_id((done + k) % n_c);
 			if (chi_subtask_submit(req, t[k], &f[k])) {
 				chi_subtask_free(req, t[k]);
 				break;
 			}
 		}
-		if (chi_await_all(req, f, k) == 0)
-			ok += k;
-		else
-			for (uint32_t i = 0; i < k; i++) /* all are done: count the good ones */
-				ok += chi_await(req, &f[i]) == 0;
+		/* A subtask counts when it returned 0 *and* its reply is there: an await that
+		 * returned before the completion landed would see the zeroed parameters. */
+		for (uint32_t i = 0; i < k; i++) {
+			const struct chi_sm_who_params *r = chi_task_params(t[i]);
+			uint32_t want = (done + i) % n_c;
+			ok += chi_await(req, &f[i]) == 0 && r->replies == 1 && r->container == want;
+		}
 		for (uint32_t i = 0; i < k; i++)
 			chi_subtask_free(req, t[i]);
 		if (k < n)

@@ -23,7 +23,7 @@ enum chi_small_message_method {
 	CHI_SM_SLEEP = 15, /**< struct chi_sm_sleep_params: chi_sleep_us (may yield) */
 	CHI_SM_MONITORED = 16, /**< struct chi_sm_count_params: total = monitor runs (summed) */
 	CHI_SM_CHAIN = 17, /**< struct chi_sm_chain_params: a chain of awaited subtasks */
-	CHI_SM_FAN = 18,   /**< struct chi_sm_fan_params: many awaited Noop subtasks */
+	CHI_SM_FAN = 18,   /**< struct chi_sm_fan_params: many awaited Who subtasks */
 };
 
 /** Chain: calls itself as a subtask (next container, direct_id) until @c depth reaches 0,
@@ -33,8 +33,9 @@ struct chi_sm_chain_params {
 	uint32_t reached;
 };
 
-/** Fan: submits @c count Noop subtasks spread over the pool's containers, then awaits them
- *  all; @c ok counts those that returned 0. */
+/** Fan: submits @c count Who subtasks spread over the pool's containers (direct_id), then
+ *  awaits them all; @c ok counts those that returned 0 with the reply of the container they
+ *  were sent to. */
 struct chi_sm_fan_params {
 	uint32_t count;
 	uint32_t ok;

@@ -9,7 +9,7 @@ command -v cc >/dev/null || { echo "SKIP: no C compiler for spin's verifier"; ex
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-cp "$here"/lane_wakeup.pml "$here"/lane_steal.pml .
+cp "$here"/*.pml .
 # verify MODEL: prints spin's summary, returns 0 when both checks find no error.
 verify() {
 	rm -f pan pan.* pan_*
@@ -19,9 +19,11 @@ verify() {
 	s=$(./pan_safety -n)
 	cc -O2 -o pan_live pan.c
 	l=$(./pan_live -a -f -n)                          # weak fairness, acceptance cycles
-	echo "$s" | grep -E "errors:" | sed 's/^/  safety:   /'
-	echo "$l" | grep -E "errors:" | sed 's/^/  liveness: /'
-	echo "$s" | grep -q "errors: 0" && echo "$l" | grep -q "errors: 0"
+	grep -E "errors:" <<<"$s" | sed 's/^/  safety:   /'
+	grep -E "errors:" <<<"$l" | sed 's/^/  liveness: /'
+	# Here-strings, not `echo | grep -q`: under pipefail, grep -q quitting early kills echo
+	# with SIGPIPE and a passing check reads as a failure.
+	grep -q "errors: 0" <<<"$s" && grep -q "errors: 0" <<<"$l"
 }
 echo "model as implemented:"
 verify lane_wakeup.pml || { echo "FAIL: the hand-off can lose a wake-up or deadlock"; exit 1; }
@@ -41,3 +43,14 @@ grep -q "^	:: token = 1; adopted" steal_broken.pml || { echo "FAIL: mutation did
 echo "lane stealing without the CAS (must fail):"
 if verify steal_broken.pml; then echo "FAIL: spin did not catch the double take"; exit 1; fi
 echo "PASS: a moved lane loses and repeats nothing; the broken variant is caught"
+
+echo "subtask completion as implemented:"
+verify subtask_await.pml || { echo "FAIL: a completion can land in a reused record"; exit 1; }
+# Mutant: the awaiter decides "done" from the state word, written before the awaiter swap
+# (the code before this model): the completer's late swap then marks the next subtask done.
+sed 's/^#define DONE_FAST (awaiter == 1)/#define DONE_FAST outputs/' subtask_await.pml \
+	> subtask_broken.pml
+grep -q "^#define DONE_FAST outputs" subtask_broken.pml || { echo "FAIL: mutation did not apply"; exit 1; }
+echo "subtask completion decided by the state word (must fail):"
+if verify subtask_broken.pml; then echo "FAIL: spin did not catch the reuse"; exit 1; fi
+echo "PASS: a subtask's completion never lands in the next task of its record"
