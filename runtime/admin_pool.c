@@ -188,15 +188,33 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 	return 0;
 }
 
-int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
-		const struct chi_task *hdr, void *params)
-{
-	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
-		return -ENOENT; /* no such pool */
-	int rc = route_single_container(&hdr->query);
-	if (rc)
-		return rc;
+/* Names for the stall watchdog and stealing (rt_activity_begin): admin tasks are marked
+ * like any module's, so a long one (a 128 MiB Echo) is reported and its lanes move. */
+#define ADMIN_METHOD(id, name) [id] = { id, name, NULL, 0, 0, NULL }
+static const struct chi_method_desc admin_methods[] = {
+	ADMIN_METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool"),
+	ADMIN_METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool"),
+	ADMIN_METHOD(CHI_ADMIN_STOP_RUNTIME, "StopRuntime"),
+	ADMIN_METHOD(CHI_ADMIN_NOOP, "Noop"),
+	ADMIN_METHOD(CHI_ADMIN_ECHO, "Echo"),
+	ADMIN_METHOD(CHI_ADMIN_SLEEP, "Sleep"),
+	ADMIN_METHOD(CHI_ADMIN_STATS, "Stats"),
+	ADMIN_METHOD(CHI_ADMIN_LIST_POOLS, "ListPools"),
+	ADMIN_METHOD(CHI_ADMIN_POOL_STATS, "PoolStats"),
+};
 
+/* Indexed by id: this is on the path of every admin Noop. */
+static const struct chi_method_desc *admin_method(uint32_t id)
+{
+	static const struct chi_method_desc unknown = { 0, "?", NULL, 0, 0, NULL };
+	if (id < sizeof(admin_methods) / sizeof(admin_methods[0]) && admin_methods[id].name)
+		return &admin_methods[id];
+	return &unknown;
+}
+
+static int admin_run(struct worker *w, struct rt_client *c, struct chi_task *task,
+		     const struct chi_task *hdr, void *params)
+{
 	switch (hdr->method) {
 	case CHI_ADMIN_NOOP:
 		return 0;
@@ -224,4 +242,19 @@ int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *ta
 	default:
 		return -EBADRQC; /* no such method */
 	}
+}
+
+int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
+		const struct chi_task *hdr, void *params)
+{
+	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
+		return -ENOENT; /* no such pool */
+	int rc = route_single_container(&hdr->query);
+	if (rc)
+		return rc;
+	/* The admin pool has no container: the watchdog names it "admin" (NULL). */
+	rt_activity_begin(NULL, admin_method(hdr->method));
+	rc = admin_run(w, c, task, hdr, params);
+	rt_activity_end();
+	return rc;
 }

@@ -136,7 +136,7 @@ void rt_watchdog_check(struct runtime *rt, uint64_t now)
 		atomic_fetch_add_explicit(&rt->stalls_reported, 1, memory_order_relaxed);
 		CHI_LOG_WARN("worker %u has run one task of pool '%s' (%u.%u), method '%s', for "
 			     "%llu ms without yielding; tasks queued on this worker wait behind it",
-			     i, c ? c->pool->name : "?", c ? c->pool->id.major : 0,
+			     i, c ? c->pool->name : "admin", c ? c->pool->id.major : 1,
 			     c ? c->pool->id.minor : 0, !m ? "(monitor)" : m->name ? m->name : "?",
 			     (unsigned long long)((now - w->watch_since_ns) / 1000000ull));
 	}
