@@ -47,7 +47,7 @@ START_TEST(long_admin_tasks_are_reported_and_their_lanes_move)
 	struct chi_future ef, nf[NOOPS];
 	struct chi_client *c =
 		start_with(2, "  stall_report_ms: 1\n  steal_after_ms: 1\n",
-			   "memory:\n  client_data_segment_size: 1GB\n  lanes_per_client: 2\n");
+			   "memory:\n  client_data_segment_size: 2GB\n  lanes_per_client: 2\n");
 	char *data = malloc(LEN);
 	ck_assert_ptr_nonnull(data);
 	memset(data, 0x5a, LEN);
