@@ -19,10 +19,29 @@
 
 #define WAIT_SPIN_NS 20000ull	       /* spin this long before sleeping on the futex */
 #define WAIT_SLICE_NS 100000000ull     /* then check the runtime is alive this often */
+#define POLL_GAP_NS 1000000ull	       /* poll the socket before a sleep at most this often */
 #define ATTACH_TIMEOUT_MS 5000
 #define CONNECT_RETRY_US 50000
 
 /* ---- liveness ---- */
+
+/* The runtime hung up: say so once, client-wide, and wake every thread asleep in a wait.
+ * Without this each sleeper would notice only at the end of its slice, and a thread waiting
+ * on many futures one after another would pay a slice for each. */
+static void mark_dead(struct chi_client *c)
+{
+	if (atomic_exchange_explicit(&c->dead, 1, memory_order_relaxed))
+		return; /* whoever set it first wakes the sleepers */
+	pthread_mutex_lock(&c->sleep_lock);
+	for (struct sleeper *s = c->sleepers; s; s = s->next) {
+		/* Change the word as well as waking it: a sleeper that left sleep_lock but has
+		 * not reached FUTEX_WAIT yet then finds a value it did not expect and returns
+		 * instead of sleeping through this wake. The word stays valid while listed. */
+		atomic_fetch_and_explicit(s->word, ~CHI_TASK_WAITER, memory_order_relaxed);
+		chi_futex_wake_all(s->word);
+	}
+	pthread_mutex_unlock(&c->sleep_lock);
+}
 
 /* Has the runtime hung up? One poll() on the socket; sticky once true. */
 static int runtime_dead(struct chi_client *c)
@@ -31,7 +50,7 @@ static int runtime_dead(struct chi_client *c)
 		return 1;
 	struct pollfd pfd = { .fd = c->sock, .events = POLLIN | POLLRDHUP };
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR))) {
-		atomic_store_explicit(&c->dead, 1, memory_order_relaxed);
+		mark_dead(c);
 		return 1;
 	}
 	return 0;
@@ -219,6 +238,7 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->lane_lock, NULL);
+	pthread_mutex_init(&c->sleep_lock, NULL);
 	if (pthread_key_create(&c->lane_key, release_lane) != 0) {
 		rc = -EAGAIN;
 		goto err_free;
@@ -252,6 +272,7 @@ err_sock:
 err_key:
 	pthread_key_delete(c->lane_key);
 err_free:
+	pthread_mutex_destroy(&c->sleep_lock);
 	pthread_mutex_destroy(&c->lane_lock);
 	free(c);
 	return rc;
@@ -268,6 +289,7 @@ void chi_client_disconnect(struct chi_client *c)
 		close(c->doorbells[i]);
 	free(c->doorbells);
 	free(c->lanes);
+	pthread_mutex_destroy(&c->sleep_lock);
 	pthread_mutex_destroy(&c->lane_lock);
 	free(c);
 }
@@ -453,11 +475,111 @@ int chi_test(struct chi_future *f)
 		return task_done(f->task, &rc);
 	if (task_done(f->task, &rc))
 		return 1;
-	/* A syscall per poll would be ruinous; look at the socket now and then. */
+	/* A syscall per poll would be ruinous; look at the socket now and then, at the flag
+	 * (another thread may have seen the hang-up) every time. */
 	uint32_t n = atomic_fetch_add_explicit(&f->client->test_calls, 1, memory_order_relaxed);
-	if ((n & 1023) == 0 && runtime_dead(f->client))
+	if (atomic_load_explicit(&f->client->dead, memory_order_relaxed) ||
+	    ((n & 1023) == 0 && runtime_dead(f->client)))
 		return task_done(f->task, &rc) ? 1 : -ECONNRESET;
 	return 0;
+}
+
+static void unlist(struct chi_client *c, struct sleeper *me)
+{
+	pthread_mutex_lock(&c->sleep_lock);
+	if (me->prev)
+		me->prev->next = me->next;
+	else
+		c->sleepers = me->next;
+	if (me->next)
+		me->next->prev = me->prev;
+	pthread_mutex_unlock(&c->sleep_lock);
+}
+
+/* Under sleep_lock: unless the runtime is known dead, list @me and announce the waiter on a
+ * task still in flight. @return 1 to sleep on *@expect, 0 to look at the task again,
+ * -ECONNRESET. Setting the bit on a task that completed meanwhile would sleep on a futex
+ * nobody will wake (the CAS from SUBMITTED in tests/model/lane_wakeup.pml). */
+static int prepare_sleep(struct chi_client *c, struct sleeper *me, int *listed, uint32_t *expect)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->sleep_lock);
+	/* Relaxed: sleep_lock orders this against mark_dead's store (made before its walk). */
+	if (atomic_load_explicit(&c->dead, memory_order_relaxed)) {
+		rc = -ECONNRESET;
+		goto out;
+	}
+	if (!*listed) {
+		me->prev = NULL;
+		me->next = c->sleepers;
+		if (c->sleepers)
+			c->sleepers->prev = me;
+		c->sleepers = me;
+		*listed = 1;
+	}
+	uint32_t st = atomic_load_explicit(me->word, memory_order_relaxed);
+	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED)
+		goto out; /* completed: task_done() sees it */
+	if (!(st & CHI_TASK_WAITER) &&
+	    !atomic_compare_exchange_strong_explicit(me->word, &st, st | CHI_TASK_WAITER,
+						     memory_order_relaxed, memory_order_relaxed))
+		goto out; /* state changed: maybe done */
+	*expect = st | CHI_TASK_WAITER;
+	rc = 1;
+out:
+	pthread_mutex_unlock(&c->sleep_lock);
+	return rc;
+}
+
+/* The slow path of a wait: sleep on the task's futex in slices, listed as a sleeper so that
+ * a thread that sees the runtime die wakes us at once. */
+static int sleep_until_done(struct chi_client *c, struct chi_task *t, uint64_t start,
+			    uint64_t timeout_ns)
+{
+	struct sleeper me = { .word = (_Atomic uint32_t *)&t->state };
+	int listed = 0, rc;
+
+	for (;;) {
+		if (task_done(t, &rc))
+			break;
+		uint64_t now = chi_now_ns();
+		if (now - start >= timeout_ns) {
+			rc = -ETIMEDOUT;
+			break;
+		}
+		/* Look at the socket before sleeping, so that a wait made after the runtime
+		 * died fails now, not a slice later; a syscall, so at most once a millisecond
+		 * for all the client's threads together (a racy gap is harmless). */
+		if (now >= atomic_load_explicit(&c->next_poll_ns, memory_order_relaxed)) {
+			atomic_store_explicit(&c->next_poll_ns, now + POLL_GAP_NS,
+					      memory_order_relaxed);
+			if (runtime_dead(c)) {
+				rc = -ECONNRESET;
+				break;
+			}
+		}
+		uint32_t expect = 0;
+		rc = prepare_sleep(c, &me, &listed, &expect);
+		if (rc < 0)
+			break;
+		if (rc == 0)
+			continue;
+		uint64_t slice = timeout_ns - (now - start);
+		if (slice > WAIT_SLICE_NS)
+			slice = WAIT_SLICE_NS;
+		struct timespec ts = chi_ns_to_timespec(slice);
+		rc = chi_futex_wait(me.word, expect, &ts);
+		if (rc == -ETIMEDOUT && runtime_dead(c)) {
+			rc = -ECONNRESET;
+			break;
+		}
+	}
+	if (listed)
+		unlist(c, &me);
+	if (rc == -ECONNRESET)
+		task_done(t, &rc); /* completed just before the runtime died: that result stands */
+	return rc;
 }
 
 int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
@@ -470,7 +592,6 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 		return -EDEADLK;
 	}
 	struct chi_task *t = f->task;
-	_Atomic uint32_t *state = (_Atomic uint32_t *)&t->state;
 	int rc;
 
 	/* Pipelined callers mostly find the task done: answer before reading the clock,
@@ -486,31 +607,7 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 		}
 		now = chi_now_ns();
 	}
-	for (;;) {
-		if (task_done(t, &rc))
-			return rc;
-		now = chi_now_ns();
-		if (now - start >= timeout_ns)
-			return -ETIMEDOUT;
-		/* Announce the waiter only on a task still in flight: setting the bit on a task
-		 * that completed meanwhile would sleep on a futex nobody will wake (the
-		 * CAS from SUBMITTED in tests/model/lane_wakeup.pml). */
-		uint32_t st = atomic_load_explicit(state, memory_order_relaxed);
-		if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED)
-			continue; /* completed: task_done() sees it */
-		if (!(st & CHI_TASK_WAITER) &&
-		    !atomic_compare_exchange_strong_explicit(state, &st, st | CHI_TASK_WAITER,
-							     memory_order_relaxed,
-							     memory_order_relaxed))
-			continue; /* state changed: maybe done */
-		uint64_t slice = timeout_ns - (now - start);
-		if (slice > WAIT_SLICE_NS)
-			slice = WAIT_SLICE_NS;
-		struct timespec ts = chi_ns_to_timespec(slice);
-		rc = chi_futex_wait(state, st | CHI_TASK_WAITER, &ts);
-		if (rc == -ETIMEDOUT && runtime_dead(f->client))
-			return task_done(t, &rc) ? rc : -ECONNRESET;
-	}
+	return sleep_until_done(f->client, t, start, timeout_ns);
 }
 
 int chi_wait(struct chi_future *f)

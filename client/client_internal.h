@@ -32,6 +32,14 @@ struct client_lane {
 	_Atomic uint64_t remote_free;
 };
 
+/* A thread asleep in chi_wait_timeout(), on its own stack. Listed so that the thread that
+ * learns the runtime died can wake it: the runtime that would have is gone. */
+struct sleeper {
+	_Atomic uint32_t *word; /* the task's state word it sleeps on */
+	struct sleeper *prev;
+	struct sleeper *next;
+};
+
 struct chi_client {
 	int sock;
 	void *base;
@@ -42,8 +50,13 @@ struct chi_client {
 	struct client_lane *lanes;
 	pthread_key_t lane_key;
 	pthread_mutex_t lane_lock;
-	_Atomic int dead;
+	_Atomic int dead;		/* sticky: the runtime hung up */
+	_Atomic uint64_t next_poll_ns; /* no socket poll before a sleep until then */
 	_Atomic uint32_t test_calls;
+	/* Orders a sleeper's look at dead against mark_dead's walk of the list: under it a
+	 * sleeper either sees dead or is on the list with its waiter bit set. */
+	pthread_mutex_t sleep_lock;
+	struct sleeper *sleepers;
 	struct chi_client_info info;
 };
 

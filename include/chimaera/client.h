@@ -8,8 +8,11 @@
  * the lane returns to the client when the thread exits. Processes: each process connects on
  * its own; a handle must not cross fork().
  *
- * Failure: if the runtime dies, every wait returns -ECONNRESET within about 200 ms and every
- * later submit returns -ECONNRESET; nothing blocks forever.
+ * Failure: if the runtime dies, every wait of the client, already asleep or made later,
+ * returns -ECONNRESET within about 100 ms of the death, however many futures are in flight:
+ * the first thread to see the control socket hang up (before it sleeps, or at the latest when
+ * its 100 ms sleep slice ends) marks the client dead and wakes every sleeping wait. From then
+ * on chi_test() and every submit return -ECONNRESET at once; nothing blocks forever.
  */
 #ifndef CHIMAERA_CLIENT_H
 #define CHIMAERA_CLIENT_H

@@ -95,6 +95,8 @@ START_TEST(thousand_futures_one_thread)
 	ck_assert_msg(n == IN_FLIGHT && elapsed <= ALL_FAIL_WITHIN_MS,
 		      "only %d of %d waits failed within %d ms (death noticed per future?)", n,
 		      IN_FLIGHT, ALL_FAIL_WITHIN_MS);
+	printf("one thread: %d waits failed within %llu ms of the kill\n", n,
+	       (unsigned long long)elapsed);
 	assert_later_submit_fails(c);
 	chi_client_disconnect(c);
 }
@@ -163,6 +165,8 @@ START_TEST(thousand_futures_eight_threads)
 				      w[i].elapsed <= ALL_FAIL_WITHIN_MS,
 			      "thread %d: only %d of %d waits failed within %d ms", i,
 			      w[i].failed_in_time, IN_FLIGHT / THREADS, ALL_FAIL_WITHIN_MS);
+		printf("thread %d: %d waits failed within %llu ms of the kill\n", i,
+		       w[i].failed_in_time, (unsigned long long)w[i].elapsed);
 	}
 	assert_later_submit_fails(c);
 	chi_client_disconnect(c);
