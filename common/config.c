@@ -605,6 +605,41 @@ void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len)
 		snprintf(buf, len, "/tmp/chimaera-%u", (unsigned)geteuid());
 }
 
+/* @s as a YAML double-quoted scalar, so that the dump reads back as what was loaded. */
+static void dump_quoted(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(out, "\\x%02x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+/* A compose key: plain when it is a plain word, else quoted. */
+static void dump_key(FILE *out, const char *key)
+{
+	int plain = *key != '\0';
+	for (const char *p = key; *p && plain; p++)
+		plain = isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '.';
+	if (plain)
+		fputs(key, out);
+	else
+		dump_quoted(out, key);
+}
+
+/* The keys printed from the entry's fields; every other key is printed as it was given. */
+static int dumped_from_fields(const char *key)
+{
+	return !strcmp(key, "mod_name") || !strcmp(key, "pool_name") ||
+	       !strcmp(key, "pool_query") || !strcmp(key, "pool_id");
+}
+
 void chi_config_dump(const struct chi_config *cfg, FILE *out)
 {
 	static const char *levels[] = { "error", "warning", "info", "debug" };
@@ -639,9 +674,29 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 	fprintf(out, "compose:%s\n", cfg->num_compose ? "" : " []");
 	for (uint32_t i = 0; i < cfg->num_compose; i++) {
 		const struct chi_compose_entry *e = &cfg->compose[i];
-		fprintf(out, "  - mod_name: %s\n    pool_name: %s\n    pool_query: %s\n",
-			e->mod_name, e->pool_name, e->pool_query);
+		fprintf(out, "  - mod_name: ");
+		dump_quoted(out, e->mod_name);
+		fprintf(out, "\n    pool_name: ");
+		dump_quoted(out, e->pool_name);
+		fprintf(out, "\n    pool_query: ");
+		dump_quoted(out, e->pool_query);
+		fputc('\n', out);
 		if (e->has_pool_id)
 			fprintf(out, "    pool_id: \"%u.%u\"\n", e->pool_id.major, e->pool_id.minor);
+		/* num_containers, restart and the module's own keys, which only its create
+		 * callback reads: an effective config that dropped them would hide half the
+		 * entry. */
+		for (uint32_t off = 0, k = 0; off < e->kv_size && k < e->num_kv; k++) {
+			const char *key = e->kv + off;
+			const char *val = key + strlen(key) + 1;
+			off += (uint32_t)(strlen(key) + strlen(val) + 2);
+			if (dumped_from_fields(key))
+				continue;
+			fputs("    ", out);
+			dump_key(out, key);
+			fputs(": ", out);
+			dump_quoted(out, val);
+			fputc('\n', out);
+		}
 	}
 }

@@ -128,6 +128,69 @@ START_TEST(compose_entries_parse)
 }
 END_TEST
 
+/* The dump of @c, in a buffer the caller frees. */
+static char *dump(const struct chi_config *c, size_t *len)
+{
+	char *text = NULL;
+	FILE *f = open_memstream(&text, len);
+	ck_assert_ptr_nonnull(f);
+	chi_config_dump(c, f);
+	fclose(f);
+	return text;
+}
+
+START_TEST(dump_keeps_every_compose_key_and_reads_back)
+{
+	static const char yaml[] =
+		"runtime:\n  num_threads: 2\n"
+		"compose:\n"
+		"  - mod_name: bdev\n    pool_name: \"/data/dev: #1\"\n    pool_id: 800.0\n"
+		"    bdev_type: file\n    capacity: 4MB\n    num_containers: 2\n"
+		"    restart: true\n    note: \"say \\\"hi\\\"\\\\ \\ttab\"\n"
+		"    \"odd key\": x\n"
+		"  - mod_name: kvs\n    pool_name: kv\n";
+	ck_assert_int_eq(load(yaml), 0);
+	struct chi_compose_entry first = cfg.compose[0];
+	size_t len;
+	char *text = dump(&cfg, &len);
+	/* The module's own keys are there, not only the ones the runtime reads. */
+	ck_assert_msg(strstr(text, "    bdev_type: \"file\"\n"), "%s", text);
+	ck_assert_msg(strstr(text, "    capacity: \"4MB\"\n"), "%s", text);
+	ck_assert_msg(strstr(text, "    num_containers: \"2\"\n"), "%s", text);
+	ck_assert_msg(strstr(text, "    \"odd key\": \"x\"\n"), "%s", text);
+	/* Read back, it is the same entry, key for key (quotes, colons and tabs included). */
+	ck_assert_msg(load(text) == 0, "%s\n%s", err, text);
+	ck_assert_uint_eq(cfg.num_compose, 2);
+	ck_assert_str_eq(cfg.compose[0].pool_name, "/data/dev: #1");
+	ck_assert_uint_eq(cfg.compose[0].pool_id.major, 800);
+	ck_assert_uint_eq(cfg.compose[0].num_containers, 2);
+	ck_assert_int_eq(cfg.compose[0].restart, 1);
+	ck_assert_uint_eq(cfg.num_threads, 2);
+	/* The dump adds pool_query: one key more, the rest in the same order. */
+	ck_assert_uint_eq(cfg.compose[0].num_kv, first.num_kv + 1);
+	const char *a = first.kv, *b = cfg.compose[0].kv;
+	for (uint32_t i = 0; i < first.num_kv; i++) {
+		if (!strcmp(a, "mod_name") || !strcmp(a, "pool_name") || !strcmp(a, "pool_id")) {
+			a += strlen(a) + 1;
+			a += strlen(a) + 1;
+			continue;
+		}
+		while (strcmp(b, a) != 0) { /* the field keys, printed first */
+			b += strlen(b) + 1;
+			b += strlen(b) + 1;
+			ck_assert_msg(b < cfg.compose[0].kv + cfg.compose[0].kv_size, "lost %s", a);
+		}
+		ck_assert_str_eq(b + strlen(b) + 1, a + strlen(a) + 1);
+		a += strlen(a) + 1;
+		a += strlen(a) + 1;
+		b += strlen(b) + 1;
+		b += strlen(b) + 1;
+	}
+	ck_assert_str_eq(cfg.compose[1].pool_name, "kv");
+	free(text);
+}
+END_TEST
+
 START_TEST(cpus_must_cover_workers)
 {
 	ck_assert_int_eq(load("runtime:\n  num_threads: 3\n  cpus: [0]\n"), -EINVAL);
@@ -189,6 +252,7 @@ int main(void)
 	tcase_add_test(tc, unknown_and_legacy_keys_are_accepted);
 	tcase_add_test(tc, duplicate_keys_are_errors);
 	tcase_add_test(tc, compose_entries_parse);
+	tcase_add_test(tc, dump_keeps_every_compose_key_and_reads_back);
 	tcase_add_test(tc, cpus_must_cover_workers);
 	tcase_add_test(tc, sizes);
 	tcase_add_test(tc, pool_query_grammar);
