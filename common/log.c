@@ -1,4 +1,5 @@
 #include "log.h"
+#include "time_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -13,6 +14,9 @@ int chi_log_threshold = CHI_LOG_LEVEL_WARN;
 
 static FILE *log_file;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+/* One lock for every rate-limit state: taken only on logging paths that an event repeats,
+ * never on a hot path, so sharing it costs nothing worth a lock per site. */
+static pthread_mutex_t ratelimit_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int chi_log_level_parse(const char *s)
 {
@@ -79,4 +83,29 @@ void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 		tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(), tags[level & 3],
 		base ? base + 1 : file, line, msg);
 	pthread_mutex_unlock(&log_lock);
+}
+
+int chi_log_ratelimit(struct chi_log_ratelimit *rl, uint32_t *suppressed)
+{
+	uint64_t now = chi_now_ns();
+	int pass;
+
+	pthread_mutex_lock(&ratelimit_lock);
+	if (rl->window_start_ns == 0 ||
+	    now - rl->window_start_ns >= CHI_LOG_RATELIMIT_INTERVAL_NS) {
+		rl->window_start_ns = now;
+		rl->printed = 0;
+	}
+	pass = rl->printed < CHI_LOG_RATELIMIT_BURST;
+	if (pass) {
+		rl->printed++;
+		*suppressed = rl->suppressed;
+		rl->suppressed = 0;
+	} else {
+		*suppressed = 0;
+		if (rl->suppressed < UINT32_MAX)
+			rl->suppressed++;
+	}
+	pthread_mutex_unlock(&ratelimit_lock);
+	return pass;
 }

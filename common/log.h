@@ -5,6 +5,7 @@
 #ifndef CHI_COMMON_LOG_H
 #define CHI_COMMON_LOG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 enum chi_log_level {
@@ -41,6 +42,53 @@ void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 #else
 #define CHI_LOG_DEBUG(...) CHI_LOG_AT(CHI_LOG_LEVEL_DEBUG, __VA_ARGS__)
 #endif
+
+/* Rate-limited logging, for lines that an outside event can repeat at will (a client that
+ * reconnects in a loop, accept() at the descriptor limit): a flood of identical lines buries
+ * the one that matters and costs the process more than the event itself. */
+
+/** At most this many lines per interval from one rate-limited site... */
+#define CHI_LOG_RATELIMIT_BURST 5
+/** ...per this interval; the rest are counted, and the count is logged before the next line
+ *  that passes ("suppressed N similar messages"). */
+#define CHI_LOG_RATELIMIT_INTERVAL_NS (5ull * 1000000000ull)
+
+/** State of one rate-limited site (or of one thing logged about, e.g. one client): zero it
+ *  before use (a static is). Any thread may use it; the logger locks it. */
+struct chi_log_ratelimit {
+	uint64_t window_start_ns;
+	uint32_t printed;    /* lines that passed in this window */
+	uint32_t suppressed; /* lines dropped since the last one that passed */
+};
+
+/**
+ * Count one line against @p rl.
+ * @param suppressed set, when the line may pass, to the number dropped before it (log that
+ *        first); 0 otherwise.
+ * @return 1 when the line may be printed, 0 when it is dropped (and counted).
+ */
+int chi_log_ratelimit(struct chi_log_ratelimit *rl, uint32_t *suppressed);
+
+/** As CHI_LOG_AT, but at most CHI_LOG_RATELIMIT_BURST lines per interval counted in @p rl. */
+#define CHI_LOG_RATELIMITED_BY(lvl, rl, ...)                                            \
+	do {                                                                            \
+		uint32_t chi_rl_dropped_;                                               \
+		if ((lvl) <= chi_log_threshold &&                                       \
+		    chi_log_ratelimit((rl), &chi_rl_dropped_)) {                        \
+			if (chi_rl_dropped_)                                            \
+				chi_log_write((lvl), __FILE__, __LINE__,                \
+					      "suppressed %u similar messages",         \
+					      chi_rl_dropped_);                         \
+			chi_log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);          \
+		}                                                                       \
+	} while (0)
+
+/** As CHI_LOG_AT, rate-limited per call site (each use has its own state). */
+#define CHI_LOG_RATELIMITED(lvl, ...)                                                   \
+	do {                                                                            \
+		static struct chi_log_ratelimit chi_rl_site_;                           \
+		CHI_LOG_RATELIMITED_BY((lvl), &chi_rl_site_, __VA_ARGS__);              \
+	} while (0)
 
 /** A broken invariant: log and abort. Never used for bad input. */
 #define CHI_PANIC(...)                                                         \
