@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/time_util.h"
 #include <chimaera/admin.h>
+#include "pool_manager.h"
 #include "runtime_internal.h"
 #include "transport/ipc.h"
 
@@ -112,18 +113,46 @@ static int socket_path(const struct chi_config *cfg, char *buf, size_t len)
 	return chi_ipc_socket_path(dir, cfg->port, buf, len);
 }
 
+/* Log to @path from now on. @created: whether this call made the file (O_EXCL, so that a
+ * file another runtime or the user already had is never taken for ours). */
+static int open_log(const char *path, int *created)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	*created = fd >= 0;
+	if (fd >= 0)
+		close(fd);
+	else if (errno != EEXIST)
+		return -errno;
+	return chi_log_set_file(path);
+}
+
 /* Fork; the child becomes the runtime in a new session, the parent waits for "OK" or
  * "ERR why" on a pipe so that the command's exit status says whether the runtime is up. */
 static int start_daemon(struct chi_config *cfg)
 {
-	int pfd[2];
+	int pfd[2], created = 0;
 	char msg[600] = "";
+	char dir[PATH_MAX], log[PATH_MAX + 32] = "", why[256];
 
 	if (pipe2(pfd, O_CLOEXEC) != 0)
 		return -errno;
+	/* A daemon's log needs a home: logging.file (cmd_start opened it), else the private
+	 * run dir. Opened here, not in the child, so that we know whether we made it. */
+	chi_config_run_dir(cfg, dir, sizeof(dir));
+	if (!cfg->log_file[0] && chi_ipc_secure_dir(dir, why, sizeof(why)) == 0) {
+		snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
+		if (open_log(log, &created) != 0)
+			log[0] = '\0'; /* the runtime runs without a log, as it would have */
+	}
 	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
+	if (pid < 0) {
+		int err = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		if (created)
+			unlink(log);
+		return -err;
+	}
 	if (pid == 0) {
 		close(pfd[0]);
 		setsid();
@@ -134,15 +163,6 @@ static int start_daemon(struct chi_config *cfg)
 			dup2(devnull, 2);
 			close(devnull);
 		}
-		/* A daemon's log needs a home: logging.file, else the private run dir. */
-		char dir[PATH_MAX], log[PATH_MAX + 32], why[256];
-		chi_config_run_dir(cfg, dir, sizeof(dir));
-		if (cfg->log_file[0])
-			snprintf(log, sizeof(log), "%s", cfg->log_file);
-		else
-			snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
-		if (cfg->log_file[0] || chi_ipc_secure_dir(dir, why, sizeof(why)) == 0)
-			chi_log_set_file(log);
 		_exit(rt_run(cfg, pfd[1]) == 0 ? 0 : 1);
 	}
 	close(pfd[1]);
@@ -159,22 +179,33 @@ static int start_daemon(struct chi_config *cfg)
 	waitpid(pid, NULL, 0);
 	fprintf(stderr, "chimaera: runtime failed to start: %s",
 		strncmp(msg, "ERR ", 4) == 0 ? msg + 4 : "it exited without a word\n");
+	/* A refused start (another runtime holds the port, say) leaves nothing behind; the
+	 * reason was just printed. A log that was there before stays: it may be the running
+	 * runtime's own. */
+	if (created)
+		unlink(log);
 	return -EIO;
 }
 
 static int cmd_start(struct cli_opts *o)
 {
 	struct chi_config cfg;
+	int created = 0;
 	int rc = load_config(o, &cfg);
 
 	if (rc)
 		return 2;
 	chi_log_init_from_env(cfg.log_level);
-	if (cfg.log_file[0] && (rc = chi_log_set_file(cfg.log_file)) != 0) {
+	if (cfg.log_file[0] && (rc = open_log(cfg.log_file, &created)) != 0) {
 		fprintf(stderr, "chimaera: logging.file %s: %s\n", cfg.log_file, strerror(-rc));
+		chi_config_fini(&cfg);
 		return 2;
 	}
 	rc = o->daemon ? start_daemon(&cfg) : rt_run(&cfg, -1);
+	/* A daemon that did not start told us why on the terminal: drop the logging.file we
+	 * made for it. In the foreground the log file is where the reason went: keep it. */
+	if (rc && o->daemon && created)
+		unlink(cfg.log_file);
 	chi_config_fini(&cfg);
 	return rc == 0 ? 0 : 1;
 }
@@ -248,10 +279,14 @@ static int cmd_stop(struct cli_opts *o)
 	return 0;
 }
 
+/* Validate @path: its syntax and values, and that every compose entry's module is where the
+ * runtime would look for it (from this environment: CHI_REPO_PATH counts). Nothing is
+ * loaded: a module's constructors do not run for a check. */
 static int cmd_config_check(const char *path)
 {
 	struct chi_config cfg;
-	char err[1024];
+	char err[1024], lib[PATH_MAX], why[3072]; /* room for every directory searched */
+	int bad = 0;
 
 	chi_config_defaults(&cfg);
 	if (chi_config_load_file(&cfg, path, err, sizeof(err)) != 0) {
@@ -259,9 +294,19 @@ static int cmd_config_check(const char *path)
 		chi_config_fini(&cfg);
 		return 2;
 	}
-	chi_config_dump(&cfg, stdout);
+	for (uint32_t i = 0; i < cfg.num_compose; i++) {
+		const struct chi_compose_entry *e = &cfg.compose[i];
+		if (rt_module_find(e->mod_name, lib, sizeof(lib), why, sizeof(why)) == 0)
+			continue;
+		/* The runtime's words for a failing entry (docs/config.md). */
+		fprintf(stderr, "chimaera: %s:%d: compose entry '%s' (mod_name %s): %s\n", path,
+			e->line, e->pool_name, e->mod_name, why);
+		bad = 1;
+	}
+	if (!bad)
+		chi_config_dump(&cfg, stdout);
 	chi_config_fini(&cfg);
-	return 0;
+	return bad ? 2 : 0;
 }
 
 static int attach_cli(const struct cli_opts *o, struct chi_client **c)

@@ -88,18 +88,13 @@ static int check_desc(const struct chi_module_desc *d, const char *name, char *w
 	return 0;
 }
 
-struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
-				 size_t why_len)
+int rt_module_find(const char *name, char *path, size_t path_len, char *why, size_t why_len)
 {
-	char path[PATH_MAX], tried[2048] = "", dirs[4096];
-	char reason[512];
+	char tried[2048] = "", dirs[4096];
 
-	for (struct rt_module *m = pools->modules; m; m = m->next)
-		if (strcmp(m->name, name) == 0)
-			return m;
 	if (!valid_name(name)) {
 		snprintf(why, why_len, "module '%s': not a valid module name", name);
-		return NULL;
+		return -EINVAL;
 	}
 	const char *repo = getenv("CHI_REPO_PATH");
 	char exe[PATH_MAX] = "";
@@ -110,11 +105,25 @@ struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char 
 		*slash = '\0';
 	snprintf(dirs, sizeof(dirs), "%s:%s/../%s:%s/../lib:%s", repo ? repo : "", exe,
 		 CHI_INSTALL_REL_MODULE_DIR, exe, CHI_INSTALL_MODULE_DIR);
-	if (!search(dirs, name, path, sizeof(path), tried, sizeof(tried))) {
+	if (!search(dirs, name, path, path_len, tried, sizeof(tried))) {
 		snprintf(why, why_len, "module '%s': lib%s.so not found (looked in %s)", name, name,
 			 tried[0] ? tried : "no directory");
-		return NULL;
+		return -ENOENT;
 	}
+	return 0;
+}
+
+struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
+				 size_t why_len)
+{
+	char path[PATH_MAX];
+	char reason[512];
+
+	for (struct rt_module *m = pools->modules; m; m = m->next)
+		if (strcmp(m->name, name) == 0)
+			return m;
+	if (rt_module_find(name, path, sizeof(path), why, why_len) != 0)
+		return NULL;
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!dl) {
 		snprintf(why, why_len, "module '%s': cannot load %s: %s", name, path, dlerror());

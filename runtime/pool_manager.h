@@ -93,6 +93,14 @@ int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t
 /* Find the method @id of @mod, or NULL. */
 const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id);
 
+/* module_loader.c: where lib<name>.so is, in the order the runtime searches: CHI_REPO_PATH
+ * (colon-separated), next to the executable (install layout, then build tree), the install
+ * prefix. What `chimaera config check` uses too, so that both find the same file.
+ * @param path Filled with the file found.
+ * @param why On failure: the module, and every directory looked in.
+ * @return 0, -EINVAL (not a valid module name) or -ENOENT (in none of them). */
+int rt_module_find(const char *name, char *path, size_t path_len, char *why, size_t why_len);
+
 /* module_loader.c: load (or reuse) lib<name>.so. @return the module or NULL with @why. */
 struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
 				 size_t why_len);
