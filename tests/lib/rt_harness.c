@@ -68,7 +68,7 @@ int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, cons
 	}
 	/* Ready when a client can attach. */
 	struct chi_client *c;
-	uint64_t deadline = rt_now_ms() + 5000;
+	uint64_t deadline = rt_now_ms() + RT_START_TIMEOUT_MS;
 	while (rt_now_ms() < deadline) {
 		if (rt_connect(h, &c) == 0) {
 			chi_client_disconnect(c);
@@ -101,7 +101,7 @@ int rt_stop(struct rt_harness *h)
 		return -1;
 	}
 	kill(h->pid, SIGTERM);
-	for (int i = 0; i < 1000; i++) {
+	for (uint64_t deadline = rt_now_ms() + RT_STOP_TIMEOUT_MS; rt_now_ms() < deadline;) {
 		if (waitpid(h->pid, &st, WNOHANG) == h->pid) {
 			rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 			h->pid = 0;
@@ -121,4 +121,21 @@ int rt_connect(struct rt_harness *h, struct chi_client **c)
 {
 	struct chi_client_opts o = { .config_path = h->config, .wait_server_set = 1 };
 	return chi_client_connect(&o, c);
+}
+
+uint32_t rt_wait_clients(struct chi_client *c, uint32_t want, uint64_t *reclaimed)
+{
+	struct chi_admin_stats st = { 0 };
+	uint64_t deadline = rt_now_ms() + RT_WAIT_TIMEOUT_MS;
+
+	for (;;) {
+		if (chi_admin_stats(c, &st) != 0)
+			return UINT32_MAX;
+		if (st.num_clients == want || rt_now_ms() >= deadline)
+			break;
+		usleep(10000);
+	}
+	if (reclaimed)
+		*reclaimed = st.clients_reclaimed;
+	return st.num_clients;
 }

@@ -8,6 +8,13 @@
 
 #include <chimaera/chimaera.h>
 
+/* Deadlines for things that take milliseconds on a quiet machine. They only bound a hang:
+ * under a sanitizer on a machine running other jobs (load 15 on 2 cpus) a start took over
+ * 5 s. A test asserts behaviour, never speed. */
+#define RT_START_TIMEOUT_MS 60000
+#define RT_STOP_TIMEOUT_MS 60000
+#define RT_WAIT_TIMEOUT_MS 60000 /* for a condition a test waits for */
+
 struct rt_harness {
 	pid_t pid;
 	int port;
@@ -18,19 +25,27 @@ struct rt_harness {
 
 /* Write a config (num_threads, first_busy_wait µs, @extra: top-level YAML appended; if it
  * has a memory: section, it replaces the harness's own) and
- * start `chimaera runtime start --config ...`. Waits until the socket answers (<= 5 s).
- * @return 0 or -errno. */
+ * start `chimaera runtime start --config ...`. Waits until a client can attach (up to
+ * RT_START_TIMEOUT_MS). The attach probe's client is reclaimed asynchronously: a test that
+ * counts clients waits for the count it expects.
+ * @return 0, -ECHILD (the runtime exited), -ETIMEDOUT, or another -errno. */
 int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, const char *extra);
 
 /* Extra keys for the runtime: section of the next rt_start() (e.g. "  stack_size: 1MB\n"). */
 extern const char *rt_runtime_extra;
 
-/* SIGTERM, then wait (<= 10 s, then SIGKILL). @return the exit status (0..255), or -1 if it
- * had to be killed or died by a signal. */
+/* SIGTERM, then wait (up to RT_STOP_TIMEOUT_MS, then SIGKILL). @return the exit status
+ * (0..255), or -1 if it had to be killed or died by a signal. */
 int rt_stop(struct rt_harness *h);
 
 /* Connect a client to @h. */
 int rt_connect(struct rt_harness *h, struct chi_client **c);
+
+/* Wait (up to RT_WAIT_TIMEOUT_MS) until the runtime's Stats count exactly @want attached
+ * clients, @c included. Attach and reclaim are asynchronous to other clients' Stats.
+ * @return the last count seen (== @want unless it timed out); @reclaimed (may be NULL): the
+ * clients reclaimed so far, from the same Stats. */
+uint32_t rt_wait_clients(struct chi_client *c, uint32_t want, uint64_t *reclaimed);
 
 /* Path of a built binary, e.g. "chimaera". */
 const char *rt_bin(const char *name);
