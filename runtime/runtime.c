@@ -11,6 +11,7 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,6 +44,15 @@ static struct conn tag_event = { CONN_EVENT, -1, 0, NULL, NULL };
 
 #define PENDING_TIMEOUT_NS (2ull * 1000000000ull)
 
+/* Out of descriptors or memory, accept() fails but leaves the connection in the backlog: the
+ * listen socket stays readable and the level-triggered epoll would return at once, forever.
+ * Stop polling it for this long instead; the connection waits in the backlog meanwhile. */
+#define ACCEPT_BACKOFF_NS (100ull * 1000000ull)
+
+/* When serve() polls the listen socket again; 0 while it is polled. File scope, like the
+ * tags above: one runtime per process. */
+static uint64_t accept_resume_ns;
+
 static int ep_add(struct runtime *rt, int fd, struct conn *c, uint32_t events)
 {
 	struct epoll_event ev = { .events = events, .data.ptr = c };
@@ -66,8 +76,9 @@ static void send_reply(int fd, uint16_t type, int status, const char *msg, const
 	if (msg)
 		snprintf(r.message, sizeof(r.message), "%s", msg);
 	int rc = chi_ipc_send(fd, &r, sizeof(r), fds, nfds);
-	if (rc)
-		CHI_LOG_WARN("reply to a client failed: %s", strerror(-rc));
+	if (rc) /* a client can make this fail at will: hang up before reading */
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "reply to a client failed: %s",
+				    strerror(-rc));
 }
 
 static void fill_status(struct runtime *rt, struct chi_ipc_status *s)
@@ -272,16 +283,64 @@ static void close_pending(struct runtime *rt, struct conn *cn)
 	free(cn);
 }
 
+/* Stop polling the listen socket for ACCEPT_BACKOFF_NS; serve() resumes it. */
+static void pause_accepting(struct runtime *rt)
+{
+	struct epoll_event ev = { .events = 0, .data.ptr = &tag_listen };
+
+	if (epoll_ctl(rt->epfd, EPOLL_CTL_MOD, rt->listen_fd, &ev) != 0) {
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "cannot pause the listen socket: %s",
+				    strerror(errno));
+		return;
+	}
+	accept_resume_ns = chi_now_ns() + ACCEPT_BACKOFF_NS;
+}
+
+static void resume_accepting(struct runtime *rt, uint64_t now)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &tag_listen };
+
+	if (accept_resume_ns == 0 || now < accept_resume_ns)
+		return;
+	if (epoll_ctl(rt->epfd, EPOLL_CTL_MOD, rt->listen_fd, &ev) != 0) {
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR,
+				    "cannot poll the listen socket again: %s; retrying",
+				    strerror(errno));
+		accept_resume_ns = now + ACCEPT_BACKOFF_NS;
+		return;
+	}
+	accept_resume_ns = 0;
+}
+
+/* The epoll_wait timeout of serve(), shortened to when accepting resumes. */
+static int accept_wait_ms(int timeout)
+{
+	if (accept_resume_ns == 0)
+		return timeout;
+	uint64_t now = chi_now_ns();
+	int ms = now >= accept_resume_ns ? 0 : (int)((accept_resume_ns - now) / 1000000ull) + 1;
+	return timeout < 0 || ms < timeout ? ms : timeout;
+}
+
 static void accept_one(struct runtime *rt)
 {
 	int fd = accept4(rt->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			CHI_LOG_WARN("accept: %s", strerror(errno));
+		int err = errno;
+		/* Nothing waiting, a signal, or a peer that left before we took it. */
+		if (err == EAGAIN || err == EINTR || err == ECONNABORTED)
+			return;
+		/* EMFILE, ENFILE, ENOBUFS, ENOMEM (or worse) fail again at once: back off. */
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "accept: %s; not accepting for %llu ms",
+				    strerror(err), ACCEPT_BACKOFF_NS / 1000000ull);
+		pause_accepting(rt);
 		return;
 	}
 	struct conn *cn = calloc(1, sizeof(*cn));
-	if (!cn || ep_add(rt, fd, cn, EPOLLIN | EPOLLRDHUP) != 0) {
+	int rc = cn ? ep_add(rt, fd, cn, EPOLLIN | EPOLLRDHUP) : -ENOMEM;
+	if (rc) {
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "dropped a new connection: %s",
+				    strerror(-rc));
 		free(cn);
 		close(fd);
 		return;
@@ -318,7 +377,7 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 	    cred.uid != geteuid()) {
 		snprintf(why, sizeof(why), "uid %u may not use the runtime of uid %u",
 			 (unsigned)cred.uid, (unsigned)geteuid());
-		CHI_LOG_WARN("refused pid %d: %s", (int)cred.pid, why);
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "refused pid %d: %s", (int)cred.pid, why);
 		send_reply(cn->fd, req.type, -EACCES, why, NULL, 0, NULL);
 		close_pending(rt, cn);
 		return;
@@ -532,6 +591,51 @@ static void shutdown_runtime(struct runtime *rt)
 	}
 }
 
+/* Descriptors the runtime holds besides a socket per attached client and a doorbell per
+ * worker: stdio, the log, the lock, the listen socket, the signal, event and epoll fds, a
+ * memfd during an attach, module files, connections that have not sent their request yet. */
+#define FD_RESERVE 64
+
+/* Raise the soft open-file limit to what memory.max_clients needs, or refuse the config when
+ * the hard limit cannot hold it: a runtime that started anyway would fail attaches and
+ * module file opens one by one once at the limit. */
+static int fit_fd_limit(const struct chi_config *cfg, char *why, size_t why_len)
+{
+	unsigned long long need = (unsigned long long)cfg->max_clients + cfg->num_threads +
+				  FD_RESERVE;
+	unsigned long long others = (unsigned long long)cfg->num_threads + FD_RESERVE;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		int err = errno;
+		snprintf(why, why_len, "getrlimit(RLIMIT_NOFILE): %s", strerror(err));
+		return -err;
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return 0;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		unsigned long long hard = rl.rlim_max;
+		snprintf(why, why_len,
+			 "%s: memory.max_clients %u needs %llu open files (one per client, %u for "
+			 "the workers, %d spare) but the hard limit RLIMIT_NOFILE is %llu: set "
+			 "memory.max_clients to at most %llu or raise the hard limit (ulimit -Hn, "
+			 "systemd LimitNOFILE=)",
+			 cfg->source[0] ? cfg->source : "built-in defaults", cfg->max_clients, need,
+			 cfg->num_threads, FD_RESERVE, hard, hard > others ? hard - others : 0);
+		return -EMFILE;
+	}
+	rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		int err = errno;
+		snprintf(why, why_len, "cannot raise RLIMIT_NOFILE to %llu: %s", need,
+			 strerror(err));
+		return -err;
+	}
+	CHI_LOG_INFO("open-file limit raised to %llu for memory.max_clients %u", need,
+		     cfg->max_clients);
+	return 0;
+}
+
 static void notify_ready(struct runtime *rt, int status, const char *why)
 {
 	char msg[512];
@@ -558,11 +662,13 @@ static int serve(struct runtime *rt)
 		int timeout = rt->pending ? 500 : -1;
 		if (watch_ms > 0 && (timeout < 0 || watch_ms < timeout))
 			timeout = watch_ms;
-		int n = epoll_wait(rt->epfd, evs, 64, timeout);
+		int n = epoll_wait(rt->epfd, evs, 64, accept_wait_ms(timeout));
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		for (int i = 0; i < n; i++)
 			handle_event(rt, &evs[i]);
+		if (accept_resume_ns)
+			resume_accepting(rt, chi_now_ns());
 		if (rt->pending)
 			expire_pending(rt);
 		if (watch_ms > 0) {
@@ -590,7 +696,9 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 	rt->start_ns = chi_now_ns();
 	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
 
-	rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
+	rc = fit_fd_limit(cfg, why, sizeof(why));
+	if (rc == 0)
+		rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
 	if (rc == 0 && (chi_ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
 			chi_ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
 		snprintf(why, sizeof(why), "run directory path %s is too long", run_dir);
