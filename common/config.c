@@ -54,6 +54,12 @@ static const struct key_desc keys[] = {
 	{ "runtime.numa_node", KEY_INT, OFF(numa_node), 0, 1023 },
 	{ "runtime.stall_report_ms", KEY_U32, OFF(stall_report_ms), 0, 3600000 },
 	{ "runtime.steal_after_ms", KEY_U32, OFF(steal_after_ms), 0, 3600000 },
+	{ "runtime.client_max_timers", KEY_U32, OFF(client_max_timers), 1, 1u << 30 },
+	{ "runtime.client_max_coroutines", KEY_U32, OFF(client_max_coroutines), 1, 1u << 30 },
+	{ "runtime.client_max_subtasks", KEY_U32, OFF(client_max_subtasks), 1, 1u << 30 },
+	{ "runtime.client_max_memory", KEY_SIZE, OFF(client_max_memory), 1ull << 20, 1ull << 40 },
+	{ "runtime.client_max_bad_submissions", KEY_U32, OFF(client_max_bad_submissions), 1,
+	  1u << 30 },
 	{ "runtime.heartbeat_interval", KEY_IGNORED, 0, 0, 0 },
 	{ "runtime.max_sleep", KEY_IGNORED, 0, 0, 0 },
 	{ "memory.client_data_segment_size", KEY_SIZE, OFF(client_data_segment_size),
@@ -88,6 +94,11 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->numa_node = -1;
 	cfg->stall_report_ms = 1000;
 	cfg->steal_after_ms = 100;
+	cfg->client_max_timers = 65536;
+	cfg->client_max_coroutines = 131072;
+	cfg->client_max_subtasks = 65536;
+	cfg->client_max_memory = 256ull << 20;
+	cfg->client_max_bad_submissions = 1000;
 	cfg->client_data_segment_size = 256ull << 20;
 	cfg->lanes_per_client = 16;
 	cfg->max_clients = 1024;
@@ -653,10 +664,15 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 	fprintf(out, "  first_busy_wait: %llu\n  conf_dir: %s\n  run_dir: %s\n",
 		(unsigned long long)cfg->first_busy_wait_us, cfg->conf_dir, run_dir);
 	fprintf(out,
-		"  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  steal_after_ms: %u\n"
-		"  cpus: [",
+		"  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  steal_after_ms: %u\n",
 		(unsigned long long)cfg->stack_size, cfg->numa_node, cfg->stall_report_ms,
 		cfg->steal_after_ms);
+	fprintf(out,
+		"  client_max_timers: %u\n  client_max_coroutines: %u\n  client_max_subtasks: %u\n"
+		"  client_max_memory: %llu\n  client_max_bad_submissions: %u\n",
+		cfg->client_max_timers, cfg->client_max_coroutines, cfg->client_max_subtasks,
+		(unsigned long long)cfg->client_max_memory, cfg->client_max_bad_submissions);
+	fprintf(out, "  cpus: [");
 	for (uint32_t i = 0; i < cfg->num_cpus; i++)
 		fprintf(out, "%s%d", i ? ", " : "", cfg->cpus[i]);
 	fprintf(out,

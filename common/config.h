@@ -51,6 +51,12 @@ struct chi_config {
 	int numa_node;	   /* -1: automatic */
 	uint32_t stall_report_ms; /* report a task running this long without yielding; 0 off */
 	uint32_t steal_after_ms;  /* move a stalled worker's waiting lanes after this; 0 off */
+	/* Per-client quotas: what one client's tasks and their subtasks may hold at once. */
+	uint32_t client_max_timers;	    /* admin Sleep timers */
+	uint32_t client_max_coroutines;	    /* started, unfinished yielding tasks */
+	uint32_t client_max_subtasks;	    /* subtask records and buffers */
+	uint64_t client_max_memory;	    /* runtime memory: subtask blocks, fan-out copies */
+	uint32_t client_max_bad_submissions; /* rejected lane entries before a disconnect */
 
 	/* memory */
 	uint64_t client_data_segment_size;

@@ -51,7 +51,9 @@ static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *par
 	return 0;
 }
 
-static int admin_sleep(struct worker *w, struct rt_client *c, struct chi_task *task,
+/* Sleep: a timer charged to the client at the root of the task (quota
+ * runtime.client_max_timers), completed by the worker when due. */
+static int admin_sleep(struct worker *w, struct rt_client *root, struct chi_task *task,
 		       const struct chi_task *hdr, void *params)
 {
 	struct chi_admin_sleep_params p;
@@ -63,7 +65,12 @@ static int admin_sleep(struct worker *w, struct rt_client *c, struct chi_task *t
 		return -EINVAL;
 	if (p.usec == 0)
 		return 0;
-	int rc = rt_timer_add(w, c, task, chi_now_ns() + p.usec * 1000ull);
+	int rc = rt_quota_take(&root->held_timers, w->rt->cfg.client_max_timers);
+	if (rc)
+		return rc;
+	rc = rt_timer_add(w, root, task, chi_now_ns() + p.usec * 1000ull);
+	if (rc)
+		rt_quota_give(&root->held_timers);
 	return rc ? rc : RT_TASK_PENDING;
 }
 
@@ -212,8 +219,8 @@ static const struct chi_method_desc *admin_method(uint32_t id)
 	return &unknown;
 }
 
-static int admin_run(struct worker *w, struct rt_client *c, struct chi_task *task,
-		     const struct chi_task *hdr, void *params)
+static int admin_run(struct worker *w, struct rt_client *c, struct rt_client *root,
+		     struct chi_task *task, const struct chi_task *hdr, void *params)
 {
 	switch (hdr->method) {
 	case CHI_ADMIN_NOOP:
@@ -221,7 +228,7 @@ static int admin_run(struct worker *w, struct rt_client *c, struct chi_task *tas
 	case CHI_ADMIN_ECHO:
 		return admin_echo(c, hdr, params);
 	case CHI_ADMIN_SLEEP:
-		return admin_sleep(w, c, task, hdr, params);
+		return admin_sleep(w, root, task, hdr, params);
 	case CHI_ADMIN_STATS:
 		return admin_stats(w, hdr, params);
 	case CHI_ADMIN_STOP_RUNTIME:
@@ -244,8 +251,8 @@ static int admin_run(struct worker *w, struct rt_client *c, struct chi_task *tas
 	}
 }
 
-int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *task,
-		const struct chi_task *hdr, void *params)
+int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct rt_client *root,
+		      struct chi_task *task, const struct chi_task *hdr, void *params)
 {
 	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
 		return -ENOENT; /* no such pool */
@@ -254,7 +261,7 @@ int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct chi_task *ta
 		return rc;
 	/* The admin pool has no container: the watchdog names it "admin" (NULL). */
 	rt_activity_begin(NULL, admin_method(hdr->method));
-	rc = admin_run(w, c, task, hdr, params);
+	rc = admin_run(w, c, root, task, hdr, params);
 	rt_activity_end();
 	return rc;
 }

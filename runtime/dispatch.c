@@ -15,6 +15,7 @@
 
 struct chi_request {
 	struct rt_client *client;
+	struct rt_client *root; /* whose work this is (subtasks inherit it) */
 	struct chi_task *task;
 	struct chi_container *container;
 	void *params;
@@ -29,6 +30,8 @@ struct rt_fanout {
 	const struct chi_method_desc *method;
 	void *params;	  /* the task's parameters in shared memory (the reply goes here) */
 	void *original;	  /* private copy taken before any container ran */
+	struct rt_client *root; /* charged for the copies until the last reply */
+	uint64_t charged;
 	uint32_t size;
 	uint32_t remaining;
 	int replies;
@@ -107,10 +110,16 @@ struct rt_ytask *rt_request_ytask(struct chi_request *req)
 	return req->yt;
 }
 
+struct rt_client *rt_request_root(struct chi_request *req)
+{
+	return req->root;
+}
+
 int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
 {
 	struct chi_container *c = work->container;
-	struct chi_request req = { work->client, work->task, c, work->params, work->size, yt };
+	struct chi_request req = { work->client, work->root, work->task, c,
+				   work->params, work->size, yt };
 	/* Single writer (the owner): no locked add on the task path. */
 	atomic_store_explicit(&c->tasks, atomic_load_explicit(&c->tasks, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
@@ -150,6 +159,7 @@ static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int
 	else
 		rt_task_finish(f->task, f->rc);
 	pthread_mutex_destroy(&f->lock);
+	rt_quota_give_bytes(f->root, f->charged);
 	free(f->original);
 	free(f);
 }
@@ -162,13 +172,17 @@ void rt_work_done(struct worker *w, struct rt_work *work, int rc)
 	} else {
 		rt_task_complete(w, work->task, rc);
 	}
-	rt_client_put(w->rt, work->client);
+	rt_client_put(w->rt, work->root);
 }
 
 /* Run @work on this worker, its container's owner: at once, or on a coroutine when the
  * method may yield. The work holds a client reference until rt_work_done(). */
 void rt_run_work(struct worker *w, struct rt_work *work)
 {
+	if (rt_client_cancelled(work->root)) {
+		rt_work_done(w, work, -ECANCELED); /* its client has departed: do not start it */
+		return;
+	}
 	if (work->method->flags & CHI_METHOD_MAY_YIELD) {
 		int rc = rt_yield_start(w, work);
 		if (rc != RT_TASK_PENDING)
@@ -188,16 +202,15 @@ void rt_work_cancel(struct rt_work *work)
 	}
 }
 
-/* Run now if we own the container, else hand it to the owner. */
+/* Run now if we own the container, else hand it to the owner. Takes a reference on the
+ * work's root client, which rt_work_done() puts. */
 static void run_or_forward(struct worker *w, struct rt_work *work)
 {
-	if (work->container->owner == w->index) {
-		rt_client_get(work->client); /* rt_run_work puts it */
+	rt_client_get(work->root);
+	if (work->container->owner == w->index)
 		rt_run_work(w, work);
-		return;
-	}
-	rt_client_get(work->client);
-	rt_worker_post_work(&w->rt->workers[work->container->owner], work);
+	else if (rt_worker_post_work(&w->rt->workers[work->container->owner], work) != 0)
+		rt_work_done(w, work, -ENOMEM);
 }
 
 /* Which containers @q names: [*first, *first + *count). */
@@ -252,15 +265,22 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 	}
 }
 
-static int fan_out(struct worker *w, struct rt_client *client, struct chi_task *task,
-		   struct rt_pool *pool, const struct chi_method_desc *m, void *params,
-		   uint32_t size, uint32_t first, uint32_t count)
+static int fan_out(struct worker *w, struct rt_client *client, struct rt_client *root,
+		   struct chi_task *task, struct rt_pool *pool, const struct chi_method_desc *m,
+		   void *params, uint32_t size, uint32_t first, uint32_t count)
 {
+	/* Each container gets its own copy of the parameters (it writes its reply there):
+	 * charged to the client, so one large broadcast cannot take the runtime's memory. */
+	uint64_t charge = (uint64_t)(size ? size : 1) * (count + 1);
+	int rc = rt_quota_take_bytes(w->rt, root, charge);
+	if (rc)
+		return rc;
 	struct rt_fanout *f = calloc(1, sizeof(*f));
 	void *orig = malloc(size ? size : 1);
 	if (!f || !orig) {
 		free(f);
 		free(orig);
+		rt_quota_give_bytes(root, charge);
 		return -ENOMEM;
 	}
 	memcpy(orig, params, size); /* every container starts from the same parameters */
@@ -269,10 +289,12 @@ static int fan_out(struct worker *w, struct rt_client *client, struct chi_task *
 	f->method = m;
 	f->params = params;
 	f->original = orig;
+	f->root = root;
+	f->charged = charge;
 	f->size = size;
 	f->remaining = count;
 	for (uint32_t i = 0; i < count; i++) {
-		struct rt_work work = { client, task, &pool->containers[first + i], m, f,
+		struct rt_work work = { client, root, task, &pool->containers[first + i], m, f,
 					malloc(size ? size : 1), size };
 		if (!work.params) {
 			fanout_reply(w, f, NULL, -ENOMEM);
@@ -284,11 +306,11 @@ static int fan_out(struct worker *w, struct rt_client *client, struct chi_task *
 	return RT_TASK_PENDING;
 }
 
-int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task *task,
-		     const struct chi_task *hdr, void *params)
+int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_client *root,
+		     struct chi_task *task, const struct chi_task *hdr, void *params)
 {
 	if (hdr->pool.major == CHI_ADMIN_POOL_MAJOR && hdr->pool.minor == 0)
-		return rt_admin_dispatch(w, client, task, hdr, params);
+		return rt_admin_dispatch(w, client, root, task, hdr, params);
 	struct rt_pool *pool = rt_pool_find(w->rt, hdr->pool);
 	if (!pool)
 		return -ENOENT;
@@ -305,16 +327,12 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task
 	if (rc)
 		return rc;
 	if (count > 1 || hdr->query.mode == CHI_QUERY_RANGE || hdr->query.mode == CHI_QUERY_BROADCAST)
-		return fan_out(w, client, task, pool, m, params, hdr->params_size, first, count);
-	struct rt_work work = { client, task, &pool->containers[first], m, NULL, params,
+		return fan_out(w, client, root, task, pool, m, params, hdr->params_size, first,
+			       count);
+	struct rt_work work = { client, root, task, &pool->containers[first], m, NULL, params,
 				hdr->params_size };
 	if (work.container->owner == w->index && !(m->flags & CHI_METHOD_MAY_YIELD))
 		return rt_call_handler(&work, NULL); /* the fast path: no reference, no copy */
-	rt_client_get(client);
-	if (work.container->owner == w->index) {
-		rt_run_work(w, &work);
-		return RT_TASK_PENDING;
-	}
-	rt_worker_post_work(&w->rt->workers[work.container->owner], &work);
+	run_or_forward(w, &work);
 	return RT_TASK_PENDING;
 }

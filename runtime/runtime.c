@@ -130,10 +130,18 @@ err_close:
 	return rc;
 }
 
-static void init_client_segment(struct runtime *rt, struct rt_client *c)
+/* Lay out the client's segment and the runtime's side of its lanes. A client's lanes go
+ * round the workers starting at a different worker per client, so that every client's first
+ * lane (its first thread) does not land on worker 0. */
+static int init_client_segment(struct runtime *rt, struct rt_client *c)
 {
 	struct chi_seg_header *h = c->base;
+	size_t bytes = (size_t)c->layout.num_lanes * sizeof(*c->lanes);
 
+	c->lanes = aligned_alloc(CHI_CACHE_LINE, bytes);
+	if (!c->lanes)
+		return -ENOMEM;
+	memset(c->lanes, 0, bytes);
 	c->hdr = h;
 
 	h->magic = CHI_SEG_MAGIC;
@@ -144,11 +152,15 @@ static void init_client_segment(struct runtime *rt, struct rt_client *c)
 	h->runtime_pid = (int32_t)getpid();
 	atomic_init(&h->runtime_state, CHI_SEG_RUNNING);
 	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
-		c->lane_worker[i] = (uint16_t)(rt->next_lane_worker++ % rt->num_workers);
-		h->lane_worker[i] = c->lane_worker[i];
-		atomic_init(&c->lane_token[i], c->lane_worker[i]);
-		chi_ring_init(chi_seg_lane(c->base, &c->layout, i));
+		uint32_t owner = (c->id + i) % rt->num_workers;
+		struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, i);
+		h->lane_worker[i] = (uint16_t)owner;
+		chi_ring_init(ring);
+		atomic_init(&c->lanes[i].token, RT_LANE_TOKEN(owner, 0));
+		atomic_init(&c->lanes[i].head_seen, 0);
+		chi_ring_consumer_init(&c->lanes[i].cons, ring, c->layout.lane_depth);
 	}
+	return 0;
 }
 
 static void free_client(struct runtime *rt, struct rt_client *c)
@@ -158,6 +170,7 @@ static void free_client(struct runtime *rt, struct rt_client *c)
 	if (c->sock >= 0)
 		close(c->sock);
 	free(c->conn);
+	free(c->lanes);
 	free(c);
 }
 
@@ -193,7 +206,16 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 		free_client(rt, c);
 		return rc;
 	}
-	init_client_segment(rt, c);
+	rc = init_client_segment(rt, c);
+	if (rc) {
+		send_reply(cn->fd, CHI_IPC_ATTACH, rc, "runtime out of memory", NULL, 0, NULL);
+		close(memfd);
+		c->sock = -1;
+		free_client(rt, c);
+		return rc;
+	}
+	/* Counted before the reply: a Stats sent right after the attach sees this client. */
+	atomic_fetch_add_explicit(&rt->num_clients, 1, memory_order_relaxed);
 
 	memset(&r, 0, sizeof(r));
 	r.seg_size = c->layout.size;
@@ -210,7 +232,6 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 		rt_worker_post(&rt->workers[i], RT_MSG_ADD_CLIENT, c);
 	c->next = rt->clients;
 	rt->clients = c;
-	atomic_fetch_add_explicit(&rt->num_clients, 1, memory_order_relaxed);
 	cn->kind = CONN_CLIENT;
 	cn->client = c;
 	c->conn = cn;
@@ -218,18 +239,53 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	return 0;
 }
 
-/* The client hung up: hand its lanes back to the workers for a final drain. */
+/* The client hung up (or is evicted): its work stops. What its lanes still hold is dropped,
+ * its timers and sleepers are cancelled, work of its subtask trees finds it cancelled and
+ * winds up; the client is released when the last of it has let go (refs). */
 static void detach_client(struct runtime *rt, struct conn *cn)
 {
 	struct rt_client *c = cn->client;
 
 	epoll_ctl(rt->epfd, EPOLL_CTL_DEL, cn->fd, NULL);
 	c->detaching = 1;
+	/* R12: pairs with A12 in rt_client_cancelled: set before the workers hear of it. */
+	atomic_store_explicit(&c->cancelled, 1, memory_order_release);
 	c->conn = NULL;
 	for (uint32_t i = 0; i < rt->num_workers; i++)
 		rt_worker_post(&rt->workers[i], RT_MSG_DETACH_CLIENT, c);
 	free(cn);
 	CHI_LOG_INFO("client %u (pid %d) hung up; reclaiming", c->id, (int)c->pid);
+}
+
+/* Clients that kept corrupting their lanes (runtime.client_max_bad_submissions) are
+ * disconnected: the socket is shut down so the client learns at once, then detached. */
+static void evict_clients(struct runtime *rt)
+{
+	for (struct rt_client *c = rt->clients; c; c = c->next) {
+		if (c->detaching || !atomic_load_explicit(&c->evict, memory_order_relaxed))
+			continue;
+		CHI_LOG_WARN("client %u (pid %d): %llu bad submissions; disconnecting it", c->id,
+			     (int)c->pid,
+			     (unsigned long long)atomic_load_explicit(&c->bad_submissions,
+								      memory_order_relaxed));
+		shutdown(c->sock, SHUT_RDWR);
+		detach_client(rt, c->conn);
+	}
+}
+
+int rt_quota_take_bytes(struct runtime *rt, struct rt_client *c, uint64_t bytes)
+{
+	uint64_t held = atomic_fetch_add_explicit(&c->held_bytes, bytes, memory_order_relaxed);
+	if (held + bytes > rt->cfg.client_max_memory) {
+		atomic_fetch_sub_explicit(&c->held_bytes, bytes, memory_order_relaxed);
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+void rt_quota_give_bytes(struct rt_client *c, uint64_t bytes)
+{
+	atomic_fetch_sub_explicit(&c->held_bytes, bytes, memory_order_relaxed);
 }
 
 void rt_client_get(struct rt_client *c)
@@ -444,6 +500,7 @@ static void handle_event(struct runtime *rt, struct epoll_event *ev)
 		if (read(rt->event_fd, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
 			CHI_LOG_WARN("event fd: %s", strerror(errno));
 		rt_jobs_run(rt);
+		evict_clients(rt);
 		reclaim_clients(rt);
 		break;
 	case CONN_PENDING:

@@ -3,6 +3,7 @@
 #ifndef CHI_RUNTIME_INTERNAL_H
 #define CHI_RUNTIME_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -30,24 +31,50 @@ struct rt_client {
 	void *base;
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
 	struct chi_seg_header *hdr;
-	uint16_t lane_worker[CHI_SEG_MAX_LANES];
-	/* Who consumes each lane: a worker index, RT_LANE_BUSY or-ed in while it dequeues. The
-	 * control thread moves the lanes of a stalled worker by swapping this (work stealing). */
-	_Atomic uint32_t lane_token[CHI_SEG_MAX_LANES];
+	struct rt_client_lane *lanes; /* layout.num_lanes of them, runtime memory */
 	_Atomic uint32_t refs;
 	_Atomic uint64_t bad_submissions;
-	int detaching;
+	int detaching; /* control thread's own view */
+	/* Set by the control thread at detach (before the DETACH messages): the client's work
+	 * and everything descended from it stop (rt_client_cancelled). */
+	_Atomic int cancelled;
+	_Atomic int evict; /* set by a worker: too many bad submissions, disconnect it */
+	/* Quotas (runtime.client_max_*): what the client's tasks and their subtasks hold. */
+	alignas(CHI_CACHE_LINE) _Atomic uint32_t held_timers;
+	_Atomic uint32_t held_coros;
+	_Atomic uint32_t held_subtasks;
+	_Atomic uint64_t held_bytes;
 	void *conn; /* the control thread's record of the socket; NULL once detached */
 	struct rt_client *next;
 };
 
-#define RT_LANE_BUSY 0x80000000u
+/* The runtime's side of one client lane, in runtime memory: nothing here is read back from
+ * the client's segment. One cache line each, so that workers polling neighbouring lanes do
+ * not share lines.
+ *
+ * token: who consumes the lane. Bits 0-7 the worker, bits 8-30 a generation that every move
+ * of the lane bumps, bit 31 (RT_LANE_BUSY) set by the owner while it dequeues or announces
+ * sleep. A worker holds a lane as (lane, token value it was granted): ADD_CLIENT grants
+ * generation 0, each ADOPT the generation of its move. A worker that still lists an older
+ * grant fails its claim and forgets the lane, so a lane moved A -> B -> A is never polled
+ * twice by A, and a grant never arrives twice. The consumer head lives here too, touched only
+ * under the claim: a new owner continues exactly where the last one stopped. */
+struct rt_client_lane {
+	alignas(CHI_CACHE_LINE) _Atomic uint32_t token;
+	_Atomic uint32_t head_seen; /* cons.head as of the last dequeue: the idle check reads it */
+	struct chi_ring_consumer cons;
+};
 
-/* A lane as one worker polls it. */
+#define RT_LANE_BUSY 0x80000000u
+#define RT_LANE_OWNER(t) ((t)&0xffu) /* CHI_CONFIG_MAX_WORKERS fits */
+#define RT_LANE_GEN(t) (((t) >> 8) & 0x7fffffu)
+#define RT_LANE_TOKEN(owner, gen) ((uint32_t)(owner) | (((uint32_t)(gen)&0x7fffffu) << 8))
+
+/* A lane as one worker polls it: the grant it holds. */
 struct rt_lane {
 	struct rt_client *client;
 	uint32_t index;
-	struct chi_ring_consumer cons;
+	uint32_t token; /* the token value of our grant (never with BUSY) */
 };
 
 enum rt_msg_type {
@@ -57,14 +84,17 @@ enum rt_msg_type {
 	RT_MSG_BARRIER,	      /* count it: everything posted before has been handled */
 	RT_MSG_MONITOR,	      /* start the periodic monitor of a container I own */
 	RT_MSG_WAKE,	      /* a subtask this suspended task awaits has completed */
-	RT_MSG_ADOPT,	      /* a lane taken from a stalled worker is mine now */
+	RT_MSG_ADOPT,	      /* a lane taken from a stalled worker is mine now (token) */
 };
 
 struct rt_fanout;
 
 /* A task (or one container's share of a fanned-out task) bound for a container. */
 struct rt_work {
-	struct rt_client *client; /* holds a client reference while queued */
+	struct rt_client *client; /* whose memory the task lies in (a client, or subtasks) */
+	struct rt_client *root;	  /* whose work it is: the client at the root of its subtask
+				   * tree; holds a reference while queued, carries quotas and
+				   * cancellation */
 	struct chi_task *task;
 	struct chi_container *container;
 	const struct chi_method_desc *method; /* resolved once: the header may change */
@@ -78,7 +108,9 @@ struct rt_msg {
 	struct rt_client *client;
 	struct chi_container *container; /* RT_MSG_MONITOR */
 	struct rt_ytask *yt;		 /* RT_MSG_WAKE */
-	uint32_t lane;			 /* RT_MSG_ADOPT, with client */
+	uint32_t lane;			 /* RT_MSG_ADOPT, with client and token */
+	uint32_t token;
+	int embedded; /* part of another object (a task's wake-up): not freed after handling */
 	struct rt_work work;
 	struct rt_msg *next;
 };
@@ -174,7 +206,6 @@ struct runtime {
 	_Atomic uint32_t num_clients; /* written by the control thread, read by Stats */
 	struct conn *pending;	      /* accepted connections that have not spoken yet */
 	uint32_t next_client_id;
-	uint32_t next_lane_worker;
 	_Atomic uint64_t clients_reclaimed;
 	_Atomic uint64_t stalls_reported;
 	_Atomic uint64_t lanes_stolen;
@@ -201,18 +232,18 @@ int rt_yield_start(struct worker *w, const struct rt_work *work);
 int rt_yield_run_ready(struct worker *w);
 void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
 void rt_yield_cancel_all(struct worker *w);
+struct rt_client *rt_yield_root(const struct rt_ytask *yt);
 int rt_yield_init(struct worker *w);
 void rt_yield_fini(struct worker *w);
 
 /* worker.c */
 struct worker *rt_self(void);
-void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt);
-void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane);
+void rt_worker_post_wake(struct worker *w, struct rt_msg *m);
 void rt_steal_from_stalled(struct runtime *rt, uint64_t now_ns);
 void rt_sample_workers(struct runtime *rt);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
-void rt_worker_post_work(struct worker *w, const struct rt_work *work);
+int rt_worker_post_work(struct worker *w, const struct rt_work *work);
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c);
 void rt_workers_barrier(struct runtime *rt);
 void rt_task_finish(struct chi_task *task, int rc);
@@ -228,9 +259,34 @@ void rt_request_stop(struct runtime *rt);
 void rt_client_get(struct rt_client *c);
 void rt_client_put(struct runtime *rt, struct rt_client *c);
 
+/* Has @c departed (its work and its subtasks' work stop)? Any thread. */
+static inline int rt_client_cancelled(const struct rt_client *c)
+{
+	/* A12: pairs with R12 in the control thread's detach. */
+	return atomic_load_explicit(&c->cancelled, memory_order_acquire);
+}
+
+/* Quotas: take @n of a client's allowance @held against @max; -EDQUOT beyond it. */
+static inline int rt_quota_take(_Atomic uint32_t *held, uint32_t max)
+{
+	if (atomic_fetch_add_explicit(held, 1, memory_order_relaxed) >= max) {
+		atomic_fetch_sub_explicit(held, 1, memory_order_relaxed);
+		return -EDQUOT;
+	}
+	return 0;
+}
+
+static inline void rt_quota_give(_Atomic uint32_t *held)
+{
+	atomic_fetch_sub_explicit(held, 1, memory_order_relaxed);
+}
+
+int rt_quota_take_bytes(struct runtime *rt, struct rt_client *c, uint64_t bytes);
+void rt_quota_give_bytes(struct rt_client *c, uint64_t bytes);
+
 /* dispatch.c: run one task from a lane (any pool); returns an rc or RT_TASK_PENDING. */
-int rt_dispatch_task(struct worker *w, struct rt_client *client, struct chi_task *task,
-		     const struct chi_task *hdr, void *params);
+int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_client *root,
+		     struct chi_task *task, const struct chi_task *hdr, void *params);
 /* Run forwarded work on the owning worker; or fail it (-ECANCELED) at shutdown. */
 void rt_run_work(struct worker *w, struct rt_work *work);
 /* Call the method's handler for @work (@yt: the coroutine it runs on, or NULL). */
@@ -238,6 +294,7 @@ int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt);
 /* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref. */
 void rt_work_done(struct worker *w, struct rt_work *work, int rc);
 struct rt_ytask *rt_request_ytask(struct chi_request *req);
+struct rt_client *rt_request_root(struct chi_request *req);
 void rt_latency_record(struct chi_container *c, uint64_t ns);
 void rt_work_cancel(struct rt_work *work);
 
@@ -249,8 +306,8 @@ int rt_jobs_submit(struct worker *w, struct rt_client *c, struct chi_task *task,
 void rt_jobs_run(struct runtime *rt);
 
 /* admin_pool.c: run one admin task; returns an rc or RT_TASK_PENDING. */
-int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct chi_task *task,
-		const struct chi_task *hdr, void *params);
+int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct rt_client *root,
+		      struct chi_task *task, const struct chi_task *hdr, void *params);
 
 /* affinity.c: the cpu for worker @index (or -1: leave unpinned), and pinning. */
 int rt_affinity_plan(const struct chi_config *cfg, int *cpus, uint32_t n, int *numa_node);

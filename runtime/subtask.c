@@ -39,6 +39,7 @@ struct sub_hdr {
 	uint32_t magic;
 	uint64_t next;	    /* free list, as an offset */
 	uint32_t in_flight; /* submitted and not yet seen done by its owner */
+	struct rt_client *root; /* charged for the block (quotas) */
 };
 
 _Static_assert(sizeof(struct sub_hdr) <= HDR, "subtask header fits its 64 bytes");
@@ -88,19 +89,32 @@ static struct sub_hdr *hdr_of(void *p)
 	return (struct sub_hdr *)((unsigned char *)p - HDR);
 }
 
-static void *sub_alloc(struct worker *w, uint64_t size)
+/* A block of @size bytes charged to @root. @rc: -ENOMEM, or -EDQUOT past the client's
+ * quotas (runtime.client_max_subtasks, runtime.client_max_memory). */
+static void *sub_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc)
 {
 	uint32_t cls = 0;
+	*rc = -ENOMEM;
 	while ((1ull << (cls + MIN_SHIFT)) < size + HDR)
 		if (++cls == CLASSES)
 			return NULL;
+	uint64_t bytes = 1ull << (cls + MIN_SHIFT);
+	if ((*rc = rt_quota_take(&root->held_subtasks, w->rt->cfg.client_max_subtasks)) != 0)
+		return NULL;
+	if ((*rc = rt_quota_take_bytes(w->rt, root, bytes)) != 0) {
+		rt_quota_give(&root->held_subtasks);
+		return NULL;
+	}
 	uint64_t off = w->sub_free[cls];
 	if (off) {
 		w->sub_free[cls] = ((struct sub_hdr *)(region + off))->next;
 	} else {
-		uint64_t bytes = 1ull << (cls + MIN_SHIFT);
-		if (bytes > w->sub_end - w->sub_bump)
+		if (bytes > w->sub_end - w->sub_bump) {
+			rt_quota_give(&root->held_subtasks);
+			rt_quota_give_bytes(root, bytes);
+			*rc = -ENOMEM;
 			return NULL;
+		}
 		off = w->sub_bump;
 		w->sub_bump += bytes;
 	}
@@ -110,6 +124,7 @@ static void *sub_alloc(struct worker *w, uint64_t size)
 	h->magic = SUB_MAGIC;
 	h->next = 0;
 	h->in_flight = 0;
+	h->root = root;
 	return (unsigned char *)h + HDR;
 }
 
@@ -130,12 +145,15 @@ void rt_subtask_completed(struct chi_task *task)
 int chi_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_task **out)
 {
 	struct worker *w = rt_self();
-	(void)req;
 	if (!w)
 		return -EPERM;
-	struct chi_task *t = sub_alloc(w, (uint64_t)CHI_TASK_HEADER_SIZE + params_size);
+	struct rt_client *root = rt_request_root(req);
+	if (rt_client_cancelled(root))
+		return -ECANCELED; /* the client has departed: no new descendants */
+	int rc;
+	struct chi_task *t = sub_alloc(w, root, (uint64_t)CHI_TASK_HEADER_SIZE + params_size, &rc);
 	if (!t)
-		return -ENOMEM;
+		return rc;
 	memset(t, 0, CHI_TASK_HEADER_SIZE + (size_t)params_size);
 	t->params_size = params_size;
 	t->query = chi_query_local();
@@ -146,8 +164,10 @@ int chi_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_
 void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk)
 {
 	struct worker *w = rt_self();
-	(void)req;
-	void *p = w ? sub_alloc(w, size) : NULL;
+	int rc;
+	void *p = w && !rt_client_cancelled(rt_request_root(req)) ?
+			  sub_alloc(w, rt_request_root(req), size, &rc) :
+			  NULL;
 	if (p && bulk) {
 		bulk->offset = (uint64_t)((unsigned char *)p - region);
 		bulk->length = size;
@@ -174,6 +194,8 @@ void chi_subtask_free(struct chi_request *req, void *p)
 		return;
 	}
 	h->magic = 0;
+	rt_quota_give(&h->root->held_subtasks);
+	rt_quota_give_bytes(h->root, 1ull << (h->cls + MIN_SHIFT));
 	h->next = w->sub_free[h->cls];
 	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
 }
@@ -182,9 +204,11 @@ int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_f
 {
 	struct worker *w = rt_self();
 	struct chi_task hdr;
-	(void)req;
-	if (!w || !is_subtask(t))
+	if (!w || !is_subtask(t) || hdr_of(t)->magic != SUB_MAGIC)
 		return -EINVAL;
+	struct rt_client *root = rt_request_root(req);
+	if (rt_client_cancelled(root))
+		return -ECANCELED;
 	memcpy(&hdr, t, sizeof(hdr));
 	void *params = chi_seg_range(region, &w->rt->self_client.layout,
 				     (uint64_t)((unsigned char *)t - region) + CHI_TASK_HEADER_SIZE,
@@ -200,7 +224,7 @@ int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_f
 			      memory_order_relaxed);
 	out->task = t;
 	out->client = NULL;
-	int rc = rt_dispatch_task(w, &w->rt->self_client, t, &hdr, params);
+	int rc = rt_dispatch_task(w, &w->rt->self_client, root, t, &hdr, params);
 	if (rc != RT_TASK_PENDING)
 		rt_task_complete(w, t, rc);
 	return 0;

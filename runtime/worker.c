@@ -33,11 +33,11 @@ void rt_sample_workers(struct runtime *rt)
 		if (c->detaching)
 			continue;
 		for (uint32_t l = 0; l < c->layout.num_lanes; l++) {
-			struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, l);
-			uint32_t n = atomic_load_explicit(&ring->tail, memory_order_relaxed) -
-				     atomic_load_explicit(&ring->head, memory_order_relaxed);
-			uint32_t owner = atomic_load_explicit(&c->lane_token[l], memory_order_relaxed) &
-					 ~RT_LANE_BUSY;
+			struct rt_client_lane *cl = &c->lanes[l];
+			uint32_t n = atomic_load_explicit(&cl->cons.ring->tail, memory_order_relaxed) -
+				     atomic_load_explicit(&cl->head_seen, memory_order_relaxed);
+			uint32_t owner = RT_LANE_OWNER(
+				atomic_load_explicit(&cl->token, memory_order_relaxed));
 			if (owner < rt->num_workers && n <= c->layout.lane_depth)
 				depth[owner] += n; /* a client's garbage indices do not count */
 		}
@@ -63,9 +63,42 @@ static int stuck_for(const struct worker *w, uint64_t now, uint32_t ms)
 	       now - w->watch_since_ns >= (uint64_t)ms * 1000000ull;
 }
 
+static struct rt_msg *new_msg(enum rt_msg_type type);
+static void post(struct worker *w, struct rt_msg *m);
+
+/* Control thread: move lane @l of @c from worker @a to @b if @a holds it and is not inside a
+ * dequeue right now. The new token's generation tells stale grants apart (see rt_client_lane).
+ * @return 1 if moved. */
+static int move_lane(struct runtime *rt, struct rt_client *c, uint32_t l, uint32_t a, uint32_t b)
+{
+	struct rt_client_lane *cl = &c->lanes[l];
+	uint32_t t = atomic_load_explicit(&cl->token, memory_order_relaxed);
+	if ((t & RT_LANE_BUSY) || RT_LANE_OWNER(t) != a)
+		return 0;
+	struct rt_msg *m = new_msg(RT_MSG_ADOPT); /* before the move: a grant is never lost */
+	if (!m)
+		return 0;
+	uint32_t next = RT_LANE_TOKEN(b, RT_LANE_GEN(t) + 1);
+	/* A10/R10: acquire the last owner's head (its unclaim), release it to b's claim. */
+	if (!atomic_compare_exchange_strong_explicit(&cl->token, &t, next, memory_order_acq_rel,
+						     memory_order_relaxed)) {
+		free(m);
+		return 0; /* a is dequeuing right now: try at the next look */
+	}
+	/* The client rings b's doorbell from now on. */
+	atomic_store_explicit((_Atomic uint16_t *)&c->hdr->lane_worker[l], (uint16_t)b,
+			      memory_order_relaxed);
+	m->client = c;
+	m->lane = l;
+	m->token = next;
+	post(&rt->workers[b], m);
+	return 1;
+}
+
 /* Control thread: tasks waiting in the lanes of a worker stuck in one long task move to
- * workers that are not stuck. The lane token makes the hand-over safe: the stuck worker
- * cannot be inside a dequeue (it is inside a handler), and the swap fails if it is. */
+ * workers that are not stuck. The lane token makes the hand-over safe: a move fails while
+ * the owner dequeues, and a worker that looked stuck but has gone back to its loop only
+ * loses a lane it will find moved (its claim fails). */
 void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
 {
 	uint32_t ms = rt->cfg.steal_after_ms, next = 0;
@@ -78,9 +111,9 @@ void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
 			if (c->detaching)
 				continue;
 			for (uint32_t l = 0; l < c->layout.num_lanes; l++) {
-				struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, l);
-				if (atomic_load_explicit(&ring->tail, memory_order_acquire) ==
-				    atomic_load_explicit(&ring->head, memory_order_acquire))
+				struct rt_client_lane *cl = &c->lanes[l];
+				if (atomic_load_explicit(&cl->cons.ring->tail, memory_order_relaxed) ==
+				    atomic_load_explicit(&cl->head_seen, memory_order_relaxed))
 					continue; /* nothing waiting */
 				uint32_t b = rt->num_workers;
 				for (uint32_t k = 0; k < rt->num_workers; k++) {
@@ -92,17 +125,9 @@ void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
 				}
 				if (b == rt->num_workers)
 					return; /* everyone is stuck: nowhere to move work */
-				uint32_t expect = a;
-				if (!atomic_compare_exchange_strong_explicit(
-					    &c->lane_token[l], &expect, b, memory_order_acq_rel,
-					    memory_order_relaxed))
-					continue; /* not a's, or a is dequeuing right now */
+				if (!move_lane(rt, c, l, a, b))
+					continue;
 				next = b + 1;
-				c->lane_worker[l] = (uint16_t)b;
-				/* The client rings b's doorbell from now on. */
-				atomic_store_explicit((_Atomic uint16_t *)&c->hdr->lane_worker[l],
-						      (uint16_t)b, memory_order_relaxed);
-				rt_worker_post_adopt(&rt->workers[b], c, l);
 				atomic_fetch_add_explicit(&rt->lanes_stolen, 1, memory_order_relaxed);
 				CHI_LOG_INFO("lane %u of client %u moved from stuck worker %u to %u", l,
 					     c->id, a, b);
@@ -160,46 +185,49 @@ static void post(struct worker *w, struct rt_msg *m)
 static struct rt_msg *new_msg(enum rt_msg_type type)
 {
 	struct rt_msg *m = calloc(1, sizeof(*m));
+	if (m)
+		m->type = type;
+	return m;
+}
+
+/* Control-thread messages that have no task to fail: without them the runtime cannot keep
+ * its promises, so running out of memory here is fatal. */
+static struct rt_msg *new_control_msg(enum rt_msg_type type)
+{
+	struct rt_msg *m = new_msg(type);
 	if (!m)
 		CHI_PANIC("out of memory for a worker message");
-	m->type = type;
 	return m;
 }
 
 void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client)
 {
-	struct rt_msg *m = new_msg(type);
+	struct rt_msg *m = new_control_msg(type);
 	m->client = client;
 	post(w, m);
 }
 
-void rt_worker_post_adopt(struct worker *w, struct rt_client *c, uint32_t lane)
+/* @m lives in the task (embedded): a wake-up never needs memory, so it is never lost. */
+void rt_worker_post_wake(struct worker *w, struct rt_msg *m)
 {
-	struct rt_msg *m = new_msg(RT_MSG_ADOPT);
-	m->client = c;
-	m->lane = lane;
-	post(w, m);
-}
-
-void rt_worker_post_wake(struct worker *w, struct rt_ytask *yt)
-{
-	struct rt_msg *m = new_msg(RT_MSG_WAKE);
-	m->yt = yt;
 	post(w, m);
 }
 
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c)
 {
-	struct rt_msg *m = new_msg(RT_MSG_MONITOR);
+	struct rt_msg *m = new_control_msg(RT_MSG_MONITOR);
 	m->container = c;
 	post(w, m);
 }
 
-void rt_worker_post_work(struct worker *w, const struct rt_work *work)
+int rt_worker_post_work(struct worker *w, const struct rt_work *work)
 {
 	struct rt_msg *m = new_msg(RT_MSG_RUN);
+	if (!m)
+		return -ENOMEM; /* the caller fails the task, the runtime goes on */
 	m->work = *work;
 	post(w, m);
+	return 0;
 }
 
 /* Wait until every worker has handled a message posted now: all it was doing before, and
@@ -210,7 +238,7 @@ void rt_workers_barrier(struct runtime *rt)
 
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		seen[i] = atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire);
-		post(&rt->workers[i], new_msg(RT_MSG_BARRIER));
+		post(&rt->workers[i], new_control_msg(RT_MSG_BARRIER));
 	}
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		int waited = 0;
@@ -259,6 +287,7 @@ static void heap_swap(struct rt_timer *a, struct rt_timer *b)
 }
 
 static int timer_push(struct worker *w, struct rt_timer t);
+static void sleep_done(struct worker *w, const struct rt_timer *t, int rc);
 
 int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
 		 uint64_t due_ns)
@@ -335,27 +364,80 @@ static int run_timers(struct worker *w, uint64_t now)
 		else if (t.monitor)
 			run_monitor(w, t.monitor, now);
 		else
-			rt_task_complete(w, t.task, 0);
+			sleep_done(w, &t, 0);
 		n++;
 	}
 	return n;
 }
 
-/* Complete the Sleep timers of @client (or all when NULL) at once with -ECANCELED.
- * Suspended tasks are left to rt_yield_cancel_all(). */
+/* An admin Sleep ends: complete it and give its timer back to the client's quota. */
+static void sleep_done(struct worker *w, const struct rt_timer *t, int rc)
+{
+	rt_quota_give(&t->client->held_timers);
+	rt_task_complete(w, t->task, rc);
+}
+
+/* Should @t go because @client departs (NULL: the runtime stops)? Sleep timers of the
+ * client, and sleeping yielding tasks of its subtask trees (they are woken early instead). */
+static int timer_of(const struct rt_timer *t, const struct rt_client *client)
+{
+	if (t->monitor)
+		return 0;
+	if (t->yt)
+		return client && rt_yield_root(t->yt) == client;
+	return !client || t->client == client;
+}
+
+/* Restore the heap order after entries were removed anywhere: sift every parent down. */
+static void heapify(struct worker *w)
+{
+	for (uint32_t p = w->num_timers / 2; p-- > 0;) {
+		for (uint32_t i = p;;) {
+			uint32_t l = 2 * i + 1, r = l + 1, m = i;
+			if (l < w->num_timers && w->timers[l].due_ns < w->timers[m].due_ns)
+				m = l;
+			if (r < w->num_timers && w->timers[r].due_ns < w->timers[m].due_ns)
+				m = r;
+			if (m == i)
+				break;
+			heap_swap(&w->timers[i], &w->timers[m]);
+			i = m;
+		}
+	}
+}
+
+/* Complete the Sleep timers of @client (or all when NULL) at once with -ECANCELED, and wake
+ * the client's sleeping yielding tasks (chi_sleep_us returns -ECANCELED). One pass: a
+ * client may hold many timers. At stop, suspended tasks are left to rt_yield_cancel_all(). */
 static void cancel_timers(struct worker *w, struct rt_client *client)
 {
-	for (uint32_t i = 0; i < w->num_timers;) {
-		if (w->timers[i].yt || w->timers[i].monitor ||
-		    (client && w->timers[i].client != client)) {
-			i++;
-			continue;
-		}
-		struct chi_task *t = w->timers[i].task;
-		heap_remove(w, i);
-		rt_task_complete(w, t, -ECANCELED);
-		i = 0; /* the heap moved entries around */
+	uint32_t kept = 0, n = w->num_timers;
+	struct rt_timer *gone = NULL;
+	uint32_t ngone = 0;
+
+	for (uint32_t i = 0; i < n; i++)
+		ngone += timer_of(&w->timers[i], client);
+	if (!ngone)
+		return;
+	gone = malloc(ngone * sizeof(*gone));
+	ngone = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!timer_of(&w->timers[i], client))
+			w->timers[kept++] = w->timers[i];
+		else if (gone)
+			gone[ngone++] = w->timers[i];
+		else
+			w->timers[kept++] = w->timers[i]; /* no memory: they end when due */
 	}
+	w->num_timers = kept;
+	heapify(w);
+	for (uint32_t i = 0; i < ngone; i++) {
+		if (gone[i].yt)
+			rt_yield_wake(w, gone[i].yt);
+		else
+			sleep_done(w, &gone[i], -ECANCELED);
+	}
+	free(gone);
 }
 
 /* ---- lanes ---- */
@@ -368,6 +450,13 @@ static void reject(struct worker *w, struct rt_client *c, uint32_t lane, uint32_
 	if (n < 8) /* a broken client must not flood the log */
 		CHI_LOG_WARN("client %u (pid %d) lane %u: rejected entry 0x%x: %s", c->id,
 			     (int)c->pid, lane, off, why);
+	if (n + 1 == w->rt->cfg.client_max_bad_submissions && c != &w->rt->self_client) {
+		uint64_t one = 1;
+		/* The control thread disconnects it (evict_clients). */
+		atomic_store_explicit(&c->evict, 1, memory_order_relaxed);
+		if (write(w->rt->event_fd, &one, sizeof(one)) < 0)
+			CHI_LOG_ERROR("cannot signal the control thread: %s", strerror(errno));
+	}
 }
 
 /* Validate and run one lane entry. Everything read from shared memory is untrusted. */
@@ -382,46 +471,84 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 		reject(w, c, lane->index, off, "offset outside the client's arena or misaligned");
 		return;
 	}
-	/* One copy of the header: the client may scribble on it while we run. */
-	memcpy(&hdr, task, sizeof(hdr));
-	uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&task->state, memory_order_acquire);
-	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED) {
-		reject(w, c, lane->index, off, "task is not in the submitted state");
+	/* Take the task: an offset queued twice (or a record resubmitted while it runs) must
+	 * not run twice. The bit is outside CHI_TASK_STATE_MASK: a client's view is unchanged. */
+	uint32_t st = atomic_fetch_or_explicit((_Atomic uint32_t *)&task->state, CHI_TASK_TAKEN,
+					       memory_order_acquire);
+	if ((st & CHI_TASK_STATE_MASK) != CHI_TASK_SUBMITTED || (st & CHI_TASK_TAKEN)) {
+		reject(w, c, lane->index, off,
+		       st & CHI_TASK_TAKEN ? "task is already running (queued twice?)" :
+					     "task is not in the submitted state");
 		return;
 	}
+	/* One copy of the header: the client may scribble on it while we run. */
+	memcpy(&hdr, task, sizeof(hdr));
 	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
 				     hdr.params_size);
 	if (!params) {
 		rt_task_complete(w, task, -EINVAL);
 		return;
 	}
-	int rc = rt_dispatch_task(w, c, task, &hdr, params);
+	int rc = rt_dispatch_task(w, c, c, task, &hdr, params);
 	if (rc != RT_TASK_PENDING)
 		rt_task_complete(w, task, rc);
 }
 
-/* Take the right to dequeue from @lane for one burst. 0: the lane is no longer ours (the
- * control thread gave it to another worker while we were stuck in a task). */
-static int claim(struct worker *w, struct rt_lane *lane)
+static struct rt_client_lane *lane_state(const struct rt_lane *lane)
 {
-	uint32_t mine = w->index;
-	/* A10: pairs with R10 (the previous owner's release) and with the steal. */
-	return atomic_compare_exchange_strong_explicit(&lane->client->lane_token[lane->index],
-						       &mine, mine | RT_LANE_BUSY,
-						       memory_order_acquire, memory_order_relaxed);
+	return &lane->client->lanes[lane->index];
 }
 
-static void unclaim(struct worker *w, struct rt_lane *lane)
+/* Take the right to touch the lane's consumer state (dequeue, sleep flag). 0: our grant is
+ * gone (the control thread moved the lane, maybe back to us under a newer grant). */
+static int claim(struct rt_lane *lane)
 {
-	/* R10: our head update is visible to whoever owns the lane next. */
-	atomic_store_explicit(&lane->client->lane_token[lane->index], w->index,
-			      memory_order_release);
+	uint32_t mine = lane->token;
+	/* A10: pairs with R10 (the previous owner's release) and with the move. */
+	return atomic_compare_exchange_strong_explicit(&lane_state(lane)->token, &mine,
+						       mine | RT_LANE_BUSY, memory_order_acquire,
+						       memory_order_relaxed);
 }
 
-static int lane_is_mine(struct worker *w, const struct rt_lane *lane)
+static void unclaim(struct rt_lane *lane)
 {
-	return (atomic_load_explicit(&lane->client->lane_token[lane->index],
-				     memory_order_relaxed) & ~RT_LANE_BUSY) == w->index;
+	/* R10: our head and flag updates are visible to whoever holds the lane next. */
+	atomic_store_explicit(&lane_state(lane)->token, lane->token, memory_order_release);
+}
+
+static int lane_is_mine(const struct rt_lane *lane)
+{
+	return (atomic_load_explicit(&lane_state(lane)->token, memory_order_relaxed) &
+		~RT_LANE_BUSY) == lane->token;
+}
+
+/* Entries waiting? Lock-free look at the producer's tail and our own last head. */
+static int lane_has_work(const struct rt_lane *lane)
+{
+	const struct rt_client_lane *cl = lane_state(lane);
+	return atomic_load_explicit(&cl->cons.ring->tail, memory_order_relaxed) !=
+	       atomic_load_explicit(&cl->head_seen, memory_order_relaxed);
+}
+
+/* Dequeue up to @max under the claim. @return count, 0 when empty, -1 when the lane is not
+ * ours any more. Corrupt indices drop what is queued (resynchronised to the tail). */
+static int take_entries(struct worker *w, struct rt_lane *lane, uint32_t *offs, uint32_t max)
+{
+	struct rt_client_lane *cl = lane_state(lane);
+	if (!claim(lane))
+		return -1;
+	int n = chi_ring_dequeue_burst(&cl->cons, offs, max);
+	int corrupt = n == -EPROTO;
+	if (corrupt) {
+		/* Stop reading garbage: everything up to the client's tail is forfeit. */
+		cl->cons.head = atomic_load_explicit(&cl->cons.ring->tail, memory_order_acquire);
+		n = 0;
+	}
+	atomic_store_explicit(&cl->head_seen, cl->cons.head, memory_order_relaxed);
+	unclaim(lane);
+	if (corrupt)
+		reject(w, lane->client, lane->index, 0, "lane indices are corrupt; entries dropped");
+	return n;
 }
 
 /* @return entries processed, bounded by @max; -1 when the lane was moved to another worker
@@ -433,20 +560,12 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 
 	while ((uint32_t)total < max) {
 		uint32_t want = max - (uint32_t)total < LANE_BURST ? max - (uint32_t)total : LANE_BURST;
-		if (chi_ring_empty(&lane->cons))
-			return lane_is_mine(w, lane) ? total : -1;
-		if (!claim(w, lane))
+		if (!lane_has_work(lane))
+			return lane_is_mine(lane) ? total : -1;
+		int n = take_entries(w, lane, offs, want);
+		if (n < 0)
 			return -1;
-		int n = chi_ring_dequeue_burst(&lane->cons, offs, want);
-		unclaim(w, lane);
-		if (n == -EPROTO) {
-			reject(w, lane->client, lane->index, 0, "lane indices are corrupt; lane dropped");
-			/* Resynchronise so that we stop reading garbage from this lane. */
-			lane->cons.head = atomic_load_explicit(&lane->cons.ring->tail,
-							       memory_order_acquire);
-			return total;
-		}
-		if (n <= 0)
+		if (n == 0)
 			break;
 		/* The task headers sit in lines the client just wrote: start fetching them all
 		 * (for writing: we complete them) so the misses overlap. */
@@ -460,6 +579,11 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 	return total;
 }
 
+static void forget_lane(struct worker *w, uint32_t i)
+{
+	w->lanes[i] = w->lanes[--w->num_lanes];
+}
+
 /* Every lane once; a lane another worker took over is forgotten. */
 static int poll_lanes(struct worker *w)
 {
@@ -468,7 +592,7 @@ static int poll_lanes(struct worker *w)
 		int k = poll_lane(w, &w->lanes[i], 4 * LANE_BURST);
 		if (k < 0) {
 			/* Not ours any more: leave its sleep flag alone, it is the new owner's. */
-			w->lanes[i] = w->lanes[--w->num_lanes];
+			forget_lane(w, i);
 			continue;
 		}
 		n += k;
@@ -477,7 +601,7 @@ static int poll_lanes(struct worker *w)
 	return n;
 }
 
-static int add_lane(struct worker *w, struct rt_client *c, uint32_t i)
+static int add_lane(struct worker *w, struct rt_client *c, uint32_t i, uint32_t token)
 {
 	if (w->num_lanes == w->cap_lanes) {
 		uint32_t cap = w->cap_lanes ? w->cap_lanes * 2 : 16;
@@ -487,34 +611,32 @@ static int add_lane(struct worker *w, struct rt_client *c, uint32_t i)
 		w->lanes = l;
 		w->cap_lanes = cap;
 	}
-	struct rt_lane *lane = &w->lanes[w->num_lanes++];
-	lane->client = c;
-	lane->index = i;
-	/* A10 (via the message's lock, for an adopted lane): the head the last owner left. */
-	chi_ring_consumer_init(&lane->cons, chi_seg_lane(c->base, &c->layout, i),
-			       c->layout.lane_depth);
+	w->lanes[w->num_lanes++] = (struct rt_lane){ c, i, token };
 	return 0;
 }
 
+/* ADD_CLIENT grants generation 0 of the lanes given to us at attach. A lane moved before we
+ * got here has a newer generation, granted by its ADOPT message instead. */
 static int add_client_lanes(struct worker *w, struct rt_client *c)
 {
+	uint32_t first = RT_LANE_TOKEN(w->index, 0);
 	for (uint32_t i = 0; i < c->layout.num_lanes; i++)
-		if (c->lane_worker[i] == w->index && add_lane(w, c, i) != 0)
+		if ((atomic_load_explicit(&c->lanes[i].token, memory_order_acquire) &
+		     ~RT_LANE_BUSY) == first &&
+		    add_lane(w, c, i, first) != 0)
 			return -ENOMEM;
 	return 0;
 }
 
-/* The client is gone: run what it queued (a dead client's lane holds at most one ring of
- * entries), cancel its timers, forget its lanes. */
+/* The client is gone: what it left in its lanes is dropped (nobody waits for it), its Sleep
+ * timers and its suspended tasks here are cancelled, and its lanes forgotten. */
 static void detach_client(struct worker *w, struct rt_client *c)
 {
 	for (uint32_t i = 0; i < w->num_lanes;) {
-		if (w->lanes[i].client != c) {
+		if (w->lanes[i].client == c)
+			forget_lane(w, i);
+		else
 			i++;
-			continue;
-		}
-		poll_lane(w, &w->lanes[i], c->layout.lane_depth); /* -1: another worker drains it */
-		w->lanes[i] = w->lanes[--w->num_lanes];
 	}
 	cancel_timers(w, c);
 	rt_client_put(w->rt, c);
@@ -553,7 +675,7 @@ static int poll_inbox(struct worker *w)
 				CHI_LOG_ERROR("cannot start a monitor: out of memory");
 			break;
 		case RT_MSG_ADOPT:
-			if (add_lane(w, m->client, m->lane) != 0)
+			if (add_lane(w, m->client, m->lane, m->token) != 0)
 				CHI_PANIC("worker %u: out of memory adopting a lane", w->index);
 			break;
 		case RT_MSG_WAKE:
@@ -563,21 +685,36 @@ static int poll_inbox(struct worker *w)
 			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);
 			break;
 		}
-		free(m);
+		if (!m->embedded)
+			free(m);
 		m = next;
 		n++;
 	}
 	return n;
 }
 
-/* Announce sleep on every lane, look once more, and sleep on the doorbell until work or the
- * next timer. Dekker hand-off with chi_ring_publish; see shm_ring.h. */
+/* Announce sleep on every lane we hold, look once more, and sleep on the doorbell until
+ * work or the next timer. Dekker hand-off with chi_ring_publish (see shm_ring.h), one fence
+ * for all lanes. The flags are written under the lane's claim: a worker whose lane has moved
+ * never touches the new owner's announcement (which would lose its wake-up). */
 static void sleep_until_work(struct worker *w)
 {
 	int ready = 1;
-	for (uint32_t i = 0; i < w->num_lanes; i++)
-		if (!chi_ring_prepare_sleep(&w->lanes[i].cons))
+	for (uint32_t i = 0; i < w->num_lanes;) {
+		if (!claim(&w->lanes[i])) {
+			forget_lane(w, i);
+			continue;
+		}
+		chi_ring_announce_sleep(&lane_state(&w->lanes[i])->cons);
+		i++;
+	}
+	/* F2: Dekker with F1 in chi_ring_publish, for every lane at once. */
+	atomic_thread_fence(memory_order_seq_cst);
+	for (uint32_t i = 0; i < w->num_lanes; i++) {
+		if (!chi_ring_still_empty(&lane_state(&w->lanes[i])->cons))
 			ready = 0;
+		unclaim(&w->lanes[i]);
+	}
 	if (atomic_load_explicit(&w->inbox_pending, memory_order_acquire) ||
 	    atomic_load_explicit(&w->stop, memory_order_acquire) || w->ready)
 		ready = 0;
@@ -598,8 +735,15 @@ static void sleep_until_work(struct worker *w)
 					      strerror(errno));
 		}
 	}
-	for (uint32_t i = 0; i < w->num_lanes; i++)
-		chi_ring_cancel_sleep(&w->lanes[i].cons);
+	for (uint32_t i = 0; i < w->num_lanes;) {
+		if (!claim(&w->lanes[i])) {
+			forget_lane(w, i); /* moved while we slept: the flag is the new owner's */
+			continue;
+		}
+		chi_ring_cancel_sleep(&lane_state(&w->lanes[i])->cons);
+		unclaim(&w->lanes[i]);
+		i++;
+	}
 }
 
 /* On stop: run what is queued (bounded by one ring per lane), cancel pending sleeps. */

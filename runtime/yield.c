@@ -26,6 +26,7 @@ struct rt_ytask {
 	struct rt_ytask *all_prev, *all_next; /* every live yielding task of the worker */
 	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
 	uint64_t start_ns; /* 0: not one of the timed sample */
+	struct rt_msg wake; /* our wake-up from another thread: needs no memory when sent */
 };
 
 /* The coroutine this thread is running: for chi_yield() and for overflow reports. */
@@ -127,6 +128,7 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 		w->all_yt = yt->all_next;
 	if (yt->all_next)
 		yt->all_next->all_prev = yt->all_prev;
+	rt_quota_give(&yt->work.root->held_coros); /* before rt_work_done puts our reference */
 	rt_work_done(w, &yt->work, yt->rc);
 	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
 	coro_release(w->coros, yt->co);
@@ -153,16 +155,25 @@ static void step(struct worker *w, struct rt_ytask *yt)
 
 int rt_yield_start(struct worker *w, const struct rt_work *work)
 {
+	int rc = rt_quota_take(&work->root->held_coros, w->rt->cfg.client_max_coroutines);
+	if (rc)
+		return rc;
 	struct rt_ytask *yt = calloc(1, sizeof(*yt));
-	if (!yt)
+	if (!yt) {
+		rt_quota_give(&work->root->held_coros);
 		return -ENOMEM;
+	}
 	yt->w = w;
 	yt->work = *work;
 	/* Timed like plain tasks, one in 16: the clock is dear on some machines. */
 	yt->start_ns = (work->container->sample++ & 15) == 0 ? chi_now_ns() : 0;
+	yt->wake.type = RT_MSG_WAKE;
+	yt->wake.yt = yt;
+	yt->wake.embedded = 1;
 	yt->co = coro_create(w->coros, ytask_main, yt);
 	if (!yt->co) {
 		free(yt);
+		rt_quota_give(&work->root->held_coros);
 		return -ENOMEM;
 	}
 	/* Destroying the pool waits for this to reach 0 again. */
@@ -216,10 +227,17 @@ void rt_yield_cancel_all(struct worker *w)
 
 void rt_yield_wake_from_any(struct rt_ytask *yt)
 {
-	if (yt->w == rt_self())
+	if (yt->w == rt_self()) {
 		rt_yield_wake(yt->w, yt);
-	else
-		rt_worker_post_wake(yt->w, yt);
+	} else {
+		yt->wake.next = NULL;
+		rt_worker_post_wake(yt->w, &yt->wake);
+	}
+}
+
+struct rt_client *rt_yield_root(const struct rt_ytask *yt)
+{
+	return yt->work.root;
 }
 
 void rt_yield_suspend(struct rt_ytask *yt)
@@ -251,6 +269,8 @@ int chi_yield(struct chi_request *req)
 	struct rt_ytask *yt = rt_yield_current(req, "chi_yield");
 	if (!yt)
 		return -EPERM;
+	if (rt_client_cancelled(yt->work.root))
+		return -ECANCELED; /* the client has departed: wind the task up */
 	rt_yield_wake(yt->w, yt);
 	coro_yield(yt->co);
 	return 0;
@@ -261,11 +281,14 @@ int chi_sleep_us(struct chi_request *req, uint64_t usec)
 	struct rt_ytask *yt = rt_yield_current(req, "chi_sleep_us");
 	if (!yt)
 		return -EPERM;
+	if (rt_client_cancelled(yt->work.root))
+		return -ECANCELED;
 	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);
 	if (rc)
 		return rc;
 	coro_yield(yt->co);
-	return 0;
+	/* A departing client's sleepers are woken early (worker.c cancel_timers). */
+	return rt_client_cancelled(yt->work.root) ? -ECANCELED : 0;
 }
 
 /* ---- parking: resumed from any thread ---- */

@@ -145,17 +145,31 @@ static inline int chi_ring_empty(struct chi_ring_consumer *c)
 	return atomic_load_explicit(&c->ring->tail, memory_order_acquire) == c->head;
 }
 
-/* Consumer, before sleeping: announce it, then look once more.
- * @return 1 if the ring is still empty (safe to sleep), 0 if work arrived meanwhile. */
-static inline int chi_ring_prepare_sleep(struct chi_ring_consumer *c)
+/* Consumer, before sleeping, in two steps so that a consumer of many rings issues one fence
+ * for all: chi_ring_announce_sleep() on each, one seq_cst fence (F2), then
+ * chi_ring_still_empty() on each. */
+static inline void chi_ring_announce_sleep(struct chi_ring_consumer *c)
 {
 	/* R11: release, so that a producer that swaps this flag back (acq_rel, in
 	 * chi_ring_publish) also sees what the consumer saw before, e.g. which worker owns the
 	 * lane now (runtime/worker.c moves lanes off stuck workers). */
 	atomic_store_explicit(&c->ring->consumer_sleeping, 1, memory_order_release);
+}
+
+/* After the fence (F2: Dekker with F1 in chi_ring_publish). @return 1 if still empty. */
+static inline int chi_ring_still_empty(const struct chi_ring_consumer *c)
+{
+	return atomic_load_explicit(&c->ring->tail, memory_order_relaxed) == c->head;
+}
+
+/* One ring: announce, fence, look once more.
+ * @return 1 if the ring is still empty (safe to sleep), 0 if work arrived meanwhile. */
+static inline int chi_ring_prepare_sleep(struct chi_ring_consumer *c)
+{
+	chi_ring_announce_sleep(c);
 	/* F2: Dekker with F1 in chi_ring_publish. */
 	atomic_thread_fence(memory_order_seq_cst);
-	return atomic_load_explicit(&c->ring->tail, memory_order_relaxed) == c->head;
+	return chi_ring_still_empty(c);
 }
 
 /* Consumer, awake again: stop asking producers for doorbells. */

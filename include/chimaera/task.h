@@ -43,6 +43,9 @@ enum chi_task_state {
 /** Set in chi_task::state by a client thread that sleeps on the futex: the runtime issues
  *  FUTEX_WAKE only when it finds this bit. */
 #define CHI_TASK_WAITER 0x80000000u
+/** Set in chi_task::state by the runtime when it takes a submitted task from a lane, so that
+ *  an entry queued twice runs once. Outside CHI_TASK_STATE_MASK; cleared by completion. */
+#define CHI_TASK_TAKEN 0x40000000u
 #define CHI_TASK_STATE_MASK 0x0000ffffu
 
 /** Header of every task. 64 bytes; parameters follow at offset 64. */
