@@ -385,7 +385,8 @@ static void ring_doorbell(struct client_lane *lane)
 	if (w >= c->num_workers)
 		w = 0; /* the runtime wrote garbage? any doorbell still wakes a worker */
 	if (write(c->doorbells[w], &one, sizeof(one)) < 0)
-		CHI_LOG_ERROR("doorbell write failed: %s", strerror(errno));
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "doorbell write failed: %s",
+				    strerror(errno)); /* once per submit: would flood */
 }
 
 /* Wait for room in a full lane; the worker is running (it drains the lane), unless the
@@ -587,8 +588,9 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 	if (!f->client) {
 		/* A subtask's future, inside a handler: blocking here would hold the worker
 		 * that has to run the subtask. */
-		CHI_LOG_ERROR("chi_wait on a subtask future: a handler must use chi_await() "
-			      "(and be CHI_METHOD_MAY_YIELD); refusing to block the worker");
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR,
+				    "chi_wait on a subtask future: a handler must use chi_await() "
+				    "(and be CHI_METHOD_MAY_YIELD); refusing to block the worker");
 		return -EDEADLK;
 	}
 	struct chi_task *t = f->task;
