@@ -1,9 +1,25 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages needed to build and test Chimaera. Needs root (or sudo).
 set -euo pipefail
+# Every program a test or script runs comes from a package listed here, or from Debian's
+# "required" set that even a minbase root has (bash, coreutils: mktemp, timeout, head...;
+# grep, sed, mawk, findutils, dpkg: dpkg-deb, dpkg-query; apt). Beyond that:
+#   cmake, cpack                  cmake
+#   cc, c++, make, nm, objdump    build-essential, g++ (binutils)
+#   pkg-config                    pkg-config (tests/sdk, examples/out_of_tree)
+#   dpkg-shlibdeps                dpkg-dev   (cpack -G DEB, tests/sdk)
+#   file                          file       (cpack -G DEB runs it to find ELF files; not
+#                                             in minbase, priority "standard")
+#   clang + libFuzzer             clang, libclang-rt-14-dev (tests/fuzz)
+#   spin                          spin       (tests/model)
+#   aarch64-linux-gnu-gcc         gcc-aarch64-linux-gnu, libc6-dev-arm64-cross
+#   qemu-aarch64                  qemu-user  (tests/unit/runtime/run_coro_cross.sh)
+#   gnuplot (pngcairo)            gnuplot-nox (bench/plot_latency.sh)
+# Nothing runs ps, pgrep, ss, xz, xxd or python3 (procps, iproute2, xz-utils, xxd, python3
+# are not needed). Check after adding a tool: ../shared/tools/fresh-check.sh.
 pkgs=(build-essential cmake pkg-config libibverbs-dev librdmacm-dev libyaml-dev libnuma-dev
       check libsubunit-dev libxxhash-dev spin gnuplot-nox g++ clang libclang-rt-14-dev dpkg-dev
-      gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+      file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
