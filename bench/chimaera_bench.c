@@ -3,7 +3,8 @@
  *
  *   chimaera_bench floor | local-lat | local-tput | module-lat | idle | all [--json] [options]
  *
- * Rows without a floor (the floor itself, idle cost) print "-" / null for it.
+ * Rows without a floor (the floors themselves, idle cost) print "-" / null for it. The table
+ * ends with a legend: what each floor in it is, and how to read a ratio.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -80,6 +81,29 @@ static void print_json(const struct bench_result *r, int n)
 	printf("\n]}\n");
 }
 
+/* What each floor is, for the legend under the table. */
+static const struct {
+	const char *metric;
+	const char *what;
+} floor_legend[] = {
+	{ "pingpong_rtt_p50", "one cache line bounced between two processes (this cpu and\n"
+			      "      --floor-cpu), round trip p50: the least a round trip can cost" },
+	{ "spsc_ring_rate", "a bare shared-memory ring between two processes, one message per\n"
+			    "      publish (what a lone chi_submit does)" },
+	{ "spsc_ring_burst_rate", "the same ring fed 32 messages per publish" },
+	{ "admin_rtt_p50", "the runtime's built-in admin Noop round trip (no module dispatch)" },
+	{ "memcpy_1MiB", "one thread copying a 1 MiB buffer that stays in its cache" },
+	{ "indirect_call", "a plain call through a function pointer" },
+};
+
+static int is_floor_of_a_row(const struct bench_result *r, int n, const char *metric)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(r[i].floor_metric, metric) == 0)
+			return 1;
+	return 0;
+}
+
 static void print_table(const struct bench_result *r, int n)
 {
 	printf("%-22s %14s %-8s %-22s %14s %8s\n", "metric", "value", "unit", "floor", "floor value",
@@ -90,8 +114,21 @@ static void print_table(const struct bench_result *r, int n)
 			printf("%-22s %14.1f %8.3f\n", r[i].floor_metric, r[i].floor_value,
 			       r[i].value / r[i].floor_value);
 		else
-			printf("%-22s %14s %8s\n", "(floor)", "-", "-");
+			printf("%-22s %14s %8s\n",
+			       is_floor_of_a_row(r, n, r[i].metric) ? "(a floor)" : "-", "-", "-");
 	}
+	printf("\nfloor: the same work without the runtime in the way, measured in the same round\n"
+	       "  as the row. Each row shows, of --rounds rounds, the one with its median ratio (a\n"
+	       "  floor row: its median value), so a floor value beside a row can differ from\n"
+	       "  that floor's own row.\n");
+	for (size_t k = 0; k < sizeof(floor_legend) / sizeof(floor_legend[0]); k++)
+		if (is_floor_of_a_row(r, n, floor_legend[k].metric))
+			printf("  %s: %s\n", floor_legend[k].metric, floor_legend[k].what);
+	printf("ratio: value / floor. For times (ns) lower is better and 1.0 is the floor's speed;\n"
+	       "  for rates (/s, GB/s) higher is better and 1.0 is the floor's rate.\n");
+	if (is_floor_of_a_row(r, n, "spsc_ring_burst_rate"))
+		printf("local_tput, local_tput_vs_burst: the same pipelined test (--window tasks in\n"
+		       "  flight) against the two ring floors; each picks its own median round.\n");
 }
 
 static void usage(FILE *out)
@@ -269,7 +306,7 @@ int main(int argc, char **argv)
 					     RV(subtask_ns), RV(admin_p50) };
 	static const struct row_spec tput[] = {
 		{ "local_tput", "tasks/s", "spsc_ring_rate", RV(tps), RV(fl.ring_msgs_per_s) },
-		{ "local_tput", "tasks/s", "spsc_ring_burst_rate", RV(tps),
+		{ "local_tput_vs_burst", "tasks/s", "spsc_ring_burst_rate", RV(tps),
 		  RV(fl.ring_burst_msgs_per_s) },
 	};
 	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1,
