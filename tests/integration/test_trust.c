@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chimaera/chimaera.h>
@@ -14,16 +15,19 @@
 
 #include "check_main.h"
 #include "rt_harness.h"
+#include "transport/shm_ring.h"
 #include "transport/shm_segment.h"
 
 static struct rt_harness rt;
+
+static unsigned busy_wait_us = 50;
 
 static struct chi_client *start_with(unsigned threads, const char *runtime_keys,
 				     const char *extra)
 {
 	struct chi_client *c;
 	rt_runtime_extra = runtime_keys;
-	int rc = rt_start(&rt, threads, 50, extra);
+	int rc = rt_start(&rt, threads, busy_wait_us, extra);
 	rt_runtime_extra = NULL;
 	ck_assert_msg(rc == 0, "runtime did not start: %s", strerror(-rc));
 	ck_assert_int_eq(rt_connect(&rt, &c), 0);
@@ -35,6 +39,76 @@ static int log_has(const char *pattern)
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd), "grep -q \"%s\" %s", pattern, rt.log);
 	return rt_sh(cmd) == 0;
+}
+
+static struct chi_pool_id make_pool(struct chi_client *c, const char *name, uint32_t n)
+{
+	struct chi_pool_id pool;
+	char why[256];
+	int rc = chi_admin_get_or_create_pool(c, "small_message", name, NULL, n, NULL, 0, &pool,
+					      why, sizeof(why));
+	ck_assert_msg(rc == 0, "pool %s: %s", name, why);
+	return pool;
+}
+
+static struct chi_task *sm_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
+				uint32_t size)
+{
+	struct chi_task *t;
+	ck_assert_int_eq(chi_task_alloc(c, size, &t), 0);
+	t->pool = pool;
+	t->method = method;
+	return t;
+}
+
+/* Broadcast Count over @pool: the sum of every container's counter after adding @add. */
+static uint64_t count_all(struct chi_client *c, struct chi_pool_id pool, uint64_t add)
+{
+	struct chi_future f;
+	struct chi_task *t = sm_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
+	t->query = chi_query_broadcast();
+	((struct chi_sm_count_params *)chi_task_params(t))->add = add;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	uint64_t total = ((struct chi_sm_count_params *)chi_task_params(t))->total;
+	chi_task_free(c, t);
+	return total;
+}
+
+/* Raw access to this client's segment, as a hostile client has it: lane @lane, which none of
+ * this process's threads uses (the library gives lanes out from 0). */
+struct raw_lane {
+	char *base;
+	struct chi_ring *ring;
+	uint32_t mask;
+};
+
+static struct raw_lane raw_lane_of(struct chi_client *c, struct chi_task *any)
+{
+	struct chi_bulk b;
+	struct raw_lane r;
+	ck_assert_int_eq(chi_bulk_from_ptr(c, any, CHI_TASK_HEADER_SIZE, &b), 0);
+	r.base = (char *)any - b.offset;
+	const struct chi_seg_header *h = (const void *)r.base;
+	uint32_t lane = h->layout.num_lanes - 1;
+	r.ring = chi_seg_lane(r.base, &h->layout, lane);
+	r.mask = h->layout.lane_depth - 1;
+	return r;
+}
+
+/* Push @n raw entries and publish them at once. No doorbell (the library holds those): tests
+ * that push raw entries keep the workers polling (busy_wait_us). */
+static void raw_push(struct raw_lane *r, const uint32_t *offs, uint32_t n)
+{
+	uint32_t tail = atomic_load_explicit(&r->ring->tail, memory_order_relaxed);
+	for (uint32_t i = 0; i < n; i++)
+		r->ring->slots[(tail + i) & r->mask] = offs[i];
+	atomic_store_explicit(&r->ring->tail, tail + n, memory_order_release);
+}
+
+static uint32_t offset_of(struct raw_lane *r, const void *p)
+{
+	return (uint32_t)((const char *)p - r->base);
 }
 
 /* Back-to-back large admin Echos hold one worker for tens of ms each. They must be reported
@@ -74,6 +148,189 @@ START_TEST(long_admin_tasks_are_reported_and_their_lanes_move)
 }
 END_TEST
 
+/* An entry queued twice (the same task offset pushed twice in one burst) runs once: the
+ * second is refused while the first is in flight. A Broadcast is in flight across both
+ * workers, so without the take it would count twice. */
+START_TEST(a_task_queued_twice_runs_once)
+{
+	struct chi_admin_stats st;
+	busy_wait_us = 10000000;
+	struct chi_client *c = start_with(2, NULL, NULL);
+	struct chi_pool_id pool = make_pool(c, "twice", 2);
+	ck_assert_uint_eq(count_all(c, pool, 0), 0);
+	struct chi_task *t = sm_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
+	t->query = chi_query_broadcast();
+	((struct chi_sm_count_params *)chi_task_params(t))->add = 1;
+	struct raw_lane r = raw_lane_of(c, t);
+	uint32_t off[2] = { offset_of(&r, t), offset_of(&r, t) };
+	atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
+			      memory_order_release);
+	raw_push(&r, off, 2);
+	uint64_t deadline = rt_now_ms() + 60000;
+	while ((atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_acquire) &
+		CHI_TASK_STATE_MASK) != CHI_TASK_DONE &&
+	       rt_now_ms() < deadline)
+		usleep(1000);
+	ck_assert_int_eq(t->rc, 0);
+	/* Both entries have been looked at once the refusal is counted. */
+	do {
+		ck_assert_int_eq(chi_admin_stats(c, &st), 0);
+	} while (st.bad_submissions == 0 && rt_now_ms() < deadline && usleep(1000) == 0);
+	ck_assert_uint_eq(st.bad_submissions, 1);
+	ck_assert_uint_eq(count_all(c, pool, 0), 2); /* one per container: it ran once */
+	ck_assert(log_has("task is already running"));
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* A client that leaves unbounded work behind (a chain 2^32-1 deep, a fan of 2^32-1
+ * subtasks, sleepers of an hour) and exits: the work stops and the client is reclaimed. */
+START_TEST(a_departed_clients_work_stops_and_it_is_released)
+{
+	uint64_t before, after;
+	struct chi_client *c = start_with(2, NULL, NULL);
+	struct chi_pool_id pool = make_pool(c, "tree", 2);
+	ck_assert_uint_eq(rt_wait_clients(c, 1, &before), 1);
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct chi_client *k;
+		struct chi_future f[5];
+		if (rt_connect(&rt, &k) != 0)
+			_exit(2);
+		struct chi_task *t[5];
+		int ok = 1;
+		ok &= chi_task_alloc(k, sizeof(struct chi_sm_chain_params), &t[0]) == 0;
+		ok &= chi_task_alloc(k, sizeof(struct chi_sm_fan_params), &t[1]) == 0;
+		ok &= chi_task_alloc(k, sizeof(struct chi_sm_sleep_params), &t[2]) == 0;
+		ok &= chi_task_alloc(k, sizeof(struct chi_sm_yield_params), &t[3]) == 0;
+		if (!ok)
+			_exit(3);
+		uint32_t methods[4] = { CHI_SM_CHAIN, CHI_SM_FAN, CHI_SM_SLEEP, CHI_SM_YIELD };
+		for (int i = 0; i < 4; i++) {
+			t[i]->pool = pool;
+			t[i]->method = methods[i];
+		}
+		((struct chi_sm_chain_params *)chi_task_params(t[0]))->depth = UINT32_MAX;
+		((struct chi_sm_fan_params *)chi_task_params(t[1]))->count = UINT32_MAX;
+		((struct chi_sm_sleep_params *)chi_task_params(t[2]))->usec = 3600ull * 1000000;
+		((struct chi_sm_yield_params *)chi_task_params(t[3]))->times = UINT32_MAX;
+		for (int i = 0; i < 4; i++)
+			if (chi_submit(k, t[i], &f[i]) != 0)
+				_exit(4);
+		if (chi_admin_sleep_async(k, 3600ull * 1000000, &f[4]) != 0)
+			_exit(5);
+		usleep(300000); /* let it grow */
+		_exit(0);	/* no disconnect: the runtime sees the hang-up */
+	}
+	int status;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child failed: %d", status);
+	/* Released: everything it held (its tasks, their subtask trees) has let go. */
+	ck_assert_uint_eq(rt_wait_clients(c, 1, &after), 1);
+	ck_assert_uint_eq(after, before + 1);
+	/* ...and the runtime serves the others as before. */
+	ck_assert_uint_eq(count_all(c, pool, 1), 2);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* Quotas: timers, yielding tasks and fan-out memory of one client are bounded; beyond them
+ * a task fails with -EDQUOT and the runtime and other clients are untouched. */
+START_TEST(per_client_quotas_refuse_beyond_their_limit)
+{
+	enum { TIMERS = 40, COROS = 20 };
+	struct chi_future f[TIMERS + 10];
+	struct chi_client *c = start_with(
+		2,
+		"  client_max_timers: 40\n  client_max_coroutines: 20\n"
+		"  client_max_memory: 1MB\n",
+		NULL);
+	struct chi_pool_id pool = make_pool(c, "quota", 4);
+
+	/* Admin Sleep timers: 40 pending, the next 10 refused. */
+	for (int i = 0; i < TIMERS + 10; i++)
+		ck_assert_int_eq(chi_admin_sleep_async(c, 30ull * 1000000, &f[i]), 0);
+	int refused = 0;
+	for (int i = TIMERS; i < TIMERS + 10; i++)
+		refused += chi_admin_finish(&f[i]) == -EDQUOT;
+	ck_assert_int_eq(refused, 10);
+	for (int i = 0; i < TIMERS; i++)
+		ck_assert_int_eq(chi_test(&f[i]), 0); /* still sleeping */
+
+	/* Yielding tasks (small_message Sleep runs on a coroutine): 20, then refused. */
+	struct chi_future g[COROS + 5];
+	struct chi_task *s[COROS + 5];
+	for (int i = 0; i < COROS + 5; i++) {
+		s[i] = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		((struct chi_sm_sleep_params *)chi_task_params(s[i]))->usec = 30ull * 1000000;
+		ck_assert_int_eq(chi_submit(c, s[i], &g[i]), 0);
+	}
+	refused = 0;
+	for (int i = COROS; i < COROS + 5; i++)
+		refused += chi_wait(&g[i]) == -EDQUOT;
+	ck_assert_int_eq(refused, 5);
+
+	/* A broadcast whose per-container copies exceed client_max_memory: refused. */
+	struct chi_future bf;
+	struct chi_task *b = sm_task(c, pool, CHI_SM_COUNT, 512 * 1024);
+	b->query = chi_query_broadcast();
+	ck_assert_int_eq(chi_submit(c, b, &bf), 0);
+	ck_assert_int_eq(chi_wait(&bf), -EDQUOT);
+
+	/* Another client is not limited by this one's use. */
+	struct chi_client *d;
+	ck_assert_int_eq(rt_connect(&rt, &d), 0);
+	struct chi_future df;
+	ck_assert_int_eq(chi_admin_sleep_async(d, 1000, &df), 0);
+	ck_assert_int_eq(chi_admin_finish(&df), 0);
+	ck_assert_uint_eq(count_all(d, pool, 0), 0);
+	chi_client_disconnect(d);
+
+	/* Leaving cancels what it holds; the runtime reclaims it. */
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_connect(&rt, &d), 0);
+	ck_assert_uint_eq(rt_wait_clients(d, 1, NULL), 1);
+	chi_client_disconnect(d);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* A client that keeps pushing garbage into its lanes is disconnected after
+ * runtime.client_max_bad_submissions; it learns it at once, others go on. */
+START_TEST(a_client_that_keeps_corrupting_its_lanes_is_disconnected)
+{
+	busy_wait_us = 10000000;
+	struct chi_client *c = start_with(2, "  client_max_bad_submissions: 16\n", NULL);
+	struct chi_client *bad;
+	ck_assert_int_eq(rt_connect(&rt, &bad), 0);
+	struct chi_task *t;
+	ck_assert_int_eq(chi_task_alloc(bad, 0, &t), 0);
+	struct raw_lane r = raw_lane_of(bad, t);
+	uint32_t garbage[32];
+	for (uint32_t i = 0; i < 32; i++)
+		garbage[i] = 7 + i * 13; /* misaligned, inside the header page */
+	raw_push(&r, garbage, 32);
+	/* Its next wait fails: the runtime hung up on it. */
+	struct chi_future f;
+	int rc = chi_admin_sleep_async(bad, 60ull * 1000000, &f);
+	if (rc == 0)
+		rc = chi_wait_timeout(&f, 60000000000ull);
+	/* Cancelled by the eviction, or failed on seeing the hang-up: never left hanging. */
+	ck_assert_msg(rc == -ECONNRESET || rc == -ESHUTDOWN || rc == -ECANCELED, "rc %d", rc);
+	ck_assert_uint_eq(rt_wait_clients(c, 1, NULL), 1);
+	ck_assert(log_has("bad submissions; disconnecting it"));
+	struct chi_future g;
+	ck_assert_int_eq(chi_admin_noop_async(c, &g), 0);
+	ck_assert_int_eq(chi_admin_finish(&g), 0);
+	chi_client_disconnect(bad);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -84,6 +341,10 @@ int main(void)
 {
 	const TTest *const tests[] = {
 		long_admin_tasks_are_reported_and_their_lanes_move,
+		a_task_queued_twice_runs_once,
+		a_departed_clients_work_stops_and_it_is_released,
+		per_client_quotas_refuse_beyond_their_limit,
+		a_client_that_keeps_corrupting_its_lanes_is_disconnected,
 	};
 	return chi_check_main("trust", 240, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }
