@@ -1,19 +1,33 @@
-/* Moving a lane from a stuck worker to another (runtime/worker.c: claim, unclaim,
- * rt_steal_from_stalled), checked with spin.
+/* Moving a lane between workers (runtime/worker.c: claim, unclaim, move_lane,
+ * add_client_lanes, RT_MSG_ADOPT), checked with spin.
  *
- * token: the consuming worker's index, BUSY (2) added while it dequeues. A worker dequeues
- * only after a CAS from "mine" to "mine|BUSY"; the control thread moves the lane with a CAS
- * from A to B, which fails while A is BUSY, and then tells B (adopt), which starts from the
- * shared head. Claims: no entry is taken twice, and every entry is taken once. */
+ * token: the lane's owner (bit 0) and generation (2 * gen), BUSY added while the owner
+ * dequeues. A worker holds grants: token values it was given, by ADD_CLIENT (generation 0,
+ * taken only if the lane still carries it: it may have moved before the message arrived) or
+ * by ADOPT (the generation of that move). It dequeues only after a CAS from its grant to
+ * grant|BUSY, and forgets a grant whose claim fails. The control thread moves the lane up
+ * to STEALS times, either way (A -> B -> A ...), with a CAS that fails while BUSY, bumping
+ * the generation, and sends the new owner an ADOPT. The consumer head lives with the lane
+ * (runtime memory), touched only under the claim.
+ *
+ * Claims: no entry is taken twice, every entry is taken, and a worker never holds two
+ * grants of the lane at once. */
 
-#define N 4
-#define BUSY 2
+#define N 3		/* entries the producer publishes */
+#define STEALS 3	/* moves the control thread may make */
+#define BUSY 128
 
-byte token = 0;		/* worker 0 owns the lane at first */
-byte head = 0;		/* shared consumer index */
-byte tail = 0;		/* producer index */
-byte taken[N];		/* how often each entry was consumed */
-bool adopted = false;	/* worker 1 has been told to take the lane over */
+/* As implemented: claim the exact grant; dequeue from the lane's own head. */
+#define CLAIMABLE(g)	(token == g)
+#define HEAD(i)		head
+#define SET_HEAD(i, v)	head = v
+
+byte token = 0;		/* owner 0, generation 0 */
+byte head = 0;		/* the lane's consumer head (runtime side) */
+byte myhead[4];		/* per-grant copies: used only by the old design (mutant) */
+byte tail = 0;
+byte taken[N];
+chan inbox[2] = [4] of { byte, bool };	/* grant, is it ADD_CLIENT */
 
 active proctype producer()
 {
@@ -23,46 +37,73 @@ active proctype producer()
 	od
 }
 
-/* One consumer; me = 0 (the original owner) or 1 (the one that may adopt). */
+/* Take a grant from ADD_CLIENT (only if the lane still carries it) or ADOPT. */
+inline grant(m, add)
+{
+	if
+	:: add && (token & ~BUSY) != m -> skip	/* moved before the message got here */
+	:: else ->
+		assert(g[0] != m + 1 && g[1] != m + 1);	/* a grant arrives once */
+		if
+		:: g[0] == 0 -> g[0] = m + 1; i = 0
+		:: else -> assert(g[1] == 0); g[1] = m + 1; i = 1	/* at most two */
+		fi;
+		myhead[me * 2 + i] = head	/* the old design read the head at grant time */
+	fi
+}
+
+/* Poll the lane under grant i: claim, take one entry, unclaim; or forget a lost grant. */
+inline poll(i)
+{
+	if
+	:: atomic { CLAIMABLE(g[i] - 1) -> token = token | BUSY }	/* claim */
+		h = HEAD(me * 2 + i);
+		if
+		:: h < tail ->
+			taken[h]++;
+			assert(taken[h] == 1);
+			SET_HEAD(me * 2 + i, h + 1)
+		:: else -> skip
+		fi;
+		token = token & ~BUSY					/* unclaim */
+	:: else -> g[i] = 0						/* forget it */
+	fi
+}
+
 proctype worker(byte me)
 {
-	byte h;
-	do
-	:: (me == 0 || adopted) && head < N ->
-		if
-		:: atomic { token == me -> token = me + BUSY }	/* claim */
-			h = head;
-			if
-			:: h < tail ->
-				taken[h]++;
-				assert(taken[h] == 1);
-				head = h + 1
-			:: else -> skip
-			fi;
-			token = me				/* unclaim */
-		:: atomic { token != me && token != me + BUSY -> skip } /* lost it */
-			if
-			:: me == 0 -> break
-			:: else -> skip
-			fi
-		fi
-	:: head == N -> break
+	byte g[2];		/* grants held (token + 1; 0: none) */
+	byte m, i, h;
+	bool add;
+end:	do
+	:: inbox[me]?m, add -> grant(m, add)
+	:: g[0] != 0 -> poll(0)
+	:: g[1] != 0 -> poll(1)
 	od
 }
 
 active proctype control()
 {
-	/* Steal at most once, whenever it likes; the CAS fails while worker 0 dequeues. */
-	if
-	:: atomic { token == 0 -> token = 1 }; adopted = true
-	:: skip
-	fi
+	byte n = 0, t, next;
+	do
+	:: n < STEALS ->
+		atomic {
+			!(token & BUSY) ->
+			t = token;
+			next = (t & ~1) + 2 + (1 - (t & 1));	/* other owner, next generation */
+			token = next
+		};
+		inbox[next & 1]!next, false;			/* ADOPT */
+		n++
+	:: break
+	od
 }
 
 init
 {
+	inbox[0]!0, true;	/* ADD_CLIENT: the lane starts on worker 0 */
 	run worker(0);
 	run worker(1)
 }
 
-ltl all_taken { <> (taken[0] == 1 && taken[1] == 1 && taken[2] == 1 && taken[3] == 1) }
+ltl all_taken { <> (taken[0] == 1 && taken[1] == 1 && taken[2] == 1) }

@@ -36,13 +36,19 @@ if verify broken.pml; then echo "FAIL: spin did not catch the lost wake-up"; exi
 echo "PASS: no lost wake-up, no deadlock, everything completes; the broken variant is caught"
 
 echo "lane stealing as implemented:"
-verify lane_steal.pml || { echo "FAIL: a stolen lane can lose or repeat an entry"; exit 1; }
-# Mutant: the control thread takes the lane without regard to BUSY (a plain store).
-sed 's/atomic { token == 0 -> token = 1 }/token = 1/' lane_steal.pml > steal_broken.pml
-grep -q "^	:: token = 1; adopted" steal_broken.pml || { echo "FAIL: mutation did not apply"; exit 1; }
-echo "lane stealing without the CAS (must fail):"
+verify lane_steal.pml || { echo "FAIL: a moved lane can lose or repeat an entry"; exit 1; }
+# Mutant: the design before generations and the runtime-side head (a claim by owner only,
+# each grant with the head it read when granted): a lane moved A -> B -> A is polled again by
+# A's stale grant from its stale head, and entries run twice.
+sed -e 's/^#define CLAIMABLE(g)\t(token == g)/#define CLAIMABLE(g)\t(!(token \& BUSY) \&\& (token \& 1) == ((g) \& 1))/' \
+    -e 's/^#define HEAD(i)\t\thead/#define HEAD(i)\t\tmyhead[i]/' \
+    -e 's/^#define SET_HEAD(i, v)\thead = v/#define SET_HEAD(i, v)\tmyhead[i] = v; head = v/' \
+    lane_steal.pml > steal_broken.pml
+[ "$(grep -c 'myhead\[i\]\|(token & 1) ==' steal_broken.pml)" -eq 3 ] \
+	|| { echo "FAIL: mutation did not apply"; exit 1; }
+echo "lane stealing with owner-only claims and heads read at grant time (must fail):"
 if verify steal_broken.pml; then echo "FAIL: spin did not catch the double take"; exit 1; fi
-echo "PASS: a moved lane loses and repeats nothing; the broken variant is caught"
+echo "PASS: a lane moved back and forth loses and repeats nothing; the old design is caught"
 
 echo "subtask completion as implemented:"
 verify subtask_await.pml || { echo "FAIL: a completion can land in a reused record"; exit 1; }
