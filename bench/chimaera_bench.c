@@ -87,7 +87,7 @@ static const struct {
 	const char *what;
 } floor_legend[] = {
 	{ "pingpong_rtt_p50", "one cache line bounced between two processes (this cpu and\n"
-			      "      --floor-cpu), round trip p50: the least a round trip can cost" },
+			      "      --floor-cpu), round trip p50: the least a round trip costs" },
 	{ "spsc_ring_rate", "a bare shared-memory ring between two processes, one message per\n"
 			    "      publish (what a lone chi_submit does)" },
 	{ "spsc_ring_burst_rate", "the same ring fed 32 messages per publish" },
@@ -118,17 +118,17 @@ static void print_table(const struct bench_result *r, int n)
 			       is_floor_of_a_row(r, n, r[i].metric) ? "(a floor)" : "-", "-", "-");
 	}
 	printf("\nfloor: the same work without the runtime in the way, measured in the same round\n"
-	       "  as the row. Each row shows, of --rounds rounds, the one with its median ratio (a\n"
-	       "  floor row: its median value), so a floor value beside a row can differ from\n"
-	       "  that floor's own row.\n");
+	       "  as the row. Each row shows, of --rounds rounds, the one with its median\n"
+	       "  ratio (a floor row: its median value), so a floor value beside a row can\n"
+	       "  differ from that floor's own row.\n");
 	for (size_t k = 0; k < sizeof(floor_legend) / sizeof(floor_legend[0]); k++)
 		if (is_floor_of_a_row(r, n, floor_legend[k].metric))
 			printf("  %s: %s\n", floor_legend[k].metric, floor_legend[k].what);
-	printf("ratio: value / floor. For times (ns) lower is better and 1.0 is the floor's speed;\n"
-	       "  for rates (/s, GB/s) higher is better and 1.0 is the floor's rate.\n");
+	printf("ratio: value / floor. For times (ns) lower is better and 1.0 is the floor's\n"
+	       "  speed; for rates (/s, GB/s) higher is better and 1.0 is the floor's rate.\n");
 	if (is_floor_of_a_row(r, n, "spsc_ring_burst_rate"))
-		printf("local_tput, local_tput_vs_burst: the same pipelined test (--window tasks in\n"
-		       "  flight) against the two ring floors; each picks its own median round.\n");
+		printf("local_tput, local_tput_vs_burst: the same pipelined test (--window tasks\n"
+		       "  in flight) against the two ring floors (each its own median round).\n");
 }
 
 static void usage(FILE *out)

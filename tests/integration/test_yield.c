@@ -97,7 +97,8 @@ START_TEST(sleepers_on_one_worker_sleep_at_once)
 	ck_assert_uint_ge(all, 1000);
 	/* One after another they would take 50 s; at once, about 1 s. Half the serial time
 	 * tells the two apart on any machine that runs this at all. */
-	ck_assert_msg(all < 25000, "50 concurrent 1 s sleeps took %llu ms", (unsigned long long)all);
+	ck_assert_msg(all < 25000, "50 concurrent 1 s sleeps took %llu ms",
+		      (unsigned long long)all);
 	chi_client_disconnect(c);
 	ck_assert_int_eq(rt_stop(&rt), 0);
 }
