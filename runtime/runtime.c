@@ -163,8 +163,39 @@ static int init_client_segment(struct runtime *rt, struct rt_client *c)
 	return 0;
 }
 
+/* One eventfd per worker for this client alone, watched by that worker. */
+static int open_client_doorbells(struct runtime *rt, struct rt_client *c)
+{
+	c->doorbells = malloc(rt->num_workers * sizeof(int));
+	if (!c->doorbells)
+		return -ENOMEM;
+	c->num_doorbells = rt->num_workers;
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		c->doorbells[i] = -1;
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
+		c->doorbells[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (c->doorbells[i] < 0)
+			return -errno;
+		int rc = rt_worker_watch(&rt->workers[i], c->doorbells[i]);
+		if (rc) {
+			close(c->doorbells[i]);
+			c->doorbells[i] = -1;
+			return rc;
+		}
+	}
+	return 0;
+}
+
 static void free_client(struct runtime *rt, struct rt_client *c)
 {
+	for (uint32_t i = 0; c->doorbells && i < c->num_doorbells; i++) {
+		if (c->doorbells[i] < 0)
+			continue;
+		if (rt->workers) /* at shutdown the workers (and their epoll sets) are gone */
+			rt_worker_unwatch(&rt->workers[i], c->doorbells[i]);
+		close(c->doorbells[i]);
+	}
+	free(c->doorbells);
 	if (c->base)
 		munmap(c->base, c->layout.size);
 	if (c->sock >= 0)
@@ -207,8 +238,12 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 		return rc;
 	}
 	rc = init_client_segment(rt, c);
+	if (rc == 0)
+		rc = open_client_doorbells(rt, c);
 	if (rc) {
-		send_reply(cn->fd, CHI_IPC_ATTACH, rc, "runtime out of memory", NULL, 0, NULL);
+		snprintf(why, sizeof(why), "cannot set the client up: %s", strerror(-rc));
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "client pid %d: %s", (int)cred->pid, why);
+		send_reply(cn->fd, CHI_IPC_ATTACH, rc, why, NULL, 0, NULL);
 		close(memfd);
 		c->sock = -1;
 		free_client(rt, c);
@@ -222,7 +257,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	fill_status(rt, &r.info);
 	fds[0] = memfd;
 	for (uint32_t i = 0; i < rt->num_workers; i++)
-		fds[1 + i] = rt->workers[i].doorbell;
+		fds[1 + i] = c->doorbells[i];
 	send_reply(cn->fd, CHI_IPC_ATTACH, 0, NULL, fds, 1 + (int)rt->num_workers, &r);
 	close(memfd); /* our mapping keeps the memory */
 
@@ -524,8 +559,9 @@ static int take_lock(struct runtime *rt, char *why, size_t why_len)
 
 	rt->lock_fd = open(rt->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (rt->lock_fd < 0) {
-		snprintf(why, why_len, "cannot open %s: %s", rt->lock_path, strerror(errno));
-		return -errno;
+		int err = errno; /* snprintf may change errno */
+		snprintf(why, why_len, "cannot open %s: %s", rt->lock_path, strerror(err));
+		return -err;
 	}
 	if (flock(rt->lock_fd, LOCK_EX | LOCK_NB) != 0) {
 		ssize_t n = pread(rt->lock_fd, pid, sizeof(pid) - 1, 0);
@@ -577,12 +613,16 @@ static int open_fds(struct runtime *rt, char *why, size_t why_len)
 	rt->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	rt->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (rt->sig_fd < 0 || rt->event_fd < 0 || rt->epfd < 0) {
-		snprintf(why, why_len, "cannot create event descriptors: %s", strerror(errno));
-		return -errno;
+		int err = errno; /* snprintf may change errno */
+		snprintf(why, why_len, "cannot create event descriptors: %s", strerror(err));
+		return -err;
 	}
-	if (ep_add(rt, rt->sig_fd, &tag_signal, EPOLLIN) || ep_add(rt, rt->event_fd, &tag_event, EPOLLIN)) {
-		snprintf(why, why_len, "epoll: %s", strerror(errno));
-		return -errno;
+	int rc = ep_add(rt, rt->sig_fd, &tag_signal, EPOLLIN);
+	if (rc == 0)
+		rc = ep_add(rt, rt->event_fd, &tag_event, EPOLLIN);
+	if (rc) {
+		snprintf(why, why_len, "epoll: %s", strerror(-rc));
+		return rc;
 	}
 	return 0;
 }
@@ -658,9 +698,10 @@ static void shutdown_runtime(struct runtime *rt)
  * module file opens one by one once at the limit. */
 static int fit_fd_limit(const struct chi_config *cfg, char *why, size_t why_len)
 {
-	unsigned long long need = (unsigned long long)cfg->max_clients + cfg->num_threads +
-				  FD_RESERVE;
-	unsigned long long others = (unsigned long long)cfg->num_threads + FD_RESERVE;
+	unsigned long long per_client = 1ull + cfg->num_threads; /* socket, a doorbell per worker */
+	unsigned long long need = (unsigned long long)cfg->max_clients * per_client +
+				  cfg->num_threads * 2ull + FD_RESERVE;
+	unsigned long long others = cfg->num_threads * 2ull + FD_RESERVE;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
@@ -673,12 +714,13 @@ static int fit_fd_limit(const struct chi_config *cfg, char *why, size_t why_len)
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
 		unsigned long long hard = rl.rlim_max;
 		snprintf(why, why_len,
-			 "%s: memory.max_clients %u needs %llu open files (one per client, %u for "
-			 "the workers, %d spare) but the hard limit RLIMIT_NOFILE is %llu: set "
-			 "memory.max_clients to at most %llu or raise the hard limit (ulimit -Hn, "
-			 "systemd LimitNOFILE=)",
+			 "%s: memory.max_clients %u needs %llu open files (%llu per client: its "
+			 "socket and a doorbell per worker; %llu for the workers, %d spare) but the "
+			 "hard limit RLIMIT_NOFILE is %llu: set memory.max_clients to at most %llu or "
+			 "raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)",
 			 cfg->source[0] ? cfg->source : "built-in defaults", cfg->max_clients, need,
-			 cfg->num_threads, FD_RESERVE, hard, hard > others ? hard - others : 0);
+			 per_client, cfg->num_threads * 2ull, FD_RESERVE, hard,
+			 hard > others ? (hard - others) / per_client : 0);
 		return -EMFILE;
 	}
 	rl.rlim_cur = need;
@@ -763,6 +805,8 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 	}
 	if (rc == 0)
 		rc = take_lock(rt, why, sizeof(why));
+	if (rc == 0) /* before any pool: modules keep their files only there */
+		rc = rt_data_dir_init(cfg, why, sizeof(why));
 	if (rc == 0)
 		rc = open_fds(rt, why, sizeof(why));
 	if (rc == 0 && ((rc = rt_pools_init(rt)) != 0 || (rc = rt_jobs_init(rt)) != 0))
@@ -773,10 +817,8 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 		rc = create_composed_pools(rt, why, sizeof(why));
 	if (rc == 0)
 		rc = open_listener(rt, why, sizeof(why));
-	if (rc == 0 && ep_add(rt, rt->listen_fd, &tag_listen, EPOLLIN) != 0) {
-		rc = -errno;
-		snprintf(why, sizeof(why), "epoll: %s", strerror(errno));
-	}
+	if (rc == 0 && (rc = ep_add(rt, rt->listen_fd, &tag_listen, EPOLLIN)) != 0)
+		snprintf(why, sizeof(why), "epoll: %s", strerror(-rc));
 	if (rc) {
 		CHI_LOG_ERROR("runtime not started: %s", why);
 		notify_ready(rt, rc, why);

@@ -32,6 +32,10 @@ struct rt_client {
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
 	struct chi_seg_header *hdr;
 	struct rt_client_lane *lanes; /* layout.num_lanes of them, runtime memory */
+	/* This client's own doorbell for each worker (eventfds it was sent): a client can only
+	 * ring, drain or block its own, never another client's or a worker's. */
+	int *doorbells;
+	uint32_t num_doorbells;
 	_Atomic uint32_t refs;
 	_Atomic uint64_t bad_submissions;
 	int detaching; /* control thread's own view */
@@ -133,7 +137,8 @@ struct worker {
 	struct runtime *rt;
 	uint32_t index;
 	int cpu;
-	int doorbell; /* eventfd: clients and the control thread wake us through it */
+	int doorbell; /* eventfd: the control thread and other workers wake us through it */
+	int epfd;     /* what we sleep on: our doorbell and every client's doorbell for us */
 	pthread_t thread;
 
 	/* owned by the worker thread */
@@ -254,6 +259,8 @@ void rt_task_complete(struct worker *w, struct chi_task *task, int rc);
 int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
 		 uint64_t due_ns);
 void rt_request_stop(struct runtime *rt);
+int rt_worker_watch(struct worker *w, int client_doorbell);
+void rt_worker_unwatch(struct worker *w, int client_doorbell);
 
 /* runtime.c: client references */
 void rt_client_get(struct rt_client *c);

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -693,6 +694,44 @@ static int poll_inbox(struct worker *w)
 	return n;
 }
 
+/* Register a client's doorbell for this worker: edge-triggered, and never read by us. Every
+ * ring is a new edge, so a client that drains its own eventfd or makes it blocking swallows
+ * nothing and blocks nobody. Control thread. */
+int rt_worker_watch(struct worker *w, int client_doorbell)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = 1 };
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, client_doorbell, &ev) == 0 ? 0 : -errno;
+}
+
+void rt_worker_unwatch(struct worker *w, int client_doorbell)
+{
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, client_doorbell, NULL);
+}
+
+/* Sleep until a doorbell rings or @tsp passes. ppoll on the epoll fd keeps the timer's
+ * nanosecond resolution (epoll_wait has milliseconds); epoll_wait(0) then consumes the edges
+ * so the epoll fd does not stay readable. Only our own doorbell is read. */
+static void wait_for_doorbells(struct worker *w, const struct timespec *tsp)
+{
+	struct pollfd pfd = { .fd = w->epfd, .events = POLLIN };
+	struct epoll_event evs[32];
+	uint64_t cnt;
+
+	if (ppoll(&pfd, 1, tsp, NULL) <= 0)
+		return;
+	for (;;) {
+		int n = epoll_wait(w->epfd, evs, 32, 0);
+		int own = 0;
+		for (int i = 0; i < n; i++)
+			own |= evs[i].data.u64 == 0;
+		if (own && read(w->doorbell, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
+			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "worker %u doorbell read: %s",
+					    w->index, strerror(errno));
+		if (n < 32)
+			return;
+	}
+}
+
 /* Announce sleep on every lane we hold, look once more, and sleep on the doorbell until
  * work or the next timer. Dekker hand-off with chi_ring_publish (see shm_ring.h), one fence
  * for all lanes. The flags are written under the lane's claim: a worker whose lane has moved
@@ -720,7 +759,6 @@ static void sleep_until_work(struct worker *w)
 		ready = 0;
 
 	if (ready) {
-		struct pollfd pfd = { .fd = w->doorbell, .events = POLLIN };
 		struct timespec ts, *tsp = NULL;
 		if (w->num_timers) {
 			uint64_t now = chi_now_ns(), due = w->timers[0].due_ns;
@@ -728,12 +766,7 @@ static void sleep_until_work(struct worker *w)
 			tsp = &ts;
 		}
 		atomic_fetch_add_explicit(&w->sleeps, 1, memory_order_relaxed);
-		if (ppoll(&pfd, 1, tsp, NULL) > 0) {
-			uint64_t cnt;
-			if (read(w->doorbell, &cnt, sizeof(cnt)) < 0 && errno != EAGAIN)
-				CHI_LOG_ERROR("worker %u doorbell read: %s", w->index,
-					      strerror(errno));
-		}
+		wait_for_doorbells(w, tsp);
 	}
 	for (uint32_t i = 0; i < w->num_lanes;) {
 		if (!claim(&w->lanes[i])) {
@@ -799,6 +832,27 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* The worker's own doorbell, level-triggered in its epoll set (read after each wake-up). */
+static int open_doorbell(struct worker *w)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	w->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->epfd < 0 || w->doorbell < 0 ||
+	    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->doorbell, &ev) != 0)
+		return -errno;
+	return 0;
+}
+
+static void close_doorbell(struct worker *w)
+{
+	if (w->doorbell >= 0)
+		close(w->doorbell);
+	if (w->epfd >= 0)
+		close(w->epfd);
+	w->doorbell = w->epfd = -1;
+}
+
 int rt_workers_start(struct runtime *rt)
 {
 	int cpus[CHI_CONFIG_MAX_WORKERS];
@@ -831,12 +885,12 @@ int rt_workers_start(struct runtime *rt)
 		w->cpu = cpus[i];
 		pthread_mutex_init(&w->inbox_lock, NULL);
 		w->inbox_tail = &w->inbox;
-		w->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		int rc = w->doorbell < 0 ? -errno : -pthread_create(&w->thread, NULL, worker_main, w);
+		int rc = open_doorbell(w);
+		if (rc == 0)
+			rc = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (rc) {
 			CHI_LOG_ERROR("cannot start worker %u: %s", i, strerror(-rc));
-			if (w->doorbell >= 0)
-				close(w->doorbell);
+			close_doorbell(w);
 			rt->num_workers = i; /* stop the ones already running */
 			pthread_sigmask(SIG_SETMASK, &old, NULL);
 			rt_workers_stop(rt);
@@ -860,7 +914,7 @@ void rt_workers_stop(struct runtime *rt)
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *w = &rt->workers[i];
 		pthread_join(w->thread, NULL);
-		close(w->doorbell);
+		close_doorbell(w);
 		free(w->lanes);
 		free(w->timers);
 		/* Work forwarded to a worker that had already stopped: fail it, never leave

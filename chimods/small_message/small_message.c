@@ -83,9 +83,14 @@ static int sm_yield(struct chi_request *req)
 	uint32_t size;
 	struct chi_sm_yield_params *p = chi_req_params(req, &size);
 	uint32_t times = p->times, done = 0;
-	for (uint32_t i = 0; i < times; i++)
-		if (chi_yield(req) == 0)
-			done++;
+	for (uint32_t i = 0; i < times; i++) {
+		int rc = chi_yield(req);
+		if (rc) {
+			p->done = done;
+			return rc; /* -ECANCELED: the client has gone, stop */
+		}
+		done++;
+	}
 	p->done = done;
 	return 0;
 }

@@ -134,16 +134,26 @@ CHI_API uint32_t chi_container_count(const struct chi_container *c);
 CHI_API const char *chi_container_pool_name(const struct chi_container *c);
 CHI_API struct chi_pool_id chi_container_pool_id(const struct chi_container *c);
 
+/*
+ * Cancellation: when the client at the root of a task (the one that submitted it, or the
+ * task that submitted its parent subtask, and so on) departs, its work is cancelled. A
+ * yielding handler learns it from chi_yield(), chi_sleep_us() (woken early), and from
+ * chi_subtask_alloc()/chi_subtask_submit(), which all return -ECANCELED from then on; it
+ * should free what it holds and return. A handler that ignores it keeps its worker until it
+ * ends on its own, and the departed client is released only then.
+ */
+
 /**
  * Give the worker back; the task continues after the worker's other ready work.
- * Only in a CHI_METHOD_MAY_YIELD method. @return 0, or -EPERM elsewhere (logged, no effect).
+ * Only in a CHI_METHOD_MAY_YIELD method. @return 0, -EPERM elsewhere (logged, no effect),
+ * or -ECANCELED (the task's client has departed: wind up; the worker was not given back).
  */
 CHI_API int chi_yield(struct chi_request *req);
 
 /**
  * Suspend the task for at least @p usec microseconds without holding the worker.
  * Only in a CHI_METHOD_MAY_YIELD method. @return 0, -EPERM elsewhere (logged, returns at
- * once), -ENOMEM.
+ * once), -ENOMEM, -ECANCELED (the client departed, possibly before @p usec passed).
  */
 CHI_API int chi_sleep_us(struct chi_request *req, uint64_t usec);
 
@@ -171,18 +181,23 @@ CHI_API void chi_unpark(struct chi_park *p, int value);
 /**
  * A task record for a subtask, in runtime memory (not the client's). Fill pool, method,
  * query and chi_task_params() as a client would. Free it with chi_subtask_free() once it is
- * not in flight. @return 0, -ENOMEM, -EPERM (not on a worker).
+ * not in flight (freeing one in flight is refused and logged: the block is leaked, never
+ * reused under a running task). Subtask blocks count against the root client's quotas
+ * (runtime.client_max_subtasks, runtime.client_max_memory).
+ * @return 0, -ENOMEM, -EDQUOT (quota), -ECANCELED (the client departed), -EPERM (not on a
+ * worker).
  */
 CHI_API int chi_subtask_alloc(struct chi_request *req, uint32_t params_size,
 			      struct chi_task **out);
 
-/** A bulk buffer for a subtask's parameters, described in @p bulk. NULL when out of memory.
- *  Free with chi_subtask_free(). */
+/** A bulk buffer for a subtask's parameters, described in @p bulk. NULL when out of memory,
+ *  past the client's quotas, or when the client departed. Free with chi_subtask_free(). */
 CHI_API void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk);
 
 CHI_API void chi_subtask_free(struct chi_request *req, void *task_or_buf);
 
-/** Route and start @p t like a client task (any pool, any query). @return 0 or -EINVAL. */
+/** Route and start @p t like a client task (any pool, any query). @return 0, -EINVAL (not a
+ *  live subtask record), -EBUSY (the record's previous subtask still runs), -ECANCELED. */
 CHI_API int chi_subtask_submit(struct chi_request *req, struct chi_task *t,
 			       struct chi_future *out);
 
@@ -190,7 +205,7 @@ CHI_API int chi_subtask_submit(struct chi_request *req, struct chi_task *t,
  * Wait for a subtask: the calling task is suspended and resumed by the subtask's
  * completion (never polled); the worker runs other tasks meanwhile. Only in a
  * CHI_METHOD_MAY_YIELD method (elsewhere -EPERM, logged, unless the subtask is already
- * done). @return the subtask's rc.
+ * done). @return the subtask's rc, or -EINVAL (never submitted).
  */
 CHI_API int chi_await(struct chi_request *req, struct chi_future *f);
 
@@ -201,6 +216,27 @@ CHI_API int chi_await_all(struct chi_request *req, struct chi_future *f, uint32_
 /** Parse a size as the runtime's config does ("512MB", "4096", "1g"; powers of 1024), for
  *  module compose keys. @return 0 or -EINVAL. */
 CHI_API int chi_module_parse_size(const char *s, uint64_t *out);
+
+/**
+ * The directory where modules keep their files: runtime.data_dir (default
+ * `<run_dir>/data`), created at start, owned by the runtime's user, mode 0700. Open files
+ * only inside it, by a plain name (no '/', not starting with '.'), relative to a descriptor
+ * of it (openat) and with O_NOFOLLOW: a pool name comes from a client, which must not
+ * choose where the runtime writes.
+ * @return an absolute path, owned by the runtime and unchanged while it runs; NULL when no
+ *         runtime has started in this process.
+ */
+CHI_API const char *chi_runtime_data_dir(void);
+
+/**
+ * Say why @p c cannot do what was asked (printf-style). Called in create(), the text becomes
+ * the reason the pool was not created (what chi_admin_get_or_create_pool() hands back in
+ * @c why, and what a start-up compose error prints), before the errno create() returns.
+ * Called elsewhere, it is logged as a warning naming the pool and container, rate-limited.
+ * Any thread.
+ */
+CHI_API void chi_container_error(const struct chi_container *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 #ifdef __cplusplus
 }

@@ -208,7 +208,7 @@ START_TEST(max_clients_beyond_the_hard_limit_is_refused)
 	rt_stop(&rt); /* removes the directory */
 
 	/* Under the same hard limit, a max_clients that fits starts and serves. */
-	spawn(8, 100, 100);
+	spawn(4, 100, 100);
 	wait_ready();
 	struct chi_client *c;
 	ck_assert_int_eq(rt_connect(&rt, &c), 0);

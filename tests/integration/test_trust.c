@@ -3,7 +3,11 @@
  * work stops, per-client quotas hold, and none of it hurts the runtime or other clients. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,6 +335,76 @@ START_TEST(a_client_that_keeps_corrupting_its_lanes_is_disconnected)
 }
 END_TEST
 
+/* Read and block on every eventfd a client was given, forever (a hostile client's thread). */
+static void *swallow(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	uint64_t v;
+	for (;;)
+		if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN && errno != EINTR)
+			return NULL;
+}
+
+/* A client that drains the doorbells it was given and makes them blocking must not swallow
+ * other clients' wake-ups or block a worker: each client rings its own doorbells. */
+START_TEST(a_client_cannot_swallow_or_block_the_workers_doorbells)
+{
+	busy_wait_us = 0; /* workers sleep at once: every task needs its doorbell */
+	rt_runtime_extra = NULL;
+	ck_assert_int_eq(rt_start(&rt, 2, busy_wait_us, NULL), 0);
+	int ready[2];
+	ck_assert_int_eq(pipe(ready), 0);
+	/* The attacker is another process with only its own descriptors: fork before the
+	 * honest client exists (a fork after would hand it the honest client's doorbells). */
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct chi_client *k;
+		char path[64], target[64];
+		pthread_t th;
+		if (rt_connect(&rt, &k) != 0)
+			_exit(2);
+		for (int fd = 3; fd < 1024; fd++) {
+			snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+			ssize_t n = readlink(path, target, sizeof(target) - 1);
+			if (n <= 0)
+				continue;
+			target[n] = '\0';
+			if (!strstr(target, "eventfd"))
+				continue;
+			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+			pthread_create(&th, NULL, swallow, (void *)(intptr_t)fd);
+		}
+		if (write(ready[1], "x", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	char x;
+	ck_assert_int_eq(read(ready[0], &x, 1), 1);
+	struct chi_client *c;
+	ck_assert_int_eq(rt_connect(&rt, &c), 0);
+	int hung = 0;
+	for (int i = 0; i < 2000 && !hung; i++) {
+		struct chi_future f;
+		ck_assert_int_eq(chi_admin_noop_async(c, &f), 0);
+		int rc = chi_wait_timeout(&f, 30000000000ull);
+		hung = rc == -ETIMEDOUT;
+		if (!hung) {
+			ck_assert_int_eq(rc, 0);
+			chi_task_free(c, f.task);
+		}
+		if (i % 8 == 0)
+			usleep(200); /* let the workers fall asleep */
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	ck_assert_msg(!hung, "a task hung behind the other client's doorbell games");
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -345,6 +419,7 @@ int main(void)
 		a_departed_clients_work_stops_and_it_is_released,
 		per_client_quotas_refuse_beyond_their_limit,
 		a_client_that_keeps_corrupting_its_lanes_is_disconnected,
+		a_client_cannot_swallow_or_block_the_workers_doorbells,
 	};
 	return chi_check_main("trust", 240, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }
