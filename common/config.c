@@ -49,6 +49,7 @@ static const struct key_desc keys[] = {
 	{ "runtime.first_busy_wait", KEY_U64, OFF(first_busy_wait_us), 0, 10000000 },
 	{ "runtime.conf_dir", STR(conf_dir) },
 	{ "runtime.run_dir", STR(run_dir) },
+	{ "runtime.data_dir", STR(data_dir) },
 	{ "runtime.stack_size", KEY_SIZE, OFF(stack_size), 16384, 1ull << 30 },
 	{ "runtime.cpus", KEY_CPUS, OFF(cpus), 0, 0 },
 	{ "runtime.numa_node", KEY_INT, OFF(numa_node), 0, 1023 },
@@ -616,6 +617,20 @@ void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len)
 		snprintf(buf, len, "/tmp/chimaera-%u", (unsigned)geteuid());
 }
 
+int chi_config_data_dir(const struct chi_config *cfg, char *buf, size_t len)
+{
+	char run_dir[PATH_MAX];
+	int n;
+
+	if (cfg->data_dir[0]) {
+		n = snprintf(buf, len, "%s", cfg->data_dir);
+	} else {
+		chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
+		n = snprintf(buf, len, "%s/data", run_dir);
+	}
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
 /* @s as a YAML double-quoted scalar, so that the dump reads back as what was loaded. */
 static void dump_quoted(FILE *out, const char *s)
 {
@@ -654,15 +669,20 @@ static int dumped_from_fields(const char *key)
 void chi_config_dump(const struct chi_config *cfg, FILE *out)
 {
 	static const char *levels[] = { "error", "warning", "info", "debug" };
-	char run_dir[PATH_MAX];
+	char run_dir[PATH_MAX], data_dir[PATH_MAX];
 
 	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
+	if (chi_config_data_dir(cfg, data_dir, sizeof(data_dir)) != 0)
+		data_dir[0] = '\0'; /* cannot happen with PATH_MAX each; the start refuses it */
 	fprintf(out, "# effective configuration (source: %s)\n",
 		cfg->source[0] ? cfg->source : "built-in defaults");
 	fprintf(out, "runtime:\n  num_threads: %u\n  queue_depth: %u\n  local_sched: %s\n",
 		cfg->num_threads, cfg->queue_depth, cfg->local_sched);
 	fprintf(out, "  first_busy_wait: %llu\n  conf_dir: %s\n  run_dir: %s\n",
 		(unsigned long long)cfg->first_busy_wait_us, cfg->conf_dir, run_dir);
+	fputs("  data_dir: ", out);
+	dump_quoted(out, data_dir);
+	fputc('\n', out);
 	fprintf(out,
 		"  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  steal_after_ms: %u\n",
 		(unsigned long long)cfg->stack_size, cfg->numa_node, cfg->stall_report_ms,

@@ -45,6 +45,7 @@ struct chi_config {
 	uint64_t first_busy_wait_us;
 	char conf_dir[PATH_MAX];
 	char run_dir[PATH_MAX]; /* "" means /tmp/chimaera-<euid> */
+	char data_dir[PATH_MAX]; /* files modules keep (bdev); "" means <run_dir>/data */
 	uint64_t stack_size;
 	int cpus[CHI_CONFIG_MAX_CPUS];
 	uint32_t num_cpus; /* 0: choose automatically */
@@ -109,6 +110,10 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out);
 
 /** The run directory (socket and lock file) this config implies. */
 void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len);
+
+/** The data directory (the only place modules keep files) this config implies.
+ *  @return 0, or -ENAMETOOLONG when it does not fit @p len. */
+int chi_config_data_dir(const struct chi_config *cfg, char *buf, size_t len);
 
 /**
  * Parse a size: a number with an optional B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB suffix

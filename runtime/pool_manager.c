@@ -1,5 +1,7 @@
-/* The pool table: creation (idempotent by name), lock-free lookup, drained destruction. */
+/* The pool table: creation (idempotent by name), lock-free lookup, drained destruction; and
+ * what create callbacks may ask of the runtime (the data directory, a reason for failing). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,68 @@
 #include "common/log.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
+#include "transport/ipc.h"
+
+/* Absolute, set once at start before any pool exists and never changed: every thread reads
+ * it without a lock. One runtime per process. */
+static char data_dir[PATH_MAX];
+
+/* The container whose create() runs on this thread, and where its reason goes. Only the
+ * control thread creates containers; on any other thread this stays empty. */
+static _Thread_local struct {
+	const struct chi_container *c;
+	char *why;
+	size_t len;
+} creating;
+
+int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len)
+{
+	char dir[PATH_MAX], inner[PATH_MAX + 128];
+
+	data_dir[0] = '\0';
+	if (chi_config_data_dir(cfg, dir, sizeof(dir)) != 0) {
+		snprintf(why, why_len, "runtime.data_dir: the path is too long");
+		return -ENAMETOOLONG;
+	}
+	/* Owned by us, 0700, not a symlink: nobody else can plant a link or a file in it
+	 * for a module to open. */
+	int rc = chi_ipc_secure_dir(dir, inner, sizeof(inner));
+	if (rc) {
+		snprintf(why, why_len, "runtime.data_dir: %s", inner);
+		return rc;
+	}
+	/* Absolute, so that modules see the same directory whatever their cwd. */
+	if (!realpath(dir, data_dir)) {
+		int err = errno;
+		data_dir[0] = '\0'; /* realpath() leaves it undefined */
+		snprintf(why, why_len, "runtime.data_dir %s: %s", dir, strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+const char *chi_runtime_data_dir(void)
+{
+	return data_dir[0] ? data_dir : NULL;
+}
+
+void chi_container_error(const struct chi_container *c, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (c && c == creating.c) {
+		/* create_containers() puts it in the pool's error and the caller logs that. */
+		snprintf(creating.why, creating.len, "%s", msg);
+		return;
+	}
+	/* A handler may call it per task: a flood would bury the line that matters. */
+	CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "pool '%s' container %u: %s",
+			    c ? c->pool->name : "?", c ? c->id : 0, msg);
+}
 
 int rt_pools_init(struct runtime *rt)
 {
@@ -117,10 +181,19 @@ static int create_containers(struct runtime *rt, struct rt_pool *pool,
 		c->state = calloc(1, d->state_size ? d->state_size : 1);
 		if (!c->state)
 			return -ENOMEM;
+		char reason[256] = "";
+		creating.c = c;
+		creating.why = reason;
+		creating.len = sizeof(reason);
 		int rc = d->create(c, s->kv, s->num_kv);
+		creating.c = NULL;
 		if (rc) {
-			snprintf(why, len, "module '%s' refused to create container %u of pool '%s': %s",
-				 pool->mod->name, i, pool->name, strerror(rc < 0 ? -rc : rc));
+			/* The module's reason, when it gave one, before the errno's text. */
+			snprintf(why, len,
+				 "module '%s' refused to create container %u of pool '%s': "
+				 "%s%s%s%s",
+				 pool->mod->name, i, pool->name, reason, reason[0] ? " (" : "",
+				 strerror(rc < 0 ? -rc : rc), reason[0] ? ")" : "");
 			return rc < 0 ? rc : -EINVAL;
 		}
 		c->created = 1;
@@ -195,11 +268,10 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 		rc = -EEXIST;
 		goto out_unlock;
 	}
-	struct rt_module *mod = rt_module_load(p, s->mod_name, why, len);
-	if (!mod) {
-		rc = -ENOENT;
+	struct rt_module *mod;
+	rc = rt_module_load(p, s->mod_name, &mod, why, len);
+	if (rc)
 		goto out_unlock;
-	}
 	pool = calloc(1, sizeof(*pool));
 	if (!pool) {
 		rc = -ENOMEM;

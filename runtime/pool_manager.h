@@ -90,6 +90,11 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *spec,
 /* Control thread only: stop new tasks (-ESHUTDOWN), wait for in-flight ones, destroy. */
 int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t why_len);
 
+/* Create runtime.data_dir (or <run_dir>/data) if missing, insist that it is ours and 0700,
+ * and remember its absolute path for chi_runtime_data_dir(). Once, at start, before any
+ * pool. @return 0, or -errno with @why naming the key and the problem. */
+int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len);
+
 /* Find the method @id of @mod, or NULL. */
 const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id);
 
@@ -101,9 +106,15 @@ const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint
  * @return 0, -EINVAL (not a valid module name) or -ENOENT (in none of them). */
 int rt_module_find(const char *name, char *path, size_t path_len, char *why, size_t why_len);
 
-/* module_loader.c: load (or reuse) lib<name>.so. @return the module or NULL with @why. */
-struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
-				 size_t why_len);
+/* module_loader.c: load (or reuse) lib<name>.so into @out. On failure @why names the module,
+ * the file and the cause (dlerror()'s text when dlopen failed).
+ * @return 0; -EINVAL (not a valid module name, or a malformed descriptor: no create callback,
+ *         reserved or duplicate method ids...), -ENOENT (no lib<name>.so where we look),
+ *         -ELIBBAD (dlopen failed: not an ELF library for this machine, a missing dependency,
+ *         an undefined symbol), -ENOEXEC (no CHI_MODULE_ENTRY_NAME: not a ChiMod), -EPROTO
+ *         (built for another CHI_MODULE_ABI_VERSION), -ENOMEM. */
+int rt_module_load(struct rt_pools *pools, const char *name, struct rt_module **out, char *why,
+		   size_t why_len);
 void rt_modules_unload(struct rt_pools *pools);
 
 #endif
