@@ -1,6 +1,8 @@
 /* Finding and loading ChiMods: lib<mod_name>.so from CHI_REPO_PATH (colon-separated), then
- * next to the executable (install layout, then build tree), then the configured prefix. dlopen(RTLD_NOW | RTLD_LOCAL), one versioned
- * entry symbol, and a descriptor checked before anything of it is used. */
+ * next to the executable (install layout, then build tree), then the configured prefix.
+ * dlopen(RTLD_NOW | RTLD_LOCAL), one versioned entry symbol, and a descriptor checked before
+ * anything of it is used. Each way a load fails has its own errno and a reason naming the
+ * module and the cause. */
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -52,6 +54,8 @@ static int search(const char *dirs, const char *name, char *path, size_t len, ch
 	return 0;
 }
 
+/* A descriptor the runtime cannot use: -EPROTO when it was built for another ABI (rebuild
+ * it), -EINVAL when it is malformed (fix it). */
 static int check_desc(const struct chi_module_desc *d, const char *name, char *why, size_t len)
 {
 	if (d->abi_version != CHI_MODULE_ABI_VERSION) {
@@ -61,28 +65,28 @@ static int check_desc(const struct chi_module_desc *d, const char *name, char *w
 	}
 	if (!d->name || strcmp(d->name, name) != 0) {
 		snprintf(why, len, "its descriptor names it '%s'", d->name ? d->name : "(null)");
-		return -EPROTO;
+		return -EINVAL;
 	}
 	if (d->state_size > MAX_STATE_SIZE || !d->create) {
 		snprintf(why, len, "%s", d->create ? "state_size over 1 GiB" : "no create callback");
-		return -EPROTO;
+		return -EINVAL;
 	}
 	if (d->num_methods && !d->methods) {
 		snprintf(why, len, "num_methods is %u but the method table is missing",
 			 d->num_methods);
-		return -EPROTO;
+		return -EINVAL;
 	}
 	for (uint32_t i = 0; i < d->num_methods; i++) {
 		const struct chi_method_desc *m = &d->methods[i];
 		if (m->id < CHI_METHOD_FIRST_CUSTOM || !m->handler) {
 			snprintf(why, len, "method %u (%s): %s", m->id, m->name ? m->name : "?",
 				 m->handler ? "ids below 10 are reserved" : "no handler");
-			return -EPROTO;
+			return -EINVAL;
 		}
 		for (uint32_t j = 0; j < i; j++)
 			if (d->methods[j].id == m->id) {
 				snprintf(why, len, "method id %u is defined twice", m->id);
-				return -EPROTO;
+				return -EINVAL;
 			}
 	}
 	return 0;
@@ -113,37 +117,56 @@ int rt_module_find(const char *name, char *path, size_t path_len, char *why, siz
 	return 0;
 }
 
-struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char *why,
-				 size_t why_len)
+int rt_module_load(struct rt_pools *pools, const char *name, struct rt_module **out, char *why,
+		   size_t why_len)
 {
 	char path[PATH_MAX];
 	char reason[512];
 
 	for (struct rt_module *m = pools->modules; m; m = m->next)
-		if (strcmp(m->name, name) == 0)
-			return m;
-	if (rt_module_find(name, path, sizeof(path), why, why_len) != 0)
-		return NULL;
+		if (strcmp(m->name, name) == 0) {
+			*out = m;
+			return 0;
+		}
+	int rc = rt_module_find(name, path, sizeof(path), why, why_len);
+	if (rc)
+		return rc;
 	void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (!dl) {
-		snprintf(why, why_len, "module '%s': cannot load %s: %s", name, path, dlerror());
-		return NULL;
+		/* Not an ELF library for this machine, a dependency missing, a symbol undefined:
+		 * dlerror() names which; there is no errno for it. */
+		const char *err = dlerror();
+		if (!err)
+			err = "unknown dlopen error";
+		/* dlerror() first, so that a short @why keeps the cause; the file only when
+		 * dlerror() does not name it already (a missing dependency names its own). */
+		int named = strstr(err, path) != NULL;
+		snprintf(why, why_len, "module '%s': cannot load: %s%s%s%s", name, err,
+			 named ? "" : " (loading ", named ? "" : path, named ? "" : ")");
+		return -ELIBBAD;
 	}
 	chi_module_entry_fn entry = (chi_module_entry_fn)dlsym(dl, CHI_MODULE_ENTRY_NAME);
 	const struct chi_module_desc *desc = entry ? entry() : NULL;
-	int rc = -EPROTO;
-	if (!entry)
-		snprintf(reason, sizeof(reason), "no %s symbol", CHI_MODULE_ENTRY_NAME);
-	else if (!desc)
+	if (!entry) {
+		snprintf(reason, sizeof(reason), "no %s symbol (not a ChiMod)",
+			 CHI_MODULE_ENTRY_NAME);
+		rc = -ENOEXEC;
+	} else if (!desc) {
 		snprintf(reason, sizeof(reason), "%s returned NULL", CHI_MODULE_ENTRY_NAME);
-	else
+		rc = -EINVAL;
+	} else {
 		rc = check_desc(desc, name, reason, sizeof(reason));
-	struct rt_module *m = rc == 0 ? calloc(1, sizeof(*m)) : NULL;
-	if (!m) {
-		snprintf(why, why_len, "module '%s' (%s): %s", name, path,
-			 rc ? reason : "out of memory");
+	}
+	struct rt_module *m = NULL;
+	if (rc == 0 && !(m = calloc(1, sizeof(*m)))) {
+		snprintf(reason, sizeof(reason), "out of memory");
+		rc = -ENOMEM;
+	}
+	if (rc) {
+		/* The reason before the path: a short @why keeps the cause. */
+		snprintf(why, why_len, "module '%s': %s (%s)", name, reason, path);
 		dlclose(dl);
-		return NULL;
+		return rc;
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	snprintf(m->path, sizeof(m->path), "%s", path);
@@ -152,7 +175,8 @@ struct rt_module *rt_module_load(struct rt_pools *pools, const char *name, char 
 	m->next = pools->modules;
 	pools->modules = m;
 	CHI_LOG_INFO("module '%s' loaded from %s (%u methods)", name, path, desc->num_methods);
-	return m;
+	*out = m;
+	return 0;
 }
 
 void rt_modules_unload(struct rt_pools *pools)

@@ -161,8 +161,12 @@ struct chi_admin_pool_stats_params {
  * @param kv      module keys as key, value, key, value... (@p num_kv pairs); may be NULL.
  * @param out     the pool's id.
  * @param why     filled with the runtime's reason on failure (may be NULL).
- * @return 0, -ENOENT (module not found or not loadable), -EEXIST, -EINVAL, or what the
- *         module's create callback returned.
+ * @return 0; -ENOENT (no lib<mod_name>.so where the runtime looks); -ELIBBAD (dlopen
+ *         refused it: not an ELF library for this machine, a missing dependency, an
+ *         undefined symbol; @p why has dlerror()'s text); -ENOEXEC (no module entry symbol:
+ *         not a ChiMod); -EPROTO (built for another module ABI version); -EINVAL (invalid
+ *         module or pool name, malformed module descriptor, bad keys); -ENOMEM; -EEXIST; or
+ *         what the module's create callback returned (with its reason in @p why).
  */
 CHI_API int chi_admin_get_or_create_pool(struct chi_client *client, const char *mod_name,
 					 const char *pool_name, const struct chi_pool_id *pool_id,

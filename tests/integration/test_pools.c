@@ -203,11 +203,11 @@ START_TEST(loader_errors_are_named_and_the_runtime_carries_on)
 		const char *says;
 	} cases[] = {
 		{ "no_such_module", -ENOENT, "not found" },
-		{ "bad_abi", -ENOENT, "ABI version 99" },
-		{ "dup_method", -ENOENT, "defined twice" },
-		{ "no_entry", -ENOENT, "no chi_module_entry_v1 symbol" },
+		{ "bad_abi", -EPROTO, "ABI version 99" },
+		{ "dup_method", -EINVAL, "defined twice" },
+		{ "no_entry", -ENOEXEC, "no chi_module_entry_v1 symbol" },
 		{ "create_fails", -EIO, "refused to create container 1" },
-		{ "../etc", -ENOENT, "not a valid module name" },
+		{ "../etc", -EINVAL, "not a valid module name" },
 	};
 	struct chi_pool_id id;
 	char why[256];
