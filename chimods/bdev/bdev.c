@@ -74,33 +74,123 @@ static void set_bits(struct bdev_state *s, uint64_t first, uint64_t n, int on)
 	s->free_blocks = on ? s->free_blocks - n : s->free_blocks + n;
 }
 
-static int open_file(struct bdev_state *s, const char *path)
+/* The pool name comes from a client: it must not choose where the runtime writes. A file
+ * bdev's file is a plain name inside the runtime's data directory, never a path or a dot
+ * file (which would also hide it from a listing). */
+static int check_file_name(struct chi_container *c, const char *name)
+{
+	if (name[0] && name[0] != '.' && !strchr(name, '/'))
+		return 0;
+	chi_container_error(c,
+			    "pool name '%s' is not a plain file name (empty, starts with '.' or "
+			    "contains '/'); a file bdev lives in runtime.data_dir under its pool "
+			    "name",
+			    name);
+	return -EINVAL;
+}
+
+/* @len bytes at @at, all or an error. */
+static int write_at(int fd, const void *buf, size_t len, off_t at)
+{
+	ssize_t n = pwrite(fd, buf, len, at);
+	if (n < 0)
+		return -errno;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+/* Open (creating it 0600 if missing) @file in the data directory, relative to a descriptor of
+ * the directory and without following a symlink, so that nothing planted there can redirect
+ * the writes; then refuse anything but a regular file with one name. */
+static int open_in_data_dir(struct chi_container *c, struct bdev_state *s, const char *file)
+{
+	const char *dir = chi_runtime_data_dir();
+	struct stat st;
+	int err;
+
+	if (!dir) {
+		chi_container_error(c, "the runtime has no data directory for file bdevs");
+		return -ENOENT;
+	}
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0) {
+		err = errno;
+		chi_container_error(c, "cannot open the data directory %s: %s", dir, strerror(err));
+		return -err;
+	}
+	s->fd = openat(dfd, file, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	err = errno; /* before close() can change it */
+	close(dfd);
+	if (s->fd < 0) {
+		if (err == ELOOP)
+			chi_container_error(c, "%s/%s is a symbolic link: refused", dir, file);
+		else
+			chi_container_error(c, "cannot open %s/%s: %s", dir, file, strerror(err));
+		return -err;
+	}
+	if (fstat(s->fd, &st) != 0) {
+		err = errno;
+		chi_container_error(c, "cannot stat %s/%s: %s", dir, file, strerror(err));
+		return -err;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+		/* A FIFO or device would hang or hit hardware; a second hard link is a name
+		 * outside our control for the same data. */
+		chi_container_error(c, "%s/%s is %s: refused", dir, file,
+				    S_ISREG(st.st_mode) ? "a file with other hard links" :
+							  "not a regular file");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int open_file(struct chi_container *c, struct bdev_state *s, const char *file)
 {
 	struct file_hdr h;
-	s->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (s->fd < 0)
-		return -errno;
+	int rc = open_in_data_dir(c, s, file);
+	if (rc)
+		return rc;
 	ssize_t n = pread(s->fd, &h, sizeof(h), 0);
+	if (n < 0) {
+		rc = -errno;
+		chi_container_error(c, "cannot read %s: %s", file, strerror(-rc));
+		return rc;
+	}
 	if (n == (ssize_t)sizeof(h) && h.magic == FILE_MAGIC) {
 		/* An existing device: its geometry must match the compose entry. */
-		if (h.capacity != s->capacity || h.block_size != s->block_size)
+		if (h.capacity != s->capacity || h.block_size != s->block_size) {
+			chi_container_error(c,
+					    "%s holds a device of %llu bytes in %llu-byte blocks; "
+					    "asked for %llu bytes in %llu-byte blocks",
+					    file, (unsigned long long)h.capacity,
+					    (unsigned long long)h.block_size,
+					    (unsigned long long)s->capacity,
+					    (unsigned long long)s->block_size);
 			return -EINVAL;
+		}
 		n = pread(s->fd, s->bitmap, s->bitmap_bytes, HDR_SIZE);
 		if (n != (ssize_t)s->bitmap_bytes)
-			return -EIO;
+			return n < 0 ? -errno : -EIO;
 		s->free_blocks = 0;
 		for (uint64_t b = 0; b < s->blocks; b++)
 			s->free_blocks += !bit(s, b);
 		return 0;
 	}
-	if (n != 0) /* neither empty nor ours: refuse to overwrite someone's file */
+	if (n != 0) { /* neither empty nor ours: refuse to overwrite someone's file */
+		chi_container_error(c, "%s exists and is not a bdev image: left as it is", file);
 		return -EEXIST;
+	}
 	h = (struct file_hdr){ FILE_MAGIC, s->capacity, s->block_size };
-	if (ftruncate(s->fd, (off_t)(s->data_off + s->capacity)) != 0 ||
-	    pwrite(s->fd, s->bitmap, s->bitmap_bytes, HDR_SIZE) != (ssize_t)s->bitmap_bytes ||
-	    pwrite(s->fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h) || fsync(s->fd) != 0)
-		return -errno ? -errno : -EIO;
-	return 0;
+	if (ftruncate(s->fd, (off_t)(s->data_off + s->capacity)) != 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = write_at(s->fd, s->bitmap, s->bitmap_bytes, HDR_SIZE);
+	if (rc == 0)
+		rc = write_at(s->fd, &h, sizeof(h), 0); /* last: a torn create is no device */
+	if (rc == 0 && fsync(s->fd) != 0)
+		rc = -errno;
+	if (rc)
+		chi_container_error(c, "cannot lay out %s: %s", file, strerror(-rc));
+	return rc;
 }
 
 static void bdev_destroy(struct chi_container *c);
@@ -121,8 +211,16 @@ static int bdev_setup(struct chi_container *c, const struct chi_compose_kv *kv, 
 			  (s->block_size & (s->block_size - 1))))
 			return -EINVAL;
 	}
-	if (s->capacity == 0 || s->capacity % s->block_size || (strcmp(type, "ram") && strcmp(type, "file")))
+	if (strcmp(type, "ram") && strcmp(type, "file")) {
+		chi_container_error(c, "bdev_type '%s': expected ram or file", type);
 		return -EINVAL;
+	}
+	if (s->capacity == 0 || s->capacity % s->block_size) {
+		chi_container_error(c,
+				    "capacity must be a non-zero multiple of the %llu-byte block",
+				    (unsigned long long)s->block_size);
+		return -EINVAL;
+	}
 	s->blocks = s->capacity / s->block_size;
 	s->bitmap_bytes = ((s->blocks + 7) / 8 + s->block_size - 1) / s->block_size * s->block_size;
 	s->data_off = HDR_SIZE + s->bitmap_bytes;
@@ -136,13 +234,16 @@ static int bdev_setup(struct chi_container *c, const struct chi_compose_kv *kv, 
 		s->ram = calloc(1, s->capacity);
 		return s->ram ? 0 : -ENOMEM;
 	}
-	char path[4096];
+	char file[512];
 	const char *name = chi_container_pool_name(c);
+	int rc = check_file_name(c, name);
+	if (rc)
+		return rc;
 	if (chi_container_count(c) > 1)
-		snprintf(path, sizeof(path), "%s.%u", name, chi_container_id(c));
+		snprintf(file, sizeof(file), "%s.%u", name, chi_container_id(c));
 	else
-		snprintf(path, sizeof(path), "%s", name);
-	return open_file(s, path);
+		snprintf(file, sizeof(file), "%s", name);
+	return open_file(c, s, file);
 }
 
 static int do_io(int fd, const struct io_job *j)

@@ -4,8 +4,14 @@
  *
  * Compose keys (as upstream): bdev_type (ram | file), capacity (a size, required, > 0),
  * alignment (block size, a power of two, default 4096), io_depth (accepted; used once file
- * I/O goes through io_uring). pool_name is the file path for bdev_type file (with ".<id>"
- * appended per container when there are several), or ram::<name>.
+ * I/O goes through io_uring). For bdev_type file the device is the file named pool_name in
+ * the runtime's data directory (runtime.data_dir, default <run_dir>/data), with ".<id>"
+ * appended per container when there are several; ram::<name> is the custom for RAM. The
+ * pool name must then be a plain file name (not empty, no '/', not starting with '.'), else
+ * the pool is refused with -EINVAL; a symlink in its place is refused with -ELOOP, and
+ * anything but a regular file with one link with -EINVAL. An existing file that is not a
+ * bdev image is left as it is (-EEXIST). Upstream took pool_name as a path: here the
+ * directory goes in runtime.data_dir and the file name in pool_name.
  *
  * A file-backed bdev keeps its allocation map in the file: what was allocated and written
  * before a runtime restart is there after it. Its reads and writes run on an I/O thread of

@@ -1,6 +1,7 @@
 /* bdev semantics in RAM and in a file, including a file-backed device across a restart. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,17 +61,20 @@ END_TEST
 
 START_TEST(file_survives_a_restart)
 {
-	char dir[] = "/tmp/chi-bdev-XXXXXX", compose[1024], path[600];
+	char dir[] = "/tmp/chi-bdev-XXXXXX", compose[1024], path[600], extra[600];
 	unsigned char data[12000], back[12000];
 	uint64_t off, off2;
 	struct chi_bdev_stats st;
 
+	/* The file lives in the data directory, under the pool's name: one that outlives
+	 * each runtime's private run directory. */
 	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(extra, sizeof(extra), "  data_dir: %s\n", dir);
+	rt_runtime_extra = extra;
 	snprintf(path, sizeof(path), "%s/dev.img", dir);
 	snprintf(compose, sizeof(compose),
-		 "compose:\n  - mod_name: bdev\n    pool_name: %s\n    pool_id: 800.0\n"
-		 "    bdev_type: file\n    capacity: 4MB\n    alignment: 4KB\n    io_depth: 32\n",
-		 path);
+		 "compose:\n  - mod_name: bdev\n    pool_name: dev.img\n    pool_id: 800.0\n"
+		 "    bdev_type: file\n    capacity: 4MB\n    alignment: 4KB\n    io_depth: 32\n");
 	for (size_t i = 0; i < sizeof(data); i++)
 		data[i] = (unsigned char)(i * 13 + 7);
 
@@ -92,11 +96,11 @@ START_TEST(file_survives_a_restart)
 
 	/* Same file, other geometry: refused at start, naming the entry. */
 	snprintf(compose, sizeof(compose),
-		 "compose:\n  - mod_name: bdev\n    pool_name: %s\n    bdev_type: file\n"
-		 "    capacity: 8MB\n",
-		 path);
+		 "compose:\n  - mod_name: bdev\n    pool_name: dev.img\n    bdev_type: file\n"
+		 "    capacity: 8MB\n");
 	ck_assert_int_eq(rt_start(&rt, 1, 50, compose), -ECHILD);
 	rt_stop(&rt);
+	rt_runtime_extra = NULL;
 	unlink(path);
 	rmdir(dir);
 }
@@ -120,15 +124,17 @@ START_TEST(bad_compose_keys_are_refused)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "bdev", "ram::a", NULL, 1, align, 3, &id,
 						      why, sizeof(why)),
 			 -EINVAL);
-	/* A file that is not a bdev image is never overwritten. */
-	char path[] = "/tmp/chi-notbdev-XXXXXX";
-	int fd = mkstemp(path);
+	/* A file that is not a bdev image is never overwritten (in the default data
+	 * directory, <run_dir>/data). */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/run/data/notbdev", rt.dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(write(fd, "precious", 8), 8);
 	close(fd);
 	const char *file[] = { "bdev_type", "file", "capacity", "1MB" };
-	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "bdev", path, NULL, 1, file, 2, &id, why,
-						      sizeof(why)),
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "bdev", "notbdev", NULL, 1, file, 2, &id,
+						      why, sizeof(why)),
 			 -EEXIST);
 	char buf[9] = "";
 	FILE *f = fopen(path, "r");
