@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int chi_log_threshold = CHI_LOG_LEVEL_WARN;
+_Atomic int chi_log_threshold = CHI_LOG_LEVEL_WARN;
 
 static FILE *log_file;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -40,7 +40,7 @@ void chi_log_init_from_env(int dflt)
 	if (!env)
 		env = getenv("HSHM_LOG_LEVEL");
 	int lvl = env ? chi_log_level_parse(env) : -EINVAL;
-	chi_log_threshold = lvl >= 0 ? lvl : dflt;
+	atomic_store_explicit(&chi_log_threshold, lvl >= 0 ? lvl : dflt, memory_order_relaxed);
 }
 
 int chi_log_set_file(const char *path)

@@ -6,6 +6,7 @@
 #define CHI_COMMON_LOG_H
 
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 enum chi_log_level {
@@ -15,7 +16,14 @@ enum chi_log_level {
 	CHI_LOG_LEVEL_DEBUG = 3,
 };
 
-extern int chi_log_threshold;
+/* Read on every log statement, written at start-up (and by each client connect, from any
+ * thread): atomic, relaxed. */
+extern _Atomic int chi_log_threshold;
+
+static inline int chi_log_enabled(int lvl)
+{
+	return lvl <= atomic_load_explicit(&chi_log_threshold, memory_order_relaxed);
+}
 
 /** Parse "debug|info|warn|warning|error|fatal" (case-insensitive). @return level or -EINVAL. */
 int chi_log_level_parse(const char *s);
@@ -30,7 +38,7 @@ void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 
 #define CHI_LOG_AT(lvl, ...)                                                   \
 	do {                                                                   \
-		if ((lvl) <= chi_log_threshold)                                \
+		if (chi_log_enabled(lvl))                                      \
 			chi_log_write((lvl), __FILE__, __LINE__, __VA_ARGS__); \
 	} while (0)
 
@@ -73,7 +81,7 @@ int chi_log_ratelimit(struct chi_log_ratelimit *rl, uint32_t *suppressed);
 #define CHI_LOG_RATELIMITED_BY(lvl, rl, ...)                                            \
 	do {                                                                            \
 		uint32_t chi_rl_dropped_;                                               \
-		if ((lvl) <= chi_log_threshold &&                                       \
+		if (chi_log_enabled(lvl) &&                                       \
 		    chi_log_ratelimit((rl), &chi_rl_dropped_)) {                        \
 			if (chi_rl_dropped_)                                            \
 				chi_log_write((lvl), __FILE__, __LINE__,                \

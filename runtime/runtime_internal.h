@@ -158,7 +158,10 @@ struct worker {
 	uint64_t sub_end;
 	uint64_t sub_free[20];
 
-	/* control thread -> worker messages (cold path: a lock, checked through a flag) */
+	/* forwarded tasks and wake-ups from other workers (work_ring.h: lock-free) */
+	struct rt_work_ring *work_ring;
+	/* control thread -> worker messages, and the ring's overflow (a lock, checked
+	 * through a flag) */
 	pthread_mutex_t inbox_lock;
 	struct rt_msg *inbox;
 	struct rt_msg **inbox_tail;

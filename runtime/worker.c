@@ -14,6 +14,9 @@
 #include "pool_manager.h"
 #include "runtime_internal.h"
 #include "transport/futex.h"
+#include "work_ring.h"
+
+#define WORK_RING_SIZE 4096
 
 #define LANE_BURST 32
 
@@ -208,10 +211,23 @@ void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *c
 	post(w, m);
 }
 
-/* @m lives in the task (embedded): a wake-up never needs memory, so it is never lost. */
+static void ring_doorbell(struct worker *w)
+{
+	uint64_t one = 1;
+	if (write(w->doorbell, &one, sizeof(one)) < 0)
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "worker %u doorbell: %s", w->index,
+				    strerror(errno));
+}
+
+/* @m lives in the task (embedded): a wake-up never needs memory, so it is never lost (a full
+ * ring sends it through the message list). */
 void rt_worker_post_wake(struct worker *w, struct rt_msg *m)
 {
-	post(w, m);
+	int ring = 0;
+	if (rt_work_ring_put(w->work_ring, RT_WORK_WAKE, m->yt, NULL, &ring) != 0)
+		post(w, m);
+	else if (ring)
+		ring_doorbell(w);
 }
 
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c)
@@ -223,7 +239,13 @@ void rt_worker_post_monitor(struct worker *w, struct chi_container *c)
 
 int rt_worker_post_work(struct worker *w, const struct rt_work *work)
 {
-	struct rt_msg *m = new_msg(RT_MSG_RUN);
+	int ring = 0;
+	if (rt_work_ring_put(w->work_ring, RT_WORK_RUN, NULL, work, &ring) == 0) {
+		if (ring)
+			ring_doorbell(w);
+		return 0;
+	}
+	struct rt_msg *m = new_msg(RT_MSG_RUN); /* the ring is full: the list takes it */
 	if (!m)
 		return -ENOMEM; /* the caller fails the task, the runtime goes on */
 	m->work = *work;
@@ -460,6 +482,19 @@ static void reject(struct worker *w, struct rt_client *c, uint32_t lane, uint32_
 	}
 }
 
+/* One snapshot of a task header the client may be writing at the same time (a hostile or
+ * buggy one): word by word with relaxed atomic loads, so that the copy is a defined read
+ * (and ThreadSanitizer, which cannot see the client's side of the synchronisation, does not
+ * take the record's reuse by the next worker for a race). Plain moves on x86-64 and arm64. */
+static void copy_header(struct chi_task *dst, const struct chi_task *src)
+{
+	_Static_assert(sizeof(*src) % sizeof(uint64_t) == 0, "the header is whole words");
+	uint64_t *d = (uint64_t *)dst;
+	const _Atomic uint64_t *s = (const _Atomic uint64_t *)src;
+	for (size_t i = 0; i < sizeof(*src) / sizeof(uint64_t); i++)
+		d[i] = atomic_load_explicit(&s[i], memory_order_relaxed);
+}
+
 /* Validate and run one lane entry. Everything read from shared memory is untrusted. */
 static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 {
@@ -483,7 +518,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 		return;
 	}
 	/* One copy of the header: the client may scribble on it while we run. */
-	memcpy(&hdr, task, sizeof(hdr));
+	copy_header(&hdr, task);
 	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
 				     hdr.params_size);
 	if (!params) {
@@ -643,11 +678,27 @@ static void detach_client(struct worker *w, struct rt_client *c)
 	rt_client_put(w->rt, c);
 }
 
+/* Run what other workers sent through the ring, up to @max items. */
+static int poll_work_ring(struct worker *w, uint32_t max)
+{
+	struct rt_work_slot item;
+	int n = 0;
+	while ((uint32_t)n < max && rt_work_ring_take(w->work_ring, &item)) {
+		if (item.kind == RT_WORK_RUN)
+			rt_run_work(w, &item.work);
+		else
+			rt_yield_wake(w, item.yt);
+		n++;
+	}
+	return n;
+}
+
 static int poll_inbox(struct worker *w)
 {
+	int n = poll_work_ring(w, WORK_RING_SIZE);
 	/* A5: pairs with the release in rt_worker_post. */
 	if (!atomic_load_explicit(&w->inbox_pending, memory_order_acquire))
-		return 0;
+		return n;
 	pthread_mutex_lock(&w->inbox_lock);
 	struct rt_msg *m = w->inbox;
 	w->inbox = NULL;
@@ -655,7 +706,6 @@ static int poll_inbox(struct worker *w)
 	atomic_store_explicit(&w->inbox_pending, 0, memory_order_relaxed);
 	pthread_mutex_unlock(&w->inbox_lock);
 
-	int n = 0;
 	while (m) {
 		struct rt_msg *next = m->next;
 		switch (m->type) {
@@ -683,6 +733,11 @@ static int poll_inbox(struct worker *w)
 			rt_yield_wake(w, m->yt);
 			break;
 		case RT_MSG_BARRIER:
+			/* Work a worker forwarded before the barrier was posted is visible now
+			 * (we took the list's lock after the poster saw that worker pass its own
+			 * barrier): it must run before we count, not after. */
+			while (poll_work_ring(w, UINT32_MAX))
+				;
 			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);
 			break;
 		}
@@ -747,8 +802,12 @@ static void sleep_until_work(struct worker *w)
 		chi_ring_announce_sleep(&lane_state(&w->lanes[i])->cons);
 		i++;
 	}
-	/* F2: Dekker with F1 in chi_ring_publish, for every lane at once. */
+	atomic_store_explicit(&w->work_ring->sleeping, 1, memory_order_relaxed);
+	/* F2: Dekker with F1 in chi_ring_publish for every lane at once, and with F3 in
+	 * rt_work_ring_put. */
 	atomic_thread_fence(memory_order_seq_cst);
+	if (!rt_work_ring_empty(w->work_ring))
+		ready = 0;
 	for (uint32_t i = 0; i < w->num_lanes; i++) {
 		if (!chi_ring_still_empty(&lane_state(&w->lanes[i])->cons))
 			ready = 0;
@@ -768,6 +827,7 @@ static void sleep_until_work(struct worker *w)
 		atomic_fetch_add_explicit(&w->sleeps, 1, memory_order_relaxed);
 		wait_for_doorbells(w, tsp);
 	}
+	atomic_store_explicit(&w->work_ring->sleeping, 0, memory_order_relaxed);
 	for (uint32_t i = 0; i < w->num_lanes;) {
 		if (!claim(&w->lanes[i])) {
 			forget_lane(w, i); /* moved while we slept: the flag is the new owner's */
@@ -836,6 +896,9 @@ static void *worker_main(void *arg)
 static int open_doorbell(struct worker *w)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0 };
+	w->work_ring = calloc(1, sizeof(*w->work_ring));
+	if (!w->work_ring || rt_work_ring_init(w->work_ring, WORK_RING_SIZE) != 0)
+		return -ENOMEM;
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	w->doorbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (w->epfd < 0 || w->doorbell < 0 ||
@@ -846,6 +909,16 @@ static int open_doorbell(struct worker *w)
 
 static void close_doorbell(struct worker *w)
 {
+	struct rt_work_slot item;
+	/* Work forwarded to a worker that had already stopped: fail it, never leave it
+	 * hanging (wake-ups need nothing: rt_yield_cancel_all finished those tasks). */
+	while (w->work_ring && w->work_ring->slots && rt_work_ring_take(w->work_ring, &item))
+		if (item.kind == RT_WORK_RUN)
+			rt_work_cancel(&item.work);
+	if (w->work_ring)
+		rt_work_ring_fini(w->work_ring);
+	free(w->work_ring);
+	w->work_ring = NULL;
 	if (w->doorbell >= 0)
 		close(w->doorbell);
 	if (w->epfd >= 0)
@@ -911,9 +984,11 @@ void rt_workers_stop(struct runtime *rt)
 		if (write(rt->workers[i].doorbell, &one, sizeof(one)) < 0)
 			CHI_LOG_ERROR("worker %u doorbell: %s", i, strerror(errno));
 	}
+	/* All of them first: a worker still draining may forward to one that has stopped. */
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		pthread_join(rt->workers[i].thread, NULL);
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *w = &rt->workers[i];
-		pthread_join(w->thread, NULL);
 		close_doorbell(w);
 		free(w->lanes);
 		free(w->timers);
@@ -923,7 +998,8 @@ void rt_workers_stop(struct runtime *rt)
 			next = m->next;
 			if (m->type == RT_MSG_RUN)
 				rt_work_cancel(&m->work);
-			free(m);
+			if (!m->embedded)
+				free(m);
 		}
 		pthread_mutex_destroy(&w->inbox_lock);
 	}
