@@ -55,6 +55,7 @@ static const struct key_desc keys[] = {
 	{ "runtime.numa_node", KEY_INT, OFF(numa_node), 0, 1023 },
 	{ "runtime.stall_report_ms", KEY_U32, OFF(stall_report_ms), 0, 3600000 },
 	{ "runtime.steal_after_ms", KEY_U32, OFF(steal_after_ms), 0, 3600000 },
+	{ "runtime.destroy_cancel_after_ms", KEY_U32, OFF(destroy_cancel_after_ms), 0, 86400000 },
 	{ "runtime.client_max_timers", KEY_U32, OFF(client_max_timers), 1, 1u << 30 },
 	{ "runtime.client_max_coroutines", KEY_U32, OFF(client_max_coroutines), 1, 1u << 30 },
 	{ "runtime.client_max_subtasks", KEY_U32, OFF(client_max_subtasks), 1, 1u << 30 },
@@ -95,6 +96,7 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->numa_node = -1;
 	cfg->stall_report_ms = 1000;
 	cfg->steal_after_ms = 100;
+	cfg->destroy_cancel_after_ms = 30000;
 	cfg->client_max_timers = 65536;
 	cfg->client_max_coroutines = 131072;
 	cfg->client_max_subtasks = 65536;
@@ -687,6 +689,7 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 		"  stack_size: %llu\n  numa_node: %d\n  stall_report_ms: %u\n  steal_after_ms: %u\n",
 		(unsigned long long)cfg->stack_size, cfg->numa_node, cfg->stall_report_ms,
 		cfg->steal_after_ms);
+	fprintf(out, "  destroy_cancel_after_ms: %u\n", cfg->destroy_cancel_after_ms);
 	fprintf(out,
 		"  client_max_timers: %u\n  client_max_coroutines: %u\n  client_max_subtasks: %u\n"
 		"  client_max_memory: %llu\n  client_max_bad_submissions: %u\n",

@@ -52,6 +52,9 @@ struct chi_config {
 	int numa_node;	   /* -1: automatic */
 	uint32_t stall_report_ms; /* report a task running this long without yielding; 0 off */
 	uint32_t steal_after_ms;  /* move a stalled worker's waiting lanes after this; 0 off */
+	/* A pool destroy cancels the pool's tasks still suspended on outside events after
+	 * this long (0: wait for ever). */
+	uint32_t destroy_cancel_after_ms;
 	/* Per-client quotas: what one client's tasks and their subtasks may hold at once. */
 	uint32_t client_max_timers;	    /* admin Sleep timers */
 	uint32_t client_max_coroutines;	    /* started, unfinished yielding tasks */

@@ -314,7 +314,7 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 	struct rt_pool *pool = rt_pool_find(w->rt, hdr->pool);
 	if (!pool)
 		return -ENOENT;
-	/* A8: pairs with the release in rt_pool_destroy: draining pools take nothing new. */
+	/* A8: pairs with R8 in rt_pool_destroy_begin: draining pools take nothing new. */
 	if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
 		return -ESHUTDOWN;
 	const struct chi_method_desc *m = rt_module_method(pool->mod, hdr->method);

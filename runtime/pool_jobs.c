@@ -1,7 +1,13 @@
 /* Pool management on the control thread. GetOrCreatePool and DestroyPool may be slow (a
  * module's create opens files; a destroy waits for in-flight tasks), so a worker hands them
  * here instead of running them: the worker stays free, and a destroy can wait for every
- * worker, the one that received it included. */
+ * worker, the one that received it included.
+ *
+ * A destroy never blocks the control thread (which must go on accepting, detaching, stealing
+ * and answering SIGTERM): it is a small state machine the control loop advances each time it
+ * comes round (rt_jobs_run, rt_jobs_busy), through two worker barriers and the end of the
+ * pool's suspended tasks; past runtime.destroy_cancel_after_ms those still waiting on outside
+ * events are cancelled. Jobs run one at a time, in order. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +16,7 @@
 #include <chimaera/admin.h>
 
 #include "common/log.h"
+#include "common/time_util.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
 
@@ -24,10 +31,28 @@ struct rt_job {
 	struct rt_job *next;
 };
 
+enum destroy_phase {
+	DESTROY_BARRIER1,  /* after it, no worker starts a task of the pool */
+	DESTROY_BARRIER2,  /* after it, what was forwarded between workers before has run */
+	DESTROY_SUSPENDED, /* yielding tasks of the pool finish */
+	DESTROY_CANCELLED, /* past the deadline: those waiting outside were cancelled */
+};
+
+/* The destroy in progress. */
+struct destroy {
+	struct rt_job *job;
+	struct rt_pool *pool;
+	enum destroy_phase phase;
+	uint64_t seen[CHI_CONFIG_MAX_WORKERS];
+	uint64_t deadline_ns; /* DESTROY_SUSPENDED: cancel then; DESTROY_CANCELLED: again */
+	uint64_t warn_ns;
+};
+
 struct rt_jobs {
 	pthread_mutex_t lock;
 	struct rt_job *head;
 	struct rt_job **tail;
+	struct destroy cur; /* control thread only; cur.job NULL when none */
 };
 
 int rt_jobs_init(struct runtime *rt)
@@ -41,11 +66,40 @@ int rt_jobs_init(struct runtime *rt)
 	return 0;
 }
 
+static void job_done(struct runtime *rt, struct rt_job *job, int rc)
+{
+	rt_task_finish(job->task, rc);
+	rt_client_put(rt, job->client);
+	free(job);
+}
+
+static struct rt_job *next_job(struct rt_jobs *j)
+{
+	pthread_mutex_lock(&j->lock);
+	struct rt_job *job = j->head;
+	if (job) {
+		j->head = job->next;
+		if (!j->head)
+			j->tail = &j->head;
+	}
+	pthread_mutex_unlock(&j->lock);
+	return job;
+}
+
+/* After the workers have stopped (they cancelled every suspended task): a destroy in
+ * progress ends at once; jobs not started are refused. Nothing is left hanging. */
 void rt_jobs_fini(struct runtime *rt)
 {
+	struct rt_job *job;
 	if (!rt->jobs)
 		return;
-	rt_jobs_run(rt); /* nothing is left hanging */
+	if (rt->jobs->cur.job) {
+		rt_pool_destroy_finish(rt->jobs->cur.pool);
+		job_done(rt, rt->jobs->cur.job, 0);
+		rt->jobs->cur.job = NULL;
+	}
+	while ((job = next_job(rt->jobs)))
+		job_done(rt, job, -ESHUTDOWN);
 	pthread_mutex_destroy(&rt->jobs->lock);
 	free(rt->jobs);
 	rt->jobs = NULL;
@@ -147,36 +201,93 @@ static int run_create(struct runtime *rt, struct rt_job *job)
 	return rc;
 }
 
-static int run_destroy(struct runtime *rt, struct rt_job *job)
+/* Start destroying: @return RT_TASK_PENDING while in progress, or an rc at once. */
+static int start_destroy(struct runtime *rt, struct rt_job *job)
 {
 	struct chi_admin_destroy_pool_params *out = job->params;
+	struct destroy *d = &rt->jobs->cur;
 	char why[CHI_WHY_LEN] = "";
 
 	if (job->size < sizeof(*out))
 		return -EINVAL;
 	struct chi_pool_id id = out->pool_id;
-	int rc = rt_pool_destroy(rt, id, why, sizeof(why));
+	int rc = rt_pool_destroy_begin(rt, id, &d->pool, why, sizeof(why));
 	snprintf(out->why, sizeof(out->why), "%s", why);
-	return rc;
+	if (rc)
+		return rc;
+	d->job = job;
+	d->phase = DESTROY_BARRIER1;
+	rt_workers_barrier_post(rt, d->seen);
+	return RT_TASK_PENDING;
+}
+
+/* Move the destroy in progress on. @return 1 when it is done (the job completed). */
+static int advance_destroy(struct runtime *rt, uint64_t now)
+{
+	struct destroy *d = &rt->jobs->cur;
+	uint64_t cancel_after = (uint64_t)rt->cfg.destroy_cancel_after_ms * 1000000ull;
+
+	switch (d->phase) {
+	case DESTROY_BARRIER1:
+		if (!rt_workers_barrier_reached(rt, d->seen))
+			return 0;
+		rt_workers_barrier_post(rt, d->seen);
+		d->phase = DESTROY_BARRIER2;
+		return 0;
+	case DESTROY_BARRIER2:
+		if (!rt_workers_barrier_reached(rt, d->seen))
+			return 0;
+		d->phase = DESTROY_SUSPENDED;
+		d->deadline_ns = now + cancel_after;
+		d->warn_ns = now + 5000000000ull;
+		/* fall through */
+	case DESTROY_SUSPENDED:
+	case DESTROY_CANCELLED:
+		break;
+	}
+	/* A16: pairs with the release in yield.c finish(): their last touch of the pool. */
+	uint32_t left = atomic_load_explicit(&d->pool->suspended, memory_order_acquire);
+	if (left == 0) {
+		rt_pool_destroy_finish(d->pool);
+		job_done(rt, d->job, 0);
+		d->job = NULL;
+		return 1;
+	}
+	if (now >= d->warn_ns) {
+		CHI_LOG_WARN("destroying pool '%s': %u suspended tasks still running", d->pool->name,
+			     left);
+		d->warn_ns = now + 5000000000ull;
+	}
+	if (cancel_after && now >= d->deadline_ns) {
+		if (d->phase == DESTROY_SUSPENDED)
+			CHI_LOG_WARN("destroying pool '%s': %u suspended tasks after %u ms "
+				     "(runtime.destroy_cancel_after_ms); cancelling those that wait",
+				     d->pool->name, left, rt->cfg.destroy_cancel_after_ms);
+		rt_workers_cancel_pool(rt, d->pool);
+		d->phase = DESTROY_CANCELLED;
+		d->deadline_ns = now + 1000000000ull; /* then again each second */
+	}
+	return 0;
+}
+
+int rt_jobs_busy(const struct runtime *rt)
+{
+	return rt->jobs && rt->jobs->cur.job;
 }
 
 void rt_jobs_run(struct runtime *rt)
 {
-	for (;;) {
-		pthread_mutex_lock(&rt->jobs->lock);
-		struct rt_job *job = rt->jobs->head;
-		if (job) {
-			rt->jobs->head = job->next;
-			if (!rt->jobs->head)
-				rt->jobs->tail = &rt->jobs->head;
-		}
-		pthread_mutex_unlock(&rt->jobs->lock);
-		if (!job)
-			return;
-		int rc = job->method == CHI_ADMIN_DESTROY_POOL ? run_destroy(rt, job) :
+	struct rt_job *job;
+	if (rt->jobs->cur.job && !advance_destroy(rt, chi_now_ns()))
+		return; /* one job at a time: the rest wait for this destroy */
+	while ((job = next_job(rt->jobs))) {
+		int rc = job->method == CHI_ADMIN_DESTROY_POOL ? start_destroy(rt, job) :
 								run_create(rt, job);
-		rt_task_finish(job->task, rc);
-		rt_client_put(rt, job->client);
-		free(job);
+		if (rc == RT_TASK_PENDING) {
+			if (!advance_destroy(rt, chi_now_ns()))
+				return;
+			continue;
+		}
+		job_done(rt, job, rc);
 	}
 }

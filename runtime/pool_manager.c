@@ -310,7 +310,8 @@ out_unlock:
 	return rc;
 }
 
-int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t len)
+int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_pool **out,
+			  char *why, size_t len)
 {
 	struct rt_pools *p = rt->pools;
 
@@ -325,26 +326,18 @@ int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t
 		snprintf(why, len, "no pool %u.%u", id.major, id.minor);
 		return -ENOENT;
 	}
+	/* R8: pairs with A8 in rt_dispatch_task: from here no worker starts a new task. */
 	atomic_store_explicit(&pool->state, RT_POOL_DRAINING, memory_order_release);
 	pthread_mutex_unlock(&p->lock);
-	/* Two rounds: after the first, no worker starts a task of this pool; the second
-	 * flushes what was forwarded between workers before that. Tasks run to completion,
-	 * so nothing of the pool is in flight afterwards. */
-	rt_workers_barrier(rt);
-	rt_workers_barrier(rt);
-	/* Tasks that yield may still be suspended (sleeping, say): they finish first. */
-	for (uint64_t waited = 0;
-	     atomic_load_explicit(&pool->suspended, memory_order_acquire) != 0; waited++) {
-		if (waited % 5000 == 4999)
-			CHI_LOG_WARN("destroying pool '%s': %u suspended tasks still running",
-				     pool->name, atomic_load_explicit(&pool->suspended,
-								      memory_order_relaxed));
-		usleep(1000);
-	}
+	*out = pool;
+	return 0;
+}
+
+void rt_pool_destroy_finish(struct rt_pool *pool)
+{
 	destroy_containers(pool);
 	atomic_store_explicit(&pool->state, RT_POOL_DEAD, memory_order_release);
-	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, id.major, id.minor);
-	return 0;
+	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, pool->id.major, pool->id.minor);
 }
 
 uint64_t rt_pool_tasks(const struct rt_pool *pool)

@@ -87,8 +87,14 @@ struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id);
 int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *spec,
 			  struct chi_pool_id *out, char *why, size_t why_len);
 
-/* Control thread only: stop new tasks (-ESHUTDOWN), wait for in-flight ones, destroy. */
-int rt_pool_destroy(struct runtime *rt, struct chi_pool_id id, char *why, size_t why_len);
+/* Destroying a pool, in steps the control thread takes without blocking (pool_jobs.c):
+ * begin stops new tasks (-ESHUTDOWN); then the caller waits, polling, for every worker to
+ * pass two barriers and for the pool's suspended tasks to end (or cancels them past
+ * runtime.destroy_cancel_after_ms); finish runs the module's destroy and leaves a tombstone.
+ * @return 0, -EPERM (the admin pool), -ENOENT. */
+int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_pool **out,
+			  char *why, size_t why_len);
+void rt_pool_destroy_finish(struct rt_pool *pool);
 
 /* Create runtime.data_dir (or <run_dir>/data) if missing, insist that it is ours and 0700,
  * and remember its absolute path for chi_runtime_data_dir(). Once, at start, before any

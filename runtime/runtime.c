@@ -759,6 +759,8 @@ static int serve(struct runtime *rt)
 		watch_ms = (int)rt->cfg.steal_after_ms / 2 + 1;
 	while (!atomic_load_explicit(&rt->stop_requested, memory_order_acquire)) {
 		int timeout = rt->pending ? 500 : -1;
+		if (rt_jobs_busy(rt))
+			timeout = 2; /* a pool destroy is under way: look at it often */
 		if (watch_ms > 0 && (timeout < 0 || watch_ms < timeout))
 			timeout = watch_ms;
 		int n = epoll_wait(rt->epfd, evs, 64, accept_wait_ms(timeout));
@@ -770,6 +772,8 @@ static int serve(struct runtime *rt)
 			resume_accepting(rt, chi_now_ns());
 		if (rt->pending)
 			expire_pending(rt);
+		if (rt_jobs_busy(rt))
+			rt_jobs_run(rt);
 		if (watch_ms > 0) {
 			uint64_t now = chi_now_ns();
 			rt_watchdog_check(rt, now);

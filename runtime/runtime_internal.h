@@ -89,9 +89,11 @@ enum rt_msg_type {
 	RT_MSG_MONITOR,	      /* start the periodic monitor of a container I own */
 	RT_MSG_WAKE,	      /* a subtask this suspended task awaits has completed */
 	RT_MSG_ADOPT,	      /* a lane taken from a stalled worker is mine now (token) */
+	RT_MSG_CANCEL_POOL,   /* cancel the pool's tasks suspended here on outside events */
 };
 
 struct rt_fanout;
+struct rt_pool;
 
 /* A task (or one container's share of a fanned-out task) bound for a container. */
 struct rt_work {
@@ -111,6 +113,7 @@ struct rt_msg {
 	enum rt_msg_type type;
 	struct rt_client *client;
 	struct chi_container *container; /* RT_MSG_MONITOR */
+	struct rt_pool *pool;		 /* RT_MSG_CANCEL_POOL */
 	struct rt_ytask *yt;		 /* RT_MSG_WAKE */
 	uint32_t lane;			 /* RT_MSG_ADOPT, with client and token */
 	uint32_t token;
@@ -229,7 +232,7 @@ struct runtime {
 int rt_subtasks_init(struct runtime *rt);
 void rt_subtasks_fini(void);
 void rt_subtask_completed(struct chi_task *task);
-void rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
+int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
 
 /* yield.c: tasks whose method may yield run on coroutines */
 struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what);
@@ -240,6 +243,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work);
 int rt_yield_run_ready(struct worker *w);
 void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
 void rt_yield_cancel_all(struct worker *w);
+uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool);
 struct rt_client *rt_yield_root(const struct rt_ytask *yt);
 int rt_yield_init(struct worker *w);
 void rt_yield_fini(struct worker *w);
@@ -253,7 +257,10 @@ void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 int rt_worker_post_work(struct worker *w, const struct rt_work *work);
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c);
-void rt_workers_barrier(struct runtime *rt);
+void rt_workers_barrier_post(struct runtime *rt, uint64_t *seen);
+int rt_workers_barrier_reached(struct runtime *rt, const uint64_t *seen);
+void rt_workers_cancel_pool(struct runtime *rt, struct rt_pool *pool);
+int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt);
 void rt_task_finish(struct chi_task *task, int rc);
 int rt_workers_start(struct runtime *rt);
 void rt_workers_stop(struct runtime *rt);
@@ -314,6 +321,7 @@ void rt_jobs_fini(struct runtime *rt);
 int rt_jobs_submit(struct worker *w, struct rt_client *c, struct chi_task *task, uint32_t method,
 		   void *params, uint32_t size);
 void rt_jobs_run(struct runtime *rt);
+int rt_jobs_busy(const struct runtime *rt); /* a destroy in progress: poll rt_jobs_run soon */
 
 /* admin_pool.c: run one admin task; returns an rc or RT_TASK_PENDING. */
 int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct rt_client *root,

@@ -266,10 +266,11 @@ int chi_await_all(struct chi_request *req, struct chi_future *f, uint32_t n)
 	return first;
 }
 
-/* A cancelled awaiter must never be woken afterwards. */
-void rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt)
+/* A cancelled awaiter must never be woken afterwards. @return 1 if @yt was still waiting
+ * (now nobody will wake it), 0 if its wake-up is already on the way. */
+int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt)
 {
 	struct rt_ytask *expect = yt;
-	atomic_compare_exchange_strong_explicit(word, &expect, AWAIT_CANCELLED,
-						memory_order_seq_cst, memory_order_relaxed);
+	return atomic_compare_exchange_strong_explicit(word, &expect, AWAIT_CANCELLED,
+						       memory_order_seq_cst, memory_order_relaxed);
 }

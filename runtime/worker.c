@@ -253,25 +253,34 @@ int rt_worker_post_work(struct worker *w, const struct rt_work *work)
 	return 0;
 }
 
-/* Wait until every worker has handled a message posted now: all it was doing before, and
- * everything queued to it before, is done. Control thread only. */
-void rt_workers_barrier(struct runtime *rt)
+/* Post a barrier to every worker and note where each stood: rt_workers_barrier_reached()
+ * then says when every worker has handled it (all it was doing before, and everything queued
+ * to it before, is done). Control thread; never blocks. */
+void rt_workers_barrier_post(struct runtime *rt, uint64_t *seen)
 {
-	uint64_t seen[CHI_CONFIG_MAX_WORKERS];
-
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		seen[i] = atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire);
 		post(&rt->workers[i], new_control_msg(RT_MSG_BARRIER));
 	}
+}
+
+int rt_workers_barrier_reached(struct runtime *rt, const uint64_t *seen)
+{
+	for (uint32_t i = 0; i < rt->num_workers; i++)
+		/* A15: pairs with the barrier count's release in poll_inbox. */
+		if (atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire) == seen[i])
+			return 0;
+	return 1;
+}
+
+/* Ask every worker to cancel the suspended tasks of @pool that wait on something outside
+ * (a subtask, a park, a sleep): a destroy past its deadline. */
+void rt_workers_cancel_pool(struct runtime *rt, struct rt_pool *pool)
+{
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
-		int waited = 0;
-		while (atomic_load_explicit(&rt->workers[i].barriers, memory_order_acquire) == seen[i]) {
-			usleep(50);
-			if (++waited == 100000)
-				CHI_LOG_WARN("worker %u has not reached a barrier for 5 s (a long "
-					     "task?); still waiting",
-					     i);
-		}
+		struct rt_msg *m = new_control_msg(RT_MSG_CANCEL_POOL);
+		m->pool = pool;
+		post(&rt->workers[i], m);
 	}
 }
 
@@ -391,6 +400,17 @@ static int run_timers(struct worker *w, uint64_t now)
 		n++;
 	}
 	return n;
+}
+
+/* Take the timer of sleeping task @yt out of the heap. @return 1 if it was there. */
+int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt)
+{
+	for (uint32_t i = 0; i < w->num_timers; i++)
+		if (w->timers[i].yt == yt) {
+			heap_remove(w, i);
+			return 1;
+		}
+	return 0;
 }
 
 /* An admin Sleep ends: complete it and give its timer back to the client's quota. */
@@ -732,6 +752,14 @@ static int poll_inbox(struct worker *w)
 		case RT_MSG_WAKE:
 			rt_yield_wake(w, m->yt);
 			break;
+		case RT_MSG_CANCEL_POOL: {
+			uint32_t k = rt_yield_cancel_pool(w, m->pool);
+			if (k)
+				CHI_LOG_WARN("worker %u: cancelled %u suspended tasks of pool '%s' "
+					     "(destroy past runtime.destroy_cancel_after_ms)",
+					     w->index, k, m->pool->name);
+			break;
+		}
 		case RT_MSG_BARRIER:
 			/* Work a worker forwarded before the barrier was posted is visible now
 			 * (we took the list's lock after the poster saw that worker pass its own

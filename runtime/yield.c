@@ -25,6 +25,7 @@ struct rt_ytask {
 	struct rt_ytask *next;		      /* ready queue */
 	struct rt_ytask *all_prev, *all_next; /* every live yielding task of the worker */
 	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
+	enum { YT_RUNNING, YT_READY, YT_SLEEPING, YT_WAITING } where; /* owner-only */
 	uint64_t start_ns; /* 0: not one of the timed sample */
 	struct rt_msg wake; /* our wake-up from another thread: needs no memory when sent */
 };
@@ -140,6 +141,7 @@ static void step(struct worker *w, struct rt_ytask *yt)
 {
 	struct rt_ytask *outer = current; /* a subtask may start one from inside another */
 	current = yt;
+	yt->where = YT_RUNNING;
 	rt_activity_begin(yt->work.container, yt->work.method);
 	int done = coro_resume(yt->co);
 	rt_activity_end();
@@ -188,6 +190,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 
 void rt_yield_wake(struct worker *w, struct rt_ytask *yt)
 {
+	yt->where = YT_READY;
 	yt->next = NULL;
 	*w->ready_tail = yt;
 	w->ready_tail = &yt->next;
@@ -225,6 +228,30 @@ void rt_yield_cancel_all(struct worker *w)
 	w->num_timers = 0; /* Sleep timers were cancelled before; the rest pointed at these */
 }
 
+/* A destroy past its deadline: end the pool's tasks that wait here for something outside
+ * the pool's control (a sleep, a subtask, a park) with -ECANCELED, without resuming them.
+ * Their coroutine stacks are released; what a handler held on them is leaked (logged by the
+ * caller), never freed under someone still using it. Tasks that are ready or whose wake-up
+ * is already on its way are left to finish. @return how many were cancelled. */
+uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool)
+{
+	uint32_t n = 0;
+	for (struct rt_ytask *yt = w->all_yt, *next; yt; yt = next) {
+		next = yt->all_next;
+		if (yt->work.container->pool != pool)
+			continue;
+		int gone = (yt->where == YT_SLEEPING && rt_timer_remove_yt(w, yt)) ||
+			   (yt->where == YT_WAITING && yt->awaiting &&
+			    rt_subtask_forget_awaiter(yt->awaiting, yt));
+		if (!gone)
+			continue;
+		yt->rc = -ECANCELED;
+		finish(w, yt);
+		n++;
+	}
+	return n;
+}
+
 void rt_yield_wake_from_any(struct rt_ytask *yt)
 {
 	if (yt->w == rt_self()) {
@@ -248,6 +275,8 @@ void rt_yield_suspend(struct rt_ytask *yt)
 void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word)
 {
 	yt->awaiting = word;
+	if (word)
+		yt->where = YT_WAITING;
 }
 
 /* ---- the handler API (module.h) ---- */
@@ -286,6 +315,7 @@ int chi_sleep_us(struct chi_request *req, uint64_t usec)
 	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);
 	if (rc)
 		return rc;
+	yt->where = YT_SLEEPING;
 	coro_yield(yt->co);
 	/* A departing client's sleepers are woken early (worker.c cancel_timers). */
 	return rt_client_cancelled(yt->work.root) ? -ECANCELED : 0;
@@ -315,9 +345,11 @@ int chi_park(struct chi_request *req, struct chi_park *p)
 		return -EPERM;
 	if (atomic_exchange_explicit(&p->waiter, yt, memory_order_seq_cst) !=
 	    RT_AWAIT_DONE) {
-		yt->awaiting = &p->waiter; /* a stop cancels us: then the unpark wakes nobody */
+		/* A stop or a destroy cancels us: then the unpark wakes nobody (and @p, which
+		 * the unparker still touches, is left to it: never freed under it). */
+		rt_yield_set_awaiting(yt, &p->waiter);
 		coro_yield(yt->co);
-		yt->awaiting = NULL;
+		rt_yield_set_awaiting(yt, NULL);
 	}
 	atomic_thread_fence(memory_order_acquire);
 	int value = p->value;

@@ -406,6 +406,77 @@ START_TEST(a_client_cannot_swallow_or_block_the_workers_doorbells)
 }
 END_TEST
 
+/* A pool whose task parks for ever: its destroy does not block the control thread (clients
+ * still attach, SIGTERM still works), and past runtime.destroy_cancel_after_ms the parked
+ * task is cancelled and the destroy completes. */
+START_TEST(a_destroy_never_blocks_the_control_thread)
+{
+	struct chi_pool_id pool;
+	struct chi_future pf, df;
+	char why[256];
+	setenv("CHI_REPO_PATH", CHI_TEST_MODULE_DIR, 1);
+	struct chi_client *c = start_with(2, "  destroy_cancel_after_ms: 1500\n", NULL);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "stuck", NULL, 1, NULL, 0,
+						      &pool, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, pool, 16, 0); /* park_forever */
+	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
+	/* The destroy, submitted from a second thread's worth of API: async. */
+	struct chi_task *d;
+	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_destroy_pool_params), &d), 0);
+	d->pool = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
+	d->method = CHI_ADMIN_DESTROY_POOL;
+	((struct chi_admin_destroy_pool_params *)chi_task_params(d))->pool_id = pool;
+	ck_assert_int_eq(chi_submit(c, d, &df), 0);
+	/* While it waits: new clients attach and run tasks, the pool takes nothing new. */
+	usleep(100000);
+	ck_assert_int_eq(chi_test(&df), 0); /* still draining */
+	struct chi_client *e;
+	ck_assert_int_eq(rt_connect(&rt, &e), 0);
+	struct chi_future g;
+	ck_assert_int_eq(chi_admin_noop_async(e, &g), 0);
+	ck_assert_int_eq(chi_admin_finish(&g), 0);
+	struct chi_task *n = sm_task(e, pool, 12, sizeof(uint32_t));
+	ck_assert_int_eq(chi_submit(e, n, &g), 0);
+	ck_assert_int_eq(chi_wait(&g), -ESHUTDOWN);
+	chi_client_disconnect(e);
+	/* Past the deadline the parked task is cancelled and the destroy completes. */
+	ck_assert_int_eq(chi_wait_timeout(&df, 60000000000ull), 0);
+	ck_assert_int_eq(chi_wait_timeout(&pf, 60000000000ull), -ECANCELED);
+	ck_assert(log_has("cancelling those that wait"));
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
+/* SIGTERM while a destroy waits on a task that never ends: the runtime still exits 0. */
+START_TEST(sigterm_during_a_stuck_destroy_stops_the_runtime)
+{
+	struct chi_pool_id pool;
+	struct chi_future pf, df;
+	char why[256];
+	setenv("CHI_REPO_PATH", CHI_TEST_MODULE_DIR, 1);
+	struct chi_client *c = start_with(2, "  destroy_cancel_after_ms: 0\n", NULL);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "stuck", NULL, 1, NULL, 0,
+						      &pool, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, pool, 16, 0);
+	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
+	struct chi_task *d;
+	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_destroy_pool_params), &d), 0);
+	d->pool = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
+	d->method = CHI_ADMIN_DESTROY_POOL;
+	((struct chi_admin_destroy_pool_params *)chi_task_params(d))->pool_id = pool;
+	ck_assert_int_eq(chi_submit(c, d, &df), 0);
+	usleep(200000);
+	ck_assert_int_eq(chi_test(&df), 0);
+	ck_assert_int_eq(rt_stop(&rt), 0); /* SIGTERM, exit 0 within the harness's deadline */
+	ck_assert_int_ne(chi_wait_timeout(&pf, 60000000000ull), -ETIMEDOUT);
+	ck_assert_int_ne(chi_wait_timeout(&df, 60000000000ull), -ETIMEDOUT);
+	chi_client_disconnect(c);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -421,6 +492,8 @@ int main(void)
 		per_client_quotas_refuse_beyond_their_limit,
 		a_client_that_keeps_corrupting_its_lanes_is_disconnected,
 		a_client_cannot_swallow_or_block_the_workers_doorbells,
+		a_destroy_never_blocks_the_control_thread,
+		sigterm_during_a_stuck_destroy_stops_the_runtime,
 	};
 	return chi_check_main("trust", 240, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

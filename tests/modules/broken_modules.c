@@ -125,6 +125,19 @@ static int park_on_thread(struct chi_request *req)
 	return chi_park(req, p) == 42 ? 0 : -EIO;
 }
 
+/* Park and never be unparked: a device that never answers. The handle is kept (never
+ * freed), as a real module's lost request would be. */
+static struct chi_park *lost[64];
+static int park_forever(struct chi_request *req)
+{
+	static int n;
+	struct chi_park *p = chi_park_prepare(req);
+	if (!p)
+		return -EPERM;
+	lost[n++ % 64] = p;
+	return chi_park(req, p);
+}
+
 static const struct chi_method_desc misuse_methods[] = {
 	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
 	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
@@ -132,10 +145,11 @@ static const struct chi_method_desc misuse_methods[] = {
 	{ 13, "blocking_wait", blocking_wait, 0, 0, 0 },
 	{ 14, "park_on_thread", park_on_thread, CHI_METHOD_MAY_YIELD, 0, 0 },
 	{ 15, "park_unflagged", park_on_thread, 0, 0, 0 },
+	{ 16, "park_forever", park_forever, CHI_METHOD_MAY_YIELD, 0, 0 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 6 };
+					  .methods = misuse_methods, .num_methods = 7 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
