@@ -115,12 +115,22 @@ void rt_pools_fini(struct runtime *rt)
 	rt->pools = NULL;
 }
 
+#define BY_ID_MASK (2 * RT_MAX_POOLS - 1)
+_Static_assert((2 * RT_MAX_POOLS & BY_ID_MASK) == 0, "the id index is a power of two");
+
+static uint32_t id_hash(struct chi_pool_id id)
+{
+	uint64_t k = ((uint64_t)id.major << 32 | id.minor) * 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(k >> 40) & BY_ID_MASK;
+}
+
+/* Every task looks its pool up here: a probe or two in the id index, not a scan. */
 struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id)
 {
 	struct rt_pools *p = rt->pools;
-	/* A7: pairs with R7 in publish(): a pool's fields are set before its slot. */
-	for (uint32_t i = 0; i < RT_MAX_POOLS; i++) {
-		struct rt_pool *pool = atomic_load_explicit(&p->slots[i], memory_order_acquire);
+	for (uint32_t i = id_hash(id), n = 0; n <= BY_ID_MASK; i = (i + 1) & BY_ID_MASK, n++) {
+		/* A7: pairs with R7 in publish: a pool's fields are set before it is indexed. */
+		struct rt_pool *pool = atomic_load_explicit(&p->by_id[i], memory_order_acquire);
 		if (!pool)
 			return NULL;
 		if (pool->id.major == id.major && pool->id.minor == id.minor &&
@@ -128,6 +138,16 @@ struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id)
 			return pool;
 	}
 	return NULL;
+}
+
+/* Control thread, under the table's lock: index @pool by its id. */
+static void index_by_id(struct rt_pools *p, struct rt_pool *pool)
+{
+	uint32_t i = id_hash(pool->id);
+	while (atomic_load_explicit(&p->by_id[i], memory_order_relaxed))
+		i = (i + 1) & BY_ID_MASK; /* at most RT_MAX_POOLS are taken: a free one exists */
+	/* R7: pairs with A7 in rt_pool_find. */
+	atomic_store_explicit(&p->by_id[i], pool, memory_order_release);
 }
 
 static struct rt_pool *find_by_name(struct rt_pools *p, const char *name)
@@ -233,8 +253,9 @@ static int publish(struct rt_pools *p, struct rt_pool *pool, char *why, size_t l
 		return -ENOSPC;
 	}
 	atomic_store_explicit(&pool->state, RT_POOL_LIVE, memory_order_relaxed);
-	/* R7: pairs with A7 in rt_pool_find. */
+	/* R7: pairs with the acquire of the listings (ListPools, stats, by name). */
 	atomic_store_explicit(&p->slots[p->count++], pool, memory_order_release);
+	index_by_id(p, pool);
 	return 0;
 }
 

@@ -60,6 +60,9 @@ struct rt_pools {
 	pthread_mutex_t lock;
 	_Atomic(struct rt_pool *) slots[RT_MAX_POOLS];
 	uint32_t count; /* slots used, tombstones included */
+	/* The same pools by id: open addressing, linear probing, never deleted from (a
+	 * tombstone keeps its place, so probes stay valid), twice the slots so it never fills. */
+	_Atomic(struct rt_pool *) by_id[2 * RT_MAX_POOLS];
 	uint32_t next_major;
 	struct rt_module *modules;
 };

@@ -95,6 +95,8 @@ static int move_lane(struct runtime *rt, struct rt_client *c, uint32_t l, uint32
 	m->client = c;
 	m->lane = l;
 	m->token = next;
+	/* Counted before b hears of it: a client whose tasks b then runs must see the move. */
+	atomic_fetch_add_explicit(&rt->lanes_stolen, 1, memory_order_relaxed);
 	post(&rt->workers[b], m);
 	return 1;
 }
@@ -132,7 +134,6 @@ void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
 				if (!move_lane(rt, c, l, a, b))
 					continue;
 				next = b + 1;
-				atomic_fetch_add_explicit(&rt->lanes_stolen, 1, memory_order_relaxed);
 				CHI_LOG_INFO("lane %u of client %u moved from stuck worker %u to %u", l,
 					     c->id, a, b);
 			}
