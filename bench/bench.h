@@ -2,6 +2,7 @@
 #ifndef CHI_BENCH_H
 #define CHI_BENCH_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,8 +22,12 @@ struct bench_opts {
 	uint32_t rounds;       /* floor + measurement repeated this often */
 	int cpu_a;	       /* this process (client / producer) */
 	int cpu_b;	       /* the floor's second process */
+	int cpu_given;	       /* --cpu was given: forward-lat does not pick its own */
+	int ncpus;	       /* the cpus we may run on (the first 16) */
+	int cpus[16];
 	const char *samples;   /* write sorted latency samples here (for plotting) */
 	const char *config;
+	uint32_t duration_ms;  /* multi-client: measured time per round */
 };
 
 struct bench_floor {
@@ -32,19 +37,64 @@ struct bench_floor {
 	double ring_burst_msgs_per_s; /* 32 messages per publish */
 };
 
+/* forward-lat: one round's figures and where the task went. */
+struct bench_forward {
+	double local_p50;     /* admin Noop, run by the lane's own worker */
+	double forward_p50;   /* small_message Noop to a container of another worker */
+	double forward_p99;
+	uint32_t num_workers;
+	uint32_t lane_worker;   /* polls this thread's lane */
+	uint32_t target_worker; /* owns the container the Noop was sent to */
+	int client_cpu;		/* where this thread ran */
+};
+
 int bench_floor(const struct bench_opts *o, struct bench_floor *out);
 int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double *p999);
 int bench_local_tput(const struct bench_opts *o, double *tasks_per_s);
 int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *module_p50,
 		     double *subtask_ns);
-struct bench_result;
+int bench_forward_lat(const struct bench_opts *o, struct bench_forward *out);
+
+/* multi-client: forked client processes, each with its own client and threads. */
+#define BENCH_MC_PROCS 8
+#define BENCH_MC_THREADS 2
+
+struct bench_multi {
+	double tasks_per_s; /* all threads of all processes together */
+	uint32_t num_workers;
+};
+
+int bench_multi_client(const struct bench_opts *o, struct bench_multi *out);
 void add_result(struct bench_result *r, int *n, const char *metric, double value,
 		const char *unit, const char *floor_metric, double floor_value);
 int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_coro(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib);
 
+/* helpers (local.c) */
+struct chi_client;
+struct chi_task;
+struct chi_future;
+int bench_connect(const struct bench_opts *o, struct chi_client **c);
+int bench_noop_task(struct chi_client *c, struct chi_task **t);
+/* The pipelined loop: @w tasks in flight in two halves (while the runtime works on one
+ * half, the other is collected and sent again as one batch) until @n have completed or
+ * *@stop (may be NULL) reads non-zero; then what is in flight is awaited. @done (may be
+ * NULL) is kept at the count completed so far, for another thread or process to read.
+ * @return 0 or -errno. */
+int bench_pipeline(struct chi_client *c, struct chi_task **tasks, struct chi_future *futs,
+		   uint32_t w, uint64_t n, const _Atomic uint32_t *stop, _Atomic uint64_t *done);
+
+/* Without --cpu: pin this thread to the cpu where a local Noop comes back soonest, and
+ * @return it. A client thread on the cpu of its lane's busy-polling worker waits for that
+ * worker's time slice (tens of microseconds), which is no local figure; which cpu that is
+ * the client cannot ask (each client's lanes start at a different worker), so 1000 Noops
+ * on each cpu tell. With one worker on the first cpu (the default config) this is the last
+ * cpu, as before. With --cpu: that one. */
+int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c);
+
 /* helpers (chimaera_bench.c) */
+void bench_unpin(const struct bench_opts *o);
 void bench_pin(int cpu);
 int bench_cmp_u64(const void *a, const void *b);
 double bench_percentile(const uint64_t *sorted, uint64_t n, double p);

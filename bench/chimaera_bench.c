@@ -1,12 +1,14 @@
 /* chimaera_bench: figures for the runtime, each beside the machine's floor measured in the
  * same run.
  *
- *   chimaera_bench floor | local-lat | local-tput | module-lat | idle | all [--json] [options]
+ *   chimaera_bench floor | local-lat | local-tput | module-lat | forward-lat | multi-client
+ *                  | idle | all [--json] [options]
  *
  * Rows without a floor (the floors themselves, idle cost) print "-" / null for it. The table
  * ends with a legend: what each floor in it is, and how to read a ratio.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -27,6 +29,16 @@ void bench_pin(int cpu)
 	CPU_SET(cpu, &set);
 	if (sched_setaffinity(0, sizeof(set), &set) != 0)
 		fprintf(stderr, "chimaera_bench: cannot pin to cpu %d (running unpinned)\n", cpu);
+}
+
+void bench_unpin(const struct bench_opts *o)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	for (int i = 0; i < o->ncpus; i++)
+		CPU_SET(o->cpus[i], &set);
+	if (o->ncpus && sched_setaffinity(0, sizeof(set), &set) != 0)
+		fprintf(stderr, "chimaera_bench: cannot unpin (staying on one cpu)\n");
 }
 
 int bench_cmp_u64(const void *a, const void *b)
@@ -92,6 +104,8 @@ static const struct {
 			    "      publish (what a lone chi_submit does)" },
 	{ "spsc_ring_burst_rate", "the same ring fed 32 messages per publish" },
 	{ "admin_rtt_p50", "the runtime's built-in admin Noop round trip (no module dispatch)" },
+	{ "local_rtt_p50", "(as forward_rtt's floor) the admin Noop round trip, run by the worker\n"
+			   "      that polls this thread's lane, on the same thread just before" },
 	{ "memcpy_1MiB", "one thread copying a 1 MiB buffer that stays in its cache" },
 	{ "indirect_call", "a plain call through a function pointer" },
 };
@@ -126,6 +140,13 @@ static void print_table(const struct bench_result *r, int n)
 			printf("  %s: %s\n", floor_legend[k].metric, floor_legend[k].what);
 	printf("ratio: value / floor. For times (ns) lower is better and 1.0 is the floor's\n"
 	       "  speed; for rates (/s, GB/s) higher is better and 1.0 is the floor's rate.\n");
+	if (is_floor_of_a_row(r, n, "local_rtt_p50"))
+		printf("forward_rtt: a small_message Noop sent (DirectId) to a container that\n"
+		       "  another worker owns: the lane's worker hands it to that one.\n");
+	if (is_floor_of_a_row(r, n, "local_tput"))
+		printf("multi_client_tput: %d client processes x %d threads of pipelined Noops\n"
+		       "  together, against local_tput (one client thread) of the same round.\n",
+		       BENCH_MC_PROCS, BENCH_MC_THREADS);
 	if (is_floor_of_a_row(r, n, "spsc_ring_burst_rate"))
 		printf("local_tput, local_tput_vs_burst: the same pipelined test (--window tasks\n"
 		       "  in flight) against the two ring floors (each its own median round).\n");
@@ -134,13 +155,16 @@ static void print_table(const struct bench_result *r, int n)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|idle|all|kvs|coro [options]\n"
+		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|forward-lat|multi-client|\n"
+		"                      idle|all|kvs|coro [options]\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
 		"  --rounds N          rounds of floor + measurement (default 10); each row\n"
 		"                      reports the round with the median ratio to its floor\n"
-		"  --window N          tasks in flight for local-tput (default 64)\n"
+		"  --window N          tasks in flight for local-tput, and per thread for\n"
+		"                      multi-client (default 64)\n"
+		"  --duration-ms N     multi-client: measured time per round (default 300)\n"
 		"  --cpu N             cpu of this process (default: the last one we may use)\n"
 		"  --floor-cpu N       cpu of the floor's partner process (default: the first)\n"
 		"  --samples FILE      write latency percentiles for bench/plot_latency.sh\n"
@@ -158,6 +182,8 @@ static void default_cpus(struct bench_opts *o)
 			if (first < 0)
 				first = c;
 			last = c;
+			if (o->ncpus < 16)
+				o->cpus[o->ncpus++] = c;
 		}
 	/* The runtime's first worker takes the first core by default: stay off it. */
 	o->cpu_a = last;
@@ -172,6 +198,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 		{ "floor-cpu", required_argument, NULL, 'f' }, { "samples", required_argument, NULL, 's' },
 		{ "config", required_argument, NULL, 'C' },  { "help", no_argument, NULL, 'h' },
 		{ "rounds", required_argument, NULL, 'r' },
+		{ "duration-ms", required_argument, NULL, 'd' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -189,6 +216,13 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 			}
 			o->rounds = (uint32_t)v;
 			break;
+		case 'd':
+			if (chi_parse_u64(optarg, &v) != 0 || v < 10 || v > 60000) {
+				fprintf(stderr, "chimaera_bench: --duration-ms: expected 10..60000\n");
+				return -EINVAL;
+			}
+			o->duration_ms = (uint32_t)v;
+			break;
 		case 'n':
 		case 'w':
 		case 'c':
@@ -203,7 +237,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 			else if (ch == 'w')
 				o->window = (uint32_t)v;
 			else if (ch == 'c')
-				o->cpu_a = (int)v;
+				o->cpu_a = (int)v, o->cpu_given = 1;
 			else
 				o->cpu_b = (int)v;
 			break;
@@ -231,6 +265,9 @@ struct round {
 	struct bench_floor fl;
 	double p50, p99, p999, tps;
 	double admin_p50, module_p50, subtask_ns;
+	struct bench_forward fwd;
+	int fwd_skipped; /* the runtime has one worker: nothing to forward to */
+	struct bench_multi mc;
 };
 
 struct row_spec {
@@ -271,21 +308,59 @@ static void add_median(struct bench_result *res, int *n, const struct round *rou
 	    spec->floor_metric ? at(m, spec->floor) : 0);
 }
 
-static int run_round(const struct bench_opts *o, int do_lat, int do_tput, int do_mod,
-		     struct round *r)
+struct what {
+	int lat, tput, mod, fwd, mc;
+};
+
+static int run_round(const struct bench_opts *o, const struct what *do_, struct round *r)
 {
 	int rc = bench_floor(o, &r->fl);
 	if (rc) {
 		fprintf(stderr, "chimaera_bench: floor: %s\n", strerror(-rc));
 		return rc;
 	}
-	if (do_lat && (rc = bench_local_lat(o, &r->p50, &r->p99, &r->p999)) != 0)
+	if (do_->lat && (rc = bench_local_lat(o, &r->p50, &r->p99, &r->p999)) != 0)
 		return rc;
-	if (do_tput && (rc = bench_local_tput(o, &r->tps)) != 0)
+	/* multi-client's floor is local-tput, from the same round. */
+	if ((do_->tput || do_->mc) && (rc = bench_local_tput(o, &r->tps)) != 0)
 		return rc;
-	if (do_mod && (rc = bench_module_lat(o, &r->admin_p50, &r->module_p50, &r->subtask_ns)) != 0)
+	if (do_->mc && (rc = bench_multi_client(o, &r->mc)) != 0)
 		return rc;
+	if (do_->mod &&
+	    (rc = bench_module_lat(o, &r->admin_p50, &r->module_p50, &r->subtask_ns)) != 0)
+		return rc;
+	if (do_->fwd) {
+		rc = bench_forward_lat(o, &r->fwd);
+		r->fwd_skipped = rc == -ENOTSUP;
+		if (rc && rc != -ENOTSUP)
+			return rc;
+	}
 	return 0;
+}
+
+/* Append a line for under the table (stderr with --json). */
+static void note(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used = strlen(buf);
+	va_list ap;
+	va_start(ap, fmt);
+	if (used < len)
+		vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/* Where forward-lat's tasks went: each round attaches a new client, and the runtime spreads
+ * clients' lanes over its workers, so the lane's worker can differ between rounds. */
+static void forward_note(char *buf, size_t len, const struct round *r, int nr)
+{
+	note(buf, len,
+	     "forward-lat: %u workers; per round, lane's worker -> container's owner (client "
+	     "cpu):\n ",
+	     r[0].fwd.num_workers);
+	for (int i = 0; i < nr; i++)
+		note(buf, len, " %u->%u (%d)", r[i].fwd.lane_worker, r[i].fwd.target_worker,
+		     r[i].fwd.client_cpu);
+	note(buf, len, "\n");
 }
 
 int main(int argc, char **argv)
@@ -309,10 +384,19 @@ int main(int argc, char **argv)
 		{ "local_tput_vs_burst", "tasks/s", "spsc_ring_burst_rate", RV(tps),
 		  RV(fl.ring_burst_msgs_per_s) },
 	};
+	static const struct row_spec mc = { "multi_client_tput", "tasks/s", "local_tput",
+					    RV(mc.tasks_per_s), RV(tps) };
+	static const struct row_spec fwd[] = {
+		{ "forward_rtt_p50", "ns", "local_rtt_p50", RV(fwd.forward_p50),
+		  RV(fwd.local_p50) },
+		{ "forward_rtt_p99", "ns", "local_rtt_p50", RV(fwd.forward_p99),
+		  RV(fwd.local_p50) },
+	};
 	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1,
-				.rounds = 10 };
+				.rounds = 10, .duration_ms = 300 };
 	struct bench_result res[BENCH_MAX_RESULTS];
 	struct round rounds[64];
+	char notes[1024] = "";
 	int json = 0, n = 0;
 
 	if (argc < 2 || argv[1][0] == '-') {
@@ -320,10 +404,15 @@ int main(int argc, char **argv)
 		return argc < 2 ? 2 : 0;
 	}
 	const char *what = argv[1];
-	int do_lat = !strcmp(what, "local-lat") || !strcmp(what, "all");
-	int do_tput = !strcmp(what, "local-tput") || !strcmp(what, "all");
-	int do_idle = !strcmp(what, "idle") || !strcmp(what, "all");
-	int do_mod = !strcmp(what, "module-lat") || !strcmp(what, "all");
+	int all = !strcmp(what, "all");
+	struct what do_ = {
+		.lat = all || !strcmp(what, "local-lat"),
+		.tput = all || !strcmp(what, "local-tput"),
+		.mod = all || !strcmp(what, "module-lat"),
+		.fwd = all || !strcmp(what, "forward-lat"),
+		.mc = all || !strcmp(what, "multi-client"),
+	};
+	int do_idle = all || !strcmp(what, "idle");
 	int do_kvs = !strcmp(what, "kvs");
 	int do_coro = !strcmp(what, "coro");
 	if (do_kvs || do_coro) {
@@ -338,7 +427,8 @@ int main(int argc, char **argv)
 			print_table(res, n);
 		return 0;
 	}
-	if (!do_lat && !do_tput && !do_idle && !do_mod && strcmp(what, "floor")) {
+	if (!do_.lat && !do_.tput && !do_idle && !do_.mod && !do_.fwd && !do_.mc &&
+	    strcmp(what, "floor")) {
 		fprintf(stderr, "chimaera_bench: unknown benchmark '%s'\n", what);
 		usage(stderr);
 		return 2;
@@ -350,17 +440,35 @@ int main(int argc, char **argv)
 	struct bench_opts per_round = o;
 	per_round.iterations = o.iterations / o.rounds > 1000 ? o.iterations / o.rounds : 1000;
 	for (uint32_t i = 0; i < o.rounds; i++)
-		if (run_round(&per_round, do_lat, do_tput, do_mod, &rounds[i]) != 0)
+		if (run_round(&per_round, &do_, &rounds[i]) != 0)
 			return 1;
 	for (size_t i = 0; i < 3; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &floors[i]);
-	for (size_t i = 0; do_lat && i < 3; i++)
+	for (size_t i = 0; do_.lat && i < 3; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &lat[i]);
-	for (size_t i = 0; do_tput && i < 2; i++)
+	for (size_t i = 0; do_.tput && i < 2; i++)
 		add_median(res, &n, rounds, (int)o.rounds, &tput[i]);
-	if (do_mod) {
+	if (do_.mod) {
 		add_median(res, &n, rounds, (int)o.rounds, &mod);
 		add_median(res, &n, rounds, (int)o.rounds, &sub);
+	}
+	if (do_.fwd && rounds[0].fwd_skipped) {
+		note(notes, sizeof(notes),
+		     "forward-lat: skipped, the runtime has 1 worker (nothing to forward to); "
+		     "start one with 2 or more\n  (scripts/run-bench.sh uses "
+		     "bench/four-workers.yaml)\n");
+	} else if (do_.fwd) {
+		for (size_t i = 0; i < 2; i++)
+			add_median(res, &n, rounds, (int)o.rounds, &fwd[i]);
+		forward_note(notes, sizeof(notes), rounds, (int)o.rounds);
+	}
+	if (do_.mc) {
+		add_median(res, &n, rounds, (int)o.rounds, &mc);
+		note(notes, sizeof(notes),
+		     "multi-client: %d processes x %d threads, window %u each, %u ms per round, "
+		     "against %u worker(s)\n",
+		     BENCH_MC_PROCS, BENCH_MC_THREADS, o.window, o.duration_ms,
+		     rounds[0].mc.num_workers);
 	}
 	if (do_idle) {
 		double cpu, kib;
@@ -369,9 +477,12 @@ int main(int argc, char **argv)
 		add_result(res, &n, "idle_cpu", cpu, "%core", NULL, 0);
 		add_result(res, &n, "idle_rss_private", kib, "KiB", NULL, 0);
 	}
-	if (json)
+	if (json) {
 		print_json(res, n);
-	else
+		fputs(notes, stderr);
+	} else {
 		print_table(res, n);
+		fputs(notes, stdout);
+	}
 	return 0;
 }
