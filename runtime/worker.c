@@ -22,11 +22,10 @@
 
 /* The worker this thread is (NULL on other threads). */
 _Thread_local struct worker *rt_self_worker;
-#define self rt_self_worker
 
 struct worker *rt_self(void)
 {
-	return self;
+	return rt_self_worker;
 }
 
 /* Control thread: busy samples and queue depths for Stats. */
@@ -687,7 +686,7 @@ static int add_client_lanes(struct worker *w, struct rt_client *c)
 
 /* The client is gone: what it left in its lanes is dropped (nobody waits for it), its Sleep
  * timers and its suspended tasks here are cancelled, and its lanes forgotten. */
-static void detach_client(struct worker *w, struct rt_client *c)
+static void forget_client(struct worker *w, struct rt_client *c)
 {
 	for (uint32_t i = 0; i < w->num_lanes;) {
 		if (w->lanes[i].client == c)
@@ -735,7 +734,7 @@ static int poll_inbox(struct worker *w)
 				CHI_PANIC("worker %u: out of memory adding lanes", w->index);
 			break;
 		case RT_MSG_DETACH_CLIENT:
-			detach_client(w, m->client);
+			forget_client(w, m->client);
 			break;
 		case RT_MSG_RUN:
 			rt_run_work(w, &m->work);
@@ -886,7 +885,7 @@ static void *worker_main(void *arg)
 	uint32_t idle_passes = 0;
 
 	rt_affinity_pin_self(w->cpu);
-	self = w;
+	rt_self_worker = w;
 	if (rt_yield_init(w) != 0)
 		CHI_PANIC("worker %u: cannot set up coroutine stacks", w->index);
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
