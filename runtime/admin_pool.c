@@ -197,7 +197,7 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 
 /* Names for the stall watchdog and stealing (rt_activity_begin): admin tasks are marked
  * like any module's, so a long one (a 128 MiB Echo) is reported and its lanes move. */
-#define ADMIN_METHOD(id, name) [id] = { id, name, NULL, 0, 0, NULL }
+#define ADMIN_METHOD(id, name) [id] = { id, name, NULL, 0, 0, NULL, NULL, 0 }
 static const struct chi_method_desc admin_methods[] = {
 	ADMIN_METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool"),
 	ADMIN_METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool"),
@@ -213,7 +213,7 @@ static const struct chi_method_desc admin_methods[] = {
 /* Indexed by id: this is on the path of every admin Noop. */
 static const struct chi_method_desc *admin_method(uint32_t id)
 {
-	static const struct chi_method_desc unknown = { 0, "?", NULL, 0, 0, NULL };
+	static const struct chi_method_desc unknown = { 0, "?", NULL, 0, 0, NULL, NULL, 0 };
 	if (id < sizeof(admin_methods) / sizeof(admin_methods[0]) && admin_methods[id].name)
 		return &admin_methods[id];
 	return &unknown;

@@ -213,6 +213,20 @@ static void run_or_forward(struct worker *w, struct rt_work *work)
 		rt_work_done(w, work, -ENOMEM);
 }
 
+/* Every declared bulk descriptor of @params lies in @client's memory. One read of each
+ * (the client may change it afterwards: handlers still check what they use). */
+static int bulk_fields_valid(struct rt_client *client, const struct chi_method_desc *m,
+			     const void *params)
+{
+	for (uint32_t k = 0; k < m->num_bulk; k++) {
+		struct chi_bulk b;
+		memcpy(&b, (const char *)params + m->bulk[k].offset, sizeof(b));
+		if (b.length && !chi_seg_range(client->base, &client->layout, b.offset, b.length))
+			return 0;
+	}
+	return 1;
+}
+
 /* Which containers @q names: [*first, *first + *count). */
 static int resolve(struct worker *w, const struct rt_pool *pool, const struct chi_task *hdr,
 		   const void *params, uint32_t *first, uint32_t *count)
@@ -322,6 +336,8 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 		return -EBADRQC;
 	if (hdr->params_size < m->min_params_size)
 		return -EINVAL;
+	if (m->num_bulk && !bulk_fields_valid(client, m, params))
+		return -EFAULT;
 	uint32_t first, count;
 	int rc = resolve(w, pool, hdr, params, &first, &count);
 	if (rc)

@@ -56,6 +56,30 @@ static int search(const char *dirs, const char *name, char *path, size_t len, ch
 
 /* A descriptor the runtime cannot use: -EPROTO when it was built for another ABI (rebuild
  * it), -EINVAL when it is malformed (fix it). */
+/* Declared bulk fields must lie within the parameters every task is checked to have. */
+static int check_bulk_fields(const struct chi_method_desc *m, char *why, size_t len)
+{
+	if (m->num_bulk && !m->bulk) {
+		snprintf(why, len, "method %u (%s): num_bulk is %u but the table is missing", m->id,
+			 m->name ? m->name : "?", m->num_bulk);
+		return -EINVAL;
+	}
+	for (uint32_t k = 0; k < m->num_bulk; k++) {
+		const struct chi_bulk_field *b = &m->bulk[k];
+		int bad_len = b->dir != CHI_BULK_IN && b->out_len_offset != CHI_BULK_LEN_WHOLE &&
+			      (uint64_t)b->out_len_offset + sizeof(uint64_t) > m->min_params_size;
+		if ((uint64_t)b->offset + sizeof(struct chi_bulk) > m->min_params_size ||
+		    b->dir < CHI_BULK_IN || b->dir > CHI_BULK_INOUT || bad_len) {
+			snprintf(why, len,
+				 "method %u (%s): bulk field %u lies outside min_params_size %u or "
+				 "has no direction",
+				 m->id, m->name ? m->name : "?", k, m->min_params_size);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int check_desc(const struct chi_module_desc *d, const char *name, char *why, size_t len)
 {
 	if (d->abi_version != CHI_MODULE_ABI_VERSION) {
@@ -83,6 +107,9 @@ static int check_desc(const struct chi_module_desc *d, const char *name, char *w
 				 m->handler ? "ids below 10 are reserved" : "no handler");
 			return -EINVAL;
 		}
+		int rc = check_bulk_fields(m, why, len);
+		if (rc)
+			return rc;
 		for (uint32_t j = 0; j < i; j++)
 			if (d->methods[j].id == m->id) {
 				snprintf(why, len, "method id %u is defined twice", m->id);

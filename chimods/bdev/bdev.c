@@ -8,6 +8,7 @@
  * pread/pwrite to the container's I/O thread and park until it is done (chi_park); the
  * worker serves other tasks meanwhile. A RAM device copies in place. */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -512,17 +513,25 @@ static int bdev_stats(struct chi_request *req)
 	return 0;
 }
 
+/* The bulk buffers each method moves (module.h: checked by the runtime, staged across nodes). */
+static const struct chi_bulk_field write_bulk[] = {
+	{ offsetof(struct chi_bdev_io_params, buf), CHI_BULK_IN, 0, 0 },
+};
+static const struct chi_bulk_field read_bulk[] = {
+	{ offsetof(struct chi_bdev_io_params, buf), CHI_BULK_OUT, CHI_BULK_LEN_WHOLE, 0 },
+};
+
 static const struct chi_method_desc bdev_methods[] = {
 	{ CHI_BDEV_ALLOCATE, "allocate", bdev_allocate, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_bdev_alloc_params), NULL },
+	  sizeof(struct chi_bdev_alloc_params), NULL, NULL, 0 },
 	{ CHI_BDEV_FREE, "free", bdev_free, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_bdev_alloc_params), NULL },
+	  sizeof(struct chi_bdev_alloc_params), NULL, NULL, 0 },
 	{ CHI_BDEV_WRITE, "write", bdev_write, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_bdev_io_params), NULL },
+	  sizeof(struct chi_bdev_io_params), NULL, write_bulk, 1 },
 	{ CHI_BDEV_READ, "read", bdev_read, CHI_METHOD_READ_ONLY | CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_bdev_io_params), NULL },
+	  sizeof(struct chi_bdev_io_params), NULL, read_bulk, 1 },
 	{ CHI_BDEV_STATS, "stats", bdev_stats, CHI_METHOD_READ_ONLY, sizeof(struct chi_bdev_stats),
-	  NULL },
+	  NULL, NULL, 0 },
 };
 
 static const struct chi_module_desc bdev_desc = {

@@ -2,6 +2,7 @@
  * Put copies the value once (from the client's arena into the store) and a Get once (out).
  * Compose keys: none (initial_buckets optional: a power of two, default 1024). */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,12 +216,32 @@ out:
 	return 0;
 }
 
+/* The bulk buffers each method moves (module.h: checked by the runtime, staged across nodes). */
+#define KVS_FIELD(f) offsetof(struct chi_kvs_params, f)
+static const struct chi_bulk_field key_bulk[] = {
+	{ KVS_FIELD(key), CHI_BULK_IN, 0, 0 },
+};
+static const struct chi_bulk_field put_bulk[] = {
+	{ KVS_FIELD(key), CHI_BULK_IN, 0, 0 },
+	{ KVS_FIELD(value), CHI_BULK_IN, 0, 0 },
+};
+static const struct chi_bulk_field get_bulk[] = {
+	{ KVS_FIELD(key), CHI_BULK_IN, 0, 0 },
+	{ KVS_FIELD(value), CHI_BULK_OUT, KVS_FIELD(value_len), 0 },
+};
+static const struct chi_bulk_field scan_bulk[] = {
+	{ offsetof(struct chi_kvs_scan_params, out), CHI_BULK_OUT,
+	  offsetof(struct chi_kvs_scan_params, used), 0 },
+};
+
 static const struct chi_method_desc kvs_methods[] = {
-	{ CHI_KVS_PUT, "put", kvs_put, 0, sizeof(struct chi_kvs_params), NULL },
-	{ CHI_KVS_GET, "get", kvs_get, CHI_METHOD_READ_ONLY, sizeof(struct chi_kvs_params), NULL },
-	{ CHI_KVS_DELETE, "delete", kvs_delete, 0, sizeof(struct chi_kvs_params), NULL },
+	{ CHI_KVS_PUT, "put", kvs_put, 0, sizeof(struct chi_kvs_params), NULL, put_bulk, 2 },
+	{ CHI_KVS_GET, "get", kvs_get, CHI_METHOD_READ_ONLY, sizeof(struct chi_kvs_params), NULL,
+	  get_bulk, 2 },
+	{ CHI_KVS_DELETE, "delete", kvs_delete, 0, sizeof(struct chi_kvs_params), NULL, key_bulk,
+	  1 },
 	{ CHI_KVS_SCAN, "scan", kvs_scan, CHI_METHOD_READ_ONLY,
-	  sizeof(struct chi_kvs_scan_params), NULL },
+	  sizeof(struct chi_kvs_scan_params), NULL, scan_bulk, 1 },
 };
 
 static const struct chi_module_desc kvs_desc = {

@@ -194,22 +194,22 @@ static uint32_t sm_schedule(const struct chi_task *task, const void *params, uin
 }
 
 static const struct chi_method_desc sm_methods[] = {
-	{ CHI_SM_NOOP, "noop", sm_noop, CHI_METHOD_READ_ONLY, 0, NULL },
+	{ CHI_SM_NOOP, "noop", sm_noop, CHI_METHOD_READ_ONLY, 0, NULL, NULL, 0 },
 	{ CHI_SM_WHO, "who", sm_who, CHI_METHOD_READ_ONLY, sizeof(struct chi_sm_who_params),
-	  sm_who_aggregate },
+	  sm_who_aggregate, NULL, 0 },
 	{ CHI_SM_COUNT, "count", sm_count, 0, sizeof(struct chi_sm_count_params),
-	  sm_count_aggregate },
-	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL },
+	  sm_count_aggregate, NULL, 0 },
+	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL, NULL, 0 },
 	{ CHI_SM_YIELD, "yield", sm_yield, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_sm_yield_params), NULL },
+	  sizeof(struct chi_sm_yield_params), NULL, NULL, 0 },
 	{ CHI_SM_SLEEP, "sleep", sm_sleep, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_sm_sleep_params), NULL },
+	  sizeof(struct chi_sm_sleep_params), NULL, NULL, 0 },
 	{ CHI_SM_MONITORED, "monitored", sm_monitored, CHI_METHOD_READ_ONLY,
-	  sizeof(struct chi_sm_count_params), sm_count_aggregate },
+	  sizeof(struct chi_sm_count_params), sm_count_aggregate, NULL, 0 },
 	{ CHI_SM_CHAIN, "chain", sm_chain, CHI_METHOD_MAY_YIELD,
-	  sizeof(struct chi_sm_chain_params), NULL },
+	  sizeof(struct chi_sm_chain_params), NULL, NULL, 0 },
 	{ CHI_SM_FAN, "fan", sm_fan, CHI_METHOD_MAY_YIELD, sizeof(struct chi_sm_fan_params),
-	  NULL },
+	  NULL, NULL, 0 },
 };
 
 static const struct chi_module_desc sm_desc = {

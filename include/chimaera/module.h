@@ -29,7 +29,8 @@ extern "C" {
 #define CHI_API __attribute__((visibility("default")))
 #endif
 
-#define CHI_MODULE_ABI_VERSION 1u
+/* 2: method descriptors declare their bulk fields (struct chi_bulk_field). */
+#define CHI_MODULE_ABI_VERSION 2u
 #define CHI_METHOD_CREATE 0u
 #define CHI_METHOD_DESTROY 1u
 #define CHI_METHOD_MONITOR 9u
@@ -58,6 +59,31 @@ typedef void (*chi_aggregate_fn)(void *acc, const void *reply, uint32_t size);
  *  runtime.stack_size bytes. Other tasks of the container may run while it is suspended. */
 #define CHI_METHOD_MAY_YIELD 0x2u
 
+/** Which way a bulk buffer's bytes move, seen from the handler. */
+enum chi_bulk_dir {
+	CHI_BULK_IN = 1,    /**< the handler reads it (a Put's value) */
+	CHI_BULK_OUT = 2,   /**< the handler writes it (a Get's destination) */
+	CHI_BULK_INOUT = 3, /**< both */
+};
+
+/** The handler wrote the whole buffer (struct chi_bulk_field::out_len_offset). */
+#define CHI_BULK_LEN_WHOLE 0xffffffffu
+
+/**
+ * A struct chi_bulk inside a method's parameters, declared so that the runtime knows the
+ * task's data without knowing the method: it checks every declared descriptor against the
+ * sender's memory before the handler runs (-EFAULT otherwise), and a runtime that receives
+ * the task from another node stages IN buffers before the handler runs and sends OUT ones
+ * back after it. Must lie within min_params_size.
+ */
+struct chi_bulk_field {
+	uint32_t offset;	 /**< of the struct chi_bulk within the parameters */
+	uint32_t dir;		 /**< enum chi_bulk_dir */
+	uint32_t out_len_offset; /**< OUT/INOUT: offset of a uint64_t the handler sets to the
+				      bytes it wrote, or CHI_BULK_LEN_WHOLE; IN: ignored */
+	uint32_t reserved;	 /**< 0 */
+};
+
 struct chi_method_desc {
 	uint32_t id;		/**< >= CHI_METHOD_FIRST_CUSTOM */
 	const char *name;	/**< for logs and stats */
@@ -65,6 +91,8 @@ struct chi_method_desc {
 	uint32_t flags;
 	uint32_t min_params_size; /**< shorter parameter blocks are rejected with -EINVAL */
 	chi_aggregate_fn aggregate;
+	const struct chi_bulk_field *bulk; /**< the parameters' bulk buffers; may be NULL */
+	uint32_t num_bulk;
 };
 
 /** One `key: value` of the compose entry, handed to create(). Values are YAML scalars. */

@@ -477,6 +477,37 @@ START_TEST(sigterm_during_a_stuck_destroy_stops_the_runtime)
 }
 END_TEST
 
+/* Declared bulk buffers (module.h chi_bulk_field) are checked by the runtime before the
+ * handler runs; a module that declares one outside its parameters is refused at load. */
+START_TEST(declared_bulk_buffers_are_checked_by_the_runtime)
+{
+	struct chi_pool_id pool, bad;
+	struct chi_future f;
+	char why[256] = "";
+	setenv("CHI_REPO_PATH", CHI_TEST_MODULE_DIR, 1);
+	struct chi_client *c = start_with(1, NULL, NULL);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "trusting", NULL, 1, NULL,
+						      0, &pool, why, sizeof(why)),
+			 0);
+	struct chi_task *t = sm_task(c, pool, 17, sizeof(struct chi_bulk));
+	struct chi_bulk *b = chi_task_params(t);
+	b->offset = 1ull << 40; /* far outside the segment */
+	b->length = 4096;
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), -EFAULT);
+	void *buf = chi_buf_alloc(c, 4096);
+	ck_assert_int_eq(chi_bulk_from_ptr(c, buf, 4096, b), 0);
+	ck_assert_int_eq(chi_submit(c, t, &f), 0);
+	ck_assert_int_eq(chi_wait(&f), 0);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "bad_bulk", "bb", NULL, 1, NULL, 0, &bad,
+						      why, sizeof(why)),
+			 -EINVAL);
+	ck_assert_msg(strstr(why, "bulk field 0"), "why: %s", why);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 static void teardown(void)
 {
 	if (rt.pid > 0)
@@ -494,6 +525,7 @@ int main(void)
 		a_client_cannot_swallow_or_block_the_workers_doorbells,
 		a_destroy_never_blocks_the_control_thread,
 		sigterm_during_a_stuck_destroy_stops_the_runtime,
+		declared_bulk_buffers_are_checked_by_the_runtime,
 	};
 	return chi_check_main("trust", 240, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

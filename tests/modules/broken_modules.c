@@ -29,15 +29,24 @@ static int handler(struct chi_request *req)
 }
 
 static const struct chi_method_desc dup_methods[] = {
-	{ 10, "a", handler, 0, 0, 0 },
-	{ 10, "b", handler, 0, 0, 0 },
+	{ 10, "a", handler, 0, 0, 0, NULL, 0 },
+	{ 10, "b", handler, 0, 0, 0, NULL, 0 },
 };
 
 static const struct chi_method_desc one_method[] = {
-	{ 10, "a", handler, 0, 0, 0 },
+	{ 10, "a", handler, 0, 0, 0, NULL, 0 },
 };
 
-#if BROKEN_KIND == 1 /* bad_abi */
+#if BROKEN_KIND == 6 /* bad_bulk: a bulk field beyond the parameters it may assume */
+static const struct chi_bulk_field outside[] = { { 8, CHI_BULK_IN, 0, 0 } };
+static const struct chi_method_desc bulk_method[] = {
+	{ 10, "a", handler, 0, 16, 0, outside, 1 }, /* 8 + 16 > 16 */
+};
+static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
+					  .name = "bad_bulk", .create = ok_create,
+					  .methods = bulk_method, .num_methods = 1 };
+CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 1 /* bad_abi */
 static const struct chi_module_desc d = { .abi_version = 99, .name = "bad_abi",
 					  .create = ok_create, .methods = one_method,
 					  .num_methods = 1 };
@@ -125,6 +134,9 @@ static int park_on_thread(struct chi_request *req)
 	return chi_park(req, p) == 42 ? 0 : -EIO;
 }
 
+static const struct chi_bulk_field trusted_bulk[] = { { 0, CHI_BULK_INOUT,
+							CHI_BULK_LEN_WHOLE, 0 } };
+
 /* Park and never be unparked: a device that never answers. The handle is kept (never
  * freed), as a real module's lost request would be. */
 static struct chi_park *lost[64];
@@ -139,17 +151,19 @@ static int park_forever(struct chi_request *req)
 }
 
 static const struct chi_method_desc misuse_methods[] = {
-	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0 },
-	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0 },
-	{ 12, "spin", spin, 0, sizeof(uint32_t), 0 },
-	{ 13, "blocking_wait", blocking_wait, 0, 0, 0 },
-	{ 14, "park_on_thread", park_on_thread, CHI_METHOD_MAY_YIELD, 0, 0 },
-	{ 15, "park_unflagged", park_on_thread, 0, 0, 0 },
-	{ 16, "park_forever", park_forever, CHI_METHOD_MAY_YIELD, 0, 0 },
+	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
+	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0, NULL, 0 },
+	{ 12, "spin", spin, 0, sizeof(uint32_t), 0, NULL, 0 },
+	{ 13, "blocking_wait", blocking_wait, 0, 0, 0, NULL, 0 },
+	{ 14, "park_on_thread", park_on_thread, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
+	{ 15, "park_unflagged", park_on_thread, 0, 0, 0, NULL, 0 },
+	{ 16, "park_forever", park_forever, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
+	/* Declares its buffer and trusts the runtime to have checked it. */
+	{ 17, "bulk_trusting", handler, 0, sizeof(struct chi_bulk), 0, trusted_bulk, 1 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 7 };
+					  .methods = misuse_methods, .num_methods = 8 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);

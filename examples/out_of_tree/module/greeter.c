@@ -36,7 +36,7 @@ static int greeter_greet_handler(struct chi_request *req)
 }
 
 static const struct chi_method_desc greeter_methods[] = {
-	{ GREETER_GREET, "greet", greeter_greet_handler, 0, sizeof(struct greeter_params), NULL },
+	{ GREETER_GREET, "greet", greeter_greet_handler, 0, sizeof(struct greeter_params), NULL, NULL, 0 },
 };
 
 static const struct chi_module_desc greeter_desc = {
