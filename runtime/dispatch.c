@@ -268,7 +268,8 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 		const struct chi_module_desc *d = pool->mod->desc;
 		*first = d->schedule ? d->schedule(hdr, params, n) : 0;
 		if (*first >= n) {
-			CHI_LOG_WARN("module %s: schedule() chose container %u of %u", pool->mod->name,
+			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "module %s: schedule() chose container %u of %u",
+					    pool->mod->name,
 				     *first, n);
 			return -ENXIO;
 		}

@@ -180,7 +180,8 @@ void chi_subtask_free(struct chi_request *req, void *p)
 	struct worker *w = rt_self();
 	(void)req;
 	if (!p || !w || !is_subtask(p) || hdr_of(p)->magic != SUB_MAGIC) {
-		CHI_LOG_ERROR("chi_subtask_free: %p is not a live subtask block", p);
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "chi_subtask_free: %p is not a live subtask block",
+				    p);
 		return;
 	}
 	struct sub_hdr *h = hdr_of(p);
@@ -188,7 +189,7 @@ void chi_subtask_free(struct chi_request *req, void *p)
 	if (h->in_flight &&
 	    atomic_load_explicit(&h->awaiter, memory_order_acquire) != AWAIT_DONE) {
 		/* Reusing it would let the completion land in the next task: leak it instead. */
-		CHI_LOG_ERROR("chi_subtask_free: subtask %p is still running (free it after "
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "chi_subtask_free: subtask %p is still running (free it after "
 			      "chi_await); block leaked",
 			      p);
 		return;

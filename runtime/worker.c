@@ -133,7 +133,8 @@ void rt_steal_from_stalled(struct runtime *rt, uint64_t now)
 				if (!move_lane(rt, c, l, a, b))
 					continue;
 				next = b + 1;
-				CHI_LOG_INFO("lane %u of client %u moved from stuck worker %u to %u", l,
+				CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_INFO,
+						    "lane %u of client %u moved from stuck worker %u to %u", l,
 					     c->id, a, b);
 			}
 		}
@@ -163,7 +164,7 @@ void rt_watchdog_check(struct runtime *rt, uint64_t now)
 			atomic_load_explicit(&w->cur_method, memory_order_relaxed);
 		w->watch_reported = begun;
 		atomic_fetch_add_explicit(&rt->stalls_reported, 1, memory_order_relaxed);
-		CHI_LOG_WARN("worker %u has run one task of pool '%s' (%u.%u), method '%s', for "
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "worker %u has run one task of pool '%s' (%u.%u), method '%s', for "
 			     "%llu ms without yielding; tasks queued on this worker wait behind it",
 			     i, c ? c->pool->name : "admin", c ? c->pool->id.major : 1,
 			     c ? c->pool->id.minor : 0, !m ? "(monitor)" : m->name ? m->name : "?",
@@ -183,7 +184,8 @@ static void post(struct worker *w, struct rt_msg *m)
 	/* Unconditional: the eventfd counter keeps the wake-up even if the worker is not
 	 * asleep yet. */
 	if (write(w->doorbell, &one, sizeof(one)) < 0)
-		CHI_LOG_ERROR("worker %u doorbell: %s", w->index, strerror(errno));
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "worker %u doorbell: %s", w->index,
+				    strerror(errno));
 }
 
 static struct rt_msg *new_msg(enum rt_msg_type type)

@@ -285,7 +285,7 @@ struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what)
 {
 	struct rt_ytask *yt = rt_request_ytask(req);
 	if (!yt || yt != current) {
-		CHI_LOG_ERROR("%s from a method not flagged CHI_METHOD_MAY_YIELD (pool '%s'); "
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "%s from a method not flagged CHI_METHOD_MAY_YIELD (pool '%s'); "
 			      "ignored: the worker is not blocked",
 			      what, chi_container_pool_name(chi_req_container(req)));
 		return NULL;
