@@ -433,6 +433,22 @@ static int timer_of(const struct rt_timer *t, const struct rt_client *client)
 	return !client || t->client == client;
 }
 
+/* Give memory back once most timers are gone (a departed client's, say): the heap array
+ * halves while a quarter or less of it is used. */
+static void shrink_timers(struct worker *w)
+{
+	uint32_t cap = w->cap_timers;
+	while (cap > 64 && w->num_timers <= cap / 4)
+		cap /= 2;
+	if (cap == w->cap_timers)
+		return;
+	struct rt_timer *heap = realloc(w->timers, cap * sizeof(*heap));
+	if (heap) { /* else keep the larger array: nothing is lost */
+		w->timers = heap;
+		w->cap_timers = cap;
+	}
+}
+
 /* Restore the heap order after entries were removed anywhere: sift every parent down. */
 static void heapify(struct worker *w)
 {
@@ -476,6 +492,7 @@ static void cancel_timers(struct worker *w, struct rt_client *client)
 	}
 	w->num_timers = kept;
 	heapify(w);
+	shrink_timers(w);
 	for (uint32_t i = 0; i < ngone; i++) {
 		if (gone[i].yt)
 			rt_yield_wake(w, gone[i].yt);
@@ -824,6 +841,7 @@ static void wait_for_doorbells(struct worker *w, const struct timespec *tsp)
 static void sleep_until_work(struct worker *w)
 {
 	int ready = 1;
+	shrink_timers(w); /* idle: a good time to return memory */
 	for (uint32_t i = 0; i < w->num_lanes;) {
 		if (!claim(&w->lanes[i])) {
 			forget_lane(w, i);
