@@ -81,17 +81,27 @@ static void send_reply(int fd, uint16_t type, int status, const char *msg, const
 				    strerror(-rc));
 }
 
+/* @s is the info of a reply (ATTACH, STATUS, STOP), never a lone chi_ipc_status: the
+ * workers' cpus go in the same reply, in worker_cpus after message[] (transport/ipc.h says
+ * why there). */
 static void fill_status(struct runtime *rt, struct chi_ipc_status *s)
 {
+	struct chi_ipc_reply *r =
+		(struct chi_ipc_reply *)((char *)s - offsetof(struct chi_ipc_reply, info));
+	int cpus[CHI_CONFIG_MAX_WORKERS];
+
 	s->pid = (int32_t)getpid();
 	s->num_workers = rt->num_workers;
 	s->num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
 	s->port = (uint32_t)rt->cfg.port;
 	s->uptime_ns = chi_now_ns() - rt->start_ns;
 	s->tasks_completed = 0;
-	for (uint32_t i = 0; i < rt->num_workers; i++)
+	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		s->tasks_completed +=
 			atomic_load_explicit(&rt->workers[i].tasks_run, memory_order_relaxed);
+		cpus[i] = rt->workers[i].cpu; /* it pins itself there (a failure is logged) */
+	}
+	chi_ipc_worker_cpus_encode(&r->worker_cpus, cpus, rt->num_workers);
 }
 
 /* ---- clients ---- */

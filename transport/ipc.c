@@ -9,6 +9,49 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+void chi_ipc_worker_cpus_encode(struct chi_ipc_worker_cpus *w, const int *cpus, uint32_t n)
+{
+	int lo = -1, hi = -1;
+
+	memset(w, 0, sizeof(*w));
+	for (uint32_t i = 0; i < n; i++) {
+		if (cpus[i] < 0)
+			return; /* an unpinned worker may run anywhere: nothing to avoid */
+		if (lo < 0 || cpus[i] < lo)
+			lo = cpus[i];
+		if (cpus[i] > hi)
+			hi = cpus[i];
+	}
+	if (lo < 0)
+		return;
+	lo -= lo % 64;
+	if (hi - lo >= CHI_IPC_CPU_MASK_BITS)
+		return; /* spread wider than the window: say unknown rather than half the truth */
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t bit = (uint32_t)(cpus[i] - lo);
+		w->mask[bit / 64] |= 1ull << (bit % 64);
+	}
+	w->first_cpu = (uint32_t)lo;
+	w->flags = CHI_IPC_CPUS_KNOWN;
+}
+
+int chi_ipc_worker_cpus_decode(const struct chi_ipc_worker_cpus *w, cpu_set_t *set)
+{
+	int count = 0;
+
+	CPU_ZERO(set);
+	if (!(w->flags & CHI_IPC_CPUS_KNOWN) || w->first_cpu >= CPU_SETSIZE)
+		return 0;
+	for (uint32_t bit = 0; bit < CHI_IPC_CPU_MASK_BITS; bit++) {
+		uint32_t cpu = w->first_cpu + bit;
+		if (!(w->mask[bit / 64] & (1ull << (bit % 64))) || cpu >= CPU_SETSIZE)
+			continue;
+		CPU_SET(cpu, set);
+		count++;
+	}
+	return count;
+}
+
 int chi_ipc_socket_path(const char *run_dir, int port, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/runtime-%d.sock", run_dir, port);

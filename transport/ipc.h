@@ -7,6 +7,7 @@
 #ifndef CHI_TRANSPORT_IPC_H
 #define CHI_TRANSPORT_IPC_H
 
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,22 @@ struct chi_ipc_status {
 	uint64_t tasks_completed;
 };
 
+/* The cpus the runtime's workers are pinned to, so that a client can keep its threads off
+ * them (a busy-polling worker holds its cpu for a whole time slice: see
+ * CHI_CLIENT_AVOID_WORKER_CPUS in chimaera/client.h). Bit i of mask is cpu first_cpu + i. */
+#define CHI_IPC_CPU_MASK_BITS 512
+#define CHI_IPC_CPUS_KNOWN 0x1u /* mask holds every worker's cpu; clear: unknown, ignore mask */
+
+struct chi_ipc_worker_cpus {
+	uint32_t flags;
+	uint32_t first_cpu; /* a multiple of 64 */
+	uint64_t mask[CHI_IPC_CPU_MASK_BITS / 64];
+};
+
+/* Version 1 replies are 256 bytes, and stay so. worker_cpus took the tail of message[] (200
+ * bytes then), which no reason the runtime sends came near (its reasons are under 160), so
+ * that nothing moved: a client that predates worker_cpus reads every field where it did, and
+ * a runtime that predates it sends zeros there (flags 0: unknown). Hence no version bump. */
 struct chi_ipc_reply {
 	uint32_t magic;
 	uint16_t version;
@@ -43,8 +60,21 @@ struct chi_ipc_reply {
 	uint32_t num_fds; /* ATTACH: 1 + num_workers */
 	uint64_t seg_size;
 	struct chi_ipc_status info;
-	char message[200]; /* why, when status < 0 */
+	char message[128]; /* why, when status < 0 */
+	struct chi_ipc_worker_cpus worker_cpus; /* ATTACH, STATUS, STOP */
 };
+
+_Static_assert(sizeof(struct chi_ipc_reply) == 256, "the version 1 reply is 256 bytes");
+_Static_assert(offsetof(struct chi_ipc_reply, message) == 56, "message moved: old clients");
+
+/* Describe the cpus of @n workers (@cpus[i] < 0: worker i is not pinned) in @w. The cpus are
+ * known only when every worker is pinned and they all fit one CHI_IPC_CPU_MASK_BITS window;
+ * otherwise @w says unknown. */
+void chi_ipc_worker_cpus_encode(struct chi_ipc_worker_cpus *w, const int *cpus, uint32_t n);
+
+/* The workers' cpus from @w into @set (those below CPU_SETSIZE). @return how many, 0 when
+ * @w says unknown (or holds none). */
+int chi_ipc_worker_cpus_decode(const struct chi_ipc_worker_cpus *w, cpu_set_t *set);
 
 /* "<run_dir>/runtime-<port>.sock" and ".lock". @return 0 or -ENAMETOOLONG. */
 int chi_ipc_socket_path(const char *run_dir, int port, char *buf, size_t len);
