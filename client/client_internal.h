@@ -3,6 +3,7 @@
 #define CHI_CLIENT_INTERNAL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -58,6 +59,11 @@ struct chi_client {
 	pthread_mutex_t sleep_lock;
 	struct sleeper *sleepers;
 	struct chi_client_info info;
+	/* Where a thread that never chose its cpus goes when it takes a lane: the cpus the
+	 * process started with minus the workers' (CHI_CLIENT_AVOID_WORKER_CPUS). Fixed at
+	 * connect; avoid_workers 0: leave every thread where it is. */
+	int avoid_workers;
+	cpu_set_t away_from_workers;
 };
 
 /* arena.c */

@@ -162,14 +162,14 @@ START_TEST(worker_cpus_encoding)
 {
 	struct chi_ipc_worker_cpus w;
 	cpu_set_t set;
-	const int far[] = { 130, 200, 641 };
+	const int far[] = { 130, 200, 639 }; /* 639 - 128 = 511: the last bit */
 	const int wide[] = { 0, CHI_IPC_CPU_MASK_BITS };
 	const int unpinned[] = { 3, -1 };
 
 	chi_ipc_worker_cpus_encode(&w, far, 3);
 	ck_assert_uint_eq(w.first_cpu, 128);
 	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 3);
-	ck_assert(CPU_ISSET(130, &set) && CPU_ISSET(200, &set) && CPU_ISSET(641, &set));
+	ck_assert(CPU_ISSET(130, &set) && CPU_ISSET(200, &set) && CPU_ISSET(639, &set));
 	chi_ipc_worker_cpus_encode(&w, wide, 2);
 	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 0);
 	chi_ipc_worker_cpus_encode(&w, unpinned, 2);
