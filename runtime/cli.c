@@ -281,7 +281,8 @@ static int cmd_stop(struct cli_opts *o)
 
 /* Validate @path: its syntax and values, and that every compose entry's module is where the
  * runtime would look for it (from this environment: CHI_REPO_PATH counts). Nothing is
- * loaded: a module's constructors do not run for a check. */
+ * loaded: a module's constructors do not run for a check. Warns when the workers would
+ * outnumber the cpus they get on this machine. */
 static int cmd_config_check(const char *path)
 {
 	struct chi_config cfg;
@@ -303,8 +304,13 @@ static int cmd_config_check(const char *path)
 			e->line, e->pool_name, e->mod_name, why);
 		bad = 1;
 	}
-	if (!bad)
+	if (!bad) {
+		/* Plan the workers' cpus as a runtime started here would: the plan warns (on
+		 * stderr) when more workers than cpus would share them. Not an error. */
+		int cpus[CHI_CONFIG_MAX_WORKERS], node;
+		rt_affinity_plan(&cfg, cpus, cfg.num_threads, &node);
 		chi_config_dump(&cfg, stdout);
+	}
 	chi_config_fini(&cfg);
 	return bad ? 2 : 0;
 }
