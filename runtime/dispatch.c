@@ -13,16 +13,6 @@
 #include "pool_manager.h"
 #include "runtime_internal.h"
 
-struct chi_request {
-	struct rt_client *client;
-	struct rt_client *root; /* whose work this is (subtasks inherit it) */
-	struct chi_task *task;
-	struct chi_container *container;
-	void *params;
-	uint32_t params_size;
-	struct rt_ytask *yt; /* the coroutine running it, for methods that may yield */
-};
-
 /* One fanned-out task: its containers' replies are combined into the task's parameters. */
 struct rt_fanout {
 	pthread_mutex_t lock;
@@ -38,61 +28,6 @@ struct rt_fanout {
 	int rc;
 };
 
-/* ---- services for handlers (module.h) ---- */
-
-void *chi_req_params(struct chi_request *req, uint32_t *size)
-{
-	*size = req->params_size;
-	return req->params;
-}
-
-const struct chi_task *chi_req_task(struct chi_request *req)
-{
-	return req->task;
-}
-
-void *chi_req_bulk(struct chi_request *req, const struct chi_bulk *bulk)
-{
-	struct chi_bulk b;
-	memcpy(&b, bulk, sizeof(b)); /* one read of an untrusted descriptor */
-	return chi_seg_range(req->client->base, &req->client->layout, b.offset, b.length);
-}
-
-struct chi_container *chi_req_container(struct chi_request *req)
-{
-	return req->container;
-}
-
-void *chi_container_state(struct chi_container *c)
-{
-	return c->state;
-}
-
-uint32_t chi_container_id(const struct chi_container *c)
-{
-	return c->id;
-}
-
-uint32_t chi_container_count(const struct chi_container *c)
-{
-	return c->pool->num_containers;
-}
-
-const char *chi_container_pool_name(const struct chi_container *c)
-{
-	return c->pool->name;
-}
-
-struct chi_pool_id chi_container_pool_id(const struct chi_container *c)
-{
-	return c->pool->id;
-}
-
-int chi_module_parse_size(const char *s, uint64_t *out)
-{
-	return s ? chi_parse_size(s, out) : -EINVAL;
-}
-
 /* ---- running ---- */
 
 void rt_latency_record(struct chi_container *c, uint64_t ns)
@@ -105,15 +40,6 @@ void rt_latency_record(struct chi_container *c, uint64_t ns)
 			      memory_order_relaxed);
 }
 
-struct rt_ytask *rt_request_ytask(struct chi_request *req)
-{
-	return req->yt;
-}
-
-struct rt_client *rt_request_root(struct chi_request *req)
-{
-	return req->root;
-}
 
 int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
 {

@@ -50,19 +50,16 @@ int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len)
 	return 0;
 }
 
-const char *chi_runtime_data_dir(void)
+const char *rt_data_dir(void)
 {
 	return data_dir[0] ? data_dir : NULL;
 }
 
-void chi_container_error(const struct chi_container *c, const char *fmt, ...)
+void rt_container_verror(const struct chi_container *c, const char *fmt, va_list ap)
 {
 	char msg[512];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (c && c == creating.c) {
 		/* create_containers() puts it in the pool's error and the caller logs that. */
 		snprintf(creating.why, creating.len, "%s", msg);

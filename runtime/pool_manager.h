@@ -8,6 +8,7 @@
 #define CHI_RUNTIME_POOL_MANAGER_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -103,6 +104,11 @@ void rt_pool_destroy_finish(struct rt_pool *pool);
  * and remember its absolute path for chi_runtime_data_dir(). Once, at start, before any
  * pool. @return 0, or -errno with @why naming the key and the problem. */
 int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len);
+
+/* For handler_api.c: the data directory (NULL before rt_data_dir_init), and a module's error
+ * (the create-time reason while create() runs, else a rate-limited warning). */
+const char *rt_data_dir(void);
+void rt_container_verror(const struct chi_container *c, const char *fmt, va_list ap);
 
 /* Find the method @id of @mod, or NULL. */
 const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id);

@@ -20,6 +20,28 @@
 /* A handler returns this instead of an rc when it will complete the task later. */
 #define RT_TASK_PENDING 1
 
+/* One task (or one container's share of a fanned-out one) being run: what a handler's
+ * struct chi_request * points to (handler_api.c reads it for the module). */
+struct chi_request {
+	struct rt_client *client;
+	struct rt_client *root; /* whose work this is (subtasks inherit it) */
+	struct chi_task *task;
+	struct chi_container *container;
+	void *params;
+	uint32_t params_size;
+	struct rt_ytask *yt; /* the coroutine running it, for methods that may yield */
+};
+
+static inline struct rt_ytask *rt_request_ytask(struct chi_request *req)
+{
+	return req->yt;
+}
+
+static inline struct rt_client *rt_request_root(struct chi_request *req)
+{
+	return req->root;
+}
+
 /* One attached client process. Owned by the control thread. References (refs): one per
  * worker until it has drained the client's lanes after a detach, plus one per task of the
  * client that is held elsewhere (forwarded to another worker, or a pool job on the control
@@ -228,13 +250,23 @@ struct runtime {
 #define RT_AWAIT_DONE ((struct rt_ytask *)1)
 #define RT_AWAIT_CANCELLED ((struct rt_ytask *)2)
 
-/* subtask.c */
+/* subtask.c; the module calls of handler_api.c */
+int rt_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_task **out);
+void *rt_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk);
+void rt_subtask_free(struct chi_request *req, void *task_or_buf);
+int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_future *out);
+int rt_subtask_await(struct chi_request *req, struct chi_future *f);
 int rt_subtasks_init(struct runtime *rt);
 void rt_subtasks_fini(void);
 void rt_subtask_completed(struct chi_task *task);
 int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
 
-/* yield.c: tasks whose method may yield run on coroutines */
+/* yield.c: tasks whose method may yield run on coroutines; the module calls of handler_api.c */
+int rt_yield_now(struct chi_request *req);
+int rt_yield_sleep(struct chi_request *req, uint64_t usec);
+struct chi_park *rt_park_prepare(struct chi_request *req);
+int rt_park(struct chi_request *req, struct chi_park *p);
+void rt_unpark(struct chi_park *p, int value);
 struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what);
 void rt_yield_suspend(struct rt_ytask *yt);
 void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word);
@@ -310,8 +342,7 @@ void rt_run_work(struct worker *w, struct rt_work *work);
 int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt);
 /* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref. */
 void rt_work_done(struct worker *w, struct rt_work *work, int rc);
-struct rt_ytask *rt_request_ytask(struct chi_request *req);
-struct rt_client *rt_request_root(struct chi_request *req);
+
 void rt_latency_record(struct chi_container *c, uint64_t ns);
 void rt_work_cancel(struct rt_work *work);
 

@@ -140,9 +140,9 @@ void rt_subtask_completed(struct chi_task *task)
 		rt_yield_wake_from_any(aw);
 }
 
-/* ---- the handler API (module.h) ---- */
+/* ---- what handler_api.c hands module calls to ---- */
 
-int chi_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_task **out)
+int rt_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_task **out)
 {
 	struct worker *w = rt_self();
 	if (!w)
@@ -161,7 +161,7 @@ int chi_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_
 	return 0;
 }
 
-void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk)
+void *rt_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bulk)
 {
 	struct worker *w = rt_self();
 	int rc;
@@ -175,7 +175,7 @@ void *chi_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *b
 	return p;
 }
 
-void chi_subtask_free(struct chi_request *req, void *p)
+void rt_subtask_free(struct chi_request *req, void *p)
 {
 	struct worker *w = rt_self();
 	(void)req;
@@ -201,7 +201,7 @@ void chi_subtask_free(struct chi_request *req, void *p)
 	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
 }
 
-int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_future *out)
+int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_future *out)
 {
 	struct worker *w = rt_self();
 	struct chi_task hdr;
@@ -231,7 +231,7 @@ int chi_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_f
 	return 0;
 }
 
-int chi_await(struct chi_request *req, struct chi_future *f)
+int rt_subtask_await(struct chi_request *req, struct chi_future *f)
 {
 	struct chi_task *t = f->task;
 	if (!is_subtask(t) || !hdr_of(t)->in_flight)
@@ -254,17 +254,6 @@ int chi_await(struct chi_request *req, struct chi_future *f)
 	}
 	atomic_thread_fence(memory_order_acquire);
 	return t->rc;
-}
-
-int chi_await_all(struct chi_request *req, struct chi_future *f, uint32_t n)
-{
-	int first = 0;
-	for (uint32_t i = 0; i < n; i++) {
-		int rc = chi_await(req, &f[i]);
-		if (rc && !first)
-			first = rc;
-	}
-	return first;
 }
 
 /* A cancelled awaiter must never be woken afterwards. @return 1 if @yt was still waiting

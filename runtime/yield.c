@@ -279,7 +279,7 @@ void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word
 		yt->where = YT_WAITING;
 }
 
-/* ---- the handler API (module.h) ---- */
+/* ---- what handler_api.c hands module calls to ---- */
 
 struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what)
 {
@@ -293,7 +293,7 @@ struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what)
 	return yt;
 }
 
-int chi_yield(struct chi_request *req)
+int rt_yield_now(struct chi_request *req)
 {
 	struct rt_ytask *yt = rt_yield_current(req, "chi_yield");
 	if (!yt)
@@ -305,7 +305,7 @@ int chi_yield(struct chi_request *req)
 	return 0;
 }
 
-int chi_sleep_us(struct chi_request *req, uint64_t usec)
+int rt_yield_sleep(struct chi_request *req, uint64_t usec)
 {
 	struct rt_ytask *yt = rt_yield_current(req, "chi_sleep_us");
 	if (!yt)
@@ -328,7 +328,7 @@ struct chi_park {
 	int value;
 };
 
-struct chi_park *chi_park_prepare(struct chi_request *req)
+struct chi_park *rt_park_prepare(struct chi_request *req)
 {
 	if (!rt_yield_current(req, "chi_park_prepare"))
 		return NULL;
@@ -338,7 +338,7 @@ struct chi_park *chi_park_prepare(struct chi_request *req)
 	return p;
 }
 
-int chi_park(struct chi_request *req, struct chi_park *p)
+int rt_park(struct chi_request *req, struct chi_park *p)
 {
 	struct rt_ytask *yt = rt_yield_current(req, "chi_park");
 	if (!yt || !p)
@@ -357,7 +357,7 @@ int chi_park(struct chi_request *req, struct chi_park *p)
 	return value;
 }
 
-void chi_unpark(struct chi_park *p, int value)
+void rt_unpark(struct chi_park *p, int value)
 {
 	p->value = value;
 	struct rt_ytask *yt =
