@@ -53,8 +53,8 @@ static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *par
 
 /* Sleep: a timer charged to the client at the root of the task (quota
  * runtime.client_max_timers), completed by the worker when due. */
-static int admin_sleep(struct worker *w, struct rt_client *root, struct chi_task *task,
-		       const struct chi_task *hdr, void *params)
+static int admin_sleep(struct worker *w, struct rt_client *c, struct rt_client *root,
+		       struct chi_task *task, const struct chi_task *hdr, void *params)
 {
 	struct chi_admin_sleep_params p;
 
@@ -68,7 +68,7 @@ static int admin_sleep(struct worker *w, struct rt_client *root, struct chi_task
 	int rc = rt_quota_take(&root->held_timers, w->rt->cfg.client_max_timers);
 	if (rc)
 		return rc;
-	rc = rt_timer_add(w, root, task, chi_now_ns() + p.usec * 1000ull);
+	rc = rt_timer_add(w, c, root, task, chi_now_ns() + p.usec * 1000ull);
 	if (rc)
 		rt_quota_give(&root->held_timers);
 	return rc ? rc : RT_TASK_PENDING;
@@ -228,7 +228,7 @@ static int admin_run(struct worker *w, struct rt_client *c, struct rt_client *ro
 	case CHI_ADMIN_ECHO:
 		return admin_echo(c, hdr, params);
 	case CHI_ADMIN_SLEEP:
-		return admin_sleep(w, root, task, hdr, params);
+		return admin_sleep(w, c, root, task, hdr, params);
 	case CHI_ADMIN_STATS:
 		return admin_stats(w, hdr, params);
 	case CHI_ADMIN_STOP_RUNTIME:

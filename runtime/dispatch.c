@@ -20,6 +20,7 @@ struct rt_fanout {
 	const struct chi_method_desc *method;
 	void *params;	  /* the task's parameters in shared memory (the reply goes here) */
 	void *original;	  /* private copy taken before any container ran */
+	struct rt_client *source; /* where the task lies: its completion goes there */
 	struct rt_client *root; /* charged for the copies until the last reply */
 	uint64_t charged;
 	uint32_t size;
@@ -81,9 +82,9 @@ static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int
 		return;
 	/* An aggregate without replies keeps the caller's parameters as they were. */
 	if (w)
-		rt_task_complete(w, f->task, f->rc);
+		rt_task_complete(w, f->source, f->task, f->rc);
 	else
-		rt_task_finish(f->task, f->rc);
+		rt_task_finish(f->source, f->task, f->rc);
 	pthread_mutex_destroy(&f->lock);
 	rt_quota_give_bytes(f->root, f->charged);
 	free(f->original);
@@ -96,7 +97,7 @@ void rt_work_done(struct worker *w, struct rt_work *work, int rc)
 		fanout_reply(w, work->fanout, work->params, rc);
 		free(work->params);
 	} else {
-		rt_task_complete(w, work->task, rc);
+		rt_task_complete(w, work->client, work->task, rc);
 	}
 	rt_client_put(w->rt, work->root);
 }
@@ -124,7 +125,7 @@ void rt_work_cancel(struct rt_work *work)
 		fanout_reply(NULL, work->fanout, NULL, -ECANCELED);
 		free(work->params);
 	} else {
-		rt_task_finish(work->task, -ECANCELED);
+		rt_task_finish(work->client, work->task, -ECANCELED);
 	}
 }
 
@@ -230,6 +231,7 @@ static int fan_out(struct worker *w, struct rt_client *client, struct rt_client 
 	f->method = m;
 	f->params = params;
 	f->original = orig;
+	f->source = client;
 	f->root = root;
 	f->charged = charge;
 	f->size = size;

@@ -68,7 +68,7 @@ int rt_jobs_init(struct runtime *rt)
 
 static void job_done(struct runtime *rt, struct rt_job *job, int rc)
 {
-	rt_task_finish(job->task, rc);
+	rt_task_finish(job->client, job->task, rc);
 	rt_client_put(rt, job->client);
 	free(job);
 }

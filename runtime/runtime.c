@@ -238,6 +238,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	c->id = ++rt->next_client_id;
 	c->pid = cred->pid;
 	c->sock = cn->fd;
+	c->ops = &rt_shm_source;
 	int rc = map_client_segment(rt, c, &memfd);
 	if (rc) {
 		snprintf(why, sizeof(why), "cannot create the client segment: %s", strerror(-rc));

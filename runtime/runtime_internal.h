@@ -42,6 +42,16 @@ static inline struct rt_client *rt_request_root(struct chi_request *req)
 	return req->root;
 }
 
+/* Where tasks come from, and how a completion reaches the sender: a shared-memory client
+ * (the task's state word and futex), the runtime's own subtasks (the awaiter word), and, with
+ * the network, a peer (a reply on the wire). Every completion goes through its source. */
+struct rt_source_ops {
+	void (*complete)(struct rt_client *src, struct chi_task *task, int rc);
+};
+
+extern const struct rt_source_ops rt_shm_source;     /* worker.c */
+extern const struct rt_source_ops rt_subtask_source; /* subtask.c */
+
 /* One attached client process. Owned by the control thread. References (refs): one per
  * worker until it has drained the client's lanes after a detach, plus one per task of the
  * client that is held elsewhere (forwarded to another worker, or a pool job on the control
@@ -53,6 +63,7 @@ struct rt_client {
 	void *base;
 	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
 	struct chi_seg_header *hdr;
+	const struct rt_source_ops *ops; /* how its tasks complete */
 	struct rt_client_lane *lanes; /* layout.num_lanes of them, runtime memory */
 	/* This client's own doorbell for each worker (eventfds it was sent): a client can only
 	 * ring, drain or block its own, never another client's or a worker's. */
@@ -151,7 +162,8 @@ struct rt_ytask;
 struct rt_timer {
 	uint64_t due_ns;
 	struct chi_task *task;
-	struct rt_client *client;
+	struct rt_client *client; /* the root: charged for the timer, cancelled with it */
+	struct rt_client *source; /* where task lies: its completion goes there */
 	struct rt_ytask *yt; /* non-NULL: resume this instead of completing task */
 	struct chi_container *monitor; /* non-NULL: run its monitor callback, re-arm */
 };
@@ -258,7 +270,6 @@ int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_fu
 int rt_subtask_await(struct chi_request *req, struct chi_future *f);
 int rt_subtasks_init(struct runtime *rt);
 void rt_subtasks_fini(void);
-void rt_subtask_completed(struct chi_task *task);
 int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
 
 /* yield.c: tasks whose method may yield run on coroutines; the module calls of handler_api.c */
@@ -293,12 +304,17 @@ void rt_workers_barrier_post(struct runtime *rt, uint64_t *seen);
 int rt_workers_barrier_reached(struct runtime *rt, const uint64_t *seen);
 void rt_workers_cancel_pool(struct runtime *rt, struct rt_pool *pool);
 int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt);
-void rt_task_finish(struct chi_task *task, int rc);
+/* Complete @task of @src with @rc (any thread); _complete also counts it for @w. */
+static inline void rt_task_finish(struct rt_client *src, struct chi_task *task, int rc)
+{
+	src->ops->complete(src, task, rc);
+}
 int rt_workers_start(struct runtime *rt);
 void rt_workers_stop(struct runtime *rt);
 void rt_worker_post(struct worker *w, enum rt_msg_type type, struct rt_client *client);
-void rt_task_complete(struct worker *w, struct chi_task *task, int rc);
-int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
+void rt_task_complete(struct worker *w, struct rt_client *src, struct chi_task *task, int rc);
+int rt_timer_add(struct worker *w, struct rt_client *src, struct rt_client *root,
+		 struct chi_task *task,
 		 uint64_t due_ns);
 void rt_request_stop(struct runtime *rt);
 int rt_worker_watch(struct worker *w, int client_doorbell);

@@ -59,6 +59,7 @@ int rt_subtasks_init(struct runtime *rt)
 		return -ENOMEM;
 	}
 	struct rt_client *c = &rt->self_client;
+	c->ops = &rt_subtask_source;
 	c->sock = -1;
 	c->pid = getpid();
 	c->base = region;
@@ -128,17 +129,23 @@ static void *sub_alloc(struct worker *w, struct rt_client *root, uint64_t size, 
 	return (unsigned char *)h + HDR;
 }
 
-/* Completion of any task: wake a subtask's awaiter (on its own worker). */
-void rt_subtask_completed(struct chi_task *task)
+/* A subtask's completion (the subtask source): rc and outputs, the state word for readers,
+ * then the awaiter word, whose swap is the last touch of the record (the awaiter may free it
+ * as soon as it sees DONE) and wakes the awaiting task on its own worker. */
+static void subtask_complete(struct rt_client *src, struct chi_task *task, int rc)
 {
-	if (!is_subtask(task))
-		return;
-	/* R1: the last touch of the record; the awaiter may free it as soon as it sees DONE. */
+	(void)src;
+	task->rc = rc;
+	atomic_store_explicit((_Atomic uint32_t *)&task->state, CHI_TASK_DONE,
+			      memory_order_release);
+	/* R1: pairs with A1 in rt_subtask_await and rt_subtask_free. */
 	struct rt_ytask *aw = atomic_exchange_explicit(&hdr_of(task)->awaiter, AWAIT_DONE,
 						       memory_order_seq_cst);
 	if (aw && aw != AWAIT_DONE && aw != AWAIT_CANCELLED)
 		rt_yield_wake_from_any(aw);
 }
+
+const struct rt_source_ops rt_subtask_source = { subtask_complete };
 
 /* ---- what handler_api.c hands module calls to ---- */
 
@@ -185,7 +192,7 @@ void rt_subtask_free(struct chi_request *req, void *p)
 		return;
 	}
 	struct sub_hdr *h = hdr_of(p);
-	/* A1: pairs with the completer's swap (R1 in rt_subtask_completed). */
+	/* A1: pairs with the completer's swap (R1 in subtask_complete). */
 	if (h->in_flight &&
 	    atomic_load_explicit(&h->awaiter, memory_order_acquire) != AWAIT_DONE) {
 		/* Reusing it would let the completion land in the next task: leak it instead. */
@@ -227,7 +234,7 @@ int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_fu
 	out->client = NULL;
 	int rc = rt_dispatch_task(w, &w->rt->self_client, root, t, &hdr, params);
 	if (rc != RT_TASK_PENDING)
-		rt_task_complete(w, t, rc);
+		rt_task_complete(w, &w->rt->self_client, t, rc);
 	return 0;
 }
 
@@ -236,7 +243,7 @@ int rt_subtask_await(struct chi_request *req, struct chi_future *f)
 	struct chi_task *t = f->task;
 	if (!is_subtask(t) || !hdr_of(t)->in_flight)
 		return -EINVAL; /* not a subtask, or never submitted: nothing would wake us */
-	/* A1: pairs with R1 in rt_subtask_completed: rc and outputs are written. */
+	/* A1: pairs with R1 in subtask_complete: rc and outputs are written. */
 	if (atomic_load_explicit(&hdr_of(t)->awaiter, memory_order_acquire) == AWAIT_DONE)
 		return t->rc;
 	struct rt_ytask *yt = rt_yield_current(req, "chi_await");
@@ -249,7 +256,7 @@ int rt_subtask_await(struct chi_request *req, struct chi_future *f)
 		atomic_store_explicit(&hdr_of(t)->awaiter, AWAIT_DONE, memory_order_relaxed);
 	} else {
 		rt_yield_set_awaiting(yt, &hdr_of(t)->awaiter);
-		rt_yield_suspend(yt); /* until rt_subtask_completed() wakes us */
+		rt_yield_suspend(yt); /* until subtask_complete() wakes us */
 		rt_yield_set_awaiting(yt, NULL);
 	}
 	atomic_thread_fence(memory_order_acquire);

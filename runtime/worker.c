@@ -286,21 +286,24 @@ void rt_workers_cancel_pool(struct runtime *rt, struct rt_pool *pool)
 	}
 }
 
-void rt_task_finish(struct chi_task *task, int rc)
+/* A shared-memory client's task: rc, then DONE in the state word, and a futex wake when a
+ * client thread sleeps on it. */
+static void shm_complete(struct rt_client *src, struct chi_task *task, int rc)
 {
 	_Atomic uint32_t *state = (_Atomic uint32_t *)&task->state;
-
+	(void)src;
 	task->rc = rc;
 	/* R3: pairs with A3 in the client's wait: rc and outputs are visible before DONE. */
 	uint32_t old = atomic_exchange_explicit(state, CHI_TASK_DONE, memory_order_acq_rel);
 	if (old & CHI_TASK_WAITER)
 		chi_futex_wake_all(state);
-	rt_subtask_completed(task); /* nothing unless it is one of our subtasks */
 }
 
-void rt_task_complete(struct worker *w, struct chi_task *task, int rc)
+const struct rt_source_ops rt_shm_source = { shm_complete };
+
+void rt_task_complete(struct worker *w, struct rt_client *src, struct chi_task *task, int rc)
 {
-	rt_task_finish(task, rc);
+	rt_task_finish(src, task, rc);
 	/* Single writer: a relaxed load and store, no locked read-modify-write per task. */
 	atomic_store_explicit(&w->tasks_run,
 			      atomic_load_explicit(&w->tasks_run, memory_order_relaxed) + 1,
@@ -323,15 +326,15 @@ static void heap_swap(struct rt_timer *a, struct rt_timer *b)
 static int timer_push(struct worker *w, struct rt_timer t);
 static void sleep_done(struct worker *w, const struct rt_timer *t, int rc);
 
-int rt_timer_add(struct worker *w, struct rt_client *client, struct chi_task *task,
-		 uint64_t due_ns)
+int rt_timer_add(struct worker *w, struct rt_client *src, struct rt_client *root,
+		 struct chi_task *task, uint64_t due_ns)
 {
-	return timer_push(w, (struct rt_timer){ due_ns, task, client, NULL, NULL });
+	return timer_push(w, (struct rt_timer){ due_ns, task, root, src, NULL, NULL });
 }
 
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns)
 {
-	return timer_push(w, (struct rt_timer){ due_ns, NULL, NULL, yt, NULL });
+	return timer_push(w, (struct rt_timer){ due_ns, NULL, NULL, NULL, yt, NULL });
 }
 
 static int timer_push(struct worker *w, struct rt_timer t)
@@ -382,7 +385,7 @@ static void run_monitor(struct worker *w, struct chi_container *c, uint64_t now)
 	rt_activity_begin(c, NULL);
 	pool->mod->desc->monitor(c);
 	rt_activity_end();
-	if (timer_push(w, (struct rt_timer){ now + pool->monitor_period_ns, NULL, NULL, NULL, c }))
+	if (timer_push(w, (struct rt_timer){ .due_ns = now + pool->monitor_period_ns, .monitor = c }))
 		CHI_LOG_ERROR("pool '%s': monitor of container %u stopped (out of memory)",
 			      pool->name, c->id);
 }
@@ -419,7 +422,7 @@ int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt)
 static void sleep_done(struct worker *w, const struct rt_timer *t, int rc)
 {
 	rt_quota_give(&t->client->held_timers);
-	rt_task_complete(w, t->task, rc);
+	rt_task_complete(w, t->source, t->task, rc);
 }
 
 /* Should @t go because @client departs (NULL: the runtime stops)? Sleep timers of the
@@ -561,12 +564,12 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
 				     hdr.params_size);
 	if (!params) {
-		rt_task_complete(w, task, -EINVAL);
+		rt_task_complete(w, c, task, -EINVAL);
 		return;
 	}
 	int rc = rt_dispatch_task(w, c, c, task, &hdr, params);
 	if (rc != RT_TASK_PENDING)
-		rt_task_complete(w, task, rc);
+		rt_task_complete(w, c, task, rc);
 }
 
 static struct rt_client_lane *lane_state(const struct rt_lane *lane)
@@ -759,9 +762,10 @@ static int poll_inbox(struct worker *w)
 			rt_run_work(w, &m->work);
 			break;
 		case RT_MSG_MONITOR:
-			if (timer_push(w, (struct rt_timer){ chi_now_ns() +
-								     m->container->pool->monitor_period_ns,
-							     NULL, NULL, NULL, m->container }))
+			if (timer_push(w, (struct rt_timer){
+					   .due_ns = chi_now_ns() +
+						     m->container->pool->monitor_period_ns,
+					   .monitor = m->container }))
 				CHI_LOG_ERROR("cannot start a monitor: out of memory");
 			break;
 		case RT_MSG_ADOPT:
