@@ -90,8 +90,9 @@ int bench_pipeline(struct chi_client *c, struct chi_task **tasks, struct chi_fut
  * worker's time slice (tens of microseconds), which is no local figure; which cpu that is
  * the client cannot ask (each client's lanes start at a different worker), so 1000 Noops
  * on each cpu tell. With one worker on the first cpu (the default config) this is the last
- * cpu, as before. With --cpu: that one. */
-int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c);
+ * cpu, as before. With --cpu: that one. @slowest (may be NULL): the cpu where the Noop was
+ * slowest, the lane's worker's (-1 with --cpu or when no cpu stood out). */
+int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c, int *slowest);
 
 /* helpers (chimaera_bench.c) */
 void bench_unpin(const struct bench_opts *o);

@@ -106,7 +106,9 @@ static const struct {
 	{ "admin_rtt_p50", "the runtime's built-in admin Noop round trip (no module dispatch)" },
 	{ "local_rtt_p50", "(as forward_rtt's floor) the admin Noop round trip, run by the worker\n"
 			   "      that polls this thread's lane, on the same thread just before" },
-	{ "memcpy_1MiB", "one thread copying a 1 MiB buffer that stays in its cache" },
+	{ "memcpy_1MiB", "one thread copying a 1 MiB buffer back and forth (2 MiB: stays in its\n"
+			 "      cache), on the cpu of the lane's worker, before and after the kvs rows" },
+	{ "memcpy_1MiB_x4", "the same over four buffer pairs (8 MiB, as the _x4 rows move)" },
 	{ "indirect_call", "a plain call through a function pointer" },
 };
 

@@ -193,6 +193,19 @@ static double bw_run(struct chi_client *c, struct chi_task **t, uint64_t ops)
 	return (double)done * (double)(1u << 20) / (double)(chi_now_ns() - t0);
 }
 
+/* The floor runs on @worker_cpu, where the runtime's copies run (so that both see what
+ * else that cpu is doing: on a shared 2-cpu machine every runtime's first worker sits on
+ * cpu 0), then this thread goes back to @client_cpu. */
+static double floor_gbps(int worker_cpu, int client_cpu, int pairs, int reps)
+{
+	if (worker_cpu >= 0)
+		bench_pin(worker_cpu);
+	double gbps = memcpy_gbps(pairs, 1u << 20, reps);
+	if (worker_cpu >= 0)
+		bench_pin(client_cpu);
+	return gbps;
+}
+
 static double bracket(double before, double after)
 {
 	return before < 0 || after < 0 ? -1 : (before + after) / 2;
@@ -223,13 +236,15 @@ static int median_round(double (*r)[NFIG], int n, int v, int fl)
 /* 1 MiB Put and Get bandwidth in --rounds rounds, each beside memcpy floors taken in the
  * same round; each row reports the round with the median ratio, as chimaera_bench does for
  * the local figures (a vCPU move or a neighbour's burst spoils one round, not the figure).
- * Two working sets, each against a floor that moves the same bytes:
+ * The floors run on the cpu of the lane's worker (with the default config, the worker
+ * that runs the copies). Two working sets, each against a floor that moves the same bytes:
  *  - one key and one value buffer: 2 MiB, as the memcpy_1MiB floor copies between two
  *    1 MiB buffers (both fit this machine's L2);
  *  - _x4: four keys and four value buffers: 8 MiB, against a memcpy cycling over four
  *    buffer pairs (past L2). Earlier versions measured this one against the 2 MiB floor. */
 static int bandwidth_rounds(const struct bench_opts *o, struct chi_client *c,
-			    struct chi_pool_id pool, struct bench_result *res, int *n)
+			    struct chi_pool_id pool, int client_cpu, int worker_cpu,
+			    struct bench_result *res, int *n)
 {
 	static const struct {
 		const char *metric, *floor;
@@ -255,14 +270,14 @@ static int bandwidth_rounds(const struct bench_opts *o, struct chi_client *c,
 	for (uint32_t i = 0; rc == 0 && i < o->rounds; i++) {
 		/* Each floor brackets its kvs figures (before and after, averaged): a
 		 * neighbour's burst that lands in the middle of a round weighs on both. */
-		r[i][FL1] = memcpy_gbps(1, 1u << 20, ops / 2);
+		r[i][FL1] = floor_gbps(worker_cpu, client_cpu, 1, ops / 2);
 		r[i][PUT1] = bw_run(c, one.put, (uint64_t)ops);
 		r[i][GET1] = bw_run(c, one.get, (uint64_t)ops);
-		r[i][FL1] = bracket(r[i][FL1], memcpy_gbps(1, 1u << 20, ops / 2));
-		r[i][FL4] = memcpy_gbps(BW_WINDOW, 1u << 20, ops / 2);
+		r[i][FL1] = bracket(r[i][FL1], floor_gbps(worker_cpu, client_cpu, 1, ops / 2));
+		r[i][FL4] = floor_gbps(worker_cpu, client_cpu, BW_WINDOW, ops / 2);
 		r[i][PUT4] = bw_run(c, four.put, (uint64_t)ops);
 		r[i][GET4] = bw_run(c, four.get, (uint64_t)ops);
-		r[i][FL4] = bracket(r[i][FL4], memcpy_gbps(BW_WINDOW, 1u << 20, ops / 2));
+		r[i][FL4] = bracket(r[i][FL4], floor_gbps(worker_cpu, client_cpu, BW_WINDOW, ops / 2));
 		for (int k = 0; k < NFIG; k++)
 			if (r[i][k] < 0)
 				rc = -EIO;
@@ -285,6 +300,7 @@ int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n)
 	struct chi_client *c;
 	struct chi_pool_id pool;
 	char why[256], metric[48];
+	int worker_cpu;
 
 	bench_pin(o->cpu_a);
 	int rc = chi_client_connect(&copts, &c);
@@ -295,7 +311,7 @@ int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n)
 		fprintf(stderr, "chimaera_bench kvs: %s\n", rc == -ENOENT ? why : strerror(-rc));
 		return rc;
 	}
-	bench_pick_cpu(o, c);
+	int client_cpu = bench_pick_cpu(o, c, &worker_cpu);
 	for (size_t s = 0; rc == 0 && s < 3; s++) {
 		uint64_t iters = sizes[s] >= (1 << 20) ? 500 : 20000;
 		double put_p50, put_rate, get_p50, get_rate;
@@ -316,7 +332,7 @@ int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n)
 		}
 	}
 	if (rc == 0)
-		rc = bandwidth_rounds(o, c, pool, res, n);
+		rc = bandwidth_rounds(o, c, pool, client_cpu, worker_cpu, res, n);
 	if (rc)
 		fprintf(stderr, "chimaera_bench kvs: %s\n", strerror(-rc));
 	chi_client_disconnect(c);

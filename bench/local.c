@@ -111,7 +111,7 @@ int bench_module_lat(const struct bench_opts *o, double *admin_p50, double *modu
 	int rc = bench_connect(o, &c);
 	if (rc)
 		return rc;
-	bench_pick_cpu(o, c);
+	bench_pick_cpu(o, c, NULL);
 	rc = chi_admin_get_or_create_pool(c, "small_message", "chimaera_bench", NULL, 1, NULL, 0,
 					  &pool, why, sizeof(why));
 	if (rc) {
@@ -143,7 +143,7 @@ int bench_local_lat(const struct bench_opts *o, double *p50, double *p99, double
 	int rc = bench_connect(o, &c);
 	if (rc)
 		return rc;
-	bench_pick_cpu(o, c);
+	bench_pick_cpu(o, c, NULL);
 	rc = bench_noop_task(c, &t);
 	if (rc == 0) {
 		rc = round_trip(o, c, t, p50, p99, p999, 1);
@@ -203,7 +203,7 @@ int bench_local_tput(const struct bench_opts *o, double *tasks_per_s)
 	rc = bench_connect(o, &c);
 	if (rc)
 		goto out_free;
-	bench_pick_cpu(o, c);
+	bench_pick_cpu(o, c, NULL);
 	for (uint32_t i = 0; rc == 0 && i < w; i++)
 		rc = bench_noop_task(c, &tasks[i]);
 	if (rc)
@@ -290,13 +290,15 @@ static int container_owner(struct chi_client *c, struct chi_task *t, uint32_t id
 	return 0;
 }
 
-int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c)
+int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c, int *slowest)
 {
 	struct bench_opts probe = *o;
 	struct chi_task *t;
-	double best_p50 = 0, p50;
-	int best = o->cpu_a;
+	double best_p50 = 0, worst_p50 = 0, p50;
+	int best = o->cpu_a, worst = -1;
 
+	if (slowest)
+		*slowest = -1;
 	if (o->cpu_given || o->ncpus < 2 || bench_noop_task(c, &t) != 0) {
 		bench_pin(o->cpu_a);
 		return o->cpu_a;
@@ -304,14 +306,21 @@ int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c)
 	probe.iterations = 1000;
 	for (int i = 0; i < o->ncpus; i++) {
 		bench_pin(o->cpus[i]);
-		if (round_trip(&probe, c, t, &p50, NULL, NULL, 0) == 0 &&
-		    (best_p50 == 0 || p50 < best_p50)) {
+		if (round_trip(&probe, c, t, &p50, NULL, NULL, 0) != 0)
+			continue;
+		if (best_p50 == 0 || p50 < best_p50) {
 			best_p50 = p50;
 			best = o->cpus[i];
+		}
+		if (p50 > worst_p50) {
+			worst_p50 = p50;
+			worst = o->cpus[i];
 		}
 	}
 	chi_task_free(c, t);
 	bench_pin(best);
+	if (slowest && worst != best)
+		*slowest = worst;
 	return best;
 }
 
@@ -372,7 +381,7 @@ int bench_forward_lat(const struct bench_opts *o, struct bench_forward *out)
 	t->pool.minor = CHI_ADMIN_POOL_MINOR;
 	t->method = CHI_ADMIN_NOOP;
 	t->query = chi_query_local();
-	out->client_cpu = bench_pick_cpu(o, c);
+	out->client_cpu = bench_pick_cpu(o, c, NULL);
 	rc = round_trip(o, c, t, &out->local_p50, NULL, NULL, 0);
 	t->pool = pool;
 	t->method = CHI_SM_NOOP;
