@@ -42,6 +42,8 @@ struct bench_forward {
 	double local_p50;     /* admin Noop, run by the lane's own worker */
 	double forward_p50;   /* small_message Noop to a container of another worker */
 	double forward_p99;
+	double local_link_ns;	/* a subtask Chain link within one worker */
+	double forward_link_ns; /* a Chain link hopping between two workers */
 	uint32_t num_workers;
 	uint32_t lane_worker;   /* polls this thread's lane */
 	uint32_t target_worker; /* owns the container the Noop was sent to */

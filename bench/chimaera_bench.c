@@ -106,6 +106,8 @@ static const struct {
 	{ "admin_rtt_p50", "the runtime's built-in admin Noop round trip (no module dispatch)" },
 	{ "local_rtt_p50", "(as forward_rtt's floor) the admin Noop round trip, run by the worker\n"
 			   "      that polls this thread's lane, on the same thread just before" },
+	{ "subtask_await", "(as forward_subtask_link's floor) a link of a Chain of subtasks, each\n"
+			   "      awaited from a handler, within one worker (1-container pool)" },
 	{ "memcpy_1MiB", "one thread copying a 1 MiB buffer back and forth (2 MiB: stays in its\n"
 			 "      cache), on the cpu of the lane's worker, before and after the kvs rows" },
 	{ "memcpy_1MiB_x4", "the same over four buffer pairs (8 MiB, as the _x4 rows move)" },
@@ -145,6 +147,10 @@ static void print_table(const struct bench_result *r, int n)
 	if (is_floor_of_a_row(r, n, "local_rtt_p50"))
 		printf("forward_rtt: a small_message Noop sent (DirectId) to a container that\n"
 		       "  another worker owns: the lane's worker hands it to that one.\n");
+	if (is_floor_of_a_row(r, n, "subtask_await"))
+		printf("forward_subtask_link: the same Chain hopping between two containers that\n"
+		       "  two workers own: a hand-over there and a wake-up back per link, with\n"
+		       "  the client asleep.\n");
 	if (is_floor_of_a_row(r, n, "local_tput"))
 		printf("multi_client_tput: %d client processes x %d threads of pipelined Noops\n"
 		       "  together, against local_tput (one client thread) of the same round.\n",
@@ -393,6 +399,8 @@ int main(int argc, char **argv)
 		  RV(fwd.local_p50) },
 		{ "forward_rtt_p99", "ns", "local_rtt_p50", RV(fwd.forward_p99),
 		  RV(fwd.local_p50) },
+		{ "forward_subtask_link", "ns", "subtask_await", RV(fwd.forward_link_ns),
+		  RV(fwd.local_link_ns) },
 	};
 	struct bench_opts o = { .iterations = 200000, .window = 64, .cpu_a = -1, .cpu_b = -1,
 				.rounds = 10, .duration_ms = 300 };
@@ -460,7 +468,7 @@ int main(int argc, char **argv)
 		     "start one with 2 or more\n  (scripts/run-bench.sh uses "
 		     "bench/four-workers.yaml)\n");
 	} else if (do_.fwd) {
-		for (size_t i = 0; i < 2; i++)
+		for (size_t i = 0; i < 3; i++)
 			add_median(res, &n, rounds, (int)o.rounds, &fwd[i]);
 		forward_note(notes, sizeof(notes), rounds, (int)o.rounds);
 	}

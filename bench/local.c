@@ -324,6 +324,42 @@ int bench_pick_cpu(const struct bench_opts *o, struct chi_client *c, int *slowes
 	return best;
 }
 
+/* Per-link cost of a subtask Chain in a 1-container pool (@local_ns) and in a 2-container
+ * pool whose containers two different workers own (@forward_ns). */
+static int forward_chain(struct chi_client *c, uint32_t nworkers, double *local_ns,
+			 double *forward_ns)
+{
+	struct chi_pool_id one, two;
+	struct chi_task *t;
+	uint32_t o0, o1;
+	char why[256];
+
+	int rc = chi_admin_get_or_create_pool(c, "small_message", "chimaera_bench", NULL, 1, NULL,
+					      0, &one, why, sizeof(why));
+	if (rc == 0)
+		rc = chi_admin_get_or_create_pool(c, "small_message", "chimaera_bench_forward2",
+						  NULL, 2, NULL, 0, &two, why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "chimaera_bench: cannot create a small_message pool: %s\n", why);
+		return rc;
+	}
+	if ((rc = bench_noop_task(c, &t)) != 0)
+		return rc;
+	t->pool = two;
+	t->method = CHI_SM_NOOP;
+	rc = container_owner(c, t, 0, nworkers, &o0);
+	if (rc == 0)
+		rc = container_owner(c, t, 1, nworkers, &o1);
+	chi_task_free(c, t);
+	if (rc == 0 && o0 == o1)
+		rc = -ESRCH;
+	if (rc == 0)
+		rc = subtask_cost(c, one, local_ns);
+	if (rc == 0)
+		rc = subtask_cost(c, two, forward_ns);
+	return rc;
+}
+
 /* One round of forward-lat: the admin Noop round trip (it runs on the worker that polls
  * this thread's lane: the local round trip), then a small_message Noop sent with DirectId
  * to a container that another worker owns, so that the lane's worker hands it over. The
@@ -388,6 +424,13 @@ int bench_forward_lat(const struct bench_opts *o, struct bench_forward *out)
 	t->query = chi_query_direct_id(target);
 	if (rc == 0)
 		rc = round_trip(o, c, t, &out->forward_p50, &out->forward_p99, NULL, 0);
+	/* The hand-over between workers alone, without this thread in the way: a Chain of
+	 * subtasks hopping between two containers of two workers (each link is forwarded
+	 * to the other worker and its completion wakes the awaiter back there), against the
+	 * same Chain in a 1-container pool (module-lat's subtask_await). The client sleeps
+	 * meanwhile, so on a 2-cpu machine each worker has a cpu to itself. */
+	if (rc == 0)
+		rc = forward_chain(c, info.num_workers, &out->local_link_ns, &out->forward_link_ns);
 	/* A lane moved during the round (a stuck worker) would make it a different test. */
 	if (rc == 0 && (rc = my_lane_worker(c, &after)) == 0 && after != lane_worker)
 		fprintf(stderr, "chimaera_bench: forward-lat: the lane moved from worker %u to %u "
