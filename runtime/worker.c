@@ -356,9 +356,9 @@ static int timer_push(struct worker *w, struct rt_timer t)
 	return 0;
 }
 
-static void heap_remove(struct worker *w, uint32_t i)
+/* Move entry @i down to where its children are due no earlier. @return where it ended. */
+static uint32_t sift_down(struct worker *w, uint32_t i)
 {
-	w->timers[i] = w->timers[--w->num_timers];
 	for (;;) {
 		uint32_t l = 2 * i + 1, r = l + 1, m = i;
 		if (l < w->num_timers && w->timers[l].due_ns < w->timers[m].due_ns)
@@ -366,10 +366,16 @@ static void heap_remove(struct worker *w, uint32_t i)
 		if (r < w->num_timers && w->timers[r].due_ns < w->timers[m].due_ns)
 			m = r;
 		if (m == i)
-			break;
+			return i;
 		heap_swap(&w->timers[i], &w->timers[m]);
 		i = m;
 	}
+}
+
+static void heap_remove(struct worker *w, uint32_t i)
+{
+	w->timers[i] = w->timers[--w->num_timers];
+	i = sift_down(w, i);
 	while (i > 0 && i < w->num_timers && w->timers[(i - 1) / 2].due_ns > w->timers[i].due_ns) {
 		heap_swap(&w->timers[(i - 1) / 2], &w->timers[i]);
 		i = (i - 1) / 2;
@@ -455,19 +461,8 @@ static void shrink_timers(struct worker *w)
 /* Restore the heap order after entries were removed anywhere: sift every parent down. */
 static void heapify(struct worker *w)
 {
-	for (uint32_t p = w->num_timers / 2; p-- > 0;) {
-		for (uint32_t i = p;;) {
-			uint32_t l = 2 * i + 1, r = l + 1, m = i;
-			if (l < w->num_timers && w->timers[l].due_ns < w->timers[m].due_ns)
-				m = l;
-			if (r < w->num_timers && w->timers[r].due_ns < w->timers[m].due_ns)
-				m = r;
-			if (m == i)
-				break;
-			heap_swap(&w->timers[i], &w->timers[m]);
-			i = m;
-		}
-	}
+	for (uint32_t p = w->num_timers / 2; p-- > 0;)
+		sift_down(w, p);
 }
 
 /* Complete the Sleep timers of @client (or all when NULL) at once with -ECANCELED, and wake

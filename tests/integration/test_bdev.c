@@ -147,12 +147,6 @@ START_TEST(bad_compose_keys_are_refused)
 }
 END_TEST
 
-static void teardown(void)
-{
-	if (rt.pid > 0)
-		rt_stop(&rt);
-}
-
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -160,5 +154,5 @@ int main(void)
 		file_survives_a_restart,
 		bad_compose_keys_are_refused,
 	};
-	return chi_check_main("bdev", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
+	return chi_check_main("bdev", 120, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }

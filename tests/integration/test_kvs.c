@@ -211,12 +211,6 @@ START_TEST(descriptors_outside_the_segment_are_refused)
 }
 END_TEST
 
-static void teardown(void)
-{
-	if (rt.pid > 0)
-		rt_stop(&rt);
-}
-
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -226,5 +220,5 @@ int main(void)
 		concurrent_threads,
 		descriptors_outside_the_segment_are_refused,
 	};
-	return chi_check_main("kvs", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
+	return chi_check_main("kvs", 120, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -365,12 +365,6 @@ START_TEST(cli_compose_and_pools)
 }
 END_TEST
 
-static void teardown(void)
-{
-	if (rt.pid > 0)
-		rt_stop(&rt);
-}
-
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -382,5 +376,5 @@ int main(void)
 		destroy_drains_in_flight_tasks,
 		cli_compose_and_pools,
 	};
-	return chi_check_main("pools", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
+	return chi_check_main("pools", 120, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }

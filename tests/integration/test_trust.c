@@ -406,6 +406,17 @@ START_TEST(a_client_cannot_swallow_or_block_the_workers_doorbells)
 }
 END_TEST
 
+/* DestroyPool, submitted and not waited for (chi_admin_destroy_pool waits). */
+static void submit_destroy(struct chi_client *c, struct chi_pool_id pool, struct chi_future *f)
+{
+	struct chi_task *d;
+	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_destroy_pool_params), &d), 0);
+	d->pool = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
+	d->method = CHI_ADMIN_DESTROY_POOL;
+	((struct chi_admin_destroy_pool_params *)chi_task_params(d))->pool_id = pool;
+	ck_assert_int_eq(chi_submit(c, d, f), 0);
+}
+
 /* A pool whose task parks for ever: its destroy does not block the control thread (clients
  * still attach, SIGTERM still works), and past runtime.destroy_cancel_after_ms the parked
  * task is cancelled and the destroy completes. */
@@ -421,13 +432,7 @@ START_TEST(a_destroy_never_blocks_the_control_thread)
 			 0);
 	struct chi_task *t = sm_task(c, pool, 16, 0); /* park_forever */
 	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
-	/* The destroy, submitted from a second thread's worth of API: async. */
-	struct chi_task *d;
-	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_destroy_pool_params), &d), 0);
-	d->pool = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
-	d->method = CHI_ADMIN_DESTROY_POOL;
-	((struct chi_admin_destroy_pool_params *)chi_task_params(d))->pool_id = pool;
-	ck_assert_int_eq(chi_submit(c, d, &df), 0);
+	submit_destroy(c, pool, &df);
 	/* While it waits: new clients attach and run tasks, the pool takes nothing new. */
 	usleep(100000);
 	ck_assert_int_eq(chi_test(&df), 0); /* still draining */
@@ -462,12 +467,7 @@ START_TEST(sigterm_during_a_stuck_destroy_stops_the_runtime)
 			 0);
 	struct chi_task *t = sm_task(c, pool, 16, 0);
 	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
-	struct chi_task *d;
-	ck_assert_int_eq(chi_task_alloc(c, sizeof(struct chi_admin_destroy_pool_params), &d), 0);
-	d->pool = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
-	d->method = CHI_ADMIN_DESTROY_POOL;
-	((struct chi_admin_destroy_pool_params *)chi_task_params(d))->pool_id = pool;
-	ck_assert_int_eq(chi_submit(c, d, &df), 0);
+	submit_destroy(c, pool, &df);
 	usleep(200000);
 	ck_assert_int_eq(chi_test(&df), 0);
 	ck_assert_int_eq(rt_stop(&rt), 0); /* SIGTERM, exit 0 within the harness's deadline */
@@ -508,12 +508,6 @@ START_TEST(declared_bulk_buffers_are_checked_by_the_runtime)
 }
 END_TEST
 
-static void teardown(void)
-{
-	if (rt.pid > 0)
-		rt_stop(&rt);
-}
-
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -527,5 +521,5 @@ int main(void)
 		sigterm_during_a_stuck_destroy_stops_the_runtime,
 		declared_bulk_buffers_are_checked_by_the_runtime,
 	};
-	return chi_check_main("trust", 240, teardown, tests, sizeof(tests) / sizeof(tests[0]));
+	return chi_check_main("trust", 240, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }

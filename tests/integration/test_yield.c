@@ -508,12 +508,6 @@ START_TEST(tasks_behind_a_stuck_worker_move_to_an_idle_one)
 }
 END_TEST
 
-static void teardown(void)
-{
-	if (rt.pid > 0)
-		rt_stop(&rt);
-}
-
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -531,5 +525,5 @@ int main(void)
 		a_hundred_thousand_suspended_tasks_on_one_worker,
 		tasks_behind_a_stuck_worker_move_to_an_idle_one,
 	};
-	return chi_check_main("yield", 120, teardown, tests, sizeof(tests) / sizeof(tests[0]));
+	return chi_check_main("yield", 120, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }

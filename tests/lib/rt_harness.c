@@ -32,9 +32,30 @@ int rt_sh(const char *cmd)
 
 const char *rt_runtime_extra;
 
+/* The harnesses started in this process, for rt_stop_all(). */
+#define MAX_STARTED 16
+static struct rt_harness *started[MAX_STARTED];
+
+static void remember(struct rt_harness *h)
+{
+	for (int i = 0; i < MAX_STARTED; i++)
+		if (!started[i] || started[i] == h) {
+			started[i] = h;
+			return;
+		}
+}
+
+void rt_stop_all(void)
+{
+	for (int i = 0; i < MAX_STARTED; i++)
+		if (started[i] && started[i]->pid > 0)
+			rt_stop(started[i]);
+}
+
 int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, const char *extra)
 {
 	memset(h, 0, sizeof(*h));
+	remember(h);
 	snprintf(h->dir, sizeof(h->dir), "/tmp/chi-test-XXXXXX");
 	if (!mkdtemp(h->dir))
 		return -errno;

@@ -34,6 +34,10 @@ int rt_start(struct rt_harness *h, unsigned threads, unsigned busy_wait_us, cons
 /* Extra keys for the runtime: section of the next rt_start() (e.g. "  stack_size: 1MB\n"). */
 extern const char *rt_runtime_extra;
 
+/* Stop every runtime this process started and has not stopped yet: the teardown of a test
+ * whose assertions failed before its own rt_stop (pass it to chi_check_main). */
+void rt_stop_all(void);
+
 /* SIGTERM, then wait (up to RT_STOP_TIMEOUT_MS, then SIGKILL). @return the exit status
  * (0..255), or -1 if it had to be killed or died by a signal. */
 int rt_stop(struct rt_harness *h);
