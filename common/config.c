@@ -59,6 +59,7 @@ static const struct key_desc keys[] = {
 	{ "runtime.client_max_timers", KEY_U32, OFF(client_max_timers), 1, 1u << 30 },
 	{ "runtime.client_max_coroutines", KEY_U32, OFF(client_max_coroutines), 1, 1u << 30 },
 	{ "runtime.client_max_subtasks", KEY_U32, OFF(client_max_subtasks), 1, 1u << 30 },
+	{ "runtime.client_max_pool_jobs", KEY_U32, OFF(client_max_pool_jobs), 1, 1u << 20 },
 	{ "runtime.client_max_memory", KEY_SIZE, OFF(client_max_memory), 1ull << 20, 1ull << 40 },
 	{ "runtime.client_max_bad_submissions", KEY_U32, OFF(client_max_bad_submissions), 1,
 	  1u << 30 },
@@ -100,6 +101,7 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->client_max_timers = 65536;
 	cfg->client_max_coroutines = 131072;
 	cfg->client_max_subtasks = 65536;
+	cfg->client_max_pool_jobs = 64;
 	cfg->client_max_memory = 256ull << 20;
 	cfg->client_max_bad_submissions = 1000;
 	cfg->client_data_segment_size = 256ull << 20;
@@ -692,9 +694,11 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 	fprintf(out, "  destroy_cancel_after_ms: %u\n", cfg->destroy_cancel_after_ms);
 	fprintf(out,
 		"  client_max_timers: %u\n  client_max_coroutines: %u\n  client_max_subtasks: %u\n"
-		"  client_max_memory: %llu\n  client_max_bad_submissions: %u\n",
+		"  client_max_pool_jobs: %u\n  client_max_memory: %llu\n"
+		"  client_max_bad_submissions: %u\n",
 		cfg->client_max_timers, cfg->client_max_coroutines, cfg->client_max_subtasks,
-		(unsigned long long)cfg->client_max_memory, cfg->client_max_bad_submissions);
+		cfg->client_max_pool_jobs, (unsigned long long)cfg->client_max_memory,
+		cfg->client_max_bad_submissions);
 	fprintf(out, "  cpus: [");
 	for (uint32_t i = 0; i < cfg->num_cpus; i++)
 		fprintf(out, "%s%d", i ? ", " : "", cfg->cpus[i]);

@@ -59,6 +59,7 @@ struct chi_config {
 	uint32_t client_max_timers;	    /* admin Sleep timers */
 	uint32_t client_max_coroutines;	    /* started, unfinished yielding tasks */
 	uint32_t client_max_subtasks;	    /* subtask records and buffers */
+	uint32_t client_max_pool_jobs;	    /* GetOrCreatePool/DestroyPool queued at once */
 	uint64_t client_max_memory;	    /* runtime memory: subtask blocks, fan-out copies */
 	uint32_t client_max_bad_submissions; /* rejected lane entries before a disconnect */
 

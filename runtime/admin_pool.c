@@ -236,7 +236,7 @@ static int admin_run(struct worker *w, struct rt_client *c, struct rt_client *ro
 		return 0;
 	case CHI_ADMIN_GET_OR_CREATE_POOL:
 	case CHI_ADMIN_DESTROY_POOL:
-		return rt_jobs_submit(w, c, task, hdr->method, params, hdr->params_size);
+		return rt_jobs_submit(w, c, root, task, hdr->method, params, hdr->params_size);
 	case CHI_ADMIN_LIST_POOLS:
 		return admin_list_pools(w, c, hdr, params);
 	case CHI_ADMIN_POOL_STATS:

@@ -91,15 +91,25 @@ static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int
 	free(f);
 }
 
+void rt_work_reply(struct worker *w, struct rt_work *work, int rc)
+{
+	if (work->fanout)
+		fanout_reply(w, work->fanout, work->params, rc);
+	else
+		rt_task_complete(w, work->client, work->task, rc);
+}
+
+void rt_work_release(struct worker *w, struct rt_work *work)
+{
+	if (work->fanout)
+		free(work->params); /* our private copy */
+	rt_client_put(w->rt, work->root);
+}
+
 void rt_work_done(struct worker *w, struct rt_work *work, int rc)
 {
-	if (work->fanout) {
-		fanout_reply(w, work->fanout, work->params, rc);
-		free(work->params);
-	} else {
-		rt_task_complete(w, work->client, work->task, rc);
-	}
-	rt_client_put(w->rt, work->root);
+	rt_work_reply(w, work, rc);
+	rt_work_release(w, work);
 }
 
 /* Run @work on this worker, its container's owner: at once, or on a coroutine when the
@@ -133,11 +143,12 @@ void rt_work_cancel(struct rt_work *work)
  * work's root client, which rt_work_done() puts. */
 static void run_or_forward(struct worker *w, struct rt_work *work)
 {
+	int rc;
 	rt_client_get(work->root);
 	if (work->container->owner == w->index)
 		rt_run_work(w, work);
-	else if (rt_worker_post_work(&w->rt->workers[work->container->owner], work) != 0)
-		rt_work_done(w, work, -ENOMEM);
+	else if ((rc = rt_worker_post_work(&w->rt->workers[work->container->owner], work)) != 0)
+		rt_work_done(w, work, rc);
 }
 
 /* Every declared bulk descriptor of @params lies in @client's memory. One read of each

@@ -23,7 +23,8 @@
 #define MAX_KV 256
 
 struct rt_job {
-	struct rt_client *client; /* referenced until the job completes */
+	struct rt_client *client; /* where the task lies: its completion goes there */
+	struct rt_client *root;	  /* whose work: referenced and charged until it completes */
 	struct chi_task *task;
 	uint32_t method;	  /* read once: the header is the client's to scribble on */
 	void *params;		  /* validated pointer into the client's segment */
@@ -36,6 +37,7 @@ enum destroy_phase {
 	DESTROY_BARRIER2,  /* after it, what was forwarded between workers before has run */
 	DESTROY_SUSPENDED, /* yielding tasks of the pool finish */
 	DESTROY_CANCELLED, /* past the deadline: those waiting outside were cancelled */
+	DESTROY_CALLBACKS, /* the module's destroy callbacks run on a thread of their own */
 };
 
 /* The destroy in progress. */
@@ -46,6 +48,7 @@ struct destroy {
 	uint64_t seen[CHI_CONFIG_MAX_WORKERS];
 	uint64_t deadline_ns; /* DESTROY_SUSPENDED: cancel then; DESTROY_CANCELLED: again */
 	uint64_t warn_ns;
+	_Atomic int callbacks_done;
 };
 
 struct rt_jobs {
@@ -69,7 +72,8 @@ int rt_jobs_init(struct runtime *rt)
 static void job_done(struct runtime *rt, struct rt_job *job, int rc)
 {
 	rt_task_finish(job->client, job->task, rc);
-	rt_client_put(rt, job->client);
+	rt_quota_give(&job->root->held_jobs);
+	rt_client_put(rt, job->root);
 	free(job);
 }
 
@@ -94,9 +98,14 @@ void rt_jobs_fini(struct runtime *rt)
 	if (!rt->jobs)
 		return;
 	if (rt->jobs->cur.job) {
-		rt_pool_destroy_finish(rt->jobs->cur.pool);
-		job_done(rt, rt->jobs->cur.job, 0);
-		rt->jobs->cur.job = NULL;
+		struct destroy *d = &rt->jobs->cur;
+		if (d->phase != DESTROY_CALLBACKS)
+			rt_pool_destroy_finish(d->pool);
+		else /* its thread is at it: wait for it, the runtime is stopping anyway */
+			while (!atomic_load_explicit(&d->callbacks_done, memory_order_acquire))
+				usleep(1000);
+		job_done(rt, d->job, 0);
+		d->job = NULL;
 	}
 	while ((job = next_job(rt->jobs)))
 		job_done(rt, job, -ESHUTDOWN);
@@ -105,17 +114,25 @@ void rt_jobs_fini(struct runtime *rt)
 	rt->jobs = NULL;
 }
 
-int rt_jobs_submit(struct worker *w, struct rt_client *c, struct chi_task *task, uint32_t method,
-		   void *params, uint32_t size)
+int rt_jobs_submit(struct worker *w, struct rt_client *c, struct rt_client *root,
+		   struct chi_task *task, uint32_t method, void *params, uint32_t size)
 {
 	struct runtime *rt = w->rt;
-	struct rt_job *job = calloc(1, sizeof(*job));
 	uint64_t one = 1;
 
-	if (!job)
+	/* Jobs wait in line behind a destroy that may take long: a client may queue only so
+	 * many (each is runtime memory). */
+	int rc = rt_quota_take(&root->held_jobs, rt->cfg.client_max_pool_jobs);
+	if (rc)
+		return rc;
+	struct rt_job *job = calloc(1, sizeof(*job));
+	if (!job) {
+		rt_quota_give(&root->held_jobs);
 		return -ENOMEM;
-	rt_client_get(c);
+	}
+	rt_client_get(root);
 	job->client = c;
+	job->root = root;
 	job->task = task;
 	job->method = method;
 	job->params = params;
@@ -221,6 +238,28 @@ static int start_destroy(struct runtime *rt, struct rt_job *job)
 	return RT_TASK_PENDING;
 }
 
+/* The module's destroy callbacks may block (bdev waits for its I/O thread's queue): they run
+ * on a thread of their own, never on the control thread. */
+static void *run_callbacks(void *arg)
+{
+	struct destroy *d = arg;
+	rt_pool_destroy_finish(d->pool);
+	/* R18: pairs with A18 in advance_destroy. */
+	atomic_store_explicit(&d->callbacks_done, 1, memory_order_release);
+	return NULL;
+}
+
+static void start_callbacks(struct destroy *d)
+{
+	pthread_t t;
+	d->phase = DESTROY_CALLBACKS;
+	atomic_store_explicit(&d->callbacks_done, 0, memory_order_relaxed);
+	if (pthread_create(&t, NULL, run_callbacks, d) == 0)
+		pthread_detach(t);
+	else
+		run_callbacks(d); /* no thread to be had: here, then */
+}
+
 /* Move the destroy in progress on. @return 1 when it is done (the job completed). */
 static int advance_destroy(struct runtime *rt, uint64_t now)
 {
@@ -244,14 +283,19 @@ static int advance_destroy(struct runtime *rt, uint64_t now)
 	case DESTROY_SUSPENDED:
 	case DESTROY_CANCELLED:
 		break;
+	case DESTROY_CALLBACKS:
+		/* A18: pairs with R18 in run_callbacks: the containers are torn down. */
+		if (!atomic_load_explicit(&d->callbacks_done, memory_order_acquire))
+			return 0;
+		job_done(rt, d->job, 0);
+		d->job = NULL;
+		return 1;
 	}
 	/* A16: pairs with the release in yield.c finish(): their last touch of the pool. */
 	uint32_t left = atomic_load_explicit(&d->pool->suspended, memory_order_acquire);
 	if (left == 0) {
-		rt_pool_destroy_finish(d->pool);
-		job_done(rt, d->job, 0);
-		d->job = NULL;
-		return 1;
+		start_callbacks(d);
+		return advance_destroy(rt, now);
 	}
 	if (now >= d->warn_ns) {
 		CHI_LOG_WARN("destroying pool '%s': %u suspended tasks still running", d->pool->name,
@@ -263,6 +307,9 @@ static int advance_destroy(struct runtime *rt, uint64_t now)
 			CHI_LOG_WARN("destroying pool '%s': %u suspended tasks after %u ms "
 				     "(runtime.destroy_cancel_after_ms); cancelling those that wait",
 				     d->pool->name, left, rt->cfg.destroy_cancel_after_ms);
+		/* R17: pairs with A17 in yield.c: yields, sleeps and subtask calls of the
+		 * pool's tasks return -ECANCELED from now on. */
+		atomic_store_explicit(&d->pool->cancelled, 1, memory_order_release);
 		rt_workers_cancel_pool(rt, d->pool);
 		d->phase = DESTROY_CANCELLED;
 		d->deadline_ns = now + 1000000000ull; /* then again each second */
@@ -272,22 +319,48 @@ static int advance_destroy(struct runtime *rt, uint64_t now)
 
 int rt_jobs_busy(const struct runtime *rt)
 {
-	return rt->jobs && rt->jobs->cur.job;
+	return rt->jobs && rt->jobs->cur.job; /* destroys queued behind it start when it ends */
 }
 
+/* Put @list (in order) back at the head of the queue. */
+static void requeue(struct rt_jobs *j, struct rt_job *list, struct rt_job **last_next)
+{
+	if (!list)
+		return;
+	pthread_mutex_lock(&j->lock);
+	*last_next = j->head;
+	if (!j->head)
+		j->tail = last_next;
+	j->head = list;
+	pthread_mutex_unlock(&j->lock);
+}
+
+/* Creates run at once, even while a destroy is under way (a slow destroy must not hold up
+ * other pools); destroys one at a time, in order. */
 void rt_jobs_run(struct runtime *rt)
 {
-	struct rt_job *job;
-	if (rt->jobs->cur.job && !advance_destroy(rt, chi_now_ns()))
-		return; /* one job at a time: the rest wait for this destroy */
-	while ((job = next_job(rt->jobs))) {
-		int rc = job->method == CHI_ADMIN_DESTROY_POOL ? start_destroy(rt, job) :
-								run_create(rt, job);
-		if (rc == RT_TASK_PENDING) {
-			if (!advance_destroy(rt, chi_now_ns()))
-				return;
-			continue;
+	struct rt_jobs *j = rt->jobs;
+	for (;;) {
+		struct rt_job *job, *deferred = NULL, **dtail = &deferred;
+		if (j->cur.job)
+			advance_destroy(rt, chi_now_ns());
+		while ((job = next_job(j))) {
+			if (job->method != CHI_ADMIN_DESTROY_POOL) {
+				job_done(rt, job, run_create(rt, job));
+			} else if (j->cur.job) {
+				job->next = NULL;
+				*dtail = job;
+				dtail = &job->next;
+			} else {
+				int rc = start_destroy(rt, job);
+				if (rc != RT_TASK_PENDING)
+					job_done(rt, job, rc);
+				else
+					advance_destroy(rt, chi_now_ns());
+			}
 		}
-		job_done(rt, job, rc);
+		requeue(j, deferred, dtail);
+		if (!deferred || j->cur.job)
+			return; /* nothing waits, or it waits for the destroy under way */
 	}
 }

@@ -51,6 +51,7 @@ struct rt_pool {
 	struct chi_container *containers;
 	_Atomic uint32_t state;
 	_Atomic uint32_t suspended; /* yielding tasks in flight: a destroy waits for 0 */
+	_Atomic int cancelled;	    /* a destroy passed its deadline: its tasks wind up */
 	uint64_t monitor_period_ns; /* 0: no periodic monitor */
 };
 

@@ -304,18 +304,21 @@ static void detach_client(struct runtime *rt, struct conn *cn)
 }
 
 /* Clients that kept corrupting their lanes (runtime.client_max_bad_submissions) are
- * disconnected: the socket is shut down so the client learns at once, then detached. */
+ * disconnected: the socket is shut down, so the client learns at once and our end reads as
+ * hung up; the detach is then the ordinary one, from that event (never from here: an event
+ * of the same batch may still name the connection). */
 static void evict_clients(struct runtime *rt)
 {
 	for (struct rt_client *c = rt->clients; c; c = c->next) {
-		if (c->detaching || !atomic_load_explicit(&c->evict, memory_order_relaxed))
+		if (c->detaching || !atomic_load_explicit(&c->evict, memory_order_relaxed) ||
+		    c->evicted)
 			continue;
+		c->evicted = 1;
 		CHI_LOG_WARN("client %u (pid %d): %llu bad submissions; disconnecting it", c->id,
 			     (int)c->pid,
 			     (unsigned long long)atomic_load_explicit(&c->bad_submissions,
 								      memory_order_relaxed));
 		shutdown(c->sock, SHUT_RDWR);
-		detach_client(rt, c->conn);
 	}
 }
 
@@ -679,6 +682,7 @@ static void shutdown_runtime(struct runtime *rt)
 	if (rt->workers)
 		rt_workers_stop(rt);
 	rt_jobs_fini(rt);
+	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */
 	rt_pools_fini(rt);
 	while (rt->clients) {
 		struct rt_client *c = rt->clients;

@@ -76,10 +76,12 @@ struct rt_client {
 	 * and everything descended from it stop (rt_client_cancelled). */
 	_Atomic int cancelled;
 	_Atomic int evict; /* set by a worker: too many bad submissions, disconnect it */
+	int evicted;	   /* control thread: its socket is shut down, the hang-up follows */
 	/* Quotas (runtime.client_max_*): what the client's tasks and their subtasks hold. */
 	alignas(CHI_CACHE_LINE) _Atomic uint32_t held_timers;
 	_Atomic uint32_t held_coros;
 	_Atomic uint32_t held_subtasks;
+	_Atomic uint32_t held_jobs; /* GetOrCreatePool / DestroyPool queued or running */
 	_Atomic uint64_t held_bytes;
 	void *conn; /* the control thread's record of the socket; NULL once detached */
 	struct rt_client *next;
@@ -288,6 +290,8 @@ void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
 void rt_yield_cancel_all(struct worker *w);
 uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool);
 struct rt_client *rt_yield_root(const struct rt_ytask *yt);
+int rt_yield_marked(const struct rt_ytask *yt);
+int rt_request_cancelled(struct chi_request *req);
 int rt_yield_init(struct worker *w);
 void rt_yield_fini(struct worker *w);
 
@@ -303,7 +307,8 @@ void rt_worker_post_monitor(struct worker *w, struct chi_container *c);
 void rt_workers_barrier_post(struct runtime *rt, uint64_t *seen);
 int rt_workers_barrier_reached(struct runtime *rt, const uint64_t *seen);
 void rt_workers_cancel_pool(struct runtime *rt, struct rt_pool *pool);
-int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt);
+uint32_t rt_timers_drop_marked(struct worker *w);
+int rt_worker_poll_messages(struct worker *w);
 /* Complete @task of @src with @rc (any thread); _complete also counts it for @w. */
 static inline void rt_task_finish(struct rt_client *src, struct chi_task *task, int rc)
 {
@@ -356,8 +361,12 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 void rt_run_work(struct worker *w, struct rt_work *work);
 /* Call the method's handler for @work (@yt: the coroutine it runs on, or NULL). */
 int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt);
-/* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref. */
+/* Deliver @rc for @work (complete the task or add a fan-out reply); drops its client ref.
+ * In two steps for a task whose resources must outlive its reply (a cancelled one still
+ * referenced from outside): rt_work_reply, later rt_work_release. */
 void rt_work_done(struct worker *w, struct rt_work *work, int rc);
+void rt_work_reply(struct worker *w, struct rt_work *work, int rc);
+void rt_work_release(struct worker *w, struct rt_work *work);
 
 void rt_latency_record(struct chi_container *c, uint64_t ns);
 void rt_work_cancel(struct rt_work *work);
@@ -365,8 +374,8 @@ void rt_work_cancel(struct rt_work *work);
 /* pool_jobs.c: pool management handed from a worker to the control thread */
 int rt_jobs_init(struct runtime *rt);
 void rt_jobs_fini(struct runtime *rt);
-int rt_jobs_submit(struct worker *w, struct rt_client *c, struct chi_task *task, uint32_t method,
-		   void *params, uint32_t size);
+int rt_jobs_submit(struct worker *w, struct rt_client *c, struct rt_client *root,
+		   struct chi_task *task, uint32_t method, void *params, uint32_t size);
 void rt_jobs_run(struct runtime *rt);
 int rt_jobs_busy(const struct runtime *rt); /* a destroy in progress: poll rt_jobs_run soon */
 

@@ -155,7 +155,7 @@ int rt_subtask_alloc(struct chi_request *req, uint32_t params_size, struct chi_t
 	if (!w)
 		return -EPERM;
 	struct rt_client *root = rt_request_root(req);
-	if (rt_client_cancelled(root))
+	if (rt_request_cancelled(req))
 		return -ECANCELED; /* the client has departed: no new descendants */
 	int rc;
 	struct chi_task *t = sub_alloc(w, root, (uint64_t)CHI_TASK_HEADER_SIZE + params_size, &rc);
@@ -172,7 +172,7 @@ void *rt_subtask_buf(struct chi_request *req, uint64_t size, struct chi_bulk *bu
 {
 	struct worker *w = rt_self();
 	int rc;
-	void *p = w && !rt_client_cancelled(rt_request_root(req)) ?
+	void *p = w && !rt_request_cancelled(req) ?
 			  sub_alloc(w, rt_request_root(req), size, &rc) :
 			  NULL;
 	if (p && bulk) {
@@ -215,7 +215,7 @@ int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_fu
 	if (!w || !is_subtask(t) || hdr_of(t)->magic != SUB_MAGIC)
 		return -EINVAL;
 	struct rt_client *root = rt_request_root(req);
-	if (rt_client_cancelled(root))
+	if (rt_request_cancelled(req))
 		return -ECANCELED;
 	memcpy(&hdr, t, sizeof(hdr));
 	void *params = chi_seg_range(region, &w->rt->self_client.layout,

@@ -113,6 +113,19 @@ static inline int rt_work_ring_take(struct rt_work_ring *r, struct rt_work_slot 
 	return 1;
 }
 
+/* Consumer: the positions producers have claimed so far (the last ones may still be being
+ * written). Read at a barrier to drain exactly what came before it. */
+static inline uint32_t rt_work_ring_claimed(struct rt_work_ring *r)
+{
+	return atomic_load_explicit(&r->tail, memory_order_acquire);
+}
+
+/* Consumer: positions before @until not yet taken. */
+static inline uint32_t rt_work_ring_before(const struct rt_work_ring *r, uint32_t until)
+{
+	return (int32_t)(until - r->head) > 0 ? until - r->head : 0;
+}
+
 /* Consumer, after F2: anything published? */
 static inline int rt_work_ring_empty(struct rt_work_ring *r)
 {

@@ -2,6 +2,7 @@
  * and sleeps on its doorbell eventfd after runtime.first_busy_wait µs without work. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,9 +248,16 @@ int rt_worker_post_work(struct worker *w, const struct rt_work *work)
 			ring_doorbell(w);
 		return 0;
 	}
-	struct rt_msg *m = new_msg(RT_MSG_RUN); /* the ring is full: the list takes it */
-	if (!m)
-		return -ENOMEM; /* the caller fails the task, the runtime goes on */
+	/* The ring is full: the list takes it, charged to the client whose work it is, so
+	 * that a flood cannot grow the runtime past that client's memory quota. */
+	int rc = rt_quota_take_bytes(w->rt, work->root, sizeof(struct rt_msg));
+	if (rc)
+		return rc; /* the caller fails the task, the runtime goes on */
+	struct rt_msg *m = new_msg(RT_MSG_RUN);
+	if (!m) {
+		rt_quota_give_bytes(work->root, sizeof(struct rt_msg));
+		return -ENOMEM;
+	}
 	m->work = *work;
 	post(w, m);
 	return 0;
@@ -413,15 +421,19 @@ static int run_timers(struct worker *w, uint64_t now)
 	return n;
 }
 
-/* Take the timer of sleeping task @yt out of the heap. @return 1 if it was there. */
-int rt_timer_remove_yt(struct worker *w, struct rt_ytask *yt)
+static void heapify(struct worker *w);
+
+/* Take the timers of the sleeping tasks yield.c marked out of the heap, in one pass (a pool
+ * may have many sleepers). @return how many. */
+uint32_t rt_timers_drop_marked(struct worker *w)
 {
-	for (uint32_t i = 0; i < w->num_timers; i++)
-		if (w->timers[i].yt == yt) {
-			heap_remove(w, i);
-			return 1;
-		}
-	return 0;
+	uint32_t kept = 0, n = w->num_timers;
+	for (uint32_t i = 0; i < n; i++)
+		if (!w->timers[i].yt || !rt_yield_marked(w->timers[i].yt))
+			w->timers[kept++] = w->timers[i];
+	w->num_timers = kept;
+	heapify(w);
+	return n - kept;
 }
 
 /* An admin Sleep ends: complete it and give its timer back to the client's quota. */
@@ -715,19 +727,46 @@ static void forget_client(struct worker *w, struct rt_client *c)
 	rt_client_put(w->rt, c);
 }
 
+static void run_ring_item(struct worker *w, struct rt_work_slot *item)
+{
+	if (item->kind == RT_WORK_RUN)
+		rt_run_work(w, &item->work);
+	else
+		rt_yield_wake(w, item->yt);
+}
+
 /* Run what other workers sent through the ring, up to @max items. */
 static int poll_work_ring(struct worker *w, uint32_t max)
 {
 	struct rt_work_slot item;
 	int n = 0;
 	while ((uint32_t)n < max && rt_work_ring_take(w->work_ring, &item)) {
-		if (item.kind == RT_WORK_RUN)
-			rt_run_work(w, &item.work);
-		else
-			rt_yield_wake(w, item.yt);
+		run_ring_item(w, &item);
 		n++;
 	}
 	return n;
+}
+
+static void drain_work_ring_until(struct worker *w, uint32_t until)
+{
+	struct rt_work_slot item;
+	for (uint32_t spins = 0; rt_work_ring_before(w->work_ring, until);) {
+		if (!rt_work_ring_take(w->work_ring, &item)) {
+			if (++spins % 1024 == 0)
+				sched_yield(); /* its producer was preempted mid-write */
+			chi_cpu_relax();
+			continue;
+		}
+		run_ring_item(w, &item);
+	}
+}
+
+static int poll_inbox(struct worker *w);
+
+/* At stop, while cancelled tasks wait for wake-ups already on their way. */
+int rt_worker_poll_messages(struct worker *w)
+{
+	return poll_inbox(w);
 }
 
 static int poll_inbox(struct worker *w)
@@ -754,6 +793,7 @@ static int poll_inbox(struct worker *w)
 			forget_client(w, m->client);
 			break;
 		case RT_MSG_RUN:
+			rt_quota_give_bytes(m->work.root, sizeof(*m)); /* before the work's ref goes */
 			rt_run_work(w, &m->work);
 			break;
 		case RT_MSG_MONITOR:
@@ -779,11 +819,12 @@ static int poll_inbox(struct worker *w)
 			break;
 		}
 		case RT_MSG_BARRIER:
-			/* Work a worker forwarded before the barrier was posted is visible now
-			 * (we took the list's lock after the poster saw that worker pass its own
-			 * barrier): it must run before we count, not after. */
-			while (poll_work_ring(w, UINT32_MAX))
-				;
+			/* Work a worker forwarded before the barrier was posted is claimed in
+			 * the ring by now (we took the list's lock after the poster saw that
+			 * worker pass its own barrier): it must run before we count. Exactly
+			 * those positions, waiting for a claimed slot's producer to finish
+			 * writing it; later work waits, so a busy ring cannot hold us here. */
+			drain_work_ring_until(w, rt_work_ring_claimed(w->work_ring));
 			atomic_fetch_add_explicit(&w->barriers, 1, memory_order_release);
 			break;
 		}
@@ -1053,7 +1094,8 @@ void rt_workers_stop(struct runtime *rt)
 	free(rt->workers);
 	rt->workers = NULL;
 	rt->num_workers = 0;
-	rt_subtasks_fini();
+	/* The subtask region stays mapped: pool jobs a subtask submitted are still to be
+	 * refused into it (rt_jobs_fini); the runtime's shutdown unmaps it after. */
 }
 
 void rt_request_stop(struct runtime *rt)

@@ -4,6 +4,7 @@
  * a task that yields or sleeps never holds the worker. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,11 @@ struct rt_ytask {
 	struct rt_ytask *all_prev, *all_next; /* every live yielding task of the worker */
 	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
 	enum { YT_RUNNING, YT_READY, YT_SLEEPING, YT_WAITING } where; /* owner-only */
+	/* Cancelled while something outside still points at it (a park handle, a subtask's
+	 * awaiter word): its task has its reply, its stack and client reference are kept until
+	 * the wake-up arrives, and then it is freed instead of resumed. */
+	int zombie;
+	int marked; /* its timer is being dropped (rt_yield_cancel_pool) */
 	uint64_t start_ns; /* 0: not one of the timed sample */
 	struct rt_msg wake; /* our wake-up from another thread: needs no memory when sent */
 };
@@ -119,19 +125,30 @@ static void ytask_main(void *arg)
 	yt->rc = rt_call_handler(&yt->work, yt);
 }
 
-static void finish(struct worker *w, struct rt_ytask *yt)
+/* The task's reply goes out and the pool stops counting it (a destroy may proceed). */
+static void reply(struct worker *w, struct rt_ytask *yt)
 {
 	if (yt->start_ns && yt->rc != -ECANCELED)
 		rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
+	rt_work_reply(w, &yt->work, yt->rc);
+	/* R16: pairs with A16 in pool_jobs.c: our last touch of the pool's tasks. */
+	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
+}
+
+static void finish(struct worker *w, struct rt_ytask *yt)
+{
+	if (!yt->zombie) /* a zombie's reply went out when it was cancelled */
+		reply(w, yt);
 	if (yt->all_prev)
 		yt->all_prev->all_next = yt->all_next;
 	else
 		w->all_yt = yt->all_next;
 	if (yt->all_next)
 		yt->all_next->all_prev = yt->all_prev;
-	rt_quota_give(&yt->work.root->held_coros); /* before rt_work_done puts our reference */
-	rt_work_done(w, &yt->work, yt->rc);
-	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
+	/* Before the release puts our reference (the client may go right after). */
+	rt_quota_give(&yt->work.root->held_coros);
+	rt_quota_give_bytes(yt->work.root, w->rt->cfg.stack_size);
+	rt_work_release(w, &yt->work);
 	coro_release(w->coros, yt->co);
 	free(yt);
 }
@@ -139,6 +156,10 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 /* Run @yt until it yields, sleeps or ends. */
 static void step(struct worker *w, struct rt_ytask *yt)
 {
+	if (yt->zombie) {
+		finish(w, yt); /* the wake-up it was kept for: never resumed */
+		return;
+	}
 	struct rt_ytask *outer = current; /* a subtask may start one from inside another */
 	current = yt;
 	yt->where = YT_RUNNING;
@@ -157,12 +178,18 @@ static void step(struct worker *w, struct rt_ytask *yt)
 
 int rt_yield_start(struct worker *w, const struct rt_work *work)
 {
+	/* A coroutine holds a stack: counted, and charged to the client's memory. */
 	int rc = rt_quota_take(&work->root->held_coros, w->rt->cfg.client_max_coroutines);
 	if (rc)
 		return rc;
+	if ((rc = rt_quota_take_bytes(w->rt, work->root, w->rt->cfg.stack_size)) != 0) {
+		rt_quota_give(&work->root->held_coros);
+		return rc;
+	}
 	struct rt_ytask *yt = calloc(1, sizeof(*yt));
 	if (!yt) {
 		rt_quota_give(&work->root->held_coros);
+		rt_quota_give_bytes(work->root, w->rt->cfg.stack_size);
 		return -ENOMEM;
 	}
 	yt->w = w;
@@ -176,6 +203,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 	if (!yt->co) {
 		free(yt);
 		rt_quota_give(&work->root->held_coros);
+		rt_quota_give_bytes(work->root, w->rt->cfg.stack_size);
 		return -ENOMEM;
 	}
 	/* Destroying the pool waits for this to reach 0 again. */
@@ -216,12 +244,26 @@ int rt_yield_run_ready(struct worker *w)
  * that completes later must not wake them. */
 void rt_yield_cancel_all(struct worker *w)
 {
-	while (w->all_yt) {
-		struct rt_ytask *yt = w->all_yt;
-		if (yt->awaiting)
-			rt_subtask_forget_awaiter(yt->awaiting, yt);
-		yt->rc = -ECANCELED;
-		finish(w, yt);
+	for (uint32_t rounds = 0;; rounds++) {
+		uint32_t on_their_way = 0;
+		for (struct rt_ytask *yt = w->all_yt, *next; yt; yt = next) {
+			next = yt->all_next;
+			if (yt->where == YT_WAITING && yt->awaiting &&
+			    !rt_subtask_forget_awaiter(yt->awaiting, yt)) {
+				/* Its waker has already taken it from the word and is about to
+				 * post the wake-up: freeing it now would let that land in freed
+				 * memory. Wait for it (it is only a few instructions away). */
+				on_their_way++;
+				continue;
+			}
+			yt->rc = -ECANCELED;
+			finish(w, yt);
+		}
+		if (!on_their_way)
+			break;
+		rt_worker_poll_messages(w);
+		if (rounds % 64 == 63)
+			sched_yield(); /* the waker was preempted between its swap and its post */
 	}
 	w->ready = NULL;
 	w->ready_tail = &w->ready;
@@ -235,21 +277,37 @@ void rt_yield_cancel_all(struct worker *w)
  * is already on its way are left to finish. @return how many were cancelled. */
 uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, sleepers = 0;
+	/* Sleepers: nothing outside knows them. Their timers go in one pass, then them. */
+	for (struct rt_ytask *yt = w->all_yt; yt; yt = yt->all_next)
+		if (yt->work.container->pool == pool && yt->where == YT_SLEEPING)
+			sleepers += yt->marked = 1;
+	if (sleepers)
+		rt_timers_drop_marked(w);
 	for (struct rt_ytask *yt = w->all_yt, *next; yt; yt = next) {
 		next = yt->all_next;
-		if (yt->work.container->pool != pool)
-			continue;
-		int gone = (yt->where == YT_SLEEPING && rt_timer_remove_yt(w, yt)) ||
-			   (yt->where == YT_WAITING && yt->awaiting &&
-			    rt_subtask_forget_awaiter(yt->awaiting, yt));
-		if (!gone)
+		if (yt->work.container->pool != pool || yt->zombie)
 			continue;
 		yt->rc = -ECANCELED;
-		finish(w, yt);
+		if (yt->marked) {
+			finish(w, yt);
+		} else if (yt->where == YT_WAITING) {
+			/* A park handle or an awaiter word still names it (and a module's thread
+			 * may still be using the client's memory for it): reply now, keep the
+			 * rest until the wake-up comes. */
+			yt->zombie = 1;
+			reply(w, yt);
+		} else {
+			continue; /* ready or running: it sees -ECANCELED at its next yield */
+		}
 		n++;
 	}
 	return n;
+}
+
+int rt_yield_marked(const struct rt_ytask *yt)
+{
+	return yt->marked;
 }
 
 void rt_yield_wake_from_any(struct rt_ytask *yt)
@@ -281,6 +339,20 @@ void rt_yield_set_awaiting(struct rt_ytask *yt, _Atomic(struct rt_ytask *) *word
 
 /* ---- what handler_api.c hands module calls to ---- */
 
+/* Should this task wind up? Its client departed, or its pool's destroy passed its deadline. */
+static int yt_cancelled(const struct rt_ytask *yt)
+{
+	return rt_client_cancelled(yt->work.root) ||
+	       /* A17: pairs with R17 in pool_jobs.c advance_destroy. */
+	       atomic_load_explicit(&yt->work.container->pool->cancelled, memory_order_acquire);
+}
+
+int rt_request_cancelled(struct chi_request *req)
+{
+	return rt_client_cancelled(req->root) ||
+	       atomic_load_explicit(&req->container->pool->cancelled, memory_order_acquire);
+}
+
 struct rt_ytask *rt_yield_current(struct chi_request *req, const char *what)
 {
 	struct rt_ytask *yt = rt_request_ytask(req);
@@ -298,8 +370,8 @@ int rt_yield_now(struct chi_request *req)
 	struct rt_ytask *yt = rt_yield_current(req, "chi_yield");
 	if (!yt)
 		return -EPERM;
-	if (rt_client_cancelled(yt->work.root))
-		return -ECANCELED; /* the client has departed: wind the task up */
+	if (yt_cancelled(yt))
+		return -ECANCELED; /* its client departed or its pool is being destroyed */
 	rt_yield_wake(yt->w, yt);
 	coro_yield(yt->co);
 	return 0;
@@ -310,7 +382,7 @@ int rt_yield_sleep(struct chi_request *req, uint64_t usec)
 	struct rt_ytask *yt = rt_yield_current(req, "chi_sleep_us");
 	if (!yt)
 		return -EPERM;
-	if (rt_client_cancelled(yt->work.root))
+	if (yt_cancelled(yt))
 		return -ECANCELED;
 	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);
 	if (rc)
@@ -318,7 +390,7 @@ int rt_yield_sleep(struct chi_request *req, uint64_t usec)
 	yt->where = YT_SLEEPING;
 	coro_yield(yt->co);
 	/* A departing client's sleepers are woken early (worker.c cancel_timers). */
-	return rt_client_cancelled(yt->work.root) ? -ECANCELED : 0;
+	return yt_cancelled(yt) ? -ECANCELED : 0;
 }
 
 /* ---- parking: resumed from any thread ---- */

@@ -222,11 +222,18 @@ struct coro *coro_create(struct coro_pool *p, coro_fn fn, void *arg)
 	return co;
 }
 
+/* Stacks kept warm for reuse; beyond them a released stack gives its pages back (its mapping
+ * stays, so a later burst does not pay for new mappings). */
+#define WARM_STACKS 256
+
 void coro_release(struct coro_pool *p, struct coro *co)
 {
 	co->next_free = p->free;
 	p->free = co;
 	p->in_use--;
+	/* The lowest page stays: a slab stack's canary lives there (and it is rarely used). */
+	if (p->allocated - p->in_use > WARM_STACKS && co->stack_size > p->page)
+		madvise(co->stack_lo + p->page, co->stack_size - p->page, MADV_DONTNEED);
 }
 
 int coro_resume(struct coro *co)

@@ -454,6 +454,43 @@ START_TEST(a_destroy_never_blocks_the_control_thread)
 }
 END_TEST
 
+/* A task that yields for ever does not hold its pool's destroy for ever: past the deadline
+ * its yields return -ECANCELED. Meanwhile other pools are still created, and a client can
+ * queue only so many pool jobs. */
+START_TEST(a_destroy_ends_tasks_that_yield_for_ever)
+{
+	enum { EXTRA = 100 };
+	struct chi_pool_id pool, other;
+	struct chi_future yf, df, more[EXTRA];
+	char why[256];
+	struct chi_client *c = start_with(2, "  destroy_cancel_after_ms: 300\n", NULL);
+	pool = make_pool(c, "spinning", 1);
+	struct chi_task *t = sm_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
+	((struct chi_sm_yield_params *)chi_task_params(t))->times = UINT32_MAX;
+	ck_assert_int_eq(chi_submit(c, t, &yf), 0);
+	submit_destroy(c, pool, &df);
+	/* While it drains, another pool is created (not held behind the destroy)... */
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "other", NULL, 1, NULL,
+						      0, &other, why, sizeof(why)),
+			 0);
+	/* ...and a flood of pool jobs is cut at runtime.client_max_pool_jobs (64). */
+	int refused = 0;
+	for (int i = 0; i < EXTRA; i++)
+		submit_destroy(c, pool, &more[i]);
+	for (int i = 0; i < EXTRA; i++) {
+		int rc = chi_wait_timeout(&more[i], 60000000000ull);
+		ck_assert_msg(rc == -EDQUOT || rc == -ENOENT || rc == 0, "rc %d", rc);
+		refused += rc == -EDQUOT;
+	}
+	ck_assert_int_ge(refused, EXTRA - 64);
+	ck_assert_int_eq(chi_wait_timeout(&df, 60000000000ull), 0);
+	ck_assert_int_eq(chi_wait_timeout(&yf, 60000000000ull), -ECANCELED);
+	ck_assert_uint_eq(count_all(c, other, 0), 0);
+	chi_client_disconnect(c);
+	ck_assert_int_eq(rt_stop(&rt), 0);
+}
+END_TEST
+
 /* SIGTERM while a destroy waits on a task that never ends: the runtime still exits 0. */
 START_TEST(sigterm_during_a_stuck_destroy_stops_the_runtime)
 {
@@ -520,6 +557,7 @@ int main(void)
 		a_destroy_never_blocks_the_control_thread,
 		sigterm_during_a_stuck_destroy_stops_the_runtime,
 		declared_bulk_buffers_are_checked_by_the_runtime,
+		a_destroy_ends_tasks_that_yield_for_ever,
 	};
 	return chi_check_main("trust", 240, rt_stop_all, tests, sizeof(tests) / sizeof(tests[0]));
 }
