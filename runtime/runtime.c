@@ -684,6 +684,7 @@ static void shutdown_runtime(struct runtime *rt)
 	rt_jobs_fini(rt);
 	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */
 	rt_pools_fini(rt);
+	rt_yield_free_orphans(); /* park handles modules could unpark until their pools went */
 	while (rt->clients) {
 		struct rt_client *c = rt->clients;
 		rt->clients = c->next;

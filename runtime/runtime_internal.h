@@ -288,6 +288,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work);
 int rt_yield_run_ready(struct worker *w);
 void rt_yield_wake(struct worker *w, struct rt_ytask *yt);
 void rt_yield_cancel_all(struct worker *w);
+void rt_yield_free_orphans(void);
 uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool);
 struct rt_client *rt_yield_root(const struct rt_ytask *yt);
 int rt_yield_marked(const struct rt_ytask *yt);

@@ -32,9 +32,40 @@ struct rt_ytask {
 	 * the wake-up arrives, and then it is freed instead of resumed. */
 	int zombie;
 	int marked; /* its timer is being dropped (rt_yield_cancel_pool) */
+	struct chi_park *park; /* the handle it is parked on, if any (freed with a zombie) */
 	uint64_t start_ns; /* 0: not one of the timed sample */
 	struct rt_msg wake; /* our wake-up from another thread: needs no memory when sent */
 };
+
+struct chi_park {
+	_Atomic(struct rt_ytask *) waiter; /* same hand-off as a subtask's awaiter word */
+	int value;
+	struct chi_park *next_orphan;
+};
+
+/* Handles of parked tasks cancelled at stop: the module's thread may still unpark them until
+ * the pools are torn down, so they are freed only after (rt_yield_free_orphans). */
+static struct chi_park *orphans;
+static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void orphan_park(struct chi_park *p)
+{
+	pthread_mutex_lock(&orphans_lock);
+	p->next_orphan = orphans;
+	orphans = p;
+	pthread_mutex_unlock(&orphans_lock);
+}
+
+void rt_yield_free_orphans(void)
+{
+	pthread_mutex_lock(&orphans_lock);
+	while (orphans) {
+		struct chi_park *p = orphans;
+		orphans = p->next_orphan;
+		free(p);
+	}
+	pthread_mutex_unlock(&orphans_lock);
+}
 
 /* The coroutine this thread is running: for chi_yield() and for overflow reports. */
 static _Thread_local struct rt_ytask *current;
@@ -135,10 +166,19 @@ static void reply(struct worker *w, struct rt_ytask *yt)
 	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
 }
 
-static void finish(struct worker *w, struct rt_ytask *yt)
+/* @forgotten: nobody will wake it (its word says CANCELLED); else its wake-up has arrived. */
+static void finish_as(struct worker *w, struct rt_ytask *yt, int forgotten)
 {
 	if (!yt->zombie) /* a zombie's reply went out when it was cancelled */
 		reply(w, yt);
+	if (yt->park) {
+		/* Never resumed, so chi_park did not free its handle. Woken: the unparker is
+		 * done with it. Forgotten: the module may still unpark it until the pools go. */
+		if (forgotten)
+			orphan_park(yt->park);
+		else
+			free(yt->park);
+	}
 	if (yt->all_prev)
 		yt->all_prev->all_next = yt->all_next;
 	else
@@ -151,6 +191,11 @@ static void finish(struct worker *w, struct rt_ytask *yt)
 	rt_work_release(w, &yt->work);
 	coro_release(w->coros, yt->co);
 	free(yt);
+}
+
+static void finish(struct worker *w, struct rt_ytask *yt)
+{
+	finish_as(w, yt, 0);
 }
 
 /* Run @yt until it yields, sleeps or ends. */
@@ -257,7 +302,7 @@ void rt_yield_cancel_all(struct worker *w)
 				continue;
 			}
 			yt->rc = -ECANCELED;
-			finish(w, yt);
+			finish_as(w, yt, yt->where == YT_WAITING && yt->awaiting);
 		}
 		if (!on_their_way)
 			break;
@@ -395,10 +440,6 @@ int rt_yield_sleep(struct chi_request *req, uint64_t usec)
 
 /* ---- parking: resumed from any thread ---- */
 
-struct chi_park {
-	_Atomic(struct rt_ytask *) waiter; /* same hand-off as a subtask's awaiter word */
-	int value;
-};
 
 struct chi_park *rt_park_prepare(struct chi_request *req)
 {
@@ -420,7 +461,9 @@ int rt_park(struct chi_request *req, struct chi_park *p)
 		/* A stop or a destroy cancels us: then the unpark wakes nobody (and @p, which
 		 * the unparker still touches, is left to it: never freed under it). */
 		rt_yield_set_awaiting(yt, &p->waiter);
+		yt->park = p;
 		coro_yield(yt->co);
+		yt->park = NULL;
 		rt_yield_set_awaiting(yt, NULL);
 	}
 	atomic_thread_fence(memory_order_acquire);
