@@ -34,6 +34,8 @@ void arena_init(struct client_lane *lane, const struct chi_seg_layout *l)
 
 static int size_class(uint64_t size)
 {
+	if (size > UINT64_MAX - ARENA_HDR)
+		return -1; /* size + header would wrap to a small class */
 	uint64_t need = size + ARENA_HDR;
 	int cls = 0;
 	while (((uint64_t)1 << (cls + ARENA_MIN_SHIFT)) < need) {

@@ -96,6 +96,8 @@ static void *sub_alloc(struct worker *w, struct rt_client *root, uint64_t size, 
 {
 	uint32_t cls = 0;
 	*rc = -ENOMEM;
+	if (size > UINT64_MAX - HDR)
+		return NULL; /* size + header would wrap to a small class */
 	while ((1ull << (cls + MIN_SHIFT)) < size + HDR)
 		if (++cls == CLASSES)
 			return NULL;

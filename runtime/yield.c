@@ -28,8 +28,9 @@ struct rt_ytask {
 	_Atomic(struct rt_ytask *) *awaiting; /* the subtask awaiter word we sit in, if any */
 	enum { YT_RUNNING, YT_READY, YT_SLEEPING, YT_WAITING } where; /* owner-only */
 	/* Cancelled while something outside still points at it (a park handle, a subtask's
-	 * awaiter word): its task has its reply, its stack and client reference are kept until
-	 * the wake-up arrives, and then it is freed instead of resumed. */
+	 * awaiter word, a module's I/O into the client's buffers): the pool no longer counts it,
+	 * but its stack, its client reference and its reply wait for the wake-up, which says the
+	 * outside is done with it; then it replies -ECANCELED and is freed, never resumed. */
 	int zombie;
 	int marked; /* its timer is being dropped (rt_yield_cancel_pool) */
 	struct chi_park *park; /* the handle it is parked on, if any (freed with a zombie) */
@@ -156,21 +157,23 @@ static void ytask_main(void *arg)
 	yt->rc = rt_call_handler(&yt->work, yt);
 }
 
-/* The task's reply goes out and the pool stops counting it (a destroy may proceed). */
-static void reply(struct worker *w, struct rt_ytask *yt)
+/* The pool stops counting the task (a destroy may proceed). */
+static void uncount(struct rt_ytask *yt)
 {
-	if (yt->start_ns && yt->rc != -ECANCELED)
-		rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
-	rt_work_reply(w, &yt->work, yt->rc);
-	/* R16: pairs with A16 in pool_jobs.c: our last touch of the pool's tasks. */
+	/* R16: pairs with A16 in pool_jobs.c. */
 	atomic_fetch_sub_explicit(&yt->work.container->pool->suspended, 1, memory_order_release);
 }
 
 /* @forgotten: nobody will wake it (its word says CANCELLED); else its wake-up has arrived. */
 static void finish_as(struct worker *w, struct rt_ytask *yt, int forgotten)
 {
-	if (!yt->zombie) /* a zombie's reply went out when it was cancelled */
-		reply(w, yt);
+	if (!yt->zombie) {
+		if (yt->start_ns && yt->rc != -ECANCELED)
+			rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
+		uncount(yt);
+	}
+	/* A zombie's reply waited for this moment: whatever worked for it outside is done. */
+	rt_work_reply(w, &yt->work, yt->rc);
 	if (yt->park) {
 		/* Never resumed, so chi_park did not free its handle. Woken: the unparker is
 		 * done with it. Forgotten: the module may still unpark it until the pools go. */
@@ -337,11 +340,11 @@ uint32_t rt_yield_cancel_pool(struct worker *w, struct rt_pool *pool)
 		if (yt->marked) {
 			finish(w, yt);
 		} else if (yt->where == YT_WAITING) {
-			/* A park handle or an awaiter word still names it (and a module's thread
-			 * may still be using the client's memory for it): reply now, keep the
-			 * rest until the wake-up comes. */
+			/* A park handle or an awaiter word still names it, and a module's thread
+			 * may still be writing into the client's memory for it: the pool stops
+			 * counting it now; its reply and the rest wait for the wake-up. */
 			yt->zombie = 1;
-			reply(w, yt);
+			uncount(yt);
 		} else {
 			continue; /* ready or running: it sees -ECANCELED at its next yield */
 		}

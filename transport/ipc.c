@@ -166,16 +166,18 @@ int chi_ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_f
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
-		int cnt = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		int tmp[CHI_IPC_MAX_FDS];
-		if (cnt > CHI_IPC_MAX_FDS)
-			cnt = CHI_IPC_MAX_FDS;
-		memcpy(tmp, CMSG_DATA(c), sizeof(int) * (size_t)cnt);
-		for (int i = 0; i < cnt; i++) {
+		/* Every descriptor that arrived is either handed out or closed: the buffer can
+		 * hold more than CHI_IPC_MAX_FDS (CMSG_SPACE rounds up), and a peer that sends
+		 * extra ones must not leave them open here, one per message. */
+		size_t cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		const unsigned char *data = CMSG_DATA(c);
+		for (size_t i = 0; i < cnt; i++) {
+			int fd;
+			memcpy(&fd, data + i * sizeof(int), sizeof(fd));
 			if (fds && got < max_fds)
-				fds[got++] = tmp[i];
+				fds[got++] = fd;
 			else
-				close(tmp[i]);
+				close(fd);
 		}
 	}
 	if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {

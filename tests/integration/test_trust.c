@@ -419,7 +419,9 @@ static void submit_destroy(struct chi_client *c, struct chi_pool_id pool, struct
 
 /* A pool whose task parks for ever: its destroy does not block the control thread (clients
  * still attach, SIGTERM still works), and past runtime.destroy_cancel_after_ms the parked
- * task is cancelled and the destroy completes. */
+ * task is cancelled and the destroy completes. The parked task itself replies only when its
+ * park ends (the module might still be writing into the client's memory for it): here, at
+ * the runtime's stop. */
 START_TEST(a_destroy_never_blocks_the_control_thread)
 {
 	struct chi_pool_id pool;
@@ -447,10 +449,12 @@ START_TEST(a_destroy_never_blocks_the_control_thread)
 	chi_client_disconnect(e);
 	/* Past the deadline the parked task is cancelled and the destroy completes. */
 	ck_assert_int_eq(chi_wait_timeout(&df, 60000000000ull), 0);
-	ck_assert_int_eq(chi_wait_timeout(&pf, 60000000000ull), -ECANCELED);
 	ck_assert(log_has("cancelling those that wait"));
-	chi_client_disconnect(c);
+	ck_assert_int_eq(chi_test(&pf), 0); /* its module never let go of it */
 	ck_assert_int_eq(rt_stop(&rt), 0);
+	int rc = chi_wait_timeout(&pf, 60000000000ull);
+	ck_assert_msg(rc == -ECANCELED || rc == -ECONNRESET, "rc %d", rc);
+	chi_client_disconnect(c);
 }
 END_TEST
 
