@@ -106,6 +106,12 @@ void rt_pools_fini(struct runtime *rt)
 		free(pool->containers);
 		free(pool);
 	}
+	while (p->graveyard) {
+		struct rt_pool *pool = p->graveyard;
+		p->graveyard = pool->grave_next;
+		free(pool->containers);
+		free(pool);
+	}
 	rt_modules_unload(p);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -138,11 +144,19 @@ struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id)
 }
 
 /* Control thread, under the table's lock: index @pool by its id. */
+static int is_dead(struct rt_pool *pool)
+{
+	return pool && atomic_load_explicit(&pool->state, memory_order_acquire) == RT_POOL_DEAD;
+}
+
+/* An empty entry, or a tombstone's (replacing it keeps every probe chain unbroken: a lookup
+ * stops only at an empty entry, and compares ids). At most RT_MAX_POOLS are live. */
 static void index_by_id(struct rt_pools *p, struct rt_pool *pool)
 {
 	uint32_t i = id_hash(pool->id);
-	while (atomic_load_explicit(&p->by_id[i], memory_order_relaxed))
-		i = (i + 1) & BY_ID_MASK; /* at most RT_MAX_POOLS are taken: a free one exists */
+	struct rt_pool *old;
+	while ((old = atomic_load_explicit(&p->by_id[i], memory_order_relaxed)) && !is_dead(old))
+		i = (i + 1) & BY_ID_MASK;
 	/* R7: pairs with A7 in rt_pool_find. */
 	atomic_store_explicit(&p->by_id[i], pool, memory_order_release);
 }
@@ -243,15 +257,34 @@ static int monitor_period(struct rt_pool *pool, const struct rt_pool_spec *s, ch
 	return 0;
 }
 
+/* A slot for a new pool: a never-used one, else a destroyed pool's (which moves to the
+ * graveyard). @return the index, or -1 when RT_MAX_POOLS pools are alive or draining. */
+static int free_slot(struct rt_pools *p)
+{
+	if (p->count < RT_MAX_POOLS)
+		return (int)p->count++;
+	for (uint32_t i = 0; i < RT_MAX_POOLS; i++) {
+		struct rt_pool *old = atomic_load_explicit(&p->slots[i], memory_order_relaxed);
+		if (is_dead(old)) {
+			old->grave_next = p->graveyard;
+			p->graveyard = old;
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
 static int publish(struct rt_pools *p, struct rt_pool *pool, char *why, size_t len)
 {
-	if (p->count == RT_MAX_POOLS) {
-		snprintf(why, len, "the pool table is full (%d pools ever created)", RT_MAX_POOLS);
+	int slot = free_slot(p);
+	if (slot < 0) {
+		snprintf(why, len, "%d pools exist (the most a runtime holds): destroy some first",
+			 RT_MAX_POOLS);
 		return -ENOSPC;
 	}
 	atomic_store_explicit(&pool->state, RT_POOL_LIVE, memory_order_relaxed);
 	/* R7: pairs with the acquire of the listings (ListPools, stats, by name). */
-	atomic_store_explicit(&p->slots[p->count++], pool, memory_order_release);
+	atomic_store_explicit(&p->slots[slot], pool, memory_order_release);
 	index_by_id(p, pool);
 	return 0;
 }

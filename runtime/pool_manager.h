@@ -49,6 +49,7 @@ struct rt_pool {
 	struct rt_module *mod;
 	uint32_t num_containers;
 	struct chi_container *containers;
+	struct rt_pool *grave_next; /* a tombstone whose slot went to a new pool (pools.graveyard) */
 	_Atomic uint32_t state;
 	_Atomic uint32_t suspended; /* yielding tasks in flight: a destroy waits for 0 */
 	_Atomic int cancelled;	    /* a destroy passed its deadline: its tasks wind up */
@@ -66,6 +67,9 @@ struct rt_pools {
 	 * tombstone keeps its place, so probes stay valid), twice the slots so it never fills. */
 	_Atomic(struct rt_pool *) by_id[2 * RT_MAX_POOLS];
 	uint32_t next_major;
+	/* Tombstones whose slots new pools took: never freed while the runtime runs (a worker
+	 * or a zombie task may still hold the pointer), about a KiB each. */
+	struct rt_pool *graveyard;
 	struct rt_module *modules;
 };
 
