@@ -58,13 +58,21 @@ static void *run(void *arg)
 			chi_task_free(client, f[i].task);
 		}
 		r->done += (uint64_t)n;
-		/* Pause: sometimes none, sometimes long enough for the worker to sleep. */
-		switch (rand_r(&seed) % 4) {
+		/* Pause: sometimes none, sometimes long enough for the worker to sleep (and
+		 * now and then surely long enough, so that the sleep path runs however the
+		 * machine schedules us). */
+		switch (rand_r(&seed) % 8) {
 		case 0:
-			break;
 		case 1:
+			break;
+		case 2:
 			sched_yield();
 			break;
+		case 3: {
+			struct timespec ts = { 0, 300 * 1000 };
+			nanosleep(&ts, NULL);
+			break;
+		}
 		default: {
 			struct timespec ts = { 0, (rand_r(&seed) % 40) * 1000 };
 			nanosleep(&ts, NULL);
