@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "client_internal.h"
+#include "common/size_class.h"
 #include "common/log.h"
 
 #define BLOCK_MAGIC 0x43484b42u /* live block */
@@ -34,15 +35,7 @@ void arena_init(struct client_lane *lane, const struct chi_seg_layout *l)
 
 static int size_class(uint64_t size)
 {
-	if (size > UINT64_MAX - ARENA_HDR)
-		return -1; /* size + header would wrap to a small class */
-	uint64_t need = size + ARENA_HDR;
-	int cls = 0;
-	while (((uint64_t)1 << (cls + ARENA_MIN_SHIFT)) < need) {
-		if (++cls >= ARENA_CLASSES)
-			return -1;
-	}
-	return cls;
+	return size_class_of(size, ARENA_HDR, ARENA_MIN_SHIFT, ARENA_CLASSES);
 }
 
 /* Move blocks other threads freed onto our local lists. */
@@ -74,7 +67,7 @@ void *arena_alloc(struct client_lane *lane, uint64_t size)
 	if (off) {
 		lane->free_list[cls] = hdr_at(c, off)->next;
 	} else {
-		uint64_t bytes = (uint64_t)1 << (cls + ARENA_MIN_SHIFT);
+		uint64_t bytes = size_class_bytes((uint32_t)cls, ARENA_MIN_SHIFT);
 		if (bytes > lane->arena_hi - lane->bump)
 			return NULL;
 		off = lane->bump;

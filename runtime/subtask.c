@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/size_class.h"
 #include "coro/coro.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
@@ -94,14 +95,12 @@ static struct sub_hdr *hdr_of(void *p)
  * quotas (runtime.client_max_subtasks, runtime.client_max_memory). */
 static void *sub_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc)
 {
-	uint32_t cls = 0;
 	*rc = -ENOMEM;
-	if (size > UINT64_MAX - HDR)
-		return NULL; /* size + header would wrap to a small class */
-	while ((1ull << (cls + MIN_SHIFT)) < size + HDR)
-		if (++cls == CLASSES)
-			return NULL;
-	uint64_t bytes = 1ull << (cls + MIN_SHIFT);
+	int k = size_class_of(size, HDR, MIN_SHIFT, CLASSES);
+	if (k < 0)
+		return NULL;
+	uint32_t cls = (uint32_t)k;
+	uint64_t bytes = size_class_bytes(cls, MIN_SHIFT);
 	if ((*rc = rt_quota_take(&root->held_subtasks, w->rt->cfg.client_max_subtasks)) != 0)
 		return NULL;
 	if ((*rc = rt_quota_take_bytes(w->rt, root, bytes)) != 0) {
@@ -205,7 +204,7 @@ void rt_subtask_free(struct chi_request *req, void *p)
 	}
 	h->magic = 0;
 	rt_quota_give(&h->root->held_subtasks);
-	rt_quota_give_bytes(h->root, 1ull << (h->cls + MIN_SHIFT));
+	rt_quota_give_bytes(h->root, size_class_bytes(h->cls, MIN_SHIFT));
 	h->next = w->sub_free[h->cls];
 	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
 }
