@@ -168,7 +168,7 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 	struct rt_pool *pool = rt_pool_find(w->rt, p.pool_id);
 	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
 		return -ENOENT;
-	uint64_t *per = NULL;
+	unsigned char *per = NULL; /* the client chose where: maybe misaligned */
 	if (p.container_tasks.length) {
 		per = chi_seg_range(c->base, &c->layout, p.container_tasks.offset,
 				    p.container_tasks.length);
@@ -186,8 +186,8 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 	for (uint32_t i = 0; i < pool->num_containers; i++) {
 		uint64_t n = atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
 		out->info.tasks += n;
-		if (i < room)
-			per[i] = n;
+		if (i < room) /* the client chose the address: it may be misaligned */
+			memcpy(per + (size_t)i * sizeof(n), &n, sizeof(n));
 		for (uint32_t b = 0; b < CHI_LATENCY_BUCKETS; b++)
 			out->latency_log2_ns[b] += atomic_load_explicit(
 				&pool->containers[i].latency[b], memory_order_relaxed);

@@ -80,13 +80,15 @@ static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int
 	pthread_mutex_unlock(&f->lock);
 	if (!last)
 		return;
+	/* The charge goes back before the reply: a client that resubmits as soon as it sees
+	 * the reply must find its quota as it was. */
+	rt_quota_give_bytes(f->root, f->charged);
 	/* An aggregate without replies keeps the caller's parameters as they were. */
 	if (w)
 		rt_task_complete(w, f->source, f->task, f->rc);
 	else
 		rt_task_finish(f->source, f->task, f->rc);
 	pthread_mutex_destroy(&f->lock);
-	rt_quota_give_bytes(f->root, f->charged);
 	free(f->original);
 	free(f);
 }

@@ -71,8 +71,8 @@ int rt_jobs_init(struct runtime *rt)
 
 static void job_done(struct runtime *rt, struct rt_job *job, int rc)
 {
+	rt_quota_give(&job->root->held_jobs); /* before the reply, as for every quota */
 	rt_task_finish(job->client, job->task, rc);
-	rt_quota_give(&job->root->held_jobs);
 	rt_client_put(rt, job->root);
 	free(job);
 }

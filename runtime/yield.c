@@ -172,6 +172,10 @@ static void finish_as(struct worker *w, struct rt_ytask *yt, int forgotten)
 			rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
 		uncount(yt);
 	}
+	/* Quotas back before the reply: a client that resubmits at once finds them free. The
+	 * client stays: our reference is put only by the release below. */
+	rt_quota_give(&yt->work.root->held_coros);
+	rt_quota_give_bytes(yt->work.root, w->rt->cfg.stack_size);
 	/* A zombie's reply waited for this moment: whatever worked for it outside is done. */
 	rt_work_reply(w, &yt->work, yt->rc);
 	if (yt->park) {
@@ -188,9 +192,6 @@ static void finish_as(struct worker *w, struct rt_ytask *yt, int forgotten)
 		w->all_yt = yt->all_next;
 	if (yt->all_next)
 		yt->all_next->all_prev = yt->all_prev;
-	/* Before the release puts our reference (the client may go right after). */
-	rt_quota_give(&yt->work.root->held_coros);
-	rt_quota_give_bytes(yt->work.root, w->rt->cfg.stack_size);
 	rt_work_release(w, &yt->work);
 	coro_release(w->coros, yt->co);
 	free(yt);
