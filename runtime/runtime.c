@@ -81,13 +81,11 @@ static void send_reply(int fd, uint16_t type, int status, const char *msg, const
 				    strerror(-rc));
 }
 
-/* @s is the info of a reply (ATTACH, STATUS, STOP), never a lone chi_ipc_status: the
- * workers' cpus go in the same reply, in worker_cpus after message[] (transport/ipc.h says
- * why there). */
-static void fill_status(struct runtime *rt, struct chi_ipc_status *s)
+/* The runtime's status in a reply (ATTACH, STATUS, STOP): the info, and the workers' cpus in
+ * worker_cpus after message[] (transport/ipc.h says why there). */
+static void fill_status(struct runtime *rt, struct chi_ipc_reply *r)
 {
-	struct chi_ipc_reply *r =
-		(struct chi_ipc_reply *)((char *)s - offsetof(struct chi_ipc_reply, info));
+	struct chi_ipc_status *s = &r->info;
 	int cpus[CHI_CONFIG_MAX_WORKERS];
 
 	s->pid = (int32_t)getpid();
@@ -265,7 +263,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 
 	memset(&r, 0, sizeof(r));
 	r.seg_size = c->layout.size;
-	fill_status(rt, &r.info);
+	fill_status(rt, &r);
 	fds[0] = memfd;
 	for (uint32_t i = 0; i < rt->num_workers; i++)
 		fds[1 + i] = c->doorbells[i];
@@ -501,12 +499,12 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 		}
 		return;
 	case CHI_IPC_STATUS:
-		fill_status(rt, &r.info);
+		fill_status(rt, &r);
 		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
 		break;
 	case CHI_IPC_STOP:
 		CHI_LOG_INFO("stop requested by pid %d", (int)cred.pid);
-		fill_status(rt, &r.info);
+		fill_status(rt, &r);
 		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
 		atomic_store_explicit(&rt->stop_requested, 1, memory_order_release);
 		break;

@@ -55,21 +55,11 @@ static struct chi_pool_id make_pool(struct chi_client *c, const char *name, uint
 	return pool;
 }
 
-static struct chi_task *sm_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
-				uint32_t size)
-{
-	struct chi_task *t;
-	ck_assert_int_eq(chi_task_alloc(c, size, &t), 0);
-	t->pool = pool;
-	t->method = method;
-	return t;
-}
-
 /* Broadcast Count over @pool: the sum of every container's counter after adding @add. */
 static uint64_t count_all(struct chi_client *c, struct chi_pool_id pool, uint64_t add)
 {
 	struct chi_future f;
-	struct chi_task *t = sm_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
+	struct chi_task *t = rt_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
 	t->query = chi_query_broadcast();
 	((struct chi_sm_count_params *)chi_task_params(t))->add = add;
 	ck_assert_int_eq(chi_submit(c, t, &f), 0);
@@ -162,7 +152,7 @@ START_TEST(a_task_queued_twice_runs_once)
 	struct chi_client *c = start_with(2, NULL, NULL);
 	struct chi_pool_id pool = make_pool(c, "twice", 2);
 	ck_assert_uint_eq(count_all(c, pool, 0), 0);
-	struct chi_task *t = sm_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
+	struct chi_task *t = rt_task(c, pool, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
 	t->query = chi_query_broadcast();
 	((struct chi_sm_count_params *)chi_task_params(t))->add = 1;
 	struct raw_lane r = raw_lane_of(c, t);
@@ -269,7 +259,7 @@ START_TEST(per_client_quotas_refuse_beyond_their_limit)
 	struct chi_future g[COROS + 5];
 	struct chi_task *s[COROS + 5];
 	for (int i = 0; i < COROS + 5; i++) {
-		s[i] = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		s[i] = rt_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
 		((struct chi_sm_sleep_params *)chi_task_params(s[i]))->usec = 30ull * 1000000;
 		ck_assert_int_eq(chi_submit(c, s[i], &g[i]), 0);
 	}
@@ -280,7 +270,7 @@ START_TEST(per_client_quotas_refuse_beyond_their_limit)
 
 	/* A broadcast whose per-container copies exceed client_max_memory: refused. */
 	struct chi_future bf;
-	struct chi_task *b = sm_task(c, pool, CHI_SM_COUNT, 512 * 1024);
+	struct chi_task *b = rt_task(c, pool, CHI_SM_COUNT, 512 * 1024);
 	b->query = chi_query_broadcast();
 	ck_assert_int_eq(chi_submit(c, b, &bf), 0);
 	ck_assert_int_eq(chi_wait(&bf), -EDQUOT);
@@ -432,7 +422,7 @@ START_TEST(a_destroy_never_blocks_the_control_thread)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "stuck", NULL, 1, NULL, 0,
 						      &pool, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, pool, 16, 0); /* park_forever */
+	struct chi_task *t = rt_task(c, pool, 16, 0); /* park_forever */
 	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
 	submit_destroy(c, pool, &df);
 	/* While it waits: new clients attach and run tasks, the pool takes nothing new. */
@@ -443,7 +433,7 @@ START_TEST(a_destroy_never_blocks_the_control_thread)
 	struct chi_future g;
 	ck_assert_int_eq(chi_admin_noop_async(e, &g), 0);
 	ck_assert_int_eq(chi_admin_finish(&g), 0);
-	struct chi_task *n = sm_task(e, pool, 12, sizeof(uint32_t));
+	struct chi_task *n = rt_task(e, pool, 12, sizeof(uint32_t));
 	ck_assert_int_eq(chi_submit(e, n, &g), 0);
 	ck_assert_int_eq(chi_wait(&g), -ESHUTDOWN);
 	chi_client_disconnect(e);
@@ -469,7 +459,7 @@ START_TEST(a_destroy_ends_tasks_that_yield_for_ever)
 	char why[256];
 	struct chi_client *c = start_with(2, "  destroy_cancel_after_ms: 300\n", NULL);
 	pool = make_pool(c, "spinning", 1);
-	struct chi_task *t = sm_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
+	struct chi_task *t = rt_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
 	((struct chi_sm_yield_params *)chi_task_params(t))->times = UINT32_MAX;
 	ck_assert_int_eq(chi_submit(c, t, &yf), 0);
 	submit_destroy(c, pool, &df);
@@ -506,7 +496,7 @@ START_TEST(sigterm_during_a_stuck_destroy_stops_the_runtime)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "stuck", NULL, 1, NULL, 0,
 						      &pool, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, pool, 16, 0);
+	struct chi_task *t = rt_task(c, pool, 16, 0);
 	ck_assert_int_eq(chi_submit(c, t, &pf), 0);
 	submit_destroy(c, pool, &df);
 	usleep(200000);
@@ -530,7 +520,7 @@ START_TEST(declared_bulk_buffers_are_checked_by_the_runtime)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "trusting", NULL, 1, NULL,
 						      0, &pool, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, pool, 17, sizeof(struct chi_bulk));
+	struct chi_task *t = rt_task(c, pool, 17, sizeof(struct chi_bulk));
 	struct chi_bulk *b = chi_task_params(t);
 	b->offset = 1ull << 40; /* far outside the segment */
 	b->length = 4096;

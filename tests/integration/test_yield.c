@@ -31,20 +31,10 @@ static struct chi_client *start(unsigned threads, struct chi_pool_id *pool)
 	return c;
 }
 
-static struct chi_task *sm_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
-				uint32_t size)
-{
-	struct chi_task *t;
-	ck_assert_int_eq(chi_task_alloc(c, size, &t), 0);
-	t->pool = pool;
-	t->method = method;
-	return t;
-}
-
 static void submit_sleep(struct chi_client *c, struct chi_pool_id pool, uint64_t usec,
 			 struct chi_future *f)
 {
-	struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+	struct chi_task *t = rt_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
 	((struct chi_sm_sleep_params *)chi_task_params(t))->usec = usec;
 	ck_assert_int_eq(chi_submit(c, t, f), 0);
 }
@@ -65,7 +55,7 @@ START_TEST(sleeping_tasks_do_not_hold_the_worker)
 	for (int i = 0; i < SLEEPERS; i++)
 		submit_sleep(c, pool, 600 * 1000000ull, &sf[i]);
 	for (int i = 0; i < 2000; i++) {
-		struct chi_task *t = sm_task(c, pool, CHI_SM_NOOP, 0);
+		struct chi_task *t = rt_task(c, pool, CHI_SM_NOOP, 0);
 		ck_assert_int_eq(chi_submit(c, t, &f), 0);
 		ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), 0);
 		chi_task_free(c, t);
@@ -111,7 +101,7 @@ START_TEST(sleep_is_accurate)
 	uint64_t lat[21];
 	for (int i = 0; i < 21; i++) {
 		struct chi_future f;
-		struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		struct chi_task *t = rt_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
 		((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 10000;
 		uint64_t t0 = rt_now_ms();
 		ck_assert_int_eq(chi_submit(c, t, &f), 0);
@@ -144,7 +134,7 @@ START_TEST(thousands_of_yielding_tasks_interleave)
 	struct chi_client *c = start(2, &pool);
 	static struct chi_future f[N];
 	for (int i = 0; i < N; i++) {
-		struct chi_task *t = sm_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
+		struct chi_task *t = rt_task(c, pool, CHI_SM_YIELD, sizeof(struct chi_sm_yield_params));
 		((struct chi_sm_yield_params *)chi_task_params(t))->times = 50;
 		ck_assert_int_eq(chi_submit(c, t, &f[i]), 0);
 	}
@@ -178,7 +168,7 @@ START_TEST(destroy_waits_for_sleepers_and_stop_cancels_them)
 			 0);
 	submit_sleep(c, other, 600 * 1000000ull, &b);
 	/* A noop behind it on the same lane: once it is done, the sleeper has started. */
-	struct chi_task *n = sm_task(c, other, CHI_SM_NOOP, 0);
+	struct chi_task *n = rt_task(c, other, CHI_SM_NOOP, 0);
 	struct chi_future g;
 	ck_assert_int_eq(chi_submit(c, n, &g), 0);
 	ck_assert_int_eq(chi_wait_timeout(&g, WAIT_NS), 0);
@@ -198,7 +188,7 @@ START_TEST(a_task_parked_on_another_thread_does_not_hold_the_worker)
 						      &mis, why, sizeof(why)),
 			 0);
 	uint64_t t0 = rt_now_ms();
-	struct chi_task *p = sm_task(c, mis, 14, 0);
+	struct chi_task *p = rt_task(c, mis, 14, 0);
 	ck_assert_int_eq(chi_submit(c, p, &pf), 0);
 	/* The task stays parked for 300 ms. Noops behind it on the one worker: those that
 	 * complete while it is still parked prove the worker was free. If the park held the
@@ -214,7 +204,7 @@ START_TEST(a_task_parked_on_another_thread_does_not_hold_the_worker)
 	ck_assert_int_eq(chi_wait(&pf), 0); /* unparked with the right value */
 	ck_assert_uint_ge(rt_now_ms() - t0, 300);
 	/* Parking outside a yielding method is refused. */
-	struct chi_task *u = sm_task(c, mis, 15, 0);
+	struct chi_task *u = rt_task(c, mis, 15, 0);
 	ck_assert_int_eq(chi_submit(c, u, &f), 0);
 	ck_assert_int_eq(chi_wait(&f), -EPERM);
 	chi_client_disconnect(c);
@@ -231,13 +221,13 @@ START_TEST(yield_outside_a_yielding_method_is_reported)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "mis", NULL, 1, NULL, 0,
 						      &mis, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, mis, 11, 0);
+	struct chi_task *t = rt_task(c, mis, 11, 0);
 	ck_assert_int_eq(chi_submit(c, t, &f), 0);
 	ck_assert_int_eq(chi_wait(&f), -EPERM);
 	snprintf(cmd, sizeof(cmd), "grep -q 'chi_yield from a method not flagged' %s", rt.log);
 	ck_assert_int_eq(rt_sh(cmd), 0);
 	/* A blocking wait inside a handler is refused and reported; the worker carries on. */
-	struct chi_task *b = sm_task(c, mis, 13, 0);
+	struct chi_task *b = rt_task(c, mis, 13, 0);
 	ck_assert_int_eq(chi_submit(c, b, &f), 0);
 	ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), -EDEADLK);
 	snprintf(cmd, sizeof(cmd), "grep -q 'chi_wait on a subtask future' %s", rt.log);
@@ -259,7 +249,7 @@ START_TEST(stack_overflow_is_reported_with_pool_and_method)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "deep", NULL, 1, NULL, 0,
 						      &mis, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, mis, 10, 0);
+	struct chi_task *t = rt_task(c, mis, 10, 0);
 	ck_assert_int_eq(chi_submit(c, t, &f), 0);
 	ck_assert_int_eq(chi_wait(&f), -ECONNRESET); /* the runtime died of it */
 	int st;
@@ -287,11 +277,11 @@ START_TEST(a_task_that_never_yields_is_reported)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "yield_misuse", "hog", NULL, 1, NULL, 0,
 						      &mis, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, mis, 12, sizeof(uint32_t));
+	struct chi_task *t = rt_task(c, mis, 12, sizeof(uint32_t));
 	*(uint32_t *)chi_task_params(t) = 2000; /* ms: ten reporting periods, for a slow watchdog */
 	ck_assert_int_eq(chi_submit(c, t, &f), 0);
 	usleep(50000);
-	struct chi_task *n = sm_task(c, pool, CHI_SM_NOOP, 0);
+	struct chi_task *n = rt_task(c, pool, CHI_SM_NOOP, 0);
 	ck_assert_int_eq(chi_submit(c, n, &g), 0);
 	ck_assert_int_eq(chi_wait(&f), 0);
 	ck_assert_int_eq(chi_wait(&g), 0); /* it waited behind the hog: that is what is reported */
@@ -326,7 +316,7 @@ START_TEST(monitor_runs_periodically_on_each_container)
 	/* It runs again and again: wait until each container's monitor could have run 30
 	 * times, however long that takes. Never more often than its period: at most one run
 	 * per container per elapsed ms (+1 for the run at creation). */
-	struct chi_task *t = sm_task(c, mon, CHI_SM_MONITORED, sizeof(struct chi_sm_count_params));
+	struct chi_task *t = rt_task(c, mon, CHI_SM_MONITORED, sizeof(struct chi_sm_count_params));
 	t->query = chi_query_broadcast();
 	uint64_t runs, deadline = rt_now_ms() + WAIT_NS / 1000000;
 	do {
@@ -366,7 +356,7 @@ START_TEST(deep_chains_and_wide_fans_of_awaited_subtasks)
 	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "small_message", "multi", NULL, 4, NULL, 0,
 						      &multi, why, sizeof(why)),
 			 0);
-	struct chi_task *t = sm_task(c, multi, CHI_SM_CHAIN, sizeof(struct chi_sm_chain_params));
+	struct chi_task *t = rt_task(c, multi, CHI_SM_CHAIN, sizeof(struct chi_sm_chain_params));
 	t->query = chi_query_direct_id(0);
 	((struct chi_sm_chain_params *)chi_task_params(t))->depth = 200;
 	ck_assert_int_eq(chi_submit(c, t, &f), 0);
@@ -374,7 +364,7 @@ START_TEST(deep_chains_and_wide_fans_of_awaited_subtasks)
 	ck_assert_uint_eq(((struct chi_sm_chain_params *)chi_task_params(t))->reached, 201);
 	chi_task_free(c, t);
 
-	struct chi_task *fan = sm_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
+	struct chi_task *fan = rt_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
 	((struct chi_sm_fan_params *)chi_task_params(fan))->count = 20000;
 	ck_assert_int_eq(chi_submit(c, fan, &f), 0);
 	ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), 0);
@@ -382,7 +372,7 @@ START_TEST(deep_chains_and_wide_fans_of_awaited_subtasks)
 	/* Several fans at once, all suspended on their subtasks together. */
 	struct chi_future ff[16];
 	for (int i = 0; i < 16; i++) {
-		struct chi_task *x = sm_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
+		struct chi_task *x = rt_task(c, multi, CHI_SM_FAN, sizeof(struct chi_sm_fan_params));
 		((struct chi_sm_fan_params *)chi_task_params(x))->count = 1000;
 		x->query = chi_query_direct_id((uint64_t)i % 4);
 		ck_assert_int_eq(chi_submit(c, x, &ff[i]), 0);
@@ -419,12 +409,12 @@ START_TEST(a_hundred_thousand_suspended_tasks_on_one_worker)
 						      &pool, why, sizeof(why)),
 			 0);
 	for (int i = 0; i < N; i++) {
-		struct chi_task *t = sm_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		struct chi_task *t = rt_task(c, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
 		((struct chi_sm_sleep_params *)chi_task_params(t))->usec = 600 * 1000000ull;
 		ck_assert_int_eq(chi_submit(c, t, &f[i]), 0);
 	}
 	/* A Noop after them runs: every sleeper has started (lanes are FIFO) and suspended. */
-	struct chi_task *n = sm_task(c, pool, CHI_SM_NOOP, 0);
+	struct chi_task *n = rt_task(c, pool, CHI_SM_NOOP, 0);
 	struct chi_future g;
 	ck_assert_int_eq(chi_submit(c, n, &g), 0);
 	ck_assert_int_eq(chi_wait(&g), 0);
@@ -456,7 +446,7 @@ static int hog_then_noops(struct chi_client *c, struct chi_pool_id hog, uint64_t
 	uint32_t lane_worker = h->lane_worker[0]; /* this thread took lane 0 */
 	chi_buf_free(c, buf);
 	uint32_t k = (lane_worker + 2 - hog.major % 2) % 2; /* (major + k) % 2 == lane_worker */
-	struct chi_task *t = sm_task(c, hog, 12, sizeof(uint32_t));
+	struct chi_task *t = rt_task(c, hog, 12, sizeof(uint32_t));
 	t->query = chi_query_direct_id(k);
 	*(uint32_t *)chi_task_params(t) = 3000; /* ms */
 	ck_assert_int_eq(chi_submit(c, t, &hf), 0);

@@ -1,5 +1,7 @@
 #include "rt_harness.h"
 
+#include <check.h>
+
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -159,4 +161,14 @@ uint32_t rt_wait_clients(struct chi_client *c, uint32_t want, uint64_t *reclaime
 	if (reclaimed)
 		*reclaimed = st.clients_reclaimed;
 	return st.num_clients;
+}
+
+struct chi_task *rt_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
+			 uint32_t size)
+{
+	struct chi_task *t;
+	ck_assert_int_eq(chi_task_alloc(c, size, &t), 0);
+	t->pool = pool;
+	t->method = method;
+	return t;
 }

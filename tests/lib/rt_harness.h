@@ -51,6 +51,10 @@ int rt_connect(struct rt_harness *h, struct chi_client **c);
  * clients reclaimed so far, from the same Stats. */
 uint32_t rt_wait_clients(struct chi_client *c, uint32_t want, uint64_t *reclaimed);
 
+/* A task of @size parameter bytes for @method of @pool (asserts the allocation). */
+struct chi_task *rt_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
+			 uint32_t size);
+
 /* Path of a built binary, e.g. "chimaera". */
 const char *rt_bin(const char *name);
 
