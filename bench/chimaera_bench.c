@@ -218,14 +218,14 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 			*json = 1;
 			break;
 		case 'r':
-			if (chi_parse_u64(optarg, &v) != 0 || v < 1 || v > 63) {
+			if (parse_u64(optarg, &v) != 0 || v < 1 || v > 63) {
 				fprintf(stderr, "chimaera_bench: --rounds: expected 1..63\n");
 				return -EINVAL;
 			}
 			o->rounds = (uint32_t)v;
 			break;
 		case 'd':
-			if (chi_parse_u64(optarg, &v) != 0 || v < 10 || v > 60000) {
+			if (parse_u64(optarg, &v) != 0 || v < 10 || v > 60000) {
 				fprintf(stderr, "chimaera_bench: --duration-ms: expected 10..60000\n");
 				return -EINVAL;
 			}
@@ -235,7 +235,7 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 		case 'w':
 		case 'c':
 		case 'f':
-			if (chi_parse_u64(optarg, &v) != 0 || (ch == 'n' && (v < 100 || v > 100000000)) ||
+			if (parse_u64(optarg, &v) != 0 || (ch == 'n' && (v < 100 || v > 100000000)) ||
 			    (ch == 'w' && (v < 1 || v > 4096)) || ((ch == 'c' || ch == 'f') && v >= CPU_SETSIZE)) {
 				fprintf(stderr, "chimaera_bench: bad value '%s'\n", optarg);
 				return -EINVAL;

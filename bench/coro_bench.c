@@ -34,14 +34,14 @@ int bench_coro(const struct bench_opts *o, struct bench_result *res, int *n)
 	if (!co)
 		return -ENOMEM;
 	coro_resume(co); /* start it */
-	uint64_t t0 = chi_now_ns();
+	uint64_t t0 = time_now_ns();
 	for (uint64_t i = 0; i < iters; i++)
 		coro_resume(co);
-	double switch_ns = (double)(chi_now_ns() - t0) / (double)iters;
-	t0 = chi_now_ns();
+	double switch_ns = (double)(time_now_ns() - t0) / (double)iters;
+	t0 = time_now_ns();
 	for (uint64_t i = 0; i < iters; i++)
 		fn(&co);
-	double call_ns = (double)(chi_now_ns() - t0) / (double)iters;
+	double call_ns = (double)(time_now_ns() - t0) / (double)iters;
 	add_result(res, n, "indirect_call", call_ns, "ns", NULL, 0);
 	add_result(res, n, "yield_resume", switch_ns, "ns", "indirect_call", call_ns);
 	/* The coroutine never finishes; its stack goes with the process. */

@@ -24,7 +24,7 @@ static void pong_child(struct pingpong *pp, uint64_t rounds)
 {
 	for (uint64_t i = 1; i <= rounds; i++) {
 		while (atomic_load_explicit(&pp->ping, memory_order_acquire) != i)
-			chi_cpu_relax();
+			cpu_relax();
 		atomic_store_explicit(&pp->pong, i, memory_order_release);
 	}
 }
@@ -47,12 +47,12 @@ static int pingpong(const struct bench_opts *o, struct bench_floor *out)
 	}
 	bench_pin(o->cpu_a);
 	for (uint64_t i = 1; i <= rounds; i++) {
-		uint64_t t0 = chi_now_ns();
+		uint64_t t0 = time_now_ns();
 		atomic_store_explicit(&pp->ping, i, memory_order_release);
 		while (atomic_load_explicit(&pp->pong, memory_order_acquire) != i)
-			chi_cpu_relax();
+			cpu_relax();
 		if (i > warm)
-			samples[i - warm - 1] = chi_now_ns() - t0;
+			samples[i - warm - 1] = time_now_ns() - t0;
 	}
 	waitpid(pid, NULL, 0);
 	qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
@@ -72,49 +72,49 @@ static double raw_ring(const struct bench_opts *o, uint32_t burst)
 	const uint64_t n = o->iterations * 100;
 	/* One extra line in front of the ring: the consumer's "ready" flag, so that the clock
 	 * starts once both sides run (fork costs more than a round of messages). */
-	size_t bytes = CHI_CACHE_LINE + chi_ring_bytes(RING_SIZE);
+	size_t bytes = CHI_CACHE_LINE + shm_ring_bytes(RING_SIZE);
 	char *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		return -1;
 	_Atomic uint32_t *ready = (_Atomic uint32_t *)mem;
-	struct chi_ring *r = (struct chi_ring *)(mem + CHI_CACHE_LINE);
-	chi_ring_init(r);
+	struct shm_ring *r = (struct shm_ring *)(mem + CHI_CACHE_LINE);
+	shm_ring_init(r);
 	pid_t pid = fork();
 	if (pid == 0) {
-		struct chi_ring_consumer c;
+		struct shm_ring_consumer c;
 		uint32_t buf[32];
 		uint64_t got = 0;
 		bench_pin(o->cpu_b);
-		chi_ring_consumer_init(&c, r, RING_SIZE);
+		shm_ring_consumer_init(&c, r, RING_SIZE);
 		atomic_store_explicit(ready, 1, memory_order_release);
 		while (got < n) {
-			int k = chi_ring_dequeue_burst(&c, buf, 32);
+			int k = shm_ring_dequeue_burst(&c, buf, 32);
 			if (k > 0)
 				got += (uint64_t)k;
 			else
-				chi_cpu_relax();
+				cpu_relax();
 		}
 		_exit(0);
 	}
-	struct chi_ring_producer p;
+	struct shm_ring_producer p;
 	bench_pin(o->cpu_a);
-	chi_ring_producer_init(&p, r, RING_SIZE);
+	shm_ring_producer_init(&p, r, RING_SIZE);
 	while (!atomic_load_explicit(ready, memory_order_acquire))
-		chi_cpu_relax();
-	uint64_t t0 = chi_now_ns();
+		cpu_relax();
+	uint64_t t0 = time_now_ns();
 	for (uint64_t i = 0; i < n;) {
 		uint32_t k = 0;
-		while (k < burst && i < n && chi_ring_stage(&p, (uint32_t)i) == 0) {
+		while (k < burst && i < n && shm_ring_stage(&p, (uint32_t)i) == 0) {
 			k++;
 			i++;
 		}
-		(void)chi_ring_publish(&p); /* the consumer never sleeps here */
+		(void)shm_ring_publish(&p); /* the consumer never sleeps here */
 		if (k == 0)
-			chi_cpu_relax();
+			cpu_relax();
 	}
 	int status;
 	waitpid(pid, &status, 0);
-	uint64_t dt = chi_now_ns() - t0;
+	uint64_t dt = time_now_ns() - t0;
 	munmap(mem, bytes);
 	return (double)n * 1e9 / (double)dt;
 }

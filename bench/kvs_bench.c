@@ -31,13 +31,13 @@ static double memcpy_gbps(int pairs, uint64_t size, int reps)
 		memset(a[i], 1, size);
 		memset(b[i], 2, size);
 	}
-	uint64_t t0 = chi_now_ns();
+	uint64_t t0 = time_now_ns();
 	for (int i = 0; i < reps; i++) {
 		int k = i % pairs, dir = (i / pairs) & 1;
 		memcpy(dir ? a[k] : b[k], dir ? b[k] : a[k], size);
 		__asm__ __volatile__("" : : "r"(a[k]), "r"(b[k]) : "memory");
 	}
-	gbps = (double)size * reps / (double)(chi_now_ns() - t0);
+	gbps = (double)size * reps / (double)(time_now_ns() - t0);
 out:
 	for (int i = 0; i < pairs; i++) {
 		free(a[i]);
@@ -88,17 +88,17 @@ static int measure(struct chi_client *c, struct chi_pool_id pool, uint32_t metho
 			return rc;
 	}
 	for (uint64_t i = 0; rc == 0 && i < iters; i++) {
-		uint64_t t0 = chi_now_ns();
+		uint64_t t0 = time_now_ns();
 		rc = chi_submit(c, t[0], &f[0]);
 		if (rc == 0)
 			rc = chi_wait(&f[0]);
-		lat[i] = chi_now_ns() - t0;
+		lat[i] = time_now_ns() - t0;
 	}
 	qsort(lat, iters, sizeof(uint64_t), bench_cmp_u64);
 	*p50_ns = bench_percentile(lat, iters, 50);
 	/* 1 MiB: latency only here; bandwidth_rounds() measures its rate. */
 	const uint64_t rate_ops = size >= (1u << 20) ? (uint64_t)window : iters * 4;
-	uint64_t t0 = chi_now_ns(), done = 0;
+	uint64_t t0 = time_now_ns(), done = 0;
 	rc = rc ? rc : (chi_submit_batch(c, t, window, f) == window ? 0 : -EIO);
 	while (rc == 0 && done < rate_ops) {
 		int slot = (int)(done % (uint64_t)window);
@@ -109,7 +109,7 @@ static int measure(struct chi_client *c, struct chi_pool_id pool, uint32_t metho
 	}
 	for (int i = 0; rc == 0 && i < window; i++)
 		rc = chi_wait(&f[i]);
-	*ops_per_s = (double)done * 1e9 / (double)(chi_now_ns() - t0);
+	*ops_per_s = (double)done * 1e9 / (double)(time_now_ns() - t0);
 	for (int i = 0; i < window; i++) {
 		chi_task_free(c, t[i]);
 		chi_buf_free(c, key[i]);
@@ -173,7 +173,7 @@ static void bw_set_fini(struct chi_client *c, struct bw_set *s)
 static double bw_run(struct chi_client *c, struct chi_task **t, uint64_t ops)
 {
 	struct chi_future f[BW_WINDOW];
-	uint64_t t0 = chi_now_ns(), done = 0, submitted = BW_WINDOW;
+	uint64_t t0 = time_now_ns(), done = 0, submitted = BW_WINDOW;
 	int rc = chi_submit_batch(c, t, BW_WINDOW, f) == BW_WINDOW ? 0 : -EIO;
 
 	while (rc == 0 && done < submitted) {
@@ -190,7 +190,7 @@ static double bw_run(struct chi_client *c, struct chi_task **t, uint64_t ops)
 			t[0]->method == CHI_KVS_PUT ? "put" : "get", strerror(-rc));
 		return -1;
 	}
-	return (double)done * (double)(1u << 20) / (double)(chi_now_ns() - t0);
+	return (double)done * (double)(1u << 20) / (double)(time_now_ns() - t0);
 }
 
 /* The floor runs on @worker_cpu, where the runtime's copies run (so that both see what

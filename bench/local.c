@@ -48,12 +48,12 @@ static int round_trip(const struct bench_opts *o, struct chi_client *c, struct c
 	if (!samples)
 		return -ENOMEM;
 	for (uint64_t i = 0; rc == 0 && i < warm + n; i++) {
-		uint64_t t0 = chi_now_ns();
+		uint64_t t0 = time_now_ns();
 		rc = chi_submit(c, t, &f);
 		if (rc == 0)
 			rc = chi_wait(&f);
 		if (i >= warm)
-			samples[i - warm] = chi_now_ns() - t0;
+			samples[i - warm] = time_now_ns() - t0;
 	}
 	if (rc == 0) {
 		qsort(samples, n, sizeof(uint64_t), bench_cmp_u64);
@@ -84,11 +84,11 @@ static int subtask_cost(struct chi_client *c, struct chi_pool_id pool, double *n
 	double best = 0;
 	for (int round = 0; rc == 0 && round < 5; round++) {
 		((struct chi_sm_chain_params *)chi_task_params(t))->depth = depth;
-		uint64_t t0 = chi_now_ns();
+		uint64_t t0 = time_now_ns();
 		rc = chi_submit(c, t, &f);
 		if (rc == 0)
 			rc = chi_wait(&f);
-		double per = (double)(chi_now_ns() - t0) / depth;
+		double per = (double)(time_now_ns() - t0) / depth;
 		if (round == 0 || per < best)
 			best = per;
 	}
@@ -209,9 +209,9 @@ int bench_local_tput(const struct bench_opts *o, double *tasks_per_s)
 	if (rc)
 		goto out_disconnect;
 	_Atomic uint64_t done = 0;
-	uint64_t t0 = chi_now_ns();
+	uint64_t t0 = time_now_ns();
 	rc = bench_pipeline(c, tasks, futs, w, n, NULL, &done);
-	uint64_t dt = chi_now_ns() - t0;
+	uint64_t dt = time_now_ns() - t0;
 	if (rc)
 		fprintf(stderr, "chimaera_bench: pipelined noop failed: %s\n", strerror(-rc));
 	else
@@ -241,12 +241,12 @@ static int my_lane_worker(struct chi_client *c, uint32_t *worker)
 	chi_buf_free(c, buf);
 	if (rc)
 		return rc;
-	const struct chi_seg_header *h = (const void *)((const char *)buf - b.offset);
-	const struct chi_seg_layout *l = &h->layout;
+	const struct shm_seg_header *h = (const void *)((const char *)buf - b.offset);
+	const struct shm_seg_layout *l = &h->layout;
 	if (b.offset < l->arena_offset || !l->arena_per_lane)
 		return -EPROTO;
 	uint64_t lane = (b.offset - l->arena_offset) / l->arena_per_lane;
-	if (lane >= l->num_lanes || lane >= CHI_SEG_MAX_LANES)
+	if (lane >= l->num_lanes || lane >= SHM_SEG_MAX_LANES)
 		return -EPROTO;
 	/* Written by the runtime with an atomic store when it moves the lane. */
 	*worker = atomic_load_explicit((_Atomic uint16_t *)&h->lane_worker[lane],

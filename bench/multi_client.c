@@ -65,10 +65,10 @@ static void *mc_thread_main(void *arg)
 		goto out;
 	}
 	atomic_fetch_add_explicit(&a->sh->ready, 1, memory_order_release);
-	uint64_t deadline = chi_now_ns() + MC_READY_TIMEOUT_NS;
+	uint64_t deadline = time_now_ns() + MC_READY_TIMEOUT_NS;
 	/* A1: pairs with R1 in bench_multi_client. */
 	while (!atomic_load_explicit(&a->sh->go, memory_order_acquire)) {
-		if (chi_now_ns() > deadline || atomic_load_explicit(&a->sh->stop,
+		if (time_now_ns() > deadline || atomic_load_explicit(&a->sh->stop,
 								    memory_order_relaxed)) {
 			rc = -ETIMEDOUT;
 			goto out;
@@ -127,7 +127,7 @@ static int mc_child(const struct bench_opts *o, struct mc_shared *sh, int proc)
  * @return 0 when every child exited 0. */
 static int reap(pid_t *pids, int n)
 {
-	uint64_t deadline = chi_now_ns() + MC_EXIT_TIMEOUT_NS;
+	uint64_t deadline = time_now_ns() + MC_EXIT_TIMEOUT_NS;
 	int left = 0, bad = 0;
 
 	for (int i = 0; i < n; i++)
@@ -144,7 +144,7 @@ static int reap(pid_t *pids, int n)
 		}
 		if (left == 0)
 			break;
-		if (chi_now_ns() > deadline) {
+		if (time_now_ns() > deadline) {
 			fprintf(stderr, "chimaera_bench multi-client: %d client processes still "
 					"running after %llu s: killing them\n",
 				left, (unsigned long long)(MC_EXIT_TIMEOUT_NS / 1000000000ull));
@@ -198,11 +198,11 @@ int bench_multi_client(const struct bench_opts *o, struct bench_multi *out)
 			goto out_reap;
 		}
 	}
-	uint64_t deadline = chi_now_ns() + MC_READY_TIMEOUT_NS;
+	uint64_t deadline = time_now_ns() + MC_READY_TIMEOUT_NS;
 	while (atomic_load_explicit(&sh->ready, memory_order_acquire) +
 		       atomic_load_explicit(&sh->failed, memory_order_relaxed) <
 	       MC_SLOTS) {
-		if (chi_now_ns() > deadline)
+		if (time_now_ns() > deadline)
 			break;
 		sleep_ns(1000000);
 	}
@@ -216,11 +216,11 @@ int bench_multi_client(const struct bench_opts *o, struct bench_multi *out)
 	}
 	/* R1: pairs with A1 in mc_thread_main. */
 	atomic_store_explicit(&sh->go, 1, memory_order_release);
-	uint64_t t0 = chi_now_ns();
+	uint64_t t0 = time_now_ns();
 	uint64_t before = sum_done(sh); /* what completed while the clock started */
 	sleep_ns((uint64_t)o->duration_ms * 1000000ull);
 	uint64_t after = sum_done(sh);
-	uint64_t dt = chi_now_ns() - t0;
+	uint64_t dt = time_now_ns() - t0;
 	atomic_store_explicit(&sh->stop, 1, memory_order_relaxed);
 	out->tasks_per_s = (double)(after - before) * 1e9 / (double)dt;
 out_reap:;

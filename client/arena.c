@@ -24,9 +24,9 @@ static inline struct block_hdr *hdr_at(struct chi_client *c, uint64_t off)
 	return (struct block_hdr *)((char *)c->base + off);
 }
 
-void arena_init(struct client_lane *lane, const struct chi_seg_layout *l)
+void arena_init(struct client_lane *lane, const struct shm_seg_layout *l)
 {
-	lane->arena_lo = chi_seg_arena_start(l, lane->index);
+	lane->arena_lo = shm_seg_arena_start(l, lane->index);
 	lane->arena_hi = lane->arena_lo + l->arena_per_lane;
 	lane->bump = lane->arena_lo;
 	memset(lane->free_list, 0, sizeof(lane->free_list));
@@ -85,7 +85,7 @@ void arena_free(struct chi_client *c, struct client_lane *mine, void *ptr)
 {
 	uint64_t off = (uint64_t)((char *)ptr - (char *)c->base) - ARENA_HDR;
 
-	if (!chi_seg_range(c->base, &c->layout, off, ARENA_HDR)) {
+	if (!shm_seg_range(c->base, &c->layout, off, ARENA_HDR)) {
 		CHI_LOG_ERROR("chi free: %p is not in this client's arena", ptr);
 		return;
 	}

@@ -39,7 +39,7 @@ static void mark_dead(struct chi_client *c)
 		 * not reached FUTEX_WAIT yet then finds a value it did not expect and returns
 		 * instead of sleeping through this wake. The word stays valid while listed. */
 		atomic_fetch_and_explicit(s->word, ~CHI_TASK_WAITER, memory_order_relaxed);
-		chi_futex_wake_all(s->word);
+		futex_wake_all(s->word);
 	}
 	pthread_mutex_unlock(&c->sleep_lock);
 }
@@ -89,12 +89,12 @@ static int avoid_workers_env(int *on)
 /* Decide, at attach, where threads that never chose their cpus go: the cpus the process
  * started with minus the workers' (@w, from the attach reply). Nothing to do when the runtime
  * did not say (an older one), when no start cpu is a worker's, or when every one is. */
-static void plan_avoid_workers(struct chi_client *c, const struct chi_ipc_worker_cpus *w, int on)
+static void plan_avoid_workers(struct chi_client *c, const struct ipc_worker_cpus *w, int on)
 {
 	cpu_set_t workers, shared;
 
 	c->avoid_workers = 0;
-	if (!on || !start_affinity_known || chi_ipc_worker_cpus_decode(w, &workers) == 0)
+	if (!on || !start_affinity_known || ipc_worker_cpus_decode(w, &workers) == 0)
 		return;
 	CPU_AND(&shared, &start_affinity, &workers);
 	CPU_XOR(&c->away_from_workers, &start_affinity, &shared);
@@ -142,7 +142,7 @@ struct client_lane *client_my_lane(struct chi_client *c, int *err)
 		lane = &c->lanes[i];
 		atomic_store_explicit(&lane->owned, 1, memory_order_relaxed);
 		/* Pick up where the lane's previous owner left the ring. */
-		chi_ring_producer_init(&lane->prod, chi_seg_lane(c->base, &c->layout, i),
+		shm_ring_producer_init(&lane->prod, shm_seg_lane(c->base, &c->layout, i),
 				       c->layout.lane_depth);
 		break;
 	}
@@ -161,20 +161,20 @@ struct client_lane *client_my_lane(struct chi_client *c, int *err)
 static int resolve_target(const struct chi_client_opts *opts, char *path, size_t len,
 			  int *wait_s)
 {
-	struct chi_config cfg;
+	struct config cfg;
 	char err[1024], dir[PATH_MAX];
 	int rc;
 
-	rc = chi_config_load(&cfg, opts ? opts->config_path : NULL, err, sizeof(err));
+	rc = config_load(&cfg, opts ? opts->config_path : NULL, err, sizeof(err));
 	if (rc) {
 		CHI_LOG_ERROR("chi_client_connect: %s", err);
 		return -EINVAL;
 	}
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 	if (opts && opts->port)
 		cfg.port = opts->port;
-	chi_config_run_dir(&cfg, dir, sizeof(dir));
-	if (chi_ipc_socket_path(dir, cfg.port, path, len))
+	config_run_dir(&cfg, dir, sizeof(dir));
+	if (ipc_socket_path(dir, cfg.port, path, len))
 		return -ENAMETOOLONG;
 
 	*wait_s = 0;
@@ -185,7 +185,7 @@ static int resolve_target(const struct chi_client_opts *opts, char *path, size_t
 		uint64_t s;
 		if (!strcmp(v, "-1"))
 			*wait_s = -1;
-		else if (chi_parse_u64(v, &s) == 0 && s <= 86400)
+		else if (parse_u64(v, &s) == 0 && s <= 86400)
 			*wait_s = (int)s;
 		else {
 			CHI_LOG_ERROR("CHI_WAIT_SERVER='%s': expected seconds, 0 or -1", v);
@@ -197,12 +197,12 @@ static int resolve_target(const struct chi_client_opts *opts, char *path, size_t
 
 static int connect_with_wait(const char *path, int wait_s)
 {
-	uint64_t deadline = chi_now_ns() + (uint64_t)(wait_s > 0 ? wait_s : 0) * 1000000000ull;
+	uint64_t deadline = time_now_ns() + (uint64_t)(wait_s > 0 ? wait_s : 0) * 1000000000ull;
 	for (;;) {
-		int fd = chi_ipc_connect(path);
+		int fd = ipc_connect(path);
 		if (fd >= 0 || (fd != -ENOENT && fd != -ECONNREFUSED))
 			return fd;
-		if (wait_s == 0 || (wait_s > 0 && chi_now_ns() >= deadline))
+		if (wait_s == 0 || (wait_s > 0 && time_now_ns() >= deadline))
 			return fd;
 		usleep(CONNECT_RETRY_US);
 	}
@@ -210,19 +210,19 @@ static int connect_with_wait(const char *path, int wait_s)
 
 static int attach(struct chi_client *c, int *memfd, int avoid_workers)
 {
-	struct chi_ipc_request req = { CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_ATTACH };
-	struct chi_ipc_reply r;
-	int fds[CHI_IPC_MAX_FDS], nfds = 0;
+	struct ipc_request req = { IPC_MAGIC, IPC_VERSION, IPC_ATTACH };
+	struct ipc_reply r;
+	int fds[IPC_MAX_FDS], nfds = 0;
 
-	int rc = chi_ipc_send(c->sock, &req, sizeof(req), NULL, 0);
+	int rc = ipc_send(c->sock, &req, sizeof(req), NULL, 0);
 	if (rc)
 		return rc;
-	rc = chi_ipc_recv(c->sock, &r, sizeof(r), fds, &nfds, CHI_IPC_MAX_FDS, ATTACH_TIMEOUT_MS);
+	rc = ipc_recv(c->sock, &r, sizeof(r), fds, &nfds, IPC_MAX_FDS, ATTACH_TIMEOUT_MS);
 	if (rc == 0)
 		return -ECONNRESET;
 	if (rc < 0)
 		return rc;
-	if (rc != (int)sizeof(r) || r.magic != CHI_IPC_MAGIC)
+	if (rc != (int)sizeof(r) || r.magic != IPC_MAGIC)
 		rc = -EPROTO;
 	else if (r.status != 0) {
 		CHI_LOG_ERROR("runtime refused to attach us: %s", r.message);
@@ -261,7 +261,7 @@ static int map_segment(struct chi_client *c, int memfd)
 		return -errno;
 	}
 	c->hdr = c->base;
-	if (chi_seg_header_check(c->hdr, c->info.segment_size) != 0 ||
+	if (shm_seg_header_check(c->hdr, c->info.segment_size) != 0 ||
 	    c->hdr->num_workers != c->num_workers)
 		return -EPROTO;
 	c->layout = c->hdr->layout;
@@ -291,7 +291,7 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 	char path[PATH_MAX];
 	int wait_s, avoid_workers, memfd = -1, rc;
 
-	chi_log_init_from_env(CHI_LOG_LEVEL_WARN);
+	log_init_from_env(CHI_LOG_LEVEL_WARN);
 	const char *mode = getenv("CHI_IPC_MODE");
 	if (mode && *mode && strcasecmp(mode, "SHM") && strcasecmp(mode, "IPC")) {
 		CHI_LOG_ERROR("CHI_IPC_MODE=%s: this build attaches over shared memory only "
@@ -412,7 +412,7 @@ int chi_bulk_from_ptr(struct chi_client *c, const void *buf, uint64_t len, struc
 {
 	uint64_t off = (uint64_t)((const char *)buf - (const char *)c->base);
 	if ((const char *)buf < (const char *)c->base ||
-	    !chi_seg_range(c->base, &c->layout, off, len))
+	    !shm_seg_range(c->base, &c->layout, off, len))
 		return -EINVAL;
 	out->offset = off;
 	out->length = len;
@@ -421,7 +421,7 @@ int chi_bulk_from_ptr(struct chi_client *c, const void *buf, uint64_t len, struc
 
 void *chi_bulk_ptr(struct chi_client *c, const struct chi_bulk *bulk)
 {
-	return chi_seg_range(c->base, &c->layout, bulk->offset, bulk->length);
+	return shm_seg_range(c->base, &c->layout, bulk->offset, bulk->length);
 }
 
 /* ---- submit ---- */
@@ -430,7 +430,7 @@ static int task_offset(struct chi_client *c, struct chi_task *t, uint32_t *off)
 {
 	uint64_t o = (uint64_t)((char *)t - (char *)c->base);
 	if ((char *)t < (char *)c->base || o % CHI_CACHE_LINE ||
-	    !chi_seg_range(c->base, &c->layout, o, CHI_TASK_HEADER_SIZE + (uint64_t)t->params_size))
+	    !shm_seg_range(c->base, &c->layout, o, CHI_TASK_HEADER_SIZE + (uint64_t)t->params_size))
 		return -EINVAL;
 	*off = (uint32_t)o;
 	return 0;
@@ -440,7 +440,7 @@ static int check_runtime(struct chi_client *c)
 {
 	if (atomic_load_explicit(&c->dead, memory_order_relaxed))
 		return -ECONNRESET;
-	if (atomic_load_explicit(&c->hdr->runtime_state, memory_order_acquire) != CHI_SEG_RUNNING)
+	if (atomic_load_explicit(&c->hdr->runtime_state, memory_order_acquire) != SHM_SEG_RUNNING)
 		return -ESHUTDOWN;
 	return 0;
 }
@@ -464,20 +464,20 @@ static void ring_doorbell(struct client_lane *lane)
  * runtime died, which we check every millisecond. */
 static int wait_for_room(struct chi_client *c, struct client_lane *lane, uint32_t want)
 {
-	uint64_t next_check = chi_now_ns() + 1000000ull;
-	while (chi_ring_free_slots(&lane->prod, want) < want) {
+	uint64_t next_check = time_now_ns() + 1000000ull;
+	while (shm_ring_free_slots(&lane->prod, want) < want) {
 		/* The worker may be asleep holding nothing: make sure it looks at the lane. */
-		if (chi_ring_publish(&lane->prod))
+		if (shm_ring_publish(&lane->prod))
 			ring_doorbell(lane);
-		chi_cpu_relax();
-		if (chi_now_ns() > next_check) {
+		cpu_relax();
+		if (time_now_ns() > next_check) {
 			if (runtime_dead(c))
 				return -ECONNRESET;
 			int rc = check_runtime(c);
 			if (rc)
 				return rc;
 			sched_yield();
-			next_check = chi_now_ns() + 1000000ull;
+			next_check = time_now_ns() + 1000000ull;
 		}
 	}
 	return 0;
@@ -501,9 +501,9 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 			err = -EINVAL;
 			break;
 		}
-		if (chi_ring_free_slots(&lane->prod, 1) == 0) {
+		if (shm_ring_free_slots(&lane->prod, 1) == 0) {
 			/* Publish what we have before waiting so the worker can drain it. */
-			if (chi_ring_publish(&lane->prod))
+			if (shm_ring_publish(&lane->prod))
 				ring_doorbell(lane);
 			err = wait_for_room(c, lane, 1);
 			if (err)
@@ -512,12 +512,12 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 		t->rc = 0;
 		atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
 				      memory_order_relaxed);
-		chi_ring_stage(&lane->prod, off); /* published below, with release order */
+		shm_ring_stage(&lane->prod, off); /* published below, with release order */
 		out[done].task = t;
 		out[done].client = c;
 		done++;
 	}
-	if (done && chi_ring_publish(&lane->prod))
+	if (done && shm_ring_publish(&lane->prod))
 		ring_doorbell(lane);
 	return done ? done : err;
 }
@@ -615,7 +615,7 @@ static int sleep_until_done(struct chi_client *c, struct chi_task *t, uint64_t s
 	for (;;) {
 		if (task_done(t, &rc))
 			break;
-		uint64_t now = chi_now_ns();
+		uint64_t now = time_now_ns();
 		if (now - start >= timeout_ns) {
 			rc = -ETIMEDOUT;
 			break;
@@ -640,8 +640,8 @@ static int sleep_until_done(struct chi_client *c, struct chi_task *t, uint64_t s
 		uint64_t slice = timeout_ns - (now - start);
 		if (slice > WAIT_SLICE_NS)
 			slice = WAIT_SLICE_NS;
-		struct timespec ts = chi_ns_to_timespec(slice);
-		rc = chi_futex_wait(me.word, expect, &ts);
+		struct timespec ts = time_ns_to_timespec(slice);
+		rc = futex_wait(me.word, expect, &ts);
 		if (rc == -ETIMEDOUT && runtime_dead(c)) {
 			rc = -ECONNRESET;
 			break;
@@ -671,14 +671,14 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 	 * which costs more than the whole check on some virtual machines. */
 	if (task_done(t, &rc))
 		return rc;
-	uint64_t start = chi_now_ns(), now = start;
+	uint64_t start = time_now_ns(), now = start;
 	while (now - start < WAIT_SPIN_NS && now - start < timeout_ns) {
 		for (int i = 0; i < 64; i++) {
 			if (task_done(t, &rc))
 				return rc;
-			chi_cpu_relax();
+			cpu_relax();
 		}
-		now = chi_now_ns();
+		now = time_now_ns();
 	}
 	return sleep_until_done(f->client, t, start, timeout_ns);
 }

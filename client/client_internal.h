@@ -22,7 +22,7 @@ struct client_lane {
 	struct chi_client *client;
 	uint32_t index;
 	_Atomic int owned; /* a thread has claimed this lane */
-	struct chi_ring_producer prod;
+	struct shm_ring_producer prod;
 
 	/* Arena: only the owning thread bumps and uses free_list; other threads hand blocks
 	 * back through remote_free (push one / take all, so no ABA). Offsets, 0 = none. */
@@ -44,8 +44,8 @@ struct sleeper {
 struct chi_client {
 	int sock;
 	void *base;
-	struct chi_seg_header *hdr;
-	struct chi_seg_layout layout;
+	struct shm_seg_header *hdr;
+	struct shm_seg_layout layout;
 	int *doorbells;
 	uint32_t num_workers;
 	struct client_lane *lanes;
@@ -67,7 +67,7 @@ struct chi_client {
 };
 
 /* arena.c */
-void arena_init(struct client_lane *lane, const struct chi_seg_layout *l);
+void arena_init(struct client_lane *lane, const struct shm_seg_layout *l);
 void *arena_alloc(struct client_lane *lane, uint64_t size);
 /* Called by any thread; @mine is the calling thread's lane (may be NULL). */
 void arena_free(struct chi_client *c, struct client_lane *mine, void *ptr);

@@ -16,7 +16,7 @@
 #include "log.h"
 
 /* Lane entries are 32-bit offsets, so one client segment stays within 4 GiB. */
-#define CHI_SEG_MAX_SIZE_CFG (4ull << 30)
+#define SHM_SEG_MAX_SIZE_CFG (4ull << 30)
 #define CPU_SETSIZE_CFG 1024
 
 enum key_type {
@@ -39,11 +39,11 @@ struct key_desc {
 	uint64_t max;
 };
 
-#define OFF(field) offsetof(struct chi_config, field)
-#define STR(field) KEY_STRING, OFF(field), 0, sizeof(((struct chi_config *)0)->field)
+#define OFF(field) offsetof(struct config, field)
+#define STR(field) KEY_STRING, OFF(field), 0, sizeof(((struct config *)0)->field)
 
 static const struct key_desc keys[] = {
-	{ "runtime.num_threads", KEY_U32, OFF(num_threads), 1, CHI_CONFIG_MAX_WORKERS },
+	{ "runtime.num_threads", KEY_U32, OFF(num_threads), 1, CONFIG_MAX_WORKERS },
 	{ "runtime.queue_depth", KEY_U32, OFF(queue_depth), 2, 65536 },
 	{ "runtime.local_sched", STR(local_sched) },
 	{ "runtime.first_busy_wait", KEY_U64, OFF(first_busy_wait_us), 0, 10000000 },
@@ -66,7 +66,7 @@ static const struct key_desc keys[] = {
 	{ "runtime.heartbeat_interval", KEY_IGNORED, 0, 0, 0 },
 	{ "runtime.max_sleep", KEY_IGNORED, 0, 0, 0 },
 	{ "memory.client_data_segment_size", KEY_SIZE, OFF(client_data_segment_size),
-	  1ull << 20, CHI_SEG_MAX_SIZE_CFG },
+	  1ull << 20, SHM_SEG_MAX_SIZE_CFG },
 	{ "memory.lanes_per_client", KEY_U32, OFF(lanes_per_client), 1, 256 },
 	{ "memory.max_clients", KEY_U32, OFF(max_clients), 1, 65536 },
 	{ "memory.main_segment_size", KEY_IGNORED, 0, 0, 0 },
@@ -85,7 +85,7 @@ static const struct key_desc keys[] = {
 	{ "max_sleep", KEY_IGNORED, 0, 0, 0 },
 };
 
-void chi_config_defaults(struct chi_config *cfg)
+void config_defaults(struct config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->num_threads = 4;
@@ -114,7 +114,7 @@ void chi_config_defaults(struct chi_config *cfg)
 	cfg->log_level = CHI_LOG_LEVEL_WARN;
 }
 
-void chi_config_fini(struct chi_config *cfg)
+void config_fini(struct config *cfg)
 {
 	free(cfg->compose);
 	cfg->compose = NULL;
@@ -123,7 +123,7 @@ void chi_config_fini(struct chi_config *cfg)
 
 /* ---- number parsing ---- */
 
-int chi_parse_u64(const char *s, uint64_t *out)
+int parse_u64(const char *s, uint64_t *out)
 {
 	char *end;
 
@@ -139,7 +139,7 @@ int chi_parse_u64(const char *s, uint64_t *out)
 	return 0;
 }
 
-int chi_parse_size(const char *s, uint64_t *out)
+int parse_size(const char *s, uint64_t *out)
 {
 	static const struct {
 		const char *suffix;
@@ -173,7 +173,7 @@ int chi_parse_size(const char *s, uint64_t *out)
 /* ---- YAML walking ---- */
 
 struct load_ctx {
-	struct chi_config *cfg;
+	struct config *cfg;
 	const char *name;
 	yaml_document_t *doc;
 	char *err;
@@ -211,7 +211,7 @@ static const char *scalar(const yaml_node_t *n)
 
 static int set_cpus(struct load_ctx *lc, const yaml_node_t *v, const char *key)
 {
-	struct chi_config *cfg = lc->cfg;
+	struct config *cfg = lc->cfg;
 	uint64_t id;
 
 	cfg->num_cpus = 0;
@@ -220,10 +220,10 @@ static int set_cpus(struct load_ctx *lc, const yaml_node_t *v, const char *key)
 	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
 	     it++) {
 		const yaml_node_t *item = yaml_document_get_node(lc->doc, *it);
-		if (chi_parse_u64(scalar(item), &id) != 0 || id >= CPU_SETSIZE_CFG)
+		if (parse_u64(scalar(item), &id) != 0 || id >= CPU_SETSIZE_CFG)
 			return fail(lc, item, key, "expected a cpu id in [0, %d)", CPU_SETSIZE_CFG);
-		if (cfg->num_cpus == CHI_CONFIG_MAX_CPUS)
-			return fail(lc, item, key, "more than %d cpus", CHI_CONFIG_MAX_CPUS);
+		if (cfg->num_cpus == CONFIG_MAX_CPUS)
+			return fail(lc, item, key, "more than %d cpus", CONFIG_MAX_CPUS);
 		cfg->cpus[cfg->num_cpus++] = (int)id;
 	}
 	return 0;
@@ -253,14 +253,14 @@ static int set_key(struct load_ctx *lc, const struct key_desc *k, const yaml_nod
 		snprintf(field, k->max, "%s", s);
 		return 0;
 	case KEY_LOGLEVEL:
-		rc = chi_log_level_parse(s);
+		rc = log_level_parse(s);
 		if (rc < 0)
 			return fail(lc, v, k->name,
 				    "expected debug, info, warning or error, got '%s'", s);
 		*(int *)field = rc;
 		return 0;
 	case KEY_SIZE:
-		if (chi_parse_size(s, &num) != 0)
+		if (parse_size(s, &num) != 0)
 			return fail(lc, v, k->name,
 				    "expected a size such as 512MB or 4096, got '%s'", s);
 		break;
@@ -271,7 +271,7 @@ static int set_key(struct load_ctx *lc, const struct key_desc *k, const yaml_nod
 		}
 		/* fall through */
 	default:
-		if (chi_parse_u64(s, &num) != 0)
+		if (parse_u64(s, &num) != 0)
 			return fail(lc, v, k->name, "expected a whole number, got '%s'", s);
 		break;
 	}
@@ -361,7 +361,7 @@ static int parse_pool_id(const char *s, struct chi_pool_id *out)
 	if (!dot)
 		return -EINVAL;
 	*dot = '\0';
-	if (chi_parse_u64(buf, &major) || chi_parse_u64(dot + 1, &minor) || major > UINT32_MAX ||
+	if (parse_u64(buf, &major) || parse_u64(dot + 1, &minor) || major > UINT32_MAX ||
 	    minor > UINT32_MAX)
 		return -EINVAL;
 	out->major = (uint32_t)major;
@@ -369,14 +369,14 @@ static int parse_pool_id(const char *s, struct chi_pool_id *out)
 	return 0;
 }
 
-static int keep_kv(struct load_ctx *lc, struct chi_compose_entry *e, const yaml_node_t *v,
+static int keep_kv(struct load_ctx *lc, struct config_compose_entry *e, const yaml_node_t *v,
 		   const char *key, const char *val)
 {
 	if (!val)
 		return fail(lc, v, key, "compose keys take single values, not lists or mappings");
 	size_t need = strlen(key) + strlen(val) + 2;
 	if (need > sizeof(e->kv) - e->kv_size)
-		return fail(lc, v, key, "the entry's keys exceed %d bytes", CHI_CONFIG_KV_LEN);
+		return fail(lc, v, key, "the entry's keys exceed %d bytes", CONFIG_KV_LEN);
 	memcpy(e->kv + e->kv_size, key, strlen(key) + 1);
 	memcpy(e->kv + e->kv_size + strlen(key) + 1, val, strlen(val) + 1);
 	e->kv_size += (uint32_t)need;
@@ -384,7 +384,7 @@ static int keep_kv(struct load_ctx *lc, struct chi_compose_entry *e, const yaml_
 	return 0;
 }
 
-static int compose_field(struct load_ctx *lc, struct chi_compose_entry *e, const yaml_node_t *k,
+static int compose_field(struct load_ctx *lc, struct config_compose_entry *e, const yaml_node_t *k,
 			 const yaml_node_t *v)
 {
 	const char *key = scalar(k);
@@ -395,12 +395,12 @@ static int compose_field(struct load_ctx *lc, struct chi_compose_entry *e, const
 
 	if (strcmp(key, "mod_name") == 0 || strcmp(key, "pool_name") == 0 ||
 	    strcmp(key, "pool_query") == 0) {
-		if (!s || !*s || strlen(s) >= CHI_CONFIG_NAME_LEN)
+		if (!s || !*s || strlen(s) >= CONFIG_NAME_LEN)
 			return fail(lc, v, key, "expected a non-empty name under %d characters",
-				    CHI_CONFIG_NAME_LEN);
+				    CONFIG_NAME_LEN);
 		char *dst = key[0] == 'm' ? e->mod_name :
 			    key[5] == 'n' ? e->pool_name : e->pool_query;
-		snprintf(dst, CHI_CONFIG_NAME_LEN, "%s", s);
+		snprintf(dst, CONFIG_NAME_LEN, "%s", s);
 		if (dst == e->pool_query && chi_pool_query_parse(s, &e->query) != 0)
 			return fail(lc, v, key,
 				    "'%s' is not a pool query (local, dynamic, broadcast, "
@@ -422,7 +422,7 @@ static int compose_field(struct load_ctx *lc, struct chi_compose_entry *e, const
 	}
 	if (strcmp(key, "num_containers") == 0) {
 		uint64_t n;
-		if (chi_parse_u64(s, &n) != 0 || n < 1 || n > 4096)
+		if (parse_u64(s, &n) != 0 || n < 1 || n > 4096)
 			return fail(lc, v, key, "expected a count in [1, 4096]");
 		e->num_containers = (uint32_t)n;
 		return 0;
@@ -435,7 +435,7 @@ static int load_compose(struct load_ctx *lc, const yaml_node_t *v)
 	if (v->type != YAML_SEQUENCE_NODE)
 		return fail(lc, v, "compose", "expected a list of pool definitions");
 	size_t n = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-	struct chi_compose_entry *entries = calloc(n ? n : 1, sizeof(*entries));
+	struct config_compose_entry *entries = calloc(n ? n : 1, sizeof(*entries));
 	if (!entries)
 		return fail(lc, v, "compose", "out of memory");
 	free(lc->cfg->compose);
@@ -444,7 +444,7 @@ static int load_compose(struct load_ctx *lc, const yaml_node_t *v)
 
 	for (size_t i = 0; i < n; i++) {
 		const yaml_node_t *item = yaml_document_get_node(lc->doc, v->data.sequence.items.start[i]);
-		struct chi_compose_entry *e = &entries[i];
+		struct config_compose_entry *e = &entries[i];
 		int rc;
 		if (item->type != YAML_MAPPING_NODE)
 			return fail(lc, item, "compose", "entry %zu is not a mapping", i);
@@ -499,7 +499,7 @@ static int load_root(struct load_ctx *lc, const yaml_node_t *root)
 	return 0;
 }
 
-static int load_parser(struct chi_config *cfg, const char *name, yaml_parser_t *parser, char *err,
+static int load_parser(struct config *cfg, const char *name, yaml_parser_t *parser, char *err,
 		       size_t err_len)
 {
 	yaml_document_t doc;
@@ -527,7 +527,7 @@ static int load_parser(struct chi_config *cfg, const char *name, yaml_parser_t *
 	return rc;
 }
 
-int chi_config_load_string(struct chi_config *cfg, const char *name, const char *text, size_t len,
+int config_load_string(struct config *cfg, const char *name, const char *text, size_t len,
 			   char *err, size_t err_len)
 {
 	yaml_parser_t parser;
@@ -542,7 +542,7 @@ int chi_config_load_string(struct chi_config *cfg, const char *name, const char 
 	return rc;
 }
 
-int chi_config_load_file(struct chi_config *cfg, const char *path, char *err, size_t err_len)
+int config_load_file(struct config *cfg, const char *path, char *err, size_t err_len)
 {
 	yaml_parser_t parser;
 	FILE *f = fopen(path, "re");
@@ -564,7 +564,7 @@ int chi_config_load_file(struct chi_config *cfg, const char *path, char *err, si
 	return rc;
 }
 
-int chi_config_locate(char *path, size_t len)
+int config_locate(char *path, size_t len)
 {
 	static const char *vars[] = { "CHI_SERVER_CONF", "WRP_RUNTIME_CONF" };
 
@@ -585,26 +585,26 @@ int chi_config_locate(char *path, size_t len)
 	return 0;
 }
 
-int chi_config_load(struct chi_config *cfg, const char *path, char *err, size_t err_len)
+int config_load(struct config *cfg, const char *path, char *err, size_t err_len)
 {
 	char found[PATH_MAX];
 	int rc = 0;
 
-	chi_config_defaults(cfg);
+	config_defaults(cfg);
 	if (!path) {
-		rc = chi_config_locate(found, sizeof(found));
+		rc = config_locate(found, sizeof(found));
 		if (rc < 0) {
 			snprintf(err, err_len, "%s (named by the environment): no such file", found);
 			return rc;
 		}
 		path = rc == 1 ? found : NULL;
 	}
-	if (path && (rc = chi_config_load_file(cfg, path, err, err_len)) != 0)
+	if (path && (rc = config_load_file(cfg, path, err, err_len)) != 0)
 		return rc;
 	const char *port = getenv("CHI_PORT");
 	if (port && *port) {
 		uint64_t p;
-		if (chi_parse_u64(port, &p) != 0 || p == 0 || p > 65535) {
+		if (parse_u64(port, &p) != 0 || p == 0 || p > 65535) {
 			snprintf(err, err_len, "CHI_PORT='%s': expected a port in [1, 65535]", port);
 			return -EINVAL;
 		}
@@ -613,7 +613,7 @@ int chi_config_load(struct chi_config *cfg, const char *path, char *err, size_t 
 	return 0;
 }
 
-void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len)
+void config_run_dir(const struct config *cfg, char *buf, size_t len)
 {
 	if (cfg->run_dir[0])
 		snprintf(buf, len, "%s", cfg->run_dir);
@@ -621,7 +621,7 @@ void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len)
 		snprintf(buf, len, "/tmp/chimaera-%u", (unsigned)geteuid());
 }
 
-int chi_config_data_dir(const struct chi_config *cfg, char *buf, size_t len)
+int config_data_dir(const struct config *cfg, char *buf, size_t len)
 {
 	char run_dir[PATH_MAX];
 	int n;
@@ -629,7 +629,7 @@ int chi_config_data_dir(const struct chi_config *cfg, char *buf, size_t len)
 	if (cfg->data_dir[0]) {
 		n = snprintf(buf, len, "%s", cfg->data_dir);
 	} else {
-		chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
+		config_run_dir(cfg, run_dir, sizeof(run_dir));
 		n = snprintf(buf, len, "%s/data", run_dir);
 	}
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
@@ -670,13 +670,13 @@ static int dumped_from_fields(const char *key)
 	       !strcmp(key, "pool_query") || !strcmp(key, "pool_id");
 }
 
-void chi_config_dump(const struct chi_config *cfg, FILE *out)
+void config_dump(const struct config *cfg, FILE *out)
 {
 	static const char *levels[] = { "error", "warning", "info", "debug" };
 	char run_dir[PATH_MAX], data_dir[PATH_MAX];
 
-	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
-	if (chi_config_data_dir(cfg, data_dir, sizeof(data_dir)) != 0)
+	config_run_dir(cfg, run_dir, sizeof(run_dir));
+	if (config_data_dir(cfg, data_dir, sizeof(data_dir)) != 0)
 		data_dir[0] = '\0'; /* cannot happen with PATH_MAX each; the start refuses it */
 	fprintf(out, "# effective configuration (source: %s)\n",
 		cfg->source[0] ? cfg->source : "built-in defaults");
@@ -716,7 +716,7 @@ void chi_config_dump(const struct chi_config *cfg, FILE *out)
 		cfg->log_file);
 	fprintf(out, "compose:%s\n", cfg->num_compose ? "" : " []");
 	for (uint32_t i = 0; i < cfg->num_compose; i++) {
-		const struct chi_compose_entry *e = &cfg->compose[i];
+		const struct config_compose_entry *e = &cfg->compose[i];
 		fprintf(out, "  - mod_name: ");
 		dump_quoted(out, e->mod_name);
 		fprintf(out, "\n    pool_name: ");

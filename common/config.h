@@ -13,15 +13,15 @@
 
 #include <chimaera/task.h>
 
-#define CHI_CONFIG_MAX_CPUS 256
-#define CHI_CONFIG_MAX_WORKERS 128
-#define CHI_CONFIG_NAME_LEN 256
-#define CHI_CONFIG_KV_LEN 4096
+#define CONFIG_MAX_CPUS 256
+#define CONFIG_MAX_WORKERS 128
+#define CONFIG_NAME_LEN 256
+#define CONFIG_KV_LEN 4096
 
-struct chi_compose_entry {
-	char mod_name[CHI_CONFIG_NAME_LEN];
-	char pool_name[CHI_CONFIG_NAME_LEN];
-	char pool_query[CHI_CONFIG_NAME_LEN];
+struct config_compose_entry {
+	char mod_name[CONFIG_NAME_LEN];
+	char pool_name[CONFIG_NAME_LEN];
+	char pool_query[CONFIG_NAME_LEN];
 	struct chi_pool_query query;
 	struct chi_pool_id pool_id;
 	int has_pool_id;
@@ -30,12 +30,12 @@ struct chi_compose_entry {
 	int line; /* 1-based line of the entry in its file, for error messages */
 	/* Every key of the entry as NUL-terminated "key", "value" strings, for the module's
 	 * create callback (upstream hands it the whole entry). */
-	char kv[CHI_CONFIG_KV_LEN];
+	char kv[CONFIG_KV_LEN];
 	uint32_t kv_size;
 	uint32_t num_kv;
 };
 
-struct chi_config {
+struct config {
 	char source[PATH_MAX]; /* file it came from; "" for built-in defaults */
 
 	/* runtime */
@@ -47,7 +47,7 @@ struct chi_config {
 	char run_dir[PATH_MAX]; /* "" means /tmp/chimaera-<euid> */
 	char data_dir[PATH_MAX]; /* files modules keep (bdev); "" means <run_dir>/data */
 	uint64_t stack_size;
-	int cpus[CHI_CONFIG_MAX_CPUS];
+	int cpus[CONFIG_MAX_CPUS];
 	uint32_t num_cpus; /* 0: choose automatically */
 	int numa_node;	   /* -1: automatic */
 	uint32_t stall_report_ms; /* report a task running this long without yielding; 0 off */
@@ -80,52 +80,52 @@ struct chi_config {
 	int log_level;
 	char log_file[PATH_MAX];
 
-	struct chi_compose_entry *compose; /* owned; freed by chi_config_fini() */
+	struct config_compose_entry *compose; /* owned; freed by config_fini() */
 	uint32_t num_compose;
 };
 
-void chi_config_defaults(struct chi_config *cfg);
-void chi_config_fini(struct chi_config *cfg);
+void config_defaults(struct config *cfg);
+void config_fini(struct config *cfg);
 
 /**
  * Find the config file by the lookup order.
  * @return 1 with @p path filled, 0 when none applies (use defaults), -ENOENT when an
  *         environment variable names a file that does not exist (with @p path filled).
  */
-int chi_config_locate(char *path, size_t len);
+int config_locate(char *path, size_t len);
 
 /**
- * Apply @p path on top of @p cfg (call chi_config_defaults() first).
+ * Apply @p path on top of @p cfg (call config_defaults() first).
  * @param err Filled with "file:line:column: key: problem" on failure.
  * @return 0, -ENOENT / -EACCES (unreadable), -EINVAL (malformed file or bad value).
  */
-int chi_config_load_file(struct chi_config *cfg, const char *path, char *err, size_t err_len);
+int config_load_file(struct config *cfg, const char *path, char *err, size_t err_len);
 
 /** Parse YAML text (for tests and fuzzing); @p name is used in messages. */
-int chi_config_load_string(struct chi_config *cfg, const char *name, const char *text,
+int config_load_string(struct config *cfg, const char *name, const char *text,
 			   size_t len, char *err, size_t err_len);
 
 /** Defaults, then @p path (NULL: the file the lookup order finds, if any), then CHI_PORT.
  *  What the CLI and the client library both use. */
-int chi_config_load(struct chi_config *cfg, const char *path, char *err, size_t err_len);
+int config_load(struct config *cfg, const char *path, char *err, size_t err_len);
 
 /** Print the effective config as YAML. */
-void chi_config_dump(const struct chi_config *cfg, FILE *out);
+void config_dump(const struct config *cfg, FILE *out);
 
 /** The run directory (socket and lock file) this config implies. */
-void chi_config_run_dir(const struct chi_config *cfg, char *buf, size_t len);
+void config_run_dir(const struct config *cfg, char *buf, size_t len);
 
 /** The data directory (the only place modules keep files) this config implies.
  *  @return 0, or -ENAMETOOLONG when it does not fit @p len. */
-int chi_config_data_dir(const struct chi_config *cfg, char *buf, size_t len);
+int config_data_dir(const struct config *cfg, char *buf, size_t len);
 
 /**
  * Parse a size: a number with an optional B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB suffix
  * (case-insensitive, powers of 1024). @return 0 or -EINVAL (junk, overflow).
  */
-int chi_parse_size(const char *s, uint64_t *out);
+int parse_size(const char *s, uint64_t *out);
 
 /** Parse a non-negative integer with nothing after it. @return 0, -EINVAL or -ERANGE. */
-int chi_parse_u64(const char *s, uint64_t *out);
+int parse_u64(const char *s, uint64_t *out);
 
 #endif

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-_Atomic int chi_log_threshold = CHI_LOG_LEVEL_WARN;
+_Atomic int log_threshold = CHI_LOG_LEVEL_WARN;
 
 static FILE *log_file;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -18,7 +18,7 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
  * never on a hot path, so sharing it costs nothing worth a lock per site. */
 static pthread_mutex_t ratelimit_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int chi_log_level_parse(const char *s)
+int log_level_parse(const char *s)
 {
 	static const struct {
 		const char *name;
@@ -34,16 +34,16 @@ int chi_log_level_parse(const char *s)
 	return -EINVAL;
 }
 
-void chi_log_init_from_env(int dflt)
+void log_init_from_env(int dflt)
 {
 	const char *env = getenv("CHI_LOG_LEVEL");
 	if (!env)
 		env = getenv("HSHM_LOG_LEVEL");
-	int lvl = env ? chi_log_level_parse(env) : -EINVAL;
-	atomic_store_explicit(&chi_log_threshold, lvl >= 0 ? lvl : dflt, memory_order_relaxed);
+	int lvl = env ? log_level_parse(env) : -EINVAL;
+	atomic_store_explicit(&log_threshold, lvl >= 0 ? lvl : dflt, memory_order_relaxed);
 }
 
-int chi_log_set_file(const char *path)
+int log_set_file(const char *path)
 {
 	FILE *f = fopen(path, "ae");
 	if (!f)
@@ -57,13 +57,13 @@ int chi_log_set_file(const char *path)
 	return 0;
 }
 
-int chi_log_fd(void)
+int log_fd(void)
 {
 	FILE *f = log_file; /* a plain read: called from a signal handler */
 	return f ? fileno(f) : STDERR_FILENO;
 }
 
-void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
+void log_write(int level, const char *file, int line, const char *fmt, ...)
 {
 	static const char *tags[] = { "ERROR", "WARN", "INFO", "DEBUG" };
 	struct timespec ts;
@@ -85,9 +85,9 @@ void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 	pthread_mutex_unlock(&log_lock);
 }
 
-int chi_log_ratelimit(struct chi_log_ratelimit *rl, uint32_t *suppressed)
+int log_ratelimit(struct log_ratelimit *rl, uint32_t *suppressed)
 {
-	uint64_t now = chi_now_ns();
+	uint64_t now = time_now_ns();
 	int pass;
 
 	pthread_mutex_lock(&ratelimit_lock);

@@ -9,7 +9,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
-enum chi_log_level {
+enum log_level {
 	CHI_LOG_LEVEL_ERROR = 0,
 	CHI_LOG_LEVEL_WARN = 1,
 	CHI_LOG_LEVEL_INFO = 2,
@@ -18,28 +18,28 @@ enum chi_log_level {
 
 /* Read on every log statement, written at start-up (and by each client connect, from any
  * thread): atomic, relaxed. */
-extern _Atomic int chi_log_threshold;
+extern _Atomic int log_threshold;
 
-static inline int chi_log_enabled(int lvl)
+static inline int log_enabled(int lvl)
 {
-	return lvl <= atomic_load_explicit(&chi_log_threshold, memory_order_relaxed);
+	return lvl <= atomic_load_explicit(&log_threshold, memory_order_relaxed);
 }
 
 /** Parse "debug|info|warn|warning|error|fatal" (case-insensitive). @return level or -EINVAL. */
-int chi_log_level_parse(const char *s);
+int log_level_parse(const char *s);
 /** Apply CHI_LOG_LEVEL / HSHM_LOG_LEVEL if set; otherwise keep @p dflt. */
-void chi_log_init_from_env(int dflt);
+void log_init_from_env(int dflt);
 /** Send log lines to @p path (appended) instead of stderr. @return 0 or -errno. */
-int chi_log_set_file(const char *path);
+int log_set_file(const char *path);
 /** The descriptor log lines go to (for async-signal-safe writes from fault handlers). */
-int chi_log_fd(void);
-void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
+int log_fd(void);
+void log_write(int level, const char *file, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 #define CHI_LOG_AT(lvl, ...)                                                   \
 	do {                                                                   \
-		if (chi_log_enabled(lvl))                                      \
-			chi_log_write((lvl), __FILE__, __LINE__, __VA_ARGS__); \
+		if (log_enabled(lvl))                                      \
+			log_write((lvl), __FILE__, __LINE__, __VA_ARGS__); \
 	} while (0)
 
 #define CHI_LOG_ERROR(...) CHI_LOG_AT(CHI_LOG_LEVEL_ERROR, __VA_ARGS__)
@@ -63,7 +63,7 @@ void chi_log_write(int level, const char *file, int line, const char *fmt, ...)
 
 /** State of one rate-limited site (or of one thing logged about, e.g. one client): zero it
  *  before use (a static is). Any thread may use it; the logger locks it. */
-struct chi_log_ratelimit {
+struct log_ratelimit {
 	uint64_t window_start_ns;
 	uint32_t printed;    /* lines that passed in this window */
 	uint32_t suppressed; /* lines dropped since the last one that passed */
@@ -75,33 +75,33 @@ struct chi_log_ratelimit {
  *        first); 0 otherwise.
  * @return 1 when the line may be printed, 0 when it is dropped (and counted).
  */
-int chi_log_ratelimit(struct chi_log_ratelimit *rl, uint32_t *suppressed);
+int log_ratelimit(struct log_ratelimit *rl, uint32_t *suppressed);
 
 /** As CHI_LOG_AT, but at most CHI_LOG_RATELIMIT_BURST lines per interval counted in @p rl. */
 #define CHI_LOG_RATELIMITED_BY(lvl, rl, ...)                                            \
 	do {                                                                            \
-		uint32_t chi_rl_dropped_;                                               \
-		if (chi_log_enabled(lvl) &&                                       \
-		    chi_log_ratelimit((rl), &chi_rl_dropped_)) {                        \
-			if (chi_rl_dropped_)                                            \
-				chi_log_write((lvl), __FILE__, __LINE__,                \
+		uint32_t log_rl_dropped_;                                               \
+		if (log_enabled(lvl) &&                                       \
+		    log_ratelimit((rl), &log_rl_dropped_)) {                        \
+			if (log_rl_dropped_)                                            \
+				log_write((lvl), __FILE__, __LINE__,                \
 					      "suppressed %u similar messages",         \
-					      chi_rl_dropped_);                         \
-			chi_log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);          \
+					      log_rl_dropped_);                         \
+			log_write((lvl), __FILE__, __LINE__, __VA_ARGS__);          \
 		}                                                                       \
 	} while (0)
 
 /** As CHI_LOG_AT, rate-limited per call site (each use has its own state). */
 #define CHI_LOG_RATELIMITED(lvl, ...)                                                   \
 	do {                                                                            \
-		static struct chi_log_ratelimit chi_rl_site_;                           \
-		CHI_LOG_RATELIMITED_BY((lvl), &chi_rl_site_, __VA_ARGS__);              \
+		static struct log_ratelimit log_rl_site_;                           \
+		CHI_LOG_RATELIMITED_BY((lvl), &log_rl_site_, __VA_ARGS__);              \
 	} while (0)
 
 /** A broken invariant: log and abort. Never used for bad input. */
 #define CHI_PANIC(...)                                                         \
 	do {                                                                   \
-		chi_log_write(CHI_LOG_LEVEL_ERROR, __FILE__, __LINE__, __VA_ARGS__); \
+		log_write(CHI_LOG_LEVEL_ERROR, __FILE__, __LINE__, __VA_ARGS__); \
 		abort();                                                       \
 	} while (0)
 

@@ -43,8 +43,8 @@ static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *par
 	if (hdr->params_size < sizeof(p))
 		return -EINVAL;
 	memcpy(&p, params, sizeof(p)); /* one read of untrusted descriptors */
-	void *in = chi_seg_range(c->base, &c->layout, p.in.offset, p.in.length);
-	void *out = chi_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
+	void *in = shm_seg_range(c->base, &c->layout, p.in.offset, p.in.length);
+	void *out = shm_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
 	if (!in || !out || p.out.length < p.in.length)
 		return -EFAULT;
 	memmove(out, in, p.in.length);
@@ -68,7 +68,7 @@ static int admin_sleep(struct worker *w, struct rt_client *c, struct rt_client *
 	int rc = rt_quota_take(&root->held_timers, w->rt->cfg.client_max_timers);
 	if (rc)
 		return rc;
-	rc = rt_timer_add(w, c, root, task, chi_now_ns() + p.usec * 1000ull);
+	rc = rt_timer_add(w, c, root, task, time_now_ns() + p.usec * 1000ull);
 	if (rc)
 		rt_quota_give(&root->held_timers);
 	return rc ? rc : RT_TASK_PENDING;
@@ -84,7 +84,7 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 	memset(&s, 0, sizeof(s));
 	s.pid = (int32_t)getpid();
 	s.num_workers = rt->num_workers;
-	s.uptime_ns = chi_now_ns() - rt->start_ns;
+	s.uptime_ns = time_now_ns() - rt->start_ns;
 	s.clients_reclaimed = atomic_load_explicit(&rt->clients_reclaimed, memory_order_relaxed);
 	s.bad_submissions = atomic_load_explicit(&rt->bad_submissions, memory_order_relaxed);
 	s.stalls_reported = atomic_load_explicit(&rt->stalls_reported, memory_order_relaxed);
@@ -121,7 +121,7 @@ static int admin_list_pools(struct worker *w, struct rt_client *c, const struct 
 	if (hdr->params_size < sizeof(p))
 		return -EINVAL;
 	memcpy(&p, params, sizeof(p));
-	struct chi_pool_info *out = chi_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
+	struct chi_pool_info *out = shm_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
 	if (!out)
 		return -EFAULT;
 	uint64_t max = p.out.length / sizeof(*out);
@@ -170,7 +170,7 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 		return -ENOENT;
 	unsigned char *per = NULL; /* the client chose where: maybe misaligned */
 	if (p.container_tasks.length) {
-		per = chi_seg_range(c->base, &c->layout, p.container_tasks.offset,
+		per = shm_seg_range(c->base, &c->layout, p.container_tasks.offset,
 				    p.container_tasks.length);
 		if (!per)
 			return -EFAULT;

@@ -49,7 +49,7 @@ static int nic_numa_node(const char *dev)
  * runtime.first_busy_wait before it sleeps: under load it holds its cpu for whole time slices
  * while the worker beside it waits with its own lanes full. Nothing fails, so say it, once, at
  * start. */
-static void warn_if_shared(const struct chi_config *cfg, const int *cpus, uint32_t n,
+static void warn_if_shared(const struct config *cfg, const int *cpus, uint32_t n,
 			   const cpu_set_t *allowed, int node)
 {
 	cpu_set_t used;
@@ -75,7 +75,7 @@ static void warn_if_shared(const struct chi_config *cfg, const int *cpus, uint32
 		     cfg->num_cpus ? " or list distinct cpus in runtime.cpus" : "");
 }
 
-int rt_affinity_plan(const struct chi_config *cfg, int *cpus, uint32_t n, int *numa_node)
+int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_node)
 {
 	cpu_set_t allowed;
 	int list[CPU_SETSIZE];

@@ -76,7 +76,7 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 			o->json = 1;
 			break;
 		case 't':
-			if (chi_parse_u64(optarg, &v) != 0 || v > 3600) {
+			if (parse_u64(optarg, &v) != 0 || v > 3600) {
 				fprintf(stderr, "chimaera: --timeout: expected seconds in [0, 3600]\n");
 				return -EINVAL;
 			}
@@ -97,20 +97,20 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 	return 0;
 }
 
-static int load_config(const struct cli_opts *o, struct chi_config *cfg)
+static int load_config(const struct cli_opts *o, struct config *cfg)
 {
 	char err[1024];
-	int rc = chi_config_load(cfg, o->config, err, sizeof(err));
+	int rc = config_load(cfg, o->config, err, sizeof(err));
 	if (rc)
 		fprintf(stderr, "chimaera: %s\n", err);
 	return rc;
 }
 
-static int socket_path(const struct chi_config *cfg, char *buf, size_t len)
+static int socket_path(const struct config *cfg, char *buf, size_t len)
 {
 	char dir[PATH_MAX];
-	chi_config_run_dir(cfg, dir, sizeof(dir));
-	return chi_ipc_socket_path(dir, cfg->port, buf, len);
+	config_run_dir(cfg, dir, sizeof(dir));
+	return ipc_socket_path(dir, cfg->port, buf, len);
 }
 
 /* Log to @path from now on. @created: whether this call made the file (O_EXCL, so that a
@@ -123,12 +123,12 @@ static int open_log(const char *path, int *created)
 		close(fd);
 	else if (errno != EEXIST)
 		return -errno;
-	return chi_log_set_file(path);
+	return log_set_file(path);
 }
 
 /* Fork; the child becomes the runtime in a new session, the parent waits for "OK" or
  * "ERR why" on a pipe so that the command's exit status says whether the runtime is up. */
-static int start_daemon(struct chi_config *cfg)
+static int start_daemon(struct config *cfg)
 {
 	int pfd[2], created = 0;
 	char msg[600] = "";
@@ -138,8 +138,8 @@ static int start_daemon(struct chi_config *cfg)
 		return -errno;
 	/* A daemon's log needs a home: logging.file (cmd_start opened it), else the private
 	 * run dir. Opened here, not in the child, so that we know whether we made it. */
-	chi_config_run_dir(cfg, dir, sizeof(dir));
-	if (!cfg->log_file[0] && chi_ipc_secure_dir(dir, why, sizeof(why)) == 0) {
+	config_run_dir(cfg, dir, sizeof(dir));
+	if (!cfg->log_file[0] && ipc_secure_dir(dir, why, sizeof(why)) == 0) {
 		snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
 		if (open_log(log, &created) != 0)
 			log[0] = '\0'; /* the runtime runs without a log, as it would have */
@@ -189,16 +189,16 @@ static int start_daemon(struct chi_config *cfg)
 
 static int cmd_start(struct cli_opts *o)
 {
-	struct chi_config cfg;
+	struct config cfg;
 	int created = 0;
 	int rc = load_config(o, &cfg);
 
 	if (rc)
 		return 2;
-	chi_log_init_from_env(cfg.log_level);
+	log_init_from_env(cfg.log_level);
 	if (cfg.log_file[0] && (rc = open_log(cfg.log_file, &created)) != 0) {
 		fprintf(stderr, "chimaera: logging.file %s: %s\n", cfg.log_file, strerror(-rc));
-		chi_config_fini(&cfg);
+		config_fini(&cfg);
 		return 2;
 	}
 	rc = o->daemon ? start_daemon(&cfg) : rt_run(&cfg, -1);
@@ -206,22 +206,22 @@ static int cmd_start(struct cli_opts *o)
 	 * made for it. In the foreground the log file is where the reason went: keep it. */
 	if (rc && o->daemon && created)
 		unlink(cfg.log_file);
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 	return rc == 0 ? 0 : 1;
 }
 
 static int cmd_status(struct cli_opts *o)
 {
-	struct chi_config cfg;
-	struct chi_ipc_reply r;
+	struct config cfg;
+	struct ipc_reply r;
 	char path[PATH_MAX];
 
 	if (load_config(o, &cfg))
 		return 2;
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 	if (socket_path(&cfg, path, sizeof(path)))
 		return 2;
-	int rc = chi_ipc_call(path, CHI_IPC_STATUS, &r, 5000);
+	int rc = ipc_call(path, IPC_STATUS, &r, 5000);
 	if (rc == 0 && r.status != 0)
 		rc = r.status;
 	if (rc) {
@@ -248,17 +248,17 @@ static int runtime_gone(const char *lock_path)
 
 static int cmd_stop(struct cli_opts *o)
 {
-	struct chi_config cfg;
-	struct chi_ipc_reply r;
+	struct config cfg;
+	struct ipc_reply r;
 	char path[PATH_MAX], lock[PATH_MAX], dir[PATH_MAX];
 
 	if (load_config(o, &cfg))
 		return 2;
-	chi_config_fini(&cfg);
-	chi_config_run_dir(&cfg, dir, sizeof(dir));
-	if (socket_path(&cfg, path, sizeof(path)) || chi_ipc_lock_path(dir, cfg.port, lock, sizeof(lock)))
+	config_fini(&cfg);
+	config_run_dir(&cfg, dir, sizeof(dir));
+	if (socket_path(&cfg, path, sizeof(path)) || ipc_lock_path(dir, cfg.port, lock, sizeof(lock)))
 		return 2;
-	int rc = chi_ipc_call(path, CHI_IPC_STOP, &r, 5000);
+	int rc = ipc_call(path, IPC_STOP, &r, 5000);
 	if (rc == 0 && r.status != 0)
 		rc = r.status;
 	if (rc) {
@@ -266,9 +266,9 @@ static int cmd_stop(struct cli_opts *o)
 			strerror(-rc));
 		return 3;
 	}
-	uint64_t deadline = chi_now_ns() + (uint64_t)o->timeout_s * 1000000000ull;
+	uint64_t deadline = time_now_ns() + (uint64_t)o->timeout_s * 1000000000ull;
 	while (!runtime_gone(lock)) {
-		if (chi_now_ns() > deadline) {
+		if (time_now_ns() > deadline) {
 			fprintf(stderr, "chimaera: runtime pid %d still running after %d s\n",
 				r.info.pid, o->timeout_s);
 			return 1;
@@ -285,18 +285,18 @@ static int cmd_stop(struct cli_opts *o)
  * outnumber the cpus they get on this machine. */
 static int cmd_config_check(const char *path)
 {
-	struct chi_config cfg;
+	struct config cfg;
 	char err[1024], lib[PATH_MAX], why[3072]; /* room for every directory searched */
 	int bad = 0;
 
-	chi_config_defaults(&cfg);
-	if (chi_config_load_file(&cfg, path, err, sizeof(err)) != 0) {
+	config_defaults(&cfg);
+	if (config_load_file(&cfg, path, err, sizeof(err)) != 0) {
 		fprintf(stderr, "chimaera: %s\n", err);
-		chi_config_fini(&cfg);
+		config_fini(&cfg);
 		return 2;
 	}
 	for (uint32_t i = 0; i < cfg.num_compose; i++) {
-		const struct chi_compose_entry *e = &cfg.compose[i];
+		const struct config_compose_entry *e = &cfg.compose[i];
 		if (rt_module_find(e->mod_name, lib, sizeof(lib), why, sizeof(why)) == 0)
 			continue;
 		/* The runtime's words for a failing entry (docs/config.md). */
@@ -307,11 +307,11 @@ static int cmd_config_check(const char *path)
 	if (!bad) {
 		/* Plan the workers' cpus as a runtime started here would: the plan warns (on
 		 * stderr) when more workers than cpus would share them. Not an error. */
-		int cpus[CHI_CONFIG_MAX_WORKERS], node;
+		int cpus[CONFIG_MAX_WORKERS], node;
 		rt_affinity_plan(&cfg, cpus, cfg.num_threads, &node);
-		chi_config_dump(&cfg, stdout);
+		config_dump(&cfg, stdout);
 	}
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 	return bad ? 2 : 0;
 }
 
@@ -327,23 +327,23 @@ static int attach_cli(const struct cli_opts *o, struct chi_client **c)
 /* Create the pools of FILE's compose section on the running runtime, in order. */
 static int cmd_compose(const char *file, struct cli_opts *o)
 {
-	struct chi_config cfg;
+	struct config cfg;
 	struct chi_client *c;
 	char err[1024];
 	int failed = 0;
 
-	chi_config_defaults(&cfg);
-	if (chi_config_load_file(&cfg, file, err, sizeof(err)) != 0) {
+	config_defaults(&cfg);
+	if (config_load_file(&cfg, file, err, sizeof(err)) != 0) {
 		fprintf(stderr, "chimaera: %s\n", err);
-		chi_config_fini(&cfg);
+		config_fini(&cfg);
 		return 2;
 	}
 	if (attach_cli(o, &c)) {
-		chi_config_fini(&cfg);
+		config_fini(&cfg);
 		return 3;
 	}
 	for (uint32_t i = 0; i < cfg.num_compose; i++) {
-		const struct chi_compose_entry *e = &cfg.compose[i];
+		const struct config_compose_entry *e = &cfg.compose[i];
 		const char *kv[512];
 		struct chi_pool_id id;
 		char why[CHI_WHY_LEN];
@@ -366,7 +366,7 @@ static int cmd_compose(const char *file, struct cli_opts *o)
 		printf("pool %s %u.%u (%s)\n", e->pool_name, id.major, id.minor, e->mod_name);
 	}
 	chi_client_disconnect(c);
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 	return failed ? 1 : 0;
 }
 
@@ -496,7 +496,7 @@ int main(int argc, char **argv)
 {
 	struct cli_opts o = { 0 };
 
-	chi_log_init_from_env(CHI_LOG_LEVEL_WARN);
+	log_init_from_env(CHI_LOG_LEVEL_WARN);
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		usage(stdout);
 		return 0;

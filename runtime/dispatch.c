@@ -55,9 +55,9 @@ int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
 	rt_activity_begin(c, work->method);
 	int rc;
 	if ((c->sample++ & 15) == 0) { /* the clock is dear here: time one task in 16 */
-		uint64_t t0 = chi_now_ns();
+		uint64_t t0 = time_now_ns();
 		rc = work->method->handler(&req);
-		rt_latency_record(c, chi_now_ns() - t0);
+		rt_latency_record(c, time_now_ns() - t0);
 	} else {
 		rc = work->method->handler(&req);
 	}
@@ -161,7 +161,7 @@ static int bulk_fields_valid(struct rt_client *client, const struct chi_method_d
 	for (uint32_t k = 0; k < m->num_bulk; k++) {
 		struct chi_bulk b;
 		memcpy(&b, (const char *)params + m->bulk[k].offset, sizeof(b));
-		if (b.length && !chi_seg_range(client->base, &client->layout, b.offset, b.length))
+		if (b.length && !shm_seg_range(client->base, &client->layout, b.offset, b.length))
 			return 0;
 	}
 	return 1;

@@ -32,7 +32,7 @@ void *chi_req_bulk(struct chi_request *req, const struct chi_bulk *bulk)
 {
 	struct chi_bulk b;
 	memcpy(&b, bulk, sizeof(b)); /* one read of an untrusted descriptor */
-	return chi_seg_range(req->client->base, &req->client->layout, b.offset, b.length);
+	return shm_seg_range(req->client->base, &req->client->layout, b.offset, b.length);
 }
 
 struct chi_container *chi_req_container(struct chi_request *req)
@@ -82,7 +82,7 @@ const char *chi_runtime_data_dir(void)
 
 int chi_module_parse_size(const char *s, uint64_t *out)
 {
-	return s ? chi_parse_size(s, out) : -EINVAL;
+	return s ? parse_size(s, out) : -EINVAL;
 }
 
 /* ---- cooperative waiting (yield.c) ---- */

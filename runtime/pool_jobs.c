@@ -45,7 +45,7 @@ struct destroy {
 	struct rt_job *job;
 	struct rt_pool *pool;
 	enum destroy_phase phase;
-	uint64_t seen[CHI_CONFIG_MAX_WORKERS];
+	uint64_t seen[CONFIG_MAX_WORKERS];
 	uint64_t deadline_ns; /* DESTROY_SUSPENDED: cancel then; DESTROY_CANCELLED: again */
 	uint64_t warn_ns;
 	_Atomic int callbacks_done;
@@ -343,7 +343,7 @@ void rt_jobs_run(struct runtime *rt)
 	for (;;) {
 		struct rt_job *job, *deferred = NULL, **dtail = &deferred;
 		if (j->cur.job)
-			advance_destroy(rt, chi_now_ns());
+			advance_destroy(rt, time_now_ns());
 		while ((job = next_job(j))) {
 			if (job->method != CHI_ADMIN_DESTROY_POOL) {
 				job_done(rt, job, run_create(rt, job));
@@ -356,7 +356,7 @@ void rt_jobs_run(struct runtime *rt)
 				if (rc != RT_TASK_PENDING)
 					job_done(rt, job, rc);
 				else
-					advance_destroy(rt, chi_now_ns());
+					advance_destroy(rt, time_now_ns());
 			}
 		}
 		requeue(j, deferred, dtail);

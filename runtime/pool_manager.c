@@ -24,18 +24,18 @@ static _Thread_local struct {
 	size_t len;
 } creating;
 
-int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len)
+int rt_data_dir_init(const struct config *cfg, char *why, size_t why_len)
 {
 	char dir[PATH_MAX], inner[PATH_MAX + 128];
 
 	data_dir[0] = '\0';
-	if (chi_config_data_dir(cfg, dir, sizeof(dir)) != 0) {
+	if (config_data_dir(cfg, dir, sizeof(dir)) != 0) {
 		snprintf(why, why_len, "runtime.data_dir: the path is too long");
 		return -ENAMETOOLONG;
 	}
 	/* Owned by us, 0700, not a symlink: nobody else can plant a link or a file in it
 	 * for a module to open. */
-	int rc = chi_ipc_secure_dir(dir, inner, sizeof(inner));
+	int rc = ipc_secure_dir(dir, inner, sizeof(inner));
 	if (rc) {
 		snprintf(why, why_len, "runtime.data_dir: %s", inner);
 		return rc;
@@ -241,7 +241,7 @@ static int monitor_period(struct rt_pool *pool, const struct rt_pool_spec *s, ch
 	for (uint32_t i = 0; i < s->num_kv; i++) {
 		if (strcmp(s->kv[i].key, "monitor_period_us") != 0)
 			continue;
-		if (chi_parse_u64(s->kv[i].value, &us) != 0 || (us && us < 100) ||
+		if (parse_u64(s->kv[i].value, &us) != 0 || (us && us < 100) ||
 		    us > 3600ull * 1000000ull) {
 			snprintf(why, len, "pool '%s': monitor_period_us '%s': expected 0 (off) or "
 				 "100..3600000000", pool->name, s->kv[i].value);
@@ -296,8 +296,8 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 	uint32_t count = s->num_containers ? s->num_containers : 1;
 	int rc;
 
-	if (!s->pool_name[0] || strlen(s->pool_name) >= CHI_CONFIG_NAME_LEN) {
-		snprintf(why, len, "a pool needs a name under %d characters", CHI_CONFIG_NAME_LEN);
+	if (!s->pool_name[0] || strlen(s->pool_name) >= CONFIG_NAME_LEN) {
+		snprintf(why, len, "a pool needs a name under %d characters", CONFIG_NAME_LEN);
 		return -EINVAL;
 	}
 	if (count > RT_MAX_CONTAINERS) {

@@ -23,7 +23,7 @@
 struct runtime;
 
 struct rt_module {
-	char name[CHI_CONFIG_NAME_LEN];
+	char name[CONFIG_NAME_LEN];
 	char path[PATH_MAX];
 	void *dl;
 	const struct chi_module_desc *desc;
@@ -45,7 +45,7 @@ enum rt_pool_state { RT_POOL_LIVE = 1, RT_POOL_DRAINING = 2, RT_POOL_DEAD = 3 };
 
 struct rt_pool {
 	struct chi_pool_id id;
-	char name[CHI_CONFIG_NAME_LEN];
+	char name[CONFIG_NAME_LEN];
 	struct rt_module *mod;
 	uint32_t num_containers;
 	struct chi_container *containers;
@@ -108,7 +108,7 @@ void rt_pool_destroy_finish(struct rt_pool *pool);
 /* Create runtime.data_dir (or <run_dir>/data) if missing, insist that it is ours and 0700,
  * and remember its absolute path for chi_runtime_data_dir(). Once, at start, before any
  * pool. @return 0, or -errno with @why naming the key and the problem. */
-int rt_data_dir_init(const struct chi_config *cfg, char *why, size_t why_len);
+int rt_data_dir_init(const struct config *cfg, char *why, size_t why_len);
 
 /* For handler_api.c: the data directory (NULL before rt_data_dir_init), and a module's error
  * (the create-time reason while create() runs, else a rate-limited warning). */

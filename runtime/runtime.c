@@ -60,22 +60,22 @@ static int ep_add(struct runtime *rt, int fd, struct conn *c, uint32_t events)
 }
 
 static void send_reply(int fd, uint16_t type, int status, const char *msg, const int *fds,
-		       int nfds, const struct chi_ipc_reply *base)
+		       int nfds, const struct ipc_reply *base)
 {
-	struct chi_ipc_reply r;
+	struct ipc_reply r;
 
 	if (base)
 		r = *base;
 	else
 		memset(&r, 0, sizeof(r));
-	r.magic = CHI_IPC_MAGIC;
-	r.version = CHI_IPC_VERSION;
+	r.magic = IPC_MAGIC;
+	r.version = IPC_VERSION;
 	r.type = type;
 	r.status = status;
 	r.num_fds = (uint32_t)nfds;
 	if (msg)
 		snprintf(r.message, sizeof(r.message), "%s", msg);
-	int rc = chi_ipc_send(fd, &r, sizeof(r), fds, nfds);
+	int rc = ipc_send(fd, &r, sizeof(r), fds, nfds);
 	if (rc) /* a client can make this fail at will: hang up before reading */
 		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "reply to a client failed: %s",
 				    strerror(-rc));
@@ -83,31 +83,31 @@ static void send_reply(int fd, uint16_t type, int status, const char *msg, const
 
 /* The runtime's status in a reply (ATTACH, STATUS, STOP): the info, and the workers' cpus in
  * worker_cpus after message[] (transport/ipc.h says why there). */
-static void fill_status(struct runtime *rt, struct chi_ipc_reply *r)
+static void fill_status(struct runtime *rt, struct ipc_reply *r)
 {
-	struct chi_ipc_status *s = &r->info;
-	int cpus[CHI_CONFIG_MAX_WORKERS];
+	struct ipc_status *s = &r->info;
+	int cpus[CONFIG_MAX_WORKERS];
 
 	s->pid = (int32_t)getpid();
 	s->num_workers = rt->num_workers;
 	s->num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
 	s->port = (uint32_t)rt->cfg.port;
-	s->uptime_ns = chi_now_ns() - rt->start_ns;
+	s->uptime_ns = time_now_ns() - rt->start_ns;
 	s->tasks_completed = 0;
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		s->tasks_completed +=
 			atomic_load_explicit(&rt->workers[i].tasks_run, memory_order_relaxed);
 		cpus[i] = rt->workers[i].cpu; /* it pins itself there (a failure is logged) */
 	}
-	chi_ipc_worker_cpus_encode(&r->worker_cpus, cpus, rt->num_workers);
+	ipc_worker_cpus_encode(&r->worker_cpus, cpus, rt->num_workers);
 }
 
 /* ---- clients ---- */
 
 static int map_client_segment(struct runtime *rt, struct rt_client *c, int *memfd_out)
 {
-	const struct chi_config *cfg = &rt->cfg;
-	int rc = chi_seg_layout_compute(cfg->client_data_segment_size, cfg->lanes_per_client,
+	const struct config *cfg = &rt->cfg;
+	int rc = shm_seg_layout_compute(cfg->client_data_segment_size, cfg->lanes_per_client,
 					cfg->queue_depth, &c->layout);
 	if (rc)
 		return rc;
@@ -143,7 +143,7 @@ err_close:
  * lane (its first thread) does not land on worker 0. */
 static int init_client_segment(struct runtime *rt, struct rt_client *c)
 {
-	struct chi_seg_header *h = c->base;
+	struct shm_seg_header *h = c->base;
 	size_t bytes = (size_t)c->layout.num_lanes * sizeof(*c->lanes);
 
 	c->lanes = aligned_alloc(CHI_CACHE_LINE, bytes);
@@ -152,21 +152,21 @@ static int init_client_segment(struct runtime *rt, struct rt_client *c)
 	memset(c->lanes, 0, bytes);
 	c->hdr = h;
 
-	h->magic = CHI_SEG_MAGIC;
-	h->version = CHI_SEG_VERSION;
+	h->magic = SHM_SEG_MAGIC;
+	h->version = SHM_SEG_VERSION;
 	h->client_id = c->id;
 	h->layout = c->layout;
 	h->num_workers = rt->num_workers;
 	h->runtime_pid = (int32_t)getpid();
-	atomic_init(&h->runtime_state, CHI_SEG_RUNNING);
+	atomic_init(&h->runtime_state, SHM_SEG_RUNNING);
 	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
 		uint32_t owner = (c->id + i) % rt->num_workers;
-		struct chi_ring *ring = chi_seg_lane(c->base, &c->layout, i);
+		struct shm_ring *ring = shm_seg_lane(c->base, &c->layout, i);
 		h->lane_worker[i] = (uint16_t)owner;
-		chi_ring_init(ring);
+		shm_ring_init(ring);
 		atomic_init(&c->lanes[i].token, RT_LANE_TOKEN(owner, 0));
 		atomic_init(&c->lanes[i].head_seen, 0);
-		chi_ring_consumer_init(&c->lanes[i].cons, ring, c->layout.lane_depth);
+		shm_ring_consumer_init(&c->lanes[i].cons, ring, c->layout.lane_depth);
 	}
 	return 0;
 }
@@ -215,8 +215,8 @@ static void free_client(struct runtime *rt, struct rt_client *c)
 
 static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred *cred)
 {
-	struct chi_ipc_reply r;
-	int fds[CHI_IPC_MAX_FDS];
+	struct ipc_reply r;
+	int fds[IPC_MAX_FDS];
 	int memfd = -1;
 	char why[160];
 
@@ -225,12 +225,12 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 		snprintf(why, sizeof(why), "%u clients attached already (memory.max_clients)",
 			 attached);
 		CHI_LOG_WARN("refused pid %d: %s", (int)cred->pid, why);
-		send_reply(cn->fd, CHI_IPC_ATTACH, -EMFILE, why, NULL, 0, NULL);
+		send_reply(cn->fd, IPC_ATTACH, -EMFILE, why, NULL, 0, NULL);
 		return -EMFILE;
 	}
 	struct rt_client *c = calloc(1, sizeof(*c));
 	if (!c) {
-		send_reply(cn->fd, CHI_IPC_ATTACH, -ENOMEM, "runtime out of memory", NULL, 0, NULL);
+		send_reply(cn->fd, IPC_ATTACH, -ENOMEM, "runtime out of memory", NULL, 0, NULL);
 		return -ENOMEM;
 	}
 	c->id = ++rt->next_client_id;
@@ -241,7 +241,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	if (rc) {
 		snprintf(why, sizeof(why), "cannot create the client segment: %s", strerror(-rc));
 		CHI_LOG_ERROR("client pid %d: %s", (int)cred->pid, why);
-		send_reply(cn->fd, CHI_IPC_ATTACH, rc, why, NULL, 0, NULL);
+		send_reply(cn->fd, IPC_ATTACH, rc, why, NULL, 0, NULL);
 		c->sock = -1; /* the caller closes the connection */
 		free_client(rt, c);
 		return rc;
@@ -252,7 +252,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	if (rc) {
 		snprintf(why, sizeof(why), "cannot set the client up: %s", strerror(-rc));
 		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "client pid %d: %s", (int)cred->pid, why);
-		send_reply(cn->fd, CHI_IPC_ATTACH, rc, why, NULL, 0, NULL);
+		send_reply(cn->fd, IPC_ATTACH, rc, why, NULL, 0, NULL);
 		close(memfd);
 		c->sock = -1;
 		free_client(rt, c);
@@ -267,7 +267,7 @@ static int attach_client(struct runtime *rt, struct conn *cn, const struct ucred
 	fds[0] = memfd;
 	for (uint32_t i = 0; i < rt->num_workers; i++)
 		fds[1 + i] = c->doorbells[i];
-	send_reply(cn->fd, CHI_IPC_ATTACH, 0, NULL, fds, 1 + (int)rt->num_workers, &r);
+	send_reply(cn->fd, IPC_ATTACH, 0, NULL, fds, 1 + (int)rt->num_workers, &r);
 	close(memfd); /* our mapping keeps the memory */
 
 	/* Every worker gets the message; those without lanes of this client just release. */
@@ -396,7 +396,7 @@ static void pause_accepting(struct runtime *rt)
 				    strerror(errno));
 		return;
 	}
-	accept_resume_ns = chi_now_ns() + ACCEPT_BACKOFF_NS;
+	accept_resume_ns = time_now_ns() + ACCEPT_BACKOFF_NS;
 }
 
 static void resume_accepting(struct runtime *rt, uint64_t now)
@@ -420,7 +420,7 @@ static int accept_wait_ms(int timeout)
 {
 	if (accept_resume_ns == 0)
 		return timeout;
-	uint64_t now = chi_now_ns();
+	uint64_t now = time_now_ns();
 	int ms = now >= accept_resume_ns ? 0 : (int)((accept_resume_ns - now) / 1000000ull) + 1;
 	return timeout < 0 || ms < timeout ? ms : timeout;
 }
@@ -450,28 +450,28 @@ static void accept_one(struct runtime *rt)
 	}
 	cn->kind = CONN_PENDING;
 	cn->fd = fd;
-	cn->accepted_ns = chi_now_ns();
+	cn->accepted_ns = time_now_ns();
 	cn->next = rt->pending;
 	rt->pending = cn;
 }
 
 static void handle_request(struct runtime *rt, struct conn *cn)
 {
-	struct chi_ipc_request req;
+	struct ipc_request req;
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	char why[160];
 
-	int n = chi_ipc_recv(cn->fd, &req, sizeof(req), NULL, NULL, 0, 0);
-	if (n != (int)sizeof(req) || req.magic != CHI_IPC_MAGIC) {
+	int n = ipc_recv(cn->fd, &req, sizeof(req), NULL, NULL, 0, 0);
+	if (n != (int)sizeof(req) || req.magic != IPC_MAGIC) {
 		if (n > 0)
 			send_reply(cn->fd, 0, -EPROTO, "not a chimaera request", NULL, 0, NULL);
 		close_pending(rt, cn);
 		return;
 	}
-	if (req.version != CHI_IPC_VERSION) {
+	if (req.version != IPC_VERSION) {
 		snprintf(why, sizeof(why), "protocol version %u; this runtime speaks %u",
-			 req.version, CHI_IPC_VERSION);
+			 req.version, IPC_VERSION);
 		send_reply(cn->fd, req.type, -EPROTO, why, NULL, 0, NULL);
 		close_pending(rt, cn);
 		return;
@@ -485,10 +485,10 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 		close_pending(rt, cn);
 		return;
 	}
-	struct chi_ipc_reply r;
+	struct ipc_reply r;
 	memset(&r, 0, sizeof(r));
 	switch (req.type) {
-	case CHI_IPC_ATTACH:
+	case IPC_ATTACH:
 		/* On success the connection stays in epoll as the client's life line. */
 		unlist_pending(rt, cn);
 		cn->next = NULL;
@@ -498,11 +498,11 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 			free(cn);
 		}
 		return;
-	case CHI_IPC_STATUS:
+	case IPC_STATUS:
 		fill_status(rt, &r);
 		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
 		break;
-	case CHI_IPC_STOP:
+	case IPC_STOP:
 		CHI_LOG_INFO("stop requested by pid %d", (int)cred.pid);
 		fill_status(rt, &r);
 		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
@@ -518,7 +518,7 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 /* A connection that has sent nothing for a while is dropped, so it cannot pile up. */
 static void expire_pending(struct runtime *rt)
 {
-	uint64_t now = chi_now_ns();
+	uint64_t now = time_now_ns();
 	for (struct conn *cn = rt->pending, *next; cn; cn = next) {
 		next = cn->next;
 		if (now - cn->accepted_ns > PENDING_TIMEOUT_NS)
@@ -642,9 +642,9 @@ static int open_fds(struct runtime *rt, char *why, size_t why_len)
 /* Pools of the compose section, in order; the first failure stops the start, naming it. */
 static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 {
-	const struct chi_config *cfg = &rt->cfg;
+	const struct config *cfg = &rt->cfg;
 	for (uint32_t i = 0; i < cfg->num_compose; i++) {
-		const struct chi_compose_entry *e = &cfg->compose[i];
+		const struct config_compose_entry *e = &cfg->compose[i];
 		struct chi_compose_kv kv[256];
 		char reason[512];
 		struct chi_pool_id id;
@@ -675,7 +675,7 @@ static void shutdown_runtime(struct runtime *rt)
 	}
 	/* New submissions fail fast from here on; queued ones still run. */
 	for (struct rt_client *c = rt->clients; c; c = c->next)
-		atomic_store_explicit(&c->hdr->runtime_state, CHI_SEG_STOPPING,
+		atomic_store_explicit(&c->hdr->runtime_state, SHM_SEG_STOPPING,
 				      memory_order_release);
 	if (rt->workers)
 		rt_workers_stop(rt);
@@ -710,7 +710,7 @@ static void shutdown_runtime(struct runtime *rt)
 /* Raise the soft open-file limit to what memory.max_clients needs, or refuse the config when
  * the hard limit cannot hold it: a runtime that started anyway would fail attaches and
  * module file opens one by one once at the limit. */
-static int fit_fd_limit(const struct chi_config *cfg, char *why, size_t why_len)
+static int fit_fd_limit(const struct config *cfg, char *why, size_t why_len)
 {
 	unsigned long long per_client = 1ull + cfg->num_threads; /* socket, a doorbell per worker */
 	unsigned long long need = (unsigned long long)cfg->max_clients * per_client +
@@ -783,13 +783,13 @@ static int serve(struct runtime *rt)
 		for (int i = 0; i < n; i++)
 			handle_event(rt, &evs[i]);
 		if (accept_resume_ns)
-			resume_accepting(rt, chi_now_ns());
+			resume_accepting(rt, time_now_ns());
 		if (rt->pending)
 			expire_pending(rt);
 		if (rt_jobs_busy(rt))
 			rt_jobs_run(rt);
 		if (watch_ms > 0) {
-			uint64_t now = chi_now_ns();
+			uint64_t now = time_now_ns();
 			rt_watchdog_check(rt, now);
 			rt_steal_from_stalled(rt, now);
 			rt_sample_workers(rt);
@@ -798,7 +798,7 @@ static int serve(struct runtime *rt)
 	return 0;
 }
 
-int rt_run(const struct chi_config *cfg, int ready_fd)
+int rt_run(const struct config *cfg, int ready_fd)
 {
 	struct runtime *rt = calloc(1, sizeof(*rt));
 	char run_dir[PATH_MAX], why[512] = "";
@@ -810,14 +810,14 @@ int rt_run(const struct chi_config *cfg, int ready_fd)
 	rt->listen_fd = rt->epfd = rt->sig_fd = rt->event_fd = rt->lock_fd = -1;
 	rt->ready_fd = ready_fd;
 	rt->num_workers = cfg->num_threads;
-	rt->start_ns = chi_now_ns();
-	chi_config_run_dir(cfg, run_dir, sizeof(run_dir));
+	rt->start_ns = time_now_ns();
+	config_run_dir(cfg, run_dir, sizeof(run_dir));
 
 	rc = fit_fd_limit(cfg, why, sizeof(why));
 	if (rc == 0)
-		rc = chi_ipc_secure_dir(run_dir, why, sizeof(why));
-	if (rc == 0 && (chi_ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
-			chi_ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
+		rc = ipc_secure_dir(run_dir, why, sizeof(why));
+	if (rc == 0 && (ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
+			ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
 		snprintf(why, sizeof(why), "run directory path %s is too long", run_dir);
 		rc = -ENAMETOOLONG;
 	}

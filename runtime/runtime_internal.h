@@ -61,8 +61,8 @@ struct rt_client {
 	pid_t pid;
 	int sock;
 	void *base;
-	struct chi_seg_layout layout; /* private copy: never re-read from shared memory */
-	struct chi_seg_header *hdr;
+	struct shm_seg_layout layout; /* private copy: never re-read from shared memory */
+	struct shm_seg_header *hdr;
 	const struct rt_source_ops *ops; /* how its tasks complete */
 	struct rt_client_lane *lanes; /* layout.num_lanes of them, runtime memory */
 	/* This client's own doorbell for each worker (eventfds it was sent): a client can only
@@ -101,11 +101,11 @@ struct rt_client {
 struct rt_client_lane {
 	alignas(CHI_CACHE_LINE) _Atomic uint32_t token;
 	_Atomic uint32_t head_seen; /* cons.head as of the last dequeue: the idle check reads it */
-	struct chi_ring_consumer cons;
+	struct shm_ring_consumer cons;
 };
 
 #define RT_LANE_BUSY 0x80000000u
-#define RT_LANE_OWNER(t) ((t)&0xffu) /* CHI_CONFIG_MAX_WORKERS fits */
+#define RT_LANE_OWNER(t) ((t)&0xffu) /* CONFIG_MAX_WORKERS fits */
 #define RT_LANE_GEN(t) (((t) >> 8) & 0x7fffffu)
 #define RT_LANE_TOKEN(owner, gen) ((uint32_t)(owner) | (((uint32_t)(gen)&0x7fffffu) << 8))
 
@@ -230,7 +230,7 @@ struct worker {
 struct conn; /* runtime.c: what an epoll event refers to */
 
 struct runtime {
-	struct chi_config cfg;
+	struct config cfg;
 	struct worker *workers;
 	uint32_t num_workers;
 	int numa_node; /* where workers run and client segments live; -1: no preference */
@@ -385,11 +385,11 @@ int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct rt_clie
 		      struct chi_task *task, const struct chi_task *hdr, void *params);
 
 /* affinity.c: the cpu for worker @index (or -1: leave unpinned), and pinning. */
-int rt_affinity_plan(const struct chi_config *cfg, int *cpus, uint32_t n, int *numa_node);
+int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_node);
 void rt_affinity_pin_self(int cpu);
 
 /* runtime.c */
-int rt_run(const struct chi_config *cfg, int ready_fd);
+int rt_run(const struct config *cfg, int ready_fd);
 
 /* The worker this thread is (NULL on other threads). */
 extern _Thread_local struct worker *rt_self_worker;

@@ -219,7 +219,7 @@ int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_fu
 	if (rt_request_cancelled(req))
 		return -ECANCELED;
 	memcpy(&hdr, t, sizeof(hdr));
-	void *params = chi_seg_range(region, &w->rt->self_client.layout,
+	void *params = shm_seg_range(region, &w->rt->self_client.layout,
 				     (uint64_t)((unsigned char *)t - region) + CHI_TASK_HEADER_SIZE,
 				     hdr.params_size);
 	if (!params)

@@ -32,7 +32,7 @@ struct worker *rt_self(void)
 /* Control thread: busy samples and queue depths for Stats. */
 void rt_sample_workers(struct runtime *rt)
 {
-	uint32_t depth[CHI_CONFIG_MAX_WORKERS] = { 0 };
+	uint32_t depth[CONFIG_MAX_WORKERS] = { 0 };
 	for (struct rt_client *c = rt->clients; c; c = c->next) {
 		if (c->detaching)
 			continue;
@@ -304,7 +304,7 @@ static void shm_complete(struct rt_client *src, struct chi_task *task, int rc)
 	/* R3: pairs with A3 in the client's wait: rc and outputs are visible before DONE. */
 	uint32_t old = atomic_exchange_explicit(state, CHI_TASK_DONE, memory_order_acq_rel);
 	if (old & CHI_TASK_WAITER)
-		chi_futex_wake_all(state);
+		futex_wake_all(state);
 }
 
 const struct rt_source_ops rt_shm_source = { shm_complete };
@@ -552,7 +552,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 	struct chi_task hdr;
 
 	if (off % CHI_CACHE_LINE != 0 ||
-	    !(task = chi_seg_range(c->base, &c->layout, off, CHI_TASK_HEADER_SIZE))) {
+	    !(task = shm_seg_range(c->base, &c->layout, off, CHI_TASK_HEADER_SIZE))) {
 		reject(w, c, lane->index, off, "offset outside the client's arena or misaligned");
 		return;
 	}
@@ -568,7 +568,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 	}
 	/* One copy of the header: the client may scribble on it while we run. */
 	copy_header(&hdr, task);
-	void *params = chi_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
+	void *params = shm_seg_range(c->base, &c->layout, (uint64_t)off + CHI_TASK_HEADER_SIZE,
 				     hdr.params_size);
 	if (!params) {
 		rt_task_complete(w, c, task, -EINVAL);
@@ -622,7 +622,7 @@ static int take_entries(struct worker *w, struct rt_lane *lane, uint32_t *offs, 
 	struct rt_client_lane *cl = lane_state(lane);
 	if (!claim(lane))
 		return -1;
-	int n = chi_ring_dequeue_burst(&cl->cons, offs, max);
+	int n = shm_ring_dequeue_burst(&cl->cons, offs, max);
 	int corrupt = n == -EPROTO;
 	if (corrupt) {
 		/* Stop reading garbage: everything up to the client's tail is forfeit. */
@@ -754,7 +754,7 @@ static void drain_work_ring_until(struct worker *w, uint32_t until)
 		if (!rt_work_ring_take(w->work_ring, &item)) {
 			if (++spins % 1024 == 0)
 				sched_yield(); /* its producer was preempted mid-write */
-			chi_cpu_relax();
+			cpu_relax();
 			continue;
 		}
 		run_ring_item(w, &item);
@@ -798,7 +798,7 @@ static int poll_inbox(struct worker *w)
 			break;
 		case RT_MSG_MONITOR:
 			if (timer_push(w, (struct rt_timer){
-					   .due_ns = chi_now_ns() +
+					   .due_ns = time_now_ns() +
 						     m->container->pool->monitor_period_ns,
 					   .monitor = m->container }))
 				CHI_LOG_ERROR("cannot start a monitor: out of memory");
@@ -875,7 +875,7 @@ static void wait_for_doorbells(struct worker *w, const struct timespec *tsp)
 }
 
 /* Announce sleep on every lane we hold, look once more, and sleep on the doorbell until
- * work or the next timer. Dekker hand-off with chi_ring_publish (see shm_ring.h), one fence
+ * work or the next timer. Dekker hand-off with shm_ring_publish (see shm_ring.h), one fence
  * for all lanes. The flags are written under the lane's claim: a worker whose lane has moved
  * never touches the new owner's announcement (which would lose its wake-up). */
 static void sleep_until_work(struct worker *w)
@@ -887,17 +887,17 @@ static void sleep_until_work(struct worker *w)
 			forget_lane(w, i);
 			continue;
 		}
-		chi_ring_announce_sleep(&lane_state(&w->lanes[i])->cons);
+		shm_ring_announce_sleep(&lane_state(&w->lanes[i])->cons);
 		i++;
 	}
 	atomic_store_explicit(&w->work_ring->sleeping, 1, memory_order_relaxed);
-	/* F2: Dekker with F1 in chi_ring_publish for every lane at once, and with F3 in
+	/* F2: Dekker with F1 in shm_ring_publish for every lane at once, and with F3 in
 	 * rt_work_ring_put. */
 	atomic_thread_fence(memory_order_seq_cst);
 	if (!rt_work_ring_empty(w->work_ring))
 		ready = 0;
 	for (uint32_t i = 0; i < w->num_lanes; i++) {
-		if (!chi_ring_still_empty(&lane_state(&w->lanes[i])->cons))
+		if (!shm_ring_still_empty(&lane_state(&w->lanes[i])->cons))
 			ready = 0;
 		unclaim(&w->lanes[i]);
 	}
@@ -908,8 +908,8 @@ static void sleep_until_work(struct worker *w)
 	if (ready) {
 		struct timespec ts, *tsp = NULL;
 		if (w->num_timers) {
-			uint64_t now = chi_now_ns(), due = w->timers[0].due_ns;
-			ts = chi_ns_to_timespec(due > now ? due - now : 0);
+			uint64_t now = time_now_ns(), due = w->timers[0].due_ns;
+			ts = time_ns_to_timespec(due > now ? due - now : 0);
 			tsp = &ts;
 		}
 		atomic_fetch_add_explicit(&w->sleeps, 1, memory_order_relaxed);
@@ -921,7 +921,7 @@ static void sleep_until_work(struct worker *w)
 			forget_lane(w, i); /* moved while we slept: the flag is the new owner's */
 			continue;
 		}
-		chi_ring_cancel_sleep(&lane_state(&w->lanes[i])->cons);
+		shm_ring_cancel_sleep(&lane_state(&w->lanes[i])->cons);
 		unclaim(&w->lanes[i]);
 		i++;
 	}
@@ -951,7 +951,7 @@ static void *worker_main(void *arg)
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
 		int n = poll_inbox(w) + poll_lanes(w);
 		if (w->num_timers)
-			n += run_timers(w, chi_now_ns());
+			n += run_timers(w, time_now_ns());
 		if (w->ready)
 			n += rt_yield_run_ready(w);
 		if (n) {
@@ -961,14 +961,14 @@ static void *worker_main(void *arg)
 		}
 		/* Read the clock only every 64th empty pass: it is dear on virtual machines. */
 		if (++idle_passes & 63) {
-			chi_cpu_relax();
+			cpu_relax();
 			continue;
 		}
-		uint64_t now = chi_now_ns();
+		uint64_t now = time_now_ns();
 		if (!idle_since)
 			idle_since = now;
 		if (now - idle_since < busy_ns) {
-			chi_cpu_relax();
+			cpu_relax();
 			continue;
 		}
 		sleep_until_work(w);
@@ -1016,7 +1016,7 @@ static void close_doorbell(struct worker *w)
 
 int rt_workers_start(struct runtime *rt)
 {
-	int cpus[CHI_CONFIG_MAX_WORKERS];
+	int cpus[CONFIG_MAX_WORKERS];
 	int numa = -1;
 	sigset_t all, old;
 

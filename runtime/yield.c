@@ -94,8 +94,8 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 		n = append(msg, n, sizeof(msg), yt->work.method->name ? yt->work.method->name : "?");
 		n = append(msg, n, sizeof(msg),
 			   "' (a yielding task outgrew runtime.stack_size)\n");
-		ssize_t ignored = write(chi_log_fd(), msg, n);
-		if (chi_log_fd() != STDERR_FILENO)
+		ssize_t ignored = write(log_fd(), msg, n);
+		if (log_fd() != STDERR_FILENO)
 			ignored = write(STDERR_FILENO, msg, n);
 		(void)ignored;
 	}
@@ -169,7 +169,7 @@ static void finish_as(struct worker *w, struct rt_ytask *yt, int forgotten)
 {
 	if (!yt->zombie) {
 		if (yt->start_ns && yt->rc != -ECANCELED)
-			rt_latency_record(yt->work.container, chi_now_ns() - yt->start_ns);
+			rt_latency_record(yt->work.container, time_now_ns() - yt->start_ns);
 		uncount(yt);
 	}
 	/* Quotas back before the reply: a client that resubmits at once finds them free. The
@@ -244,7 +244,7 @@ int rt_yield_start(struct worker *w, const struct rt_work *work)
 	yt->w = w;
 	yt->work = *work;
 	/* Timed like plain tasks, one in 16: the clock is dear on some machines. */
-	yt->start_ns = (work->container->sample++ & 15) == 0 ? chi_now_ns() : 0;
+	yt->start_ns = (work->container->sample++ & 15) == 0 ? time_now_ns() : 0;
 	yt->wake.type = RT_MSG_WAKE;
 	yt->wake.yt = yt;
 	yt->wake.embedded = 1;
@@ -433,7 +433,7 @@ int rt_yield_sleep(struct chi_request *req, uint64_t usec)
 		return -EPERM;
 	if (yt_cancelled(yt))
 		return -ECANCELED;
-	int rc = rt_timer_add_yt(yt->w, yt, chi_now_ns() + usec * 1000ull);
+	int rc = rt_timer_add_yt(yt->w, yt, time_now_ns() + usec * 1000ull);
 	if (rc)
 		return rc;
 	yt->where = YT_SLEEPING;

@@ -13,7 +13,7 @@
 
 /* Sleep while *word == expected, at most @rel (NULL: no limit).
  * @return 0 when woken (or the value differed), -ETIMEDOUT, -EINTR. */
-static inline int chi_futex_wait(_Atomic uint32_t *word, uint32_t expected,
+static inline int futex_wait(_Atomic uint32_t *word, uint32_t expected,
 				 const struct timespec *rel)
 {
 	long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, expected, rel, NULL, 0);
@@ -22,7 +22,7 @@ static inline int chi_futex_wait(_Atomic uint32_t *word, uint32_t expected,
 	return -errno;
 }
 
-static inline void chi_futex_wake_all(_Atomic uint32_t *word)
+static inline void futex_wake_all(_Atomic uint32_t *word)
 {
 	syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }

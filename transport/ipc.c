@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-void chi_ipc_worker_cpus_encode(struct chi_ipc_worker_cpus *w, const int *cpus, uint32_t n)
+void ipc_worker_cpus_encode(struct ipc_worker_cpus *w, const int *cpus, uint32_t n)
 {
 	int lo = -1, hi = -1;
 
@@ -25,24 +25,24 @@ void chi_ipc_worker_cpus_encode(struct chi_ipc_worker_cpus *w, const int *cpus, 
 	if (lo < 0)
 		return;
 	lo -= lo % 64;
-	if (hi - lo >= CHI_IPC_CPU_MASK_BITS)
+	if (hi - lo >= IPC_CPU_MASK_BITS)
 		return; /* spread wider than the window: say unknown rather than half the truth */
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t bit = (uint32_t)(cpus[i] - lo);
 		w->mask[bit / 64] |= 1ull << (bit % 64);
 	}
 	w->first_cpu = (uint32_t)lo;
-	w->flags = CHI_IPC_CPUS_KNOWN;
+	w->flags = IPC_CPUS_KNOWN;
 }
 
-int chi_ipc_worker_cpus_decode(const struct chi_ipc_worker_cpus *w, cpu_set_t *set)
+int ipc_worker_cpus_decode(const struct ipc_worker_cpus *w, cpu_set_t *set)
 {
 	int count = 0;
 
 	CPU_ZERO(set);
-	if (!(w->flags & CHI_IPC_CPUS_KNOWN) || w->first_cpu >= CPU_SETSIZE)
+	if (!(w->flags & IPC_CPUS_KNOWN) || w->first_cpu >= CPU_SETSIZE)
 		return 0;
-	for (uint32_t bit = 0; bit < CHI_IPC_CPU_MASK_BITS; bit++) {
+	for (uint32_t bit = 0; bit < IPC_CPU_MASK_BITS; bit++) {
 		uint32_t cpu = w->first_cpu + bit;
 		if (!(w->mask[bit / 64] & (1ull << (bit % 64))) || cpu >= CPU_SETSIZE)
 			continue;
@@ -52,19 +52,19 @@ int chi_ipc_worker_cpus_decode(const struct chi_ipc_worker_cpus *w, cpu_set_t *s
 	return count;
 }
 
-int chi_ipc_socket_path(const char *run_dir, int port, char *buf, size_t len)
+int ipc_socket_path(const char *run_dir, int port, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/runtime-%d.sock", run_dir, port);
 	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
 }
 
-int chi_ipc_lock_path(const char *run_dir, int port, char *buf, size_t len)
+int ipc_lock_path(const char *run_dir, int port, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s/runtime-%d.lock", run_dir, port);
 	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
 }
 
-int chi_ipc_secure_dir(const char *dir, char *why, size_t why_len)
+int ipc_secure_dir(const char *dir, char *why, size_t why_len)
 {
 	struct stat st;
 
@@ -95,16 +95,16 @@ int chi_ipc_secure_dir(const char *dir, char *why, size_t why_len)
 	return 0;
 }
 
-int chi_ipc_send(int sock, const void *buf, size_t len, const int *fds, int nfds)
+int ipc_send(int sock, const void *buf, size_t len, const int *fds, int nfds)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * CHI_IPC_MAX_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
 
-	if (nfds < 0 || nfds > CHI_IPC_MAX_FDS)
+	if (nfds < 0 || nfds > IPC_MAX_FDS)
 		return -EINVAL;
 	if (nfds > 0) {
 		memset(&ctl, 0, sizeof(ctl));
@@ -131,11 +131,11 @@ static void close_fds(const int *fds, int n)
 		close(fds[i]);
 }
 
-int chi_ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_fds,
+int ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_fds,
 		 int timeout_ms)
 {
 	union {
-		char buf[CMSG_SPACE(sizeof(int) * CHI_IPC_MAX_FDS)];
+		char buf[CMSG_SPACE(sizeof(int) * IPC_MAX_FDS)];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = { .iov_base = buf, .iov_len = len };
@@ -167,7 +167,7 @@ int chi_ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_f
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		/* Every descriptor that arrived is either handed out or closed: the buffer can
-		 * hold more than CHI_IPC_MAX_FDS (CMSG_SPACE rounds up), and a peer that sends
+		 * hold more than IPC_MAX_FDS (CMSG_SPACE rounds up), and a peer that sends
 		 * extra ones must not leave them open here, one per message. */
 		size_t cnt = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
 		const unsigned char *data = CMSG_DATA(c);
@@ -189,7 +189,7 @@ int chi_ipc_recv(int sock, void *buf, size_t len, int *fds, int *nfds, int max_f
 	return (int)n;
 }
 
-int chi_ipc_connect(const char *path)
+int ipc_connect(const char *path)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 
@@ -207,17 +207,17 @@ int chi_ipc_connect(const char *path)
 	return fd;
 }
 
-int chi_ipc_call(const char *path, uint16_t type, struct chi_ipc_reply *reply, int timeout_ms)
+int ipc_call(const char *path, uint16_t type, struct ipc_reply *reply, int timeout_ms)
 {
-	struct chi_ipc_request req = { CHI_IPC_MAGIC, CHI_IPC_VERSION, type };
-	int fd = chi_ipc_connect(path);
+	struct ipc_request req = { IPC_MAGIC, IPC_VERSION, type };
+	int fd = ipc_connect(path);
 	if (fd < 0)
 		return fd;
-	int rc = chi_ipc_send(fd, &req, sizeof(req), NULL, 0);
+	int rc = ipc_send(fd, &req, sizeof(req), NULL, 0);
 	if (rc == 0) {
-		rc = chi_ipc_recv(fd, reply, sizeof(*reply), NULL, NULL, 0, timeout_ms);
+		rc = ipc_recv(fd, reply, sizeof(*reply), NULL, NULL, 0, timeout_ms);
 		if (rc >= 0)
-			rc = (rc == (int)sizeof(*reply) && reply->magic == CHI_IPC_MAGIC) ? 0 : -EPROTO;
+			rc = (rc == (int)sizeof(*reply) && reply->magic == IPC_MAGIC) ? 0 : -EPROTO;
 	}
 	close(fd);
 	return rc;

@@ -16,8 +16,8 @@
 #endif
 
 #ifndef CHI_CORO_USE_UCONTEXT
-void chi_ctx_switch(void **save_sp, void *load_sp);
-void chi_ctx_trampoline(void);
+void ctx_switch(void **save_sp, void *load_sp);
+void ctx_trampoline(void);
 #endif
 
 #define SLAB_STACKS 256
@@ -147,7 +147,7 @@ static void switch_to(struct coro_ctx *save, struct coro_ctx *load)
 #ifdef CHI_CORO_USE_UCONTEXT
 	swapcontext(&save->uc, &load->uc);
 #else
-	chi_ctx_switch(&save->sp, load->sp);
+	ctx_switch(&save->sp, load->sp);
 #endif
 }
 
@@ -184,7 +184,7 @@ static void prepare(struct coro *co)
 	makecontext(&co->ctx.uc, (void (*)(void))coro_entry_uc, 2, (unsigned int)(v >> 32),
 		    (unsigned int)v);
 #elif defined(__x86_64__)
-	/* The frame chi_ctx_switch pops: MXCSR and x87 control word at their defaults, r15,
+	/* The frame ctx_switch pops: MXCSR and x87 control word at their defaults, r15,
 	 * r14, r13 = coroutine, r12 = entry, rbx, rbp, and the trampoline as return address.
 	 * After that `ret` the stack pointer is the 16-byte aligned top, so the trampoline's
 	 * `call` enters coro_entry with the alignment the ABI promises a function. */
@@ -194,7 +194,7 @@ static void prepare(struct coro *co)
 	sp[0] = 0x1f80ull | (0x037full << 32);
 	sp[3] = (uint64_t)(uintptr_t)co;
 	sp[4] = (uint64_t)(uintptr_t)coro_entry;
-	sp[7] = (uint64_t)(uintptr_t)chi_ctx_trampoline;
+	sp[7] = (uint64_t)(uintptr_t)ctx_trampoline;
 	co->ctx.sp = sp;
 #else /* aarch64 */
 	uint64_t *top = (uint64_t *)(co->stack_lo + co->stack_size);
@@ -202,7 +202,7 @@ static void prepare(struct coro *co)
 	memset(sp, 0, 22 * sizeof(uint64_t));
 	sp[0] = (uint64_t)(uintptr_t)coro_entry;	  /* x19 */
 	sp[1] = (uint64_t)(uintptr_t)co;		  /* x20 */
-	sp[11] = (uint64_t)(uintptr_t)chi_ctx_trampoline; /* x30 */
+	sp[11] = (uint64_t)(uintptr_t)ctx_trampoline; /* x30 */
 	co->ctx.sp = sp;
 #endif
 }

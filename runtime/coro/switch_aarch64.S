@@ -1,13 +1,13 @@
-/* chi_ctx_switch(void **save_sp, void *load_sp), AAPCS64.
+/* ctx_switch(void **save_sp, void *load_sp), AAPCS64.
  * Saves x19-x30 and d8-d15 (the callee-saved set) in a 176-byte frame on the current stack,
  * stores sp in *save_sp, switches to load_sp, restores the same frame and returns through
- * x30. A new context is prepared by coro.c with x30 = chi_ctx_trampoline, x19 = fn,
+ * x30. A new context is prepared by coro.c with x30 = ctx_trampoline, x19 = fn,
  * x20 = arg. */
 	.text
-	.globl	chi_ctx_switch
-	.hidden	chi_ctx_switch
-	.type	chi_ctx_switch, %function
-chi_ctx_switch:
+	.globl	ctx_switch
+	.hidden	ctx_switch
+	.type	ctx_switch, %function
+ctx_switch:
 	sub	sp, sp, #176
 	stp	x19, x20, [sp, #0]
 	stp	x21, x22, [sp, #16]
@@ -34,15 +34,15 @@ chi_ctx_switch:
 	ldp	d14, d15, [sp, #144]
 	add	sp, sp, #176
 	ret
-	.size	chi_ctx_switch, .-chi_ctx_switch
+	.size	ctx_switch, .-ctx_switch
 
-	.globl	chi_ctx_trampoline
-	.hidden	chi_ctx_trampoline
-	.type	chi_ctx_trampoline, %function
-chi_ctx_trampoline:
+	.globl	ctx_trampoline
+	.hidden	ctx_trampoline
+	.type	ctx_trampoline, %function
+ctx_trampoline:
 	mov	x0, x20
 	blr	x19
 	brk	#0		/* the entry function never returns */
-	.size	chi_ctx_trampoline, .-chi_ctx_trampoline
+	.size	ctx_trampoline, .-ctx_trampoline
 
 	.section .note.GNU-stack,"",%progbits

@@ -1,13 +1,13 @@
-/* chi_ctx_switch(void **save_sp, void *load_sp), System V x86-64.
+/* ctx_switch(void **save_sp, void *load_sp), System V x86-64.
  * Saves the callee-saved registers, MXCSR and the x87 control word on the current stack,
  * stores the stack pointer in *save_sp, switches to load_sp and restores the same set from
  * there. A new context is prepared by coro.c so that the final `ret` lands in
- * chi_ctx_trampoline with fn in r12 and arg in r13. */
+ * ctx_trampoline with fn in r12 and arg in r13. */
 	.text
-	.globl	chi_ctx_switch
-	.hidden	chi_ctx_switch
-	.type	chi_ctx_switch, @function
-chi_ctx_switch:
+	.globl	ctx_switch
+	.hidden	ctx_switch
+	.type	ctx_switch, @function
+ctx_switch:
 	.cfi_startproc
 	pushq	%rbp
 	pushq	%rbx
@@ -31,18 +31,18 @@ chi_ctx_switch:
 	popq	%rbp
 	ret
 	.cfi_endproc
-	.size	chi_ctx_switch, .-chi_ctx_switch
+	.size	ctx_switch, .-ctx_switch
 
-	.globl	chi_ctx_trampoline
-	.hidden	chi_ctx_trampoline
-	.type	chi_ctx_trampoline, @function
-chi_ctx_trampoline:
+	.globl	ctx_trampoline
+	.hidden	ctx_trampoline
+	.type	ctx_trampoline, @function
+ctx_trampoline:
 	.cfi_startproc
 	.cfi_undefined rip
 	movq	%r13, %rdi
 	callq	*%r12
 	ud2			/* the entry function never returns */
 	.cfi_endproc
-	.size	chi_ctx_trampoline, .-chi_ctx_trampoline
+	.size	ctx_trampoline, .-ctx_trampoline
 
 	.section .note.GNU-stack,"",@progbits

@@ -14,15 +14,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct chi_config cfg;
+	static struct config cfg;
 	char err[1024];
 
-	chi_log_threshold = -1; /* silence: warnings are expected on junk */
-	chi_config_defaults(&cfg);
-	if (chi_config_load_string(&cfg, "fuzz.yaml", (const char *)data, size, err,
+	log_threshold = -1; /* silence: warnings are expected on junk */
+	config_defaults(&cfg);
+	if (config_load_string(&cfg, "fuzz.yaml", (const char *)data, size, err,
 				   sizeof(err)) != 0 && err[0] == '\0')
 		abort(); /* an error must say why */
-	chi_config_fini(&cfg);
+	config_fini(&cfg);
 
 	char *s = malloc(size + 1);
 	if (!s)

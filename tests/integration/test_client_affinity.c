@@ -140,42 +140,42 @@ END_TEST
 /* The protocol: the reply keeps its version 1 size and says where the workers are. */
 START_TEST(status_names_the_workers_cpus)
 {
-	struct chi_ipc_reply r;
+	struct ipc_reply r;
 	char run_dir[300], path[400];
 	cpu_set_t got, want;
 
 	start_runtime();
 	snprintf(run_dir, sizeof(run_dir), "%s/run", rt.dir);
-	ck_assert_int_eq(chi_ipc_socket_path(run_dir, rt.port, path, sizeof(path)), 0);
-	ck_assert_int_eq(chi_ipc_call(path, CHI_IPC_STATUS, &r, RT_WAIT_TIMEOUT_MS), 0);
+	ck_assert_int_eq(ipc_socket_path(run_dir, rt.port, path, sizeof(path)), 0);
+	ck_assert_int_eq(ipc_call(path, IPC_STATUS, &r, RT_WAIT_TIMEOUT_MS), 0);
 	ck_assert_int_eq(r.status, 0);
-	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&r.worker_cpus, &got), 1);
+	ck_assert_int_eq(ipc_worker_cpus_decode(&r.worker_cpus, &got), 1);
 	CPU_ZERO(&want);
 	CPU_SET(worker_cpu, &want);
 	ck_assert(CPU_EQUAL(&got, &want));
 }
 END_TEST
 
-/* The encoding itself: a window of CHI_IPC_CPU_MASK_BITS cpus from a multiple of 64; an
+/* The encoding itself: a window of IPC_CPU_MASK_BITS cpus from a multiple of 64; an
  * unpinned worker or a wider spread says unknown. */
 START_TEST(worker_cpus_encoding)
 {
-	struct chi_ipc_worker_cpus w;
+	struct ipc_worker_cpus w;
 	cpu_set_t set;
 	const int far[] = { 130, 200, 639 }; /* 639 - 128 = 511: the last bit */
-	const int wide[] = { 0, CHI_IPC_CPU_MASK_BITS };
+	const int wide[] = { 0, IPC_CPU_MASK_BITS };
 	const int unpinned[] = { 3, -1 };
 
-	chi_ipc_worker_cpus_encode(&w, far, 3);
+	ipc_worker_cpus_encode(&w, far, 3);
 	ck_assert_uint_eq(w.first_cpu, 128);
-	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 3);
+	ck_assert_int_eq(ipc_worker_cpus_decode(&w, &set), 3);
 	ck_assert(CPU_ISSET(130, &set) && CPU_ISSET(200, &set) && CPU_ISSET(639, &set));
-	chi_ipc_worker_cpus_encode(&w, wide, 2);
-	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 0);
-	chi_ipc_worker_cpus_encode(&w, unpinned, 2);
-	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 0);
+	ipc_worker_cpus_encode(&w, wide, 2);
+	ck_assert_int_eq(ipc_worker_cpus_decode(&w, &set), 0);
+	ipc_worker_cpus_encode(&w, unpinned, 2);
+	ck_assert_int_eq(ipc_worker_cpus_decode(&w, &set), 0);
 	memset(&w, 0, sizeof(w)); /* what a runtime that predates worker_cpus sends */
-	ck_assert_int_eq(chi_ipc_worker_cpus_decode(&w, &set), 0);
+	ck_assert_int_eq(ipc_worker_cpus_decode(&w, &set), 0);
 }
 END_TEST
 

@@ -235,7 +235,7 @@ static int honest_round(struct chi_client *c, struct chi_pool_id pool, uint64_t 
 
 struct raw {
 	char *base;
-	struct chi_seg_layout l;
+	struct shm_seg_layout l;
 };
 
 static struct raw raw_of(struct chi_client *c)
@@ -246,21 +246,21 @@ static struct raw raw_of(struct chi_client *c)
 	ck_assert_ptr_nonnull(p);
 	ck_assert_int_eq(chi_bulk_from_ptr(c, p, 64, &b), 0);
 	r.base = (char *)p - b.offset;
-	r.l = ((const struct chi_seg_header *)r.base)->layout;
+	r.l = ((const struct shm_seg_header *)r.base)->layout;
 	chi_buf_free(c, p);
 	return r;
 }
 
-static struct chi_ring *raw_ring(struct raw *r, uint32_t lane)
+static struct shm_ring *raw_ring(struct raw *r, uint32_t lane)
 {
-	return chi_seg_lane(r->base, &r->l, lane);
+	return shm_seg_lane(r->base, &r->l, lane);
 }
 
 /* A task record at @off of the segment (inside lane @lane's arena: the library hands arenas
  * out with lanes, from 0, so the last lanes' arenas are free for crafting). */
 static uint64_t raw_rec_off(struct raw *r, uint32_t lane, uint64_t index, uint64_t stride)
 {
-	return chi_seg_arena_start(&r->l, lane) + index * stride;
+	return shm_seg_arena_start(&r->l, lane) + index * stride;
 }
 
 static struct chi_task *raw_rec(struct raw *r, uint64_t off)
@@ -282,7 +282,7 @@ static void rec_set_state(struct chi_task *t, uint32_t st)
  * doorbell: tests that push raw entries keep the workers polling. @return 0 or -ETIMEDOUT. */
 static int raw_push(struct raw *r, uint32_t lane, const uint32_t *offs, uint32_t n)
 {
-	struct chi_ring *ring = raw_ring(r, lane);
+	struct shm_ring *ring = raw_ring(r, lane);
 	uint32_t mask = r->l.lane_depth - 1;
 	uint64_t deadline = rt_now_ms() + RT_WAIT_TIMEOUT_MS;
 	for (uint32_t i = 0; i < n;) {
@@ -492,7 +492,7 @@ END_TEST
  * @head, which the caller knows). @return its rc or -ETIMEDOUT. */
 static int raw_noop_at(struct raw *r, uint32_t lane, uint64_t off, uint32_t *tail)
 {
-	struct chi_ring *ring = raw_ring(r, lane);
+	struct shm_ring *ring = raw_ring(r, lane);
 	struct chi_task *t = raw_rec(r, off);
 	memset(t, 0, CHI_TASK_HEADER_SIZE);
 	t->pool = (struct chi_pool_id){CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR};
@@ -528,7 +528,7 @@ START_TEST(garbage_lane_indices_are_survived)
 	ck_assert_int_eq(rt_connect(&rt, &k), 0);
 	struct raw r = raw_of(k);
 	uint32_t L = r.l.num_lanes - 1, depth = r.l.lane_depth;
-	struct chi_ring *ring = raw_ring(&r, L);
+	struct shm_ring *ring = raw_ring(&r, L);
 	uint64_t rec = raw_rec_off(&r, L, 0, 64);
 	uint32_t tail = 0;
 
@@ -828,7 +828,7 @@ START_TEST(random_pools_methods_queries_and_parameters)
 	ck_assert_int_eq(rt_connect(&rt, &k), 0);
 	z.r = raw_of(k);
 	z.lane = z.r.l.num_lanes - 1;
-	z.scratch = chi_seg_arena_start(&z.r.l, z.lane - 1);
+	z.scratch = shm_seg_arena_start(&z.r.l, z.lane - 1);
 	z.scratch_len = z.r.l.arena_per_lane;
 	ck_assert_uint_ge(z.r.l.arena_per_lane, (uint64_t)FUZZ_STRIDE * FUZZ_PER_ROUND);
 	int hist[64] = {0};
@@ -1579,22 +1579,22 @@ static int sock_connect(void)
 {
 	char path[600];
 	snprintf(path, sizeof(path), "%s/run/runtime-%d.sock", rt.dir, rt.port);
-	return chi_ipc_connect(path);
+	return ipc_connect(path);
 }
 
 /* Send @len bytes (and @nfds copies of /dev/null) on a fresh connection; @return what the
  * runtime answered: its status, 1 for a hang-up without a reply, -ETIMEDOUT. */
-static int sock_exchange(const void *buf, size_t len, int nfds, struct chi_ipc_reply *out)
+static int sock_exchange(const void *buf, size_t len, int nfds, struct ipc_reply *out)
 {
 	int fd = sock_connect();
 	ck_assert_int_ge(fd, 0);
-	int fds[CHI_IPC_MAX_FDS + 100];
+	int fds[IPC_MAX_FDS + 100];
 	ck_assert_int_le(nfds, (int)(sizeof(fds) / sizeof(fds[0])));
 	for (int i = 0; i < nfds; i++)
 		fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	/* chi_ipc_send caps descriptors at CHI_IPC_MAX_FDS: build the message by hand. */
+	/* ipc_send caps descriptors at IPC_MAX_FDS: build the message by hand. */
 	union {
-		char b[CMSG_SPACE(sizeof(int) * (CHI_IPC_MAX_FDS + 100))];
+		char b[CMSG_SPACE(sizeof(int) * (IPC_MAX_FDS + 100))];
 		struct cmsghdr align;
 	} ctl;
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -1613,9 +1613,9 @@ static int sock_exchange(const void *buf, size_t len, int nfds, struct chi_ipc_r
 	ck_assert_msg(sent == (ssize_t)len, "sendmsg: %zd %s", sent, strerror(errno));
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
-	struct chi_ipc_reply r;
-	int rfds[CHI_IPC_MAX_FDS], nr = 0;
-	int n = chi_ipc_recv(fd, &r, sizeof(r), rfds, &nr, CHI_IPC_MAX_FDS, 30000);
+	struct ipc_reply r;
+	int rfds[IPC_MAX_FDS], nr = 0;
+	int n = ipc_recv(fd, &r, sizeof(r), rfds, &nr, IPC_MAX_FDS, 30000);
 	for (int i = 0; i < nr; i++)
 		close(rfds[i]);
 	close(fd);
@@ -1624,7 +1624,7 @@ static int sock_exchange(const void *buf, size_t len, int nfds, struct chi_ipc_r
 	if (n <= 0)
 		return 1;
 	ck_assert_int_eq(n, (int)sizeof(r));
-	ck_assert_uint_eq(r.magic, CHI_IPC_MAGIC);
+	ck_assert_uint_eq(r.magic, IPC_MAGIC);
 	if (out)
 		*out = r;
 	return r.status;
@@ -1636,8 +1636,8 @@ START_TEST(garbage_on_the_control_socket_is_answered_or_dropped)
 	struct chi_pool_id honest = make_pool(c, "small_message", "honest", 2, NULL, 0);
 	uint64_t count = 0;
 	int fds0 = rt_fds();
-	struct chi_ipc_request good = {CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_STATUS};
-	struct chi_ipc_reply r;
+	struct ipc_request good = {IPC_MAGIC, IPC_VERSION, IPC_STATUS};
+	struct ipc_reply r;
 	char big[65536];
 	memset(big, 0xa5, sizeof(big));
 	memcpy(big, &good, sizeof(good));
@@ -1645,11 +1645,11 @@ START_TEST(garbage_on_the_control_socket_is_answered_or_dropped)
 	ck_assert_int_eq(sock_exchange(&good, sizeof(good), 0, &r), 0);
 	ck_assert_int_eq(r.info.pid, rt.pid);
 	for (int round = 0; round < 20; round++) {
-		struct chi_ipc_request q = good;
+		struct ipc_request q = good;
 		ck_assert_int_eq(sock_exchange("", 0, 0, NULL), 1); /* an empty message */
 		ck_assert_int_eq(sock_exchange("x", 1, 0, NULL), -EPROTO);
 		ck_assert_int_eq(sock_exchange(&q, sizeof(q) - 1, 0, NULL), -EPROTO);
-		q.magic = ~CHI_IPC_MAGIC;
+		q.magic = ~IPC_MAGIC;
 		ck_assert_int_eq(sock_exchange(&q, sizeof(q), 0, NULL), -EPROTO);
 		q = good;
 		q.version = 0xffff;
@@ -1692,7 +1692,7 @@ START_TEST(garbage_on_the_control_socket_is_answered_or_dropped)
 		}
 	}
 	ck_assert_int_ge(sk, 0);
-	ck_assert_int_eq(chi_ipc_send(sk, &good, sizeof(good), NULL, 0), 0);
+	ck_assert_int_eq(ipc_send(sk, &good, sizeof(good), NULL, 0), 0);
 	ck_assert_uint_eq(rt_wait_clients(c, 1, NULL), 1);
 	struct chi_future f;
 	int rc = chi_admin_noop_async(k, &f);
@@ -1714,18 +1714,18 @@ END_TEST
 
 /* A request carrying more descriptors than the runtime's control buffer takes: the kernel
  * hands over as many as fit (130: CMSG_SPACE rounds 129 ints up to 130), and every one must be
- * closed. (Found by this test: chi_ipc_recv capped the count at CHI_IPC_MAX_FDS and left the
+ * closed. (Found by this test: ipc_recv capped the count at IPC_MAX_FDS and left the
  * 130th open, one per message, so any local process of the uid could run the runtime out of
  * descriptors; fixed in e4a8eb2.) */
 START_TEST(descriptors_sent_to_the_runtime_are_never_kept)
 {
 	enum { MESSAGES = 200 };
 	struct chi_client *c = start_rt(2, 50, NULL, NULL);
-	struct chi_ipc_request good = {CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_STATUS};
+	struct ipc_request good = {IPC_MAGIC, IPC_VERSION, IPC_STATUS};
 	ck_assert_int_eq(sock_exchange(&good, sizeof(good), 0, NULL), 0);
 	int fds0 = rt_fds();
 	for (int i = 0; i < MESSAGES; i++) {
-		int n = i % 2 ? CHI_IPC_MAX_FDS + 1 + i % 90 : CHI_IPC_MAX_FDS;
+		int n = i % 2 ? IPC_MAX_FDS + 1 + i % 90 : IPC_MAX_FDS;
 		int rc = sock_exchange(&good, sizeof(good), n, NULL);
 		ck_assert_msg(rc == 0 || rc == 1, "%d descriptors: %d", n, rc);
 	}
@@ -1758,11 +1758,11 @@ START_TEST(half_open_and_never_reading_connections_do_not_block_the_runtime)
 			ck_assert_int_eq(honest_round(c, honest, &count), 0);
 	}
 	/* Attach requests whose replies (a memfd and the doorbells) are never read. */
-	struct chi_ipc_request att = {CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_ATTACH};
+	struct ipc_request att = {IPC_MAGIC, IPC_VERSION, IPC_ATTACH};
 	for (int i = 0; i < DEAF; i++) {
 		deaf[i] = sock_connect();
 		ck_assert_int_ge(deaf[i], 0);
-		ck_assert_int_eq(chi_ipc_send(deaf[i], &att, sizeof(att), NULL, 0), 0);
+		ck_assert_int_eq(ipc_send(deaf[i], &att, sizeof(att), NULL, 0), 0);
 	}
 	ck_assert_uint_eq(rt_wait_clients(c, 1 + DEAF, NULL), 1 + DEAF);
 	/* A new client attaches and works while all of that is open. */

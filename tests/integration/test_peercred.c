@@ -30,7 +30,7 @@ int main(void)
 		return 1;
 	}
 	snprintf(run_dir, sizeof(run_dir), "%s/run", h.dir);
-	chi_ipc_socket_path(run_dir, h.port, sock, sizeof(sock));
+	ipc_socket_path(run_dir, h.port, sock, sizeof(sock));
 	/* The misconfiguration the credential check defends against. */
 	chmod(h.dir, 0711);
 	chmod(run_dir, 0711);
@@ -38,19 +38,19 @@ int main(void)
 
 	pid_t pid = fork();
 	if (pid == 0) {
-		struct chi_ipc_request req = { CHI_IPC_MAGIC, CHI_IPC_VERSION, CHI_IPC_ATTACH };
-		struct chi_ipc_reply r;
-		int fds[CHI_IPC_MAX_FDS], nfds = 0;
+		struct ipc_request req = { IPC_MAGIC, IPC_VERSION, IPC_ATTACH };
+		struct ipc_reply r;
+		int fds[IPC_MAX_FDS], nfds = 0;
 		if (setgid(NOBODY) != 0 || setuid(NOBODY) != 0)
 			_exit(10);
-		int fd = chi_ipc_connect(sock);
+		int fd = ipc_connect(sock);
 		if (fd < 0) {
 			fprintf(stderr, "connect as nobody: %s\n", strerror(-fd));
 			_exit(11);
 		}
-		if (chi_ipc_send(fd, &req, sizeof(req), NULL, 0) != 0)
+		if (ipc_send(fd, &req, sizeof(req), NULL, 0) != 0)
 			_exit(12);
-		int n = chi_ipc_recv(fd, &r, sizeof(r), fds, &nfds, CHI_IPC_MAX_FDS, 5000);
+		int n = ipc_recv(fd, &r, sizeof(r), fds, &nfds, IPC_MAX_FDS, 5000);
 		if (n != (int)sizeof(r))
 			_exit(13);
 		printf("refused: status %d, \"%s\", %d fds\n", r.status, r.message, nfds);

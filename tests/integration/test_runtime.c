@@ -305,10 +305,10 @@ START_TEST(garbage_in_shared_memory_is_rejected)
 	void *buf = chi_buf_alloc(c, 64);
 	ck_assert_int_eq(chi_bulk_from_ptr(c, buf, 64, &b), 0);
 	char *base = (char *)buf - b.offset;
-	struct chi_seg_header *h = (struct chi_seg_header *)base;
+	struct shm_seg_header *h = (struct shm_seg_header *)base;
 	/* Scribble on the last lane, which no thread of ours uses. */
 	uint32_t lane = info.num_lanes - 1;
-	struct chi_ring *r = chi_seg_lane(base, &h->layout, lane);
+	struct shm_ring *r = shm_seg_lane(base, &h->layout, lane);
 	uint32_t tail = atomic_load(&r->tail);
 	static const uint32_t junk[] = { 0, 1, 64, 0xffffffc0u, 4096, 0x7fffffc0u };
 	for (uint32_t i = 0; i < 6; i++)

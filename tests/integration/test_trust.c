@@ -73,7 +73,7 @@ static uint64_t count_all(struct chi_client *c, struct chi_pool_id pool, uint64_
  * this process's threads uses (the library gives lanes out from 0). */
 struct raw_lane {
 	char *base;
-	struct chi_ring *ring;
+	struct shm_ring *ring;
 	uint32_t mask;
 };
 
@@ -83,9 +83,9 @@ static struct raw_lane raw_lane_of(struct chi_client *c, struct chi_task *any)
 	struct raw_lane r;
 	ck_assert_int_eq(chi_bulk_from_ptr(c, any, CHI_TASK_HEADER_SIZE, &b), 0);
 	r.base = (char *)any - b.offset;
-	const struct chi_seg_header *h = (const void *)r.base;
+	const struct shm_seg_header *h = (const void *)r.base;
 	uint32_t lane = h->layout.num_lanes - 1;
-	r.ring = chi_seg_lane(r.base, &h->layout, lane);
+	r.ring = shm_seg_lane(r.base, &h->layout, lane);
 	r.mask = h->layout.lane_depth - 1;
 	return r;
 }

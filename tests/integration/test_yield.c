@@ -442,7 +442,7 @@ static int hog_then_noops(struct chi_client *c, struct chi_pool_id hog, uint64_t
 
 	void *buf = chi_buf_alloc(c, 64);
 	ck_assert_int_eq(chi_bulk_from_ptr(c, buf, 64, &b), 0);
-	const struct chi_seg_header *h = (const void *)((char *)buf - b.offset);
+	const struct shm_seg_header *h = (const void *)((char *)buf - b.offset);
 	uint32_t lane_worker = h->lane_worker[0]; /* this thread took lane 0 */
 	chi_buf_free(c, buf);
 	uint32_t k = (lane_worker + 2 - hog.major % 2) % 2; /* (major + k) % 2 == lane_worker */

@@ -11,15 +11,15 @@
 
 #include "check_main.h"
 
-static struct chi_config cfg;
+static struct config cfg;
 static char err[1024];
 
 static int load(const char *yaml)
 {
-	chi_config_fini(&cfg);
-	chi_config_defaults(&cfg);
+	config_fini(&cfg);
+	config_defaults(&cfg);
 	err[0] = '\0';
-	return chi_config_load_string(&cfg, "test.yaml", yaml, strlen(yaml), err, sizeof(err));
+	return config_load_string(&cfg, "test.yaml", yaml, strlen(yaml), err, sizeof(err));
 }
 
 START_TEST(defaults_follow_upstream)
@@ -129,12 +129,12 @@ START_TEST(compose_entries_parse)
 END_TEST
 
 /* The dump of @c, in a buffer the caller frees. */
-static char *dump(const struct chi_config *c, size_t *len)
+static char *dump(const struct config *c, size_t *len)
 {
 	char *text = NULL;
 	FILE *f = open_memstream(&text, len);
 	ck_assert_ptr_nonnull(f);
-	chi_config_dump(c, f);
+	config_dump(c, f);
 	fclose(f);
 	return text;
 }
@@ -150,7 +150,7 @@ START_TEST(dump_keeps_every_compose_key_and_reads_back)
 		"    \"odd key\": x\n"
 		"  - mod_name: kvs\n    pool_name: kv\n";
 	ck_assert_int_eq(load(yaml), 0);
-	struct chi_compose_entry first = cfg.compose[0];
+	struct config_compose_entry first = cfg.compose[0];
 	size_t len;
 	char *text = dump(&cfg, &len);
 	/* The module's own keys are there, not only the ones the runtime reads. */
@@ -201,19 +201,19 @@ END_TEST
 START_TEST(sizes)
 {
 	uint64_t v;
-	ck_assert_int_eq(chi_parse_size("512MB", &v), 0);
+	ck_assert_int_eq(parse_size("512MB", &v), 0);
 	ck_assert_uint_eq(v, 512ull << 20);
-	ck_assert_int_eq(chi_parse_size("4096", &v), 0);
+	ck_assert_int_eq(parse_size("4096", &v), 0);
 	ck_assert_uint_eq(v, 4096);
-	ck_assert_int_eq(chi_parse_size("1g", &v), 0);
+	ck_assert_int_eq(parse_size("1g", &v), 0);
 	ck_assert_uint_eq(v, 1ull << 30);
-	ck_assert_int_eq(chi_parse_size("2 KiB", &v), 0);
+	ck_assert_int_eq(parse_size("2 KiB", &v), 0);
 	ck_assert_uint_eq(v, 2048);
-	ck_assert_int_eq(chi_parse_size("1TB", &v), 0);
-	ck_assert_int_eq(chi_parse_size("-1MB", &v), -EINVAL);
-	ck_assert_int_eq(chi_parse_size("MB", &v), -EINVAL);
-	ck_assert_int_eq(chi_parse_size("99999999999999999999", &v), -EINVAL);
-	ck_assert_int_eq(chi_parse_size("16777216TB", &v), -EINVAL);
+	ck_assert_int_eq(parse_size("1TB", &v), 0);
+	ck_assert_int_eq(parse_size("-1MB", &v), -EINVAL);
+	ck_assert_int_eq(parse_size("MB", &v), -EINVAL);
+	ck_assert_int_eq(parse_size("99999999999999999999", &v), -EINVAL);
+	ck_assert_int_eq(parse_size("16777216TB", &v), -EINVAL);
 }
 END_TEST
 
@@ -241,7 +241,7 @@ END_TEST
 
 int main(void)
 {
-	chi_log_threshold = CHI_LOG_LEVEL_ERROR; /* the warnings are expected here */
+	log_threshold = CHI_LOG_LEVEL_ERROR; /* the warnings are expected here */
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("config");
 	tcase_add_test(tc, defaults_follow_upstream);

@@ -32,13 +32,13 @@ static void log_to_temp_file(void)
 	int fd = mkstemp(path);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	ck_assert_int_eq(chi_log_set_file(path), 0);
-	chi_log_threshold = CHI_LOG_LEVEL_INFO;
+	ck_assert_int_eq(log_set_file(path), 0);
+	log_threshold = CHI_LOG_LEVEL_INFO;
 }
 
 START_TEST(burst_then_suppressed_count)
 {
-	struct chi_log_ratelimit rl = { 0 };
+	struct log_ratelimit rl = { 0 };
 
 	log_to_temp_file();
 	for (int i = 0; i < 1000; i++)
@@ -68,8 +68,8 @@ START_TEST(each_call_site_has_its_own_budget)
 	ck_assert_int_eq(count_lines("site one"), CHI_LOG_RATELIMIT_BURST);
 	ck_assert_int_eq(count_lines("site two"), CHI_LOG_RATELIMIT_BURST);
 	/* Below the threshold: neither printed nor counted against the budget. */
-	struct chi_log_ratelimit rl = { 0 };
-	chi_log_threshold = CHI_LOG_LEVEL_WARN;
+	struct log_ratelimit rl = { 0 };
+	log_threshold = CHI_LOG_LEVEL_WARN;
 	for (int i = 0; i < 100; i++)
 		CHI_LOG_RATELIMITED_BY(CHI_LOG_LEVEL_INFO, &rl, "quiet %d", i);
 	ck_assert_uint_eq(rl.printed + rl.suppressed, 0);

@@ -10,56 +10,56 @@
 
 #define SIZE 8u
 
-static struct chi_ring *new_ring(uint32_t size)
+static struct shm_ring *new_ring(uint32_t size)
 {
 	void *mem = NULL;
-	ck_assert_int_eq(posix_memalign(&mem, CHI_CACHE_LINE, chi_ring_bytes(size)), 0);
-	struct chi_ring *r = mem;
-	chi_ring_init(r);
+	ck_assert_int_eq(posix_memalign(&mem, CHI_CACHE_LINE, shm_ring_bytes(size)), 0);
+	struct shm_ring *r = mem;
+	shm_ring_init(r);
 	return r;
 }
 
 START_TEST(fifo_and_capacity)
 {
-	struct chi_ring *r = new_ring(SIZE);
-	struct chi_ring_producer p;
-	struct chi_ring_consumer c;
+	struct shm_ring *r = new_ring(SIZE);
+	struct shm_ring_producer p;
+	struct shm_ring_consumer c;
 	uint32_t out[SIZE];
 	int bell;
 
-	chi_ring_producer_init(&p, r, SIZE);
-	chi_ring_consumer_init(&c, r, SIZE);
+	shm_ring_producer_init(&p, r, SIZE);
+	shm_ring_consumer_init(&c, r, SIZE);
 	for (uint32_t i = 0; i < SIZE; i++)
-		ck_assert_int_eq(chi_ring_enqueue(&p, i * 10, &bell), 0);
-	ck_assert_int_eq(chi_ring_enqueue(&p, 99, &bell), -EAGAIN);
-	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, 3), 3);
+		ck_assert_int_eq(shm_ring_enqueue(&p, i * 10, &bell), 0);
+	ck_assert_int_eq(shm_ring_enqueue(&p, 99, &bell), -EAGAIN);
+	ck_assert_int_eq(shm_ring_dequeue_burst(&c, out, 3), 3);
 	ck_assert_uint_eq(out[0], 0);
 	ck_assert_uint_eq(out[2], 20);
-	ck_assert_int_eq(chi_ring_enqueue(&p, 80, &bell), 0);
-	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), 6);
+	ck_assert_int_eq(shm_ring_enqueue(&p, 80, &bell), 0);
+	ck_assert_int_eq(shm_ring_dequeue_burst(&c, out, SIZE), 6);
 	ck_assert_uint_eq(out[5], 80);
-	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), 0);
+	ck_assert_int_eq(shm_ring_dequeue_burst(&c, out, SIZE), 0);
 	free(r);
 }
 END_TEST
 
 START_TEST(wraps_around_uint32)
 {
-	struct chi_ring *r = new_ring(SIZE);
-	struct chi_ring_producer p;
-	struct chi_ring_consumer c;
+	struct shm_ring *r = new_ring(SIZE);
+	struct shm_ring_producer p;
+	struct shm_ring_consumer c;
 	uint32_t out[4];
 	int bell;
 
 	/* Start just below the wrap of the free-running indices. */
 	atomic_store(&r->tail, UINT32_MAX - 2);
 	atomic_store(&r->head, UINT32_MAX - 2);
-	chi_ring_producer_init(&p, r, SIZE);
-	chi_ring_consumer_init(&c, r, SIZE);
+	shm_ring_producer_init(&p, r, SIZE);
+	shm_ring_consumer_init(&c, r, SIZE);
 	for (uint32_t round = 0; round < 4; round++) {
 		for (uint32_t i = 0; i < 4; i++)
-			ck_assert_int_eq(chi_ring_enqueue(&p, round * 4 + i, &bell), 0);
-		ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, 4), 4);
+			ck_assert_int_eq(shm_ring_enqueue(&p, round * 4 + i, &bell), 0);
+		ck_assert_int_eq(shm_ring_dequeue_burst(&c, out, 4), 4);
 		for (uint32_t i = 0; i < 4; i++)
 			ck_assert_uint_eq(out[i], round * 4 + i);
 	}
@@ -69,13 +69,13 @@ END_TEST
 
 START_TEST(corrupt_tail_is_rejected)
 {
-	struct chi_ring *r = new_ring(SIZE);
-	struct chi_ring_consumer c;
+	struct shm_ring *r = new_ring(SIZE);
+	struct shm_ring_consumer c;
 	uint32_t out[SIZE];
 
-	chi_ring_consumer_init(&c, r, SIZE);
+	shm_ring_consumer_init(&c, r, SIZE);
 	atomic_store(&r->tail, 1000); /* a producer scribbling garbage */
-	ck_assert_int_eq(chi_ring_dequeue_burst(&c, out, SIZE), -EPROTO);
+	ck_assert_int_eq(shm_ring_dequeue_burst(&c, out, SIZE), -EPROTO);
 	ck_assert_uint_eq(c.head, 0); /* nothing was read past the ring */
 	free(r);
 }
@@ -83,20 +83,20 @@ END_TEST
 
 START_TEST(sleep_handoff_owes_exactly_one_doorbell)
 {
-	struct chi_ring *r = new_ring(SIZE);
-	struct chi_ring_producer p;
-	struct chi_ring_consumer c;
+	struct shm_ring *r = new_ring(SIZE);
+	struct shm_ring_producer p;
+	struct shm_ring_consumer c;
 	int bell = -1;
 
-	chi_ring_producer_init(&p, r, SIZE);
-	chi_ring_consumer_init(&c, r, SIZE);
-	ck_assert_int_eq(chi_ring_prepare_sleep(&c), 1); /* empty: may sleep */
-	ck_assert_int_eq(chi_ring_enqueue(&p, 1, &bell), 0);
+	shm_ring_producer_init(&p, r, SIZE);
+	shm_ring_consumer_init(&c, r, SIZE);
+	ck_assert_int_eq(shm_ring_prepare_sleep(&c), 1); /* empty: may sleep */
+	ck_assert_int_eq(shm_ring_enqueue(&p, 1, &bell), 0);
 	ck_assert_int_eq(bell, 1); /* consumer asleep: this producer rings */
-	ck_assert_int_eq(chi_ring_enqueue(&p, 2, &bell), 0);
+	ck_assert_int_eq(shm_ring_enqueue(&p, 2, &bell), 0);
 	ck_assert_int_eq(bell, 0); /* already rung */
-	chi_ring_cancel_sleep(&c);
-	ck_assert_int_eq(chi_ring_prepare_sleep(&c), 0); /* entries waiting: must not sleep */
+	shm_ring_cancel_sleep(&c);
+	ck_assert_int_eq(shm_ring_prepare_sleep(&c), 0); /* entries waiting: must not sleep */
 	free(r);
 }
 END_TEST
@@ -111,26 +111,26 @@ END_TEST
 
 static void *producer_thread(void *arg)
 {
-	struct chi_ring_producer p;
+	struct shm_ring_producer p;
 	int bell;
-	chi_ring_producer_init(&p, arg, DEPTH);
+	shm_ring_producer_init(&p, arg, DEPTH);
 	for (uint32_t i = 0; i < STREAM; i++)
-		while (chi_ring_enqueue(&p, i, &bell) != 0)
+		while (shm_ring_enqueue(&p, i, &bell) != 0)
 			sched_yield(); /* full */
 	return NULL;
 }
 
 START_TEST(two_threads_keep_order)
 {
-	struct chi_ring *r = new_ring(DEPTH);
-	struct chi_ring_consumer c;
+	struct shm_ring *r = new_ring(DEPTH);
+	struct shm_ring_consumer c;
 	uint32_t out[16], expect = 0;
 	pthread_t t;
 
-	chi_ring_consumer_init(&c, r, DEPTH);
+	shm_ring_consumer_init(&c, r, DEPTH);
 	ck_assert_int_eq(pthread_create(&t, NULL, producer_thread, r), 0);
 	while (expect < STREAM) {
-		int n = chi_ring_dequeue_burst(&c, out, 16);
+		int n = shm_ring_dequeue_burst(&c, out, 16);
 		ck_assert_int_ge(n, 0);
 		if (n == 0)
 			sched_yield(); /* empty */
