@@ -1,4 +1,5 @@
-# Installation: headers, client library, modules, CLI, CMake package, pkg-config, DEB.
+# Installation: headers, client library, modules and their client libraries, CLI, CMake
+# package, pkg-config, DEB.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -17,9 +18,18 @@ target_include_directories(chimaera_headers INTERFACE
   $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
 set_target_properties(chimaera_headers PROPERTIES EXPORT_NAME headers)
 set_target_properties(chimaera_client PROPERTIES EXPORT_NAME client)
+# Each module's client library (chimods/CMakeLists.txt, chi_module_client): exported as
+# chimaera::<mod>_client, and chimaera-<mod>.pc for pkg-config.
+get_property(chi_module_clients GLOBAL PROPERTY CHI_MODULE_CLIENTS)
+set(chi_module_client_targets)
+foreach(mod ${chi_module_clients})
+  set_target_properties(chimaera_${mod}_client PROPERTIES EXPORT_NAME ${mod}_client)
+  list(APPEND chi_module_client_targets chimaera_${mod}_client)
+endforeach()
 
 install(DIRECTORY include/chimaera DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-install(TARGETS chimaera_client chimaera_headers EXPORT chimaeraTargets
+install(TARGETS chimaera_client ${chi_module_client_targets} chimaera_headers
+        EXPORT chimaeraTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS chimaera chimaera_bench RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
@@ -42,6 +52,12 @@ file(RELATIVE_PATH CHI_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
 string(REGEX REPLACE "/$" "" CHI_PC_TO_PREFIX "${CHI_PC_TO_PREFIX}")
 configure_file(cmake/chimaera.pc.in ${CMAKE_BINARY_DIR}/chimaera.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/chimaera.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+foreach(CHI_PC_MOD ${chi_module_clients})
+  configure_file(cmake/chimaera-module-client.pc.in ${CMAKE_BINARY_DIR}/chimaera-${CHI_PC_MOD}.pc
+                 @ONLY)
+  install(FILES ${CMAKE_BINARY_DIR}/chimaera-${CHI_PC_MOD}.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endforeach()
 
 set(CPACK_PACKAGE_NAME chimaera)
 set(CPACK_PACKAGE_VENDOR "Chimaera in C")

@@ -1,10 +1,9 @@
-/* Typed wrappers for the bdev module (include/chimaera/bdev.h). */
+/* Typed wrappers for the bdev module (include/chimaera/bdev.h): libchimaera_bdev_client. Like
+ * any module's client library it sees only the public API, so it builds out of tree too. */
 #include <errno.h>
 #include <string.h>
 
 #include <chimaera/bdev.h>
-
-#include "client_internal.h"
 
 /* A bdev task for @container with @size bytes of parameters copied from @params and room for
  * @bounce more bytes after them. */
@@ -24,6 +23,24 @@ static int bdev_task(struct chi_client *c, struct chi_pool_id pool, uint32_t con
 	return 0;
 }
 
+/* Submit *@t and wait for it. @return its rc. *@t becomes NULL when the caller must not touch
+ * the task any more: the submit failed (it is freed here) or the runtime died (it may still
+ * be written: it is abandoned). Otherwise read the outputs, then chi_task_free() it. */
+static int run(struct chi_client *c, struct chi_task **t)
+{
+	struct chi_future f;
+	int rc = chi_submit(c, *t, &f);
+	if (rc) {
+		chi_task_free(c, *t);
+		*t = NULL;
+		return rc;
+	}
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		*t = NULL;
+	return rc;
+}
+
 /* Run a task with no bulk data; its parameters are copied back into @params. */
 static int call(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
 		uint32_t method, void *params, uint32_t size)
@@ -32,7 +49,7 @@ static int call(struct chi_client *c, struct chi_pool_id pool, uint32_t containe
 	int rc = bdev_task(c, pool, container, method, params, size, 0, &t);
 	if (rc)
 		return rc;
-	rc = client_run(c, &t);
+	rc = run(c, &t);
 	if (!t)
 		return rc;
 	memcpy(params, chi_task_params(t), size);
@@ -78,7 +95,7 @@ static int rw(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
 		if (method == CHI_BDEV_WRITE)
 			memcpy(bounce, buf, len);
 	}
-	rc = client_run(c, &t);
+	rc = run(c, &t);
 	if (!t)
 		return rc;
 	if (rc == 0 && method == CHI_BDEV_READ && !in_arena)

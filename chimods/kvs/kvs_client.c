@@ -1,12 +1,11 @@
-/* Typed wrappers for the kvs module (include/chimaera/kvs.h). */
+/* Typed wrappers for the kvs module (include/chimaera/kvs.h): libchimaera_kvs_client. Like
+ * any module's client library it sees only the public API, so it builds out of tree too. */
 #include <errno.h>
 #include <string.h>
 
 #include <xxhash.h>
 
 #include <chimaera/kvs.h>
-
-#include "client_internal.h"
 
 uint64_t chi_kvs_hash(const void *key, size_t len)
 {
@@ -63,6 +62,24 @@ int chi_kvs_put_async(struct chi_client *c, struct chi_pool_id pool, const void 
 	return rc;
 }
 
+/* Submit *@t and wait for it. @return its rc. *@t becomes NULL when the caller must not touch
+ * the task any more: the submit failed (it is freed here) or the runtime died (it may still
+ * be written: it is abandoned). Otherwise read the outputs, then chi_task_free() it. */
+static int run(struct chi_client *c, struct chi_task **t)
+{
+	struct chi_future f;
+	int rc = chi_submit(c, *t, &f);
+	if (rc) {
+		chi_task_free(c, *t);
+		*t = NULL;
+		return rc;
+	}
+	rc = chi_wait(&f);
+	if (rc == -ECONNRESET)
+		*t = NULL;
+	return rc;
+}
+
 static int finish(struct chi_client *c, struct chi_future *f)
 {
 	int rc = chi_wait(f);
@@ -95,7 +112,7 @@ int chi_kvs_get(struct chi_client *c, struct chi_pool_id pool, const void *key, 
 		p->value = in_arena;
 	else
 		chi_bulk_from_ptr(c, bounce, cap, &p->value);
-	rc = client_run(c, &t);
+	rc = run(c, &t);
 	if (!t)
 		return rc;
 	if (len)
@@ -112,7 +129,7 @@ int chi_kvs_delete(struct chi_client *c, struct chi_pool_id pool, const void *ke
 	int rc = kvs_task(c, pool, CHI_KVS_DELETE, key, key_len, 0, &t);
 	if (rc)
 		return rc;
-	rc = client_run(c, &t);
+	rc = run(c, &t);
 	if (t)
 		chi_task_free(c, t);
 	return rc;
