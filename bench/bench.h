@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #define BENCH_MAX_RESULTS 48
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 struct bench_result {
 	char metric[48];
@@ -35,6 +36,8 @@ struct bench_floor {
 	double pingpong_p99_ns;
 	double ring_msgs_per_s;	      /* one message per publish */
 	double ring_burst_msgs_per_s; /* 32 messages per publish */
+	double record_tasks_per_s;    /* 64-byte records marked taken and done, pipelined */
+	double record_cring_tasks_per_s; /* the same, done reported through a completion ring */
 };
 
 /* forward-lat: one round's figures and where the task went. */

@@ -103,6 +103,11 @@ static const struct {
 	{ "spsc_ring_rate", "a bare shared-memory ring between two processes, one message per\n"
 			    "      publish (what a lone chi_submit does)" },
 	{ "spsc_ring_burst_rate", "the same ring fed 32 messages per publish" },
+	{ "spsc_record_rate", "the same ring carrying 64-byte records, pipelined like local_tput:\n"
+			      "      the consumer marks each taken and done, the producer waits for\n"
+			      "      done (the least a task costs when its own line is written)" },
+	{ "spsc_record_cring_rate", "the same, done reported through a second ring (a per-lane\n"
+				    "      completion ring) instead of each record's state word" },
 	{ "admin_rtt_p50", "the runtime's built-in admin Noop round trip (no module dispatch)" },
 	{ "local_rtt_p50", "(as forward_rtt's floor) the admin Noop round trip, run by the worker\n"
 			   "      that polls this thread's lane, on the same thread just before" },
@@ -156,8 +161,9 @@ static void print_table(const struct bench_result *r, int n)
 		       "  together, against local_tput (one client thread) of the same round.\n",
 		       BENCH_MC_PROCS, BENCH_MC_THREADS);
 	if (is_floor_of_a_row(r, n, "spsc_ring_burst_rate"))
-		printf("local_tput, local_tput_vs_burst: the same pipelined test (--window tasks\n"
-		       "  in flight) against the two ring floors (each its own median round).\n");
+		printf("local_tput, local_tput_vs_burst, local_tput_vs_record: the same pipelined\n"
+		       "  test (--window tasks in flight) against the three ring floors (each its\n"
+		       "  own median round).\n");
 }
 
 static void usage(FILE *out)
@@ -377,6 +383,8 @@ int main(int argc, char **argv)
 		{ "pingpong_rtt_p50", "ns", NULL, RV(fl.pingpong_p50_ns), 0 },
 		{ "spsc_ring_rate", "msg/s", NULL, RV(fl.ring_msgs_per_s), 0 },
 		{ "spsc_ring_burst_rate", "msg/s", NULL, RV(fl.ring_burst_msgs_per_s), 0 },
+		{ "spsc_record_rate", "tasks/s", NULL, RV(fl.record_tasks_per_s), 0 },
+		{ "spsc_record_cring_rate", "tasks/s", NULL, RV(fl.record_cring_tasks_per_s), 0 },
 	};
 	static const struct row_spec lat[] = {
 		{ "local_rtt_p50", "ns", "pingpong_rtt_p50", RV(p50), RV(fl.pingpong_p50_ns) },
@@ -391,6 +399,8 @@ int main(int argc, char **argv)
 		{ "local_tput", "tasks/s", "spsc_ring_rate", RV(tps), RV(fl.ring_msgs_per_s) },
 		{ "local_tput_vs_burst", "tasks/s", "spsc_ring_burst_rate", RV(tps),
 		  RV(fl.ring_burst_msgs_per_s) },
+		{ "local_tput_vs_record", "tasks/s", "spsc_record_rate", RV(tps),
+		  RV(fl.record_tasks_per_s) },
 	};
 	static const struct row_spec mc = { "multi_client_tput", "tasks/s", "local_tput",
 					    RV(mc.tasks_per_s), RV(tps) };
@@ -452,11 +462,11 @@ int main(int argc, char **argv)
 	for (uint32_t i = 0; i < o.rounds; i++)
 		if (run_round(&per_round, &do_, &rounds[i]) != 0)
 			return 1;
-	for (size_t i = 0; i < 3; i++)
+	for (size_t i = 0; i < ARRAY_LEN(floors); i++)
 		add_median(res, &n, rounds, (int)o.rounds, &floors[i]);
-	for (size_t i = 0; do_.lat && i < 3; i++)
+	for (size_t i = 0; do_.lat && i < ARRAY_LEN(lat); i++)
 		add_median(res, &n, rounds, (int)o.rounds, &lat[i]);
-	for (size_t i = 0; do_.tput && i < 2; i++)
+	for (size_t i = 0; do_.tput && i < ARRAY_LEN(tput); i++)
 		add_median(res, &n, rounds, (int)o.rounds, &tput[i]);
 	if (do_.mod) {
 		add_median(res, &n, rounds, (int)o.rounds, &mod);
