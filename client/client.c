@@ -141,9 +141,11 @@ struct client_lane *client_my_lane(struct chi_client *c, int *err)
 			continue;
 		lane = &c->lanes[i];
 		atomic_store_explicit(&lane->owned, 1, memory_order_relaxed);
-		/* Pick up where the lane's previous owner left the ring. */
+		/* Pick up where the lane's previous owner left the rings. */
 		shm_ring_producer_init(&lane->prod, shm_seg_lane(c->base, &c->layout, i),
 				       c->layout.lane_depth);
+		shm_cq_consumer_init(&lane->done, shm_seg_cq(c->base, &c->layout, i),
+				     c->layout.lane_depth);
 		break;
 	}
 	pthread_mutex_unlock(&c->lane_lock);
@@ -271,7 +273,10 @@ static int map_segment(struct chi_client *c, int memfd)
 static int init_lanes(struct chi_client *c)
 {
 	c->lanes = calloc(c->layout.num_lanes, sizeof(*c->lanes));
-	if (!c->lanes)
+	/* Untouched pages of a large calloc cost nothing: the bytes of slots never used. */
+	c->num_rec = (c->layout.size - c->layout.arena_offset) / CHI_CACHE_LINE;
+	c->rec = calloc(c->num_rec, sizeof(*c->rec));
+	if (!c->lanes || !c->rec)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < c->layout.num_lanes; i++) {
 		struct client_lane *lane = &c->lanes[i];
@@ -333,6 +338,8 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 	return 0;
 
 err_unmap:
+	free(c->lanes);
+	free((void *)c->rec);
 	if (c->base)
 		munmap(c->base, c->info.segment_size);
 	for (uint32_t i = 0; c->doorbells && i < c->num_workers; i++)
@@ -360,6 +367,7 @@ void chi_client_disconnect(struct chi_client *c)
 		close(c->doorbells[i]);
 	free(c->doorbells);
 	free(c->lanes);
+	free((void *)c->rec);
 	pthread_mutex_destroy(&c->sleep_lock);
 	pthread_mutex_destroy(&c->lane_lock);
 	free(c);
@@ -373,6 +381,23 @@ int chi_client_info(struct chi_client *c, struct chi_client_info *out)
 
 /* ---- tasks and buffers ---- */
 
+/* The record's latest submission is over: the next submit need not read its state word. */
+static void mark_idle(_Atomic uint16_t *r)
+{
+	uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
+	atomic_store_explicit(r, (uint16_t)((b & REC_TAG_MASK) | REC_IDLE), memory_order_relaxed);
+}
+
+/* The client's private word for task record @t, or NULL for a pointer outside the arenas. */
+static _Atomic uint16_t *rec_of(struct chi_client *c, const struct chi_task *t)
+{
+	uint64_t off = (uint64_t)((const char *)t - (const char *)c->base);
+	if ((const char *)t < (const char *)c->base || off < c->layout.arena_offset)
+		return NULL;
+	uint64_t i = (off - c->layout.arena_offset) / CHI_CACHE_LINE;
+	return i < c->num_rec ? &c->rec[i] : NULL;
+}
+
 int chi_task_alloc(struct chi_client *c, uint32_t params_size, struct chi_task **out)
 {
 	int err = 0;
@@ -384,6 +409,9 @@ int chi_task_alloc(struct chi_client *c, uint32_t params_size, struct chi_task *
 		return -ENOMEM;
 	memset(t, 0, CHI_TASK_HEADER_SIZE + (size_t)params_size);
 	t->params_size = params_size;
+	_Atomic uint16_t *r = rec_of(c, t);
+	if (r) /* new: not in flight; the tag goes on, so a late entry of its last life misses */
+		mark_idle(r);
 	t->query = chi_query_local();
 	*out = t;
 	return 0;
@@ -483,6 +511,50 @@ static int wait_for_room(struct chi_client *c, struct client_lane *lane, uint32_
 	return 0;
 }
 
+/* Take in the lane's completion queue: mark each entry's record done, when the entry is for
+ * the record's latest submission (its tag) and that is still in flight. Only the thread
+ * that owns the lane reads its ring. */
+static void drain_completions(struct chi_client *c, struct client_lane *lane)
+{
+	uint32_t e;
+	while ((e = shm_cq_take(&lane->done)) != 0) {
+		uint64_t off = e & ~(uint32_t)SHM_SEG_CQ_TAG_MASK;
+		if (off < c->layout.arena_offset || off >= c->layout.size)
+			continue; /* the runtime wrote it: cannot happen */
+		_Atomic uint16_t *r = &c->rec[(off - c->layout.arena_offset) / CHI_CACHE_LINE];
+		uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
+		uint16_t want = (uint16_t)((e & SHM_SEG_CQ_TAG_MASK) | lane->index << REC_LANE_SHIFT);
+		if (b == want) /* that submission, in flight, not yet seen done */
+			/* Release: a waiter on another thread that sees DONE also sees the
+			 * outputs, which the queue's acquire (A4) made visible here. */
+			atomic_compare_exchange_strong_explicit(r, &b, b | REC_DONE,
+								memory_order_release,
+								memory_order_relaxed);
+	}
+}
+
+/* Not in flight? Known from the record's byte when the client saw it complete, else from the
+ * state word (a read of a line the runtime last wrote: the pipelined path avoids it). */
+static int submittable(struct chi_client *c, struct chi_task *t)
+{
+	_Atomic uint16_t *r = rec_of(c, t);
+	if (r && (atomic_load_explicit(r, memory_order_relaxed) & REC_IDLE))
+		return 1;
+	uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_relaxed) &
+		      CHI_TASK_STATE_MASK;
+	return st == CHI_TASK_NEW || st == CHI_TASK_DONE;
+}
+
+/* A new submission of @t through @lane: the next tag, in flight, not done. @return the tag. */
+static uint32_t next_tag(struct chi_client *c, struct client_lane *lane, struct chi_task *t)
+{
+	_Atomic uint16_t *r = rec_of(c, t); /* task_offset() vouched for t */
+	uint32_t tag = (atomic_load_explicit(r, memory_order_relaxed) + 1) & REC_TAG_MASK;
+	atomic_store_explicit(r, (uint16_t)(tag | lane->index << REC_LANE_SHIFT),
+			      memory_order_relaxed);
+	return tag;
+}
+
 int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 		     struct chi_future *out)
 {
@@ -492,12 +564,13 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 	if (!lane)
 		return err;
 	err = check_runtime(c);
+	/* Entries for our earlier submissions go before new tags are handed out (see
+	 * REC_TAG_MASK: why a late entry never completes a later submission). */
+	drain_completions(c, lane);
 	while (err == 0 && done < n) {
 		uint32_t off;
 		struct chi_task *t = tasks[done];
-		uint32_t st = atomic_load_explicit((_Atomic uint32_t *)&t->state, memory_order_relaxed) &
-			      CHI_TASK_STATE_MASK;
-		if (task_offset(c, t, &off) != 0 || (st != CHI_TASK_NEW && st != CHI_TASK_DONE)) {
+		if (task_offset(c, t, &off) != 0 || !submittable(c, t)) {
 			err = -EINVAL;
 			break;
 		}
@@ -510,7 +583,8 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 				break;
 		}
 		t->rc = 0;
-		atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
+		atomic_store_explicit((_Atomic uint32_t *)&t->state,
+				      CHI_TASK_SUBMITTED | next_tag(c, lane, t) << CHI_TASK_TAG_SHIFT,
 				      memory_order_relaxed);
 		shm_ring_stage(&lane->prod, off); /* published below, with release order */
 		out[done].task = t;
@@ -540,12 +614,41 @@ static inline int task_done(struct chi_task *t, int *rc)
 	return 1;
 }
 
+/* Done, by the completion queue (rc 0, the task's line untouched) or, when @look or @r is
+ * NULL, by the state word. Either way the record becomes idle. */
+static int future_done(struct chi_client *c, struct chi_task *t, _Atomic uint16_t *r, int look,
+		       int *rc)
+{
+	if (r) {
+		if (atomic_load_explicit(r, memory_order_acquire) & REC_DONE) {
+			mark_idle(r);
+			*rc = 0;
+			return 1;
+		}
+		struct client_lane *lane = pthread_getspecific(c->lane_key);
+		if (lane) {
+			drain_completions(c, lane);
+			if (atomic_load_explicit(r, memory_order_acquire) & REC_DONE) {
+				mark_idle(r);
+				*rc = 0;
+				return 1;
+			}
+		}
+	}
+	if ((look || !r) && task_done(t, rc)) {
+		if (r)
+			mark_idle(r);
+		return 1;
+	}
+	return 0;
+}
+
 int chi_test(struct chi_future *f)
 {
 	int rc;
 	if (!f->client) /* a subtask's future: no runtime connection to check */
 		return task_done(f->task, &rc);
-	if (task_done(f->task, &rc))
+	if (future_done(f->client, f->task, rec_of(f->client, f->task), 1, &rc))
 		return 1;
 	/* A syscall per poll would be ruinous; look at the socket now and then, at the flag
 	 * (another thread may have seen the hang-up) every time. */
@@ -664,23 +767,31 @@ int chi_wait_timeout(struct chi_future *f, uint64_t timeout_ns)
 				    "(and be CHI_METHOD_MAY_YIELD); refusing to block the worker");
 		return -EDEADLK;
 	}
+	struct chi_client *c = f->client;
 	struct chi_task *t = f->task;
+	_Atomic uint16_t *r = rec_of(c, t);
 	int rc;
 
-	/* Pipelined callers mostly find the task done: answer before reading the clock,
-	 * which costs more than the whole check on some virtual machines. */
-	if (task_done(t, &rc))
+	/* Pipelined callers mostly find the task done, in the completion queue: answer before
+	 * reading the clock (dearer than the whole check on some virtual machines) and before
+	 * reading the task's line (a transfer from the worker's cache). */
+	if (future_done(c, t, r, 0, &rc))
 		return rc;
 	uint64_t start = time_now_ns(), now = start;
 	while (now - start < WAIT_SPIN_NS && now - start < timeout_ns) {
 		for (int i = 0; i < 64; i++) {
-			if (task_done(t, &rc))
+			/* The state word now and then: completions off the worker's fast path
+			 * (forwarded, suspended, failed) come only there. */
+			if (future_done(c, t, r, (i & 7) == 0, &rc))
 				return rc;
 			cpu_relax();
 		}
 		now = time_now_ns();
 	}
-	return sleep_until_done(f->client, t, start, timeout_ns);
+	rc = sleep_until_done(c, t, start, timeout_ns);
+	if (r && rc != -ETIMEDOUT && rc != -ECONNRESET) /* done: by the state word */
+		mark_idle(r);
+	return rc;
 }
 
 int chi_wait(struct chi_future *f)

@@ -23,6 +23,7 @@ struct client_lane {
 	uint32_t index;
 	_Atomic int owned; /* a thread has claimed this lane */
 	struct shm_ring_producer prod;
+	struct shm_cq_consumer done; /* the lane's completion queue (shm_seg_cq) */
 
 	/* Arena: only the owning thread bumps and uses free_list; other threads hand blocks
 	 * back through remote_free (push one / take all, so no ABA). Offsets, 0 = none. */
@@ -41,6 +42,22 @@ struct sleeper {
 	struct sleeper *next;
 };
 
+/* What the client knows of each task record, in private memory, one word per 64-byte slot of
+ * the arenas: the tag of its latest submission (bits 0-5, echoed by the completion queue) and
+ * the lane it went through (bits 8-15: only that lane's queue may complete it); whether the
+ * queue reported that submission done with rc 0; whether the record is known not to be in
+ * flight (a submit then needs no look at its state word).
+ *
+ * Why a late entry never completes a later submission: entries go to the queue of the
+ * lane the task came through, only that lane's owner thread submits through it, and it
+ * drains the queue before each submit. An entry published late (the worker publishes at the
+ * end of its burst; a worker whose lane moved meanwhile drops its entries) is therefore at
+ * most a submission or two behind the record's tag, far from the 64 a tag takes to wrap. */
+#define REC_TAG_MASK 0x3fu
+#define REC_DONE 0x40u
+#define REC_IDLE 0x80u
+#define REC_LANE_SHIFT 8
+
 struct chi_client {
 	int sock;
 	void *base;
@@ -49,6 +66,8 @@ struct chi_client {
 	int *doorbells;
 	uint32_t num_workers;
 	struct client_lane *lanes;
+	_Atomic uint16_t *rec; /* (layout.size - arena_offset) / 64 words, see REC_TAG_MASK */
+	uint64_t num_rec;
 	pthread_key_t lane_key;
 	pthread_mutex_t lane_lock;
 	_Atomic int dead;		/* sticky: the runtime hung up */

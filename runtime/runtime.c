@@ -167,6 +167,9 @@ static int init_client_segment(struct runtime *rt, struct rt_client *c)
 		atomic_init(&c->lanes[i].token, RT_LANE_TOKEN(owner, 0));
 		atomic_init(&c->lanes[i].head_seen, 0);
 		shm_ring_consumer_init(&c->lanes[i].cons, ring, c->layout.lane_depth);
+		struct shm_cq *cq = shm_seg_cq(c->base, &c->layout, i);
+		shm_cq_init(cq, c->layout.lane_depth);
+		shm_cq_producer_init(&c->lanes[i].done, cq, c->layout.lane_depth);
 	}
 	return 0;
 }

@@ -97,11 +97,13 @@ struct rt_client {
  * generation 0, each ADOPT the generation of its move. A worker that still lists an older
  * grant fails its claim and forgets the lane, so a lane moved A -> B -> A is never polled
  * twice by A, and a grant never arrives twice. The consumer head lives here too, touched only
- * under the claim: a new owner continues exactly where the last one stopped. */
+ * under the claim: a new owner continues exactly where the last one stopped; so does the
+ * producer side of the lane's completion queue (shm_seg_cq). */
 struct rt_client_lane {
 	alignas(CHI_CACHE_LINE) _Atomic uint32_t token;
 	_Atomic uint32_t head_seen; /* cons.head as of the last dequeue: the idle check reads it */
 	struct shm_ring_consumer cons;
+	struct shm_cq_producer done; /* the completion queue; its head is the client's word */
 };
 
 #define RT_LANE_BUSY 0x80000000u

@@ -544,8 +544,9 @@ static void copy_header(struct chi_task *dst, const struct chi_task *src)
 		d[i] = atomic_load_explicit(&s[i], memory_order_relaxed);
 }
 
-/* Validate and run one lane entry. Everything read from shared memory is untrusted. */
-static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
+/* Validate and run one lane entry. Everything read from shared memory is untrusted.
+ * @return the completion-queue entry when the task completed here with rc 0, else 0. */
+static uint32_t process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 {
 	struct rt_client *c = lane->client;
 	struct chi_task *task;
@@ -554,7 +555,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 	if (off % CHI_CACHE_LINE != 0 ||
 	    !(task = shm_seg_range(c->base, &c->layout, off, CHI_TASK_HEADER_SIZE))) {
 		reject(w, c, lane->index, off, "offset outside the client's arena or misaligned");
-		return;
+		return 0;
 	}
 	/* Take the task: an offset queued twice (or a record resubmitted while it runs) must
 	 * not run twice. The bit is outside CHI_TASK_STATE_MASK: a client's view is unchanged. */
@@ -564,7 +565,7 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 		reject(w, c, lane->index, off,
 		       st & CHI_TASK_TAKEN ? "task is already running (queued twice?)" :
 					     "task is not in the submitted state");
-		return;
+		return 0;
 	}
 	/* One copy of the header: the client may scribble on it while we run. */
 	copy_header(&hdr, task);
@@ -572,11 +573,14 @@ static void process_entry(struct worker *w, struct rt_lane *lane, uint32_t off)
 				     hdr.params_size);
 	if (!params) {
 		rt_task_complete(w, c, task, -EINVAL);
-		return;
+		return 0;
 	}
 	int rc = rt_dispatch_task(w, c, c, task, &hdr, params);
-	if (rc != RT_TASK_PENDING)
-		rt_task_complete(w, c, task, rc);
+	if (rc == RT_TASK_PENDING)
+		return 0;
+	rt_task_complete(w, c, task, rc);
+	/* The tag is whatever the client wrote: it only has to match its own records. */
+	return rc == 0 ? off | ((st >> CHI_TASK_TAG_SHIFT) & SHM_SEG_CQ_TAG_MASK) : 0;
 }
 
 static struct rt_client_lane *lane_state(const struct rt_lane *lane)
@@ -599,6 +603,20 @@ static void unclaim(struct rt_lane *lane)
 {
 	/* R10: our head and flag updates are visible to whoever holds the lane next. */
 	atomic_store_explicit(&lane_state(lane)->token, lane->token, memory_order_release);
+}
+
+/* Push the completions of one burst to the lane's completion queue, under the claim (its
+ * producer side moves with the lane). Nothing waits on this: a lane moved meanwhile or a
+ * full queue (a client that stopped reading it) drops the entries, and the client reads the
+ * state words, which every completion has already written. */
+static void push_completions(struct rt_lane *lane, const uint32_t *done, int n)
+{
+	if (n == 0 || !claim(lane))
+		return;
+	struct shm_cq_producer *p = &lane_state(lane)->done;
+	for (int i = 0; i < n && shm_cq_post(p, done[i]) == 0; i++)
+		;
+	unclaim(lane);
 }
 
 static int lane_is_mine(const struct rt_lane *lane)
@@ -657,8 +675,13 @@ static int poll_lane(struct worker *w, struct rt_lane *lane, uint32_t max)
 		for (int i = 0; i < n; i++)
 			if ((uint64_t)offs[i] + CHI_TASK_HEADER_SIZE <= lane->client->layout.size)
 				__builtin_prefetch((char *)lane->client->base + offs[i], 1);
-		for (int i = 0; i < n; i++)
-			process_entry(w, lane, offs[i]);
+		int m = 0;
+		for (int i = 0; i < n; i++) {
+			uint32_t e = process_entry(w, lane, offs[i]);
+			if (e)
+				offs[m++] = e; /* offs[i] is spent: reuse the array */
+		}
+		push_completions(lane, offs, m);
 		total += n;
 	}
 	return total;

@@ -21,7 +21,9 @@ int shm_seg_layout_compute(uint64_t size, uint32_t num_lanes, uint32_t depth,
 	l.num_lanes = num_lanes;
 	l.lane_depth = depth;
 	l.lanes_offset = SHM_SEG_HEADER_SIZE;
-	l.lane_stride = align_up(shm_ring_bytes(depth), 4096);
+	/* The submission ring, then the completion queue on the next cache line (shm_seg_cq). */
+	l.lane_stride =
+		align_up(align_up(shm_ring_bytes(depth), CHI_CACHE_LINE) + shm_cq_bytes(depth), 4096);
 	l.arena_offset = l.lanes_offset + l.lane_stride * num_lanes;
 	if (l.arena_offset >= size)
 		return -EINVAL;

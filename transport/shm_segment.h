@@ -2,7 +2,9 @@
  * to the client over the Unix socket).
  *
  *   [0, 4 KiB)            struct shm_seg_header
- *   [lanes_offset, ...)   num_lanes rings, lane_stride bytes apart (page aligned)
+ *   [lanes_offset, ...)   num_lanes lanes, lane_stride bytes apart (page aligned): each the
+ *                         submission ring (client -> runtime), then its completion queue
+ *                         (runtime -> client, see shm_seg_cq)
  *   [arena_offset, size)  num_lanes arenas of arena_per_lane bytes: task records and bulk data
  *
  * The runtime computes the layout from its own config and keeps that private copy: it never
@@ -14,10 +16,11 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "shm_cq.h"
 #include "shm_ring.h"
 
 #define SHM_SEG_MAGIC 0x3147455349484355ull /* "UCHISEG1" little-endian */
-#define SHM_SEG_VERSION 1u
+#define SHM_SEG_VERSION 2u /* 2: a completion queue per lane */
 #define SHM_SEG_MAX_LANES 256u
 #define SHM_SEG_HEADER_SIZE 4096u
 #define SHM_SEG_MIN_ARENA (64u * 1024u)
@@ -66,6 +69,21 @@ static inline struct shm_ring *shm_seg_lane(void *base, const struct shm_seg_lay
 					    uint32_t lane)
 {
 	return (struct shm_ring *)((char *)base + l->lanes_offset + (uint64_t)lane * l->lane_stride);
+}
+
+/* The lane's completion queue, as deep as its submission ring. The runtime's worker pushes
+ * "offset | tag" for tasks it completed on the spot with rc 0 (the low 6 bits of a 64-byte
+ * aligned offset are free: the tag is what the client wrote in bits 16..21 of the state word
+ * when it submitted, so that a late entry is never taken for a later submission). The state
+ * word stays authoritative: the queue is a hint that spares the client a read of each task's
+ * line, and it may drop entries (full, or the lane moved between workers mid-burst). */
+#define SHM_SEG_CQ_TAG_MASK 0x3fu
+static inline struct shm_cq *shm_seg_cq(void *base, const struct shm_seg_layout *l,
+					uint32_t lane)
+{
+	uint64_t sq = (shm_ring_bytes(l->lane_depth) + CHI_CACHE_LINE - 1) &
+		      ~(uint64_t)(CHI_CACHE_LINE - 1);
+	return (struct shm_cq *)((char *)shm_seg_lane(base, l, lane) + sq);
 }
 
 static inline uint64_t shm_seg_arena_start(const struct shm_seg_layout *l, uint32_t lane)

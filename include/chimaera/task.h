@@ -47,6 +47,10 @@ enum chi_task_state {
  *  an entry queued twice runs once. Outside CHI_TASK_STATE_MASK; cleared by completion. */
 #define CHI_TASK_TAKEN 0x40000000u
 #define CHI_TASK_STATE_MASK 0x0000ffffu
+/** Bits 16..21 of chi_task::state: the client library's submission tag, which the runtime
+ *  echoes in the lane's completion queue so that a late entry never completes a later
+ *  submission of the same record. Not for applications. */
+#define CHI_TASK_TAG_SHIFT 16
 
 /** Header of every task. 64 bytes; parameters follow at offset 64. */
 struct chi_task {
