@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Build the config/query fuzz target with clang's libFuzzer (+ASan, UBSan) and run it for a
-# bounded time (CHI_FUZZ_SECONDS, default 20). Exits 77 when clang or libFuzzer is missing.
+# Build one fuzz target with clang's libFuzzer (+ASan, UBSan) and run it for a bounded time
+# (CHI_FUZZ_SECONDS, default 20) from its seed corpus. Exits 77 when clang or libFuzzer is
+# missing.
+#   run_fuzz.sh [config]  the YAML config decoder and the pool query grammar
+#   run_fuzz.sh wire      the node-to-node frame decoder (transport/wire.c)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
+target=${1:-config}
 secs=${CHI_FUZZ_SECONDS:-20}
+case "$target" in
+config | wire) ;;
+*)
+	echo "usage: $0 [config|wire]" >&2
+	exit 2
+	;;
+esac
 command -v clang >/dev/null || { echo "SKIP: clang is not installed"; exit 77; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -11,11 +22,24 @@ probe='int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; ret
 echo "$probe" > "$work/probe.c"
 clang -fsanitize=fuzzer "$work/probe.c" -o "$work/probe" 2>/dev/null ||
 	{ echo "SKIP: clang has no libFuzzer runtime (libclang-rt-14-dev)"; exit 77; }
-clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	-I"$src/include" -I"$src" $(pkg-config --cflags yaml-0.1) \
-	"$src/tests/fuzz/fuzz_config.c" "$src/common/config.c" "$src/common/log.c" \
-	"$src/common/pool_query.c" $(pkg-config --libs yaml-0.1) -o "$work/fuzz_config"
+cflags=(-std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -I"$src/include" -I"$src")
+case "$target" in
+config)
+	clang "${cflags[@]}" $(pkg-config --cflags yaml-0.1) \
+		"$src/tests/fuzz/fuzz_config.c" "$src/common/config.c" "$src/common/log.c" \
+		"$src/common/pool_query.c" $(pkg-config --libs yaml-0.1) -o "$work/fuzz"
+	max_len=4096
+	;;
+wire)
+	# Seeds: one valid frame of each type and a stream of them all, written by
+	# `test_wire --corpus tests/fuzz/corpus_wire`.
+	# Undefined behaviour (an overflowing sum, a misaligned load) stops the run.
+	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_wire.c" \
+		"$src/transport/wire.c" -o "$work/fuzz"
+	max_len=8192
+	;;
+esac
 mkdir -p "$work/corpus"
-cp "$src"/tests/fuzz/corpus_config/* "$work/corpus/"
-"$work/fuzz_config" -max_total_time="$secs" -max_len=4096 -print_final_stats=1 \
+cp "$src/tests/fuzz/corpus_$target"/* "$work/corpus/"
+"$work/fuzz" -max_total_time="$secs" -max_len="$max_len" -print_final_stats=1 \
 	"$work/corpus" 2>&1 | tail -n 12
