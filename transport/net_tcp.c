@@ -1,0 +1,898 @@
+/* The transport interface (net.h) over TCP: non-blocking sockets, one level-triggered epoll
+ * set per context, writev of everything posted on an endpoint at once, frames cut from the
+ * byte stream by their wire header. */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RBUF_MIN (64u * 1024u)	  /* receive buffer of an endpoint between large frames */
+#define WRITEV_MAX 1024		  /* iovecs per writev (IOV_MAX on Linux) */
+#define EPOLL_BATCH 64
+#define ACCEPT_BATCH 16		  /* accepts per poll and listener */
+#define ACCEPT_PAUSE_NS 100000000ull /* out of descriptors: stop accepting this long */
+
+enum kind { KIND_EP, KIND_LISTENER, KIND_DOORBELL };
+enum ep_state { EP_CONNECTING, EP_OPEN, EP_CLOSED };
+
+/* What epoll's data.ptr points at: the first member of each of these. */
+struct handle {
+	enum kind kind;
+};
+
+struct send_wr {
+	struct iovec iov[WIRE_MAX_IOV + 1];
+	int iovcnt;
+	int cur; /* first iovec not wholly written; iov[cur] is advanced in place */
+	uint64_t wr_id;
+};
+
+struct net_ep {
+	struct handle h;
+	struct net_ctx *ctx;
+	int fd;
+	enum ep_state state;
+	void *user;
+	struct sockaddr_storage peer;
+	socklen_t peerlen;
+	uint64_t connect_deadline;
+	uint32_t epoll_mask;
+	/* posted sends, a ring of max_sends */
+	struct send_wr *sq;
+	uint32_t sq_head, sq_tail;
+	int partial; /* the first posted send is partly written: the stream is mid-frame */
+	int dirty;   /* on ctx->dirty: something to write */
+	/* received bytes: [0, delivered) handed out this poll, [delivered, len) not yet */
+	uint8_t *rbuf;
+	size_t rcap, rlen, delivered;
+	int rx_pending; /* on ctx->rx: whole frames may wait in rbuf */
+	struct net_ep *next, *prev;		/* ctx->eps */
+	struct net_ep *dirty_next, *rx_next; /* ctx->dirty, ctx->rx */
+};
+
+struct net_listener {
+	struct handle h;
+	struct net_ctx *ctx;
+	int fd;
+	uint64_t paused_until; /* 0: in the epoll set */
+	struct net_listener *next;
+};
+
+struct net_ctx {
+	struct handle doorbell; /* the eventfd that net_ep_move() rings */
+	int epfd;
+	int evfd;
+	struct net_limits lim;
+	struct net_ep *eps;
+	struct net_ep *dirty;
+	struct net_ep *rx;
+	struct net_listener *listeners;
+	/* events made outside net_poll (closes, failed sends), handed out first */
+	struct net_event *pend;
+	size_t npend, cappend;
+	/* receive buffers of endpoints that moved away mid-poll: freed at the next poll */
+	void **spent;
+	size_t nspent, capspent;
+	pthread_mutex_t inbox_lock;
+	struct net_ep *inbox; /* endpoints moved here, not yet in the epoll set */
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void net_limits_default(struct net_limits *lim)
+{
+	wire_limits_default(&lim->wire);
+	lim->max_sends = 1024;
+	lim->connect_timeout_ms = 5000;
+	lim->user_timeout_ms = 10000;
+}
+
+/* ---- events made outside the epoll loop ---- */
+
+static int push_event(struct net_ctx *ctx, struct net_event ev)
+{
+	if (ctx->npend == ctx->cappend) {
+		size_t cap = ctx->cappend ? 2 * ctx->cappend : 64;
+		struct net_event *p = realloc(ctx->pend, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		ctx->pend = p;
+		ctx->cappend = cap;
+	}
+	ctx->pend[ctx->npend++] = ev;
+	return 0;
+}
+
+/* ---- endpoint bookkeeping ---- */
+
+static int epoll_set(struct net_ep *ep, uint32_t mask)
+{
+	if (ep->epoll_mask == mask)
+		return 0;
+	struct epoll_event e = { .events = mask, .data.ptr = &ep->h };
+	int op = ep->epoll_mask ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (mask == 0) {
+		op = EPOLL_CTL_DEL;
+	}
+	if (epoll_ctl(ep->ctx->epfd, op, ep->fd, &e) != 0)
+		return -errno;
+	ep->epoll_mask = mask;
+	return 0;
+}
+
+static struct net_ep *ep_new(struct net_ctx *ctx, int fd, enum ep_state state)
+{
+	struct net_ep *ep = calloc(1, sizeof(*ep));
+	if (!ep)
+		return NULL;
+	ep->sq = calloc(ctx->lim.max_sends, sizeof(*ep->sq));
+	if (!ep->sq) {
+		free(ep);
+		return NULL;
+	}
+	ep->h.kind = KIND_EP;
+	ep->ctx = ctx;
+	ep->fd = fd;
+	ep->state = state;
+	return ep;
+}
+
+static void ep_link(struct net_ctx *ctx, struct net_ep *ep)
+{
+	ep->ctx = ctx;
+	ep->prev = NULL;
+	ep->next = ctx->eps;
+	if (ctx->eps)
+		ctx->eps->prev = ep;
+	ctx->eps = ep;
+}
+
+static void ep_unlink(struct net_ep *ep)
+{
+	struct net_ctx *ctx = ep->ctx;
+	if (ep->prev)
+		ep->prev->next = ep->next;
+	else if (ctx->eps == ep)
+		ctx->eps = ep->next;
+	if (ep->next)
+		ep->next->prev = ep->prev;
+	ep->next = ep->prev = NULL;
+	/* off the dirty and rx lists too */
+	for (struct net_ep **p = &ctx->dirty; *p; p = &(*p)->dirty_next)
+		if (*p == ep) {
+			*p = ep->dirty_next;
+			break;
+		}
+	for (struct net_ep **p = &ctx->rx; *p; p = &(*p)->rx_next)
+		if (*p == ep) {
+			*p = ep->rx_next;
+			break;
+		}
+	ep->dirty = ep->rx_pending = 0;
+}
+
+static void mark_dirty(struct net_ep *ep)
+{
+	if (ep->dirty)
+		return;
+	ep->dirty = 1;
+	ep->dirty_next = ep->ctx->dirty;
+	ep->ctx->dirty = ep;
+}
+
+static void mark_rx(struct net_ep *ep)
+{
+	if (ep->rx_pending)
+		return;
+	ep->rx_pending = 1;
+	ep->rx_next = ep->ctx->rx;
+	ep->ctx->rx = ep;
+}
+
+static uint32_t sq_count(const struct net_ep *ep)
+{
+	return ep->sq_tail - ep->sq_head;
+}
+
+static struct send_wr *sq_at(struct net_ep *ep, uint32_t i)
+{
+	return &ep->sq[i % ep->ctx->lim.max_sends];
+}
+
+/* The endpoint is finished: every posted send fails, the socket goes, CLOSED is reported. */
+static void ep_fail(struct net_ep *ep, int status, const char *why)
+{
+	if (ep->state == EP_CLOSED)
+		return;
+	struct net_ctx *ctx = ep->ctx;
+	for (; sq_count(ep); ep->sq_head++)
+		(void)push_event(ctx, (struct net_event){ .type = NET_EV_SEND_DONE,
+							 .status = -ECONNABORTED, .ep = ep,
+							 .wr_id = sq_at(ep, ep->sq_head)->wr_id });
+	(void)epoll_set(ep, 0);
+	close(ep->fd);
+	ep->fd = -1;
+	ep->state = EP_CLOSED;
+	/* Nothing more to write or to hand out from it: undelivered bytes are dropped. */
+	ep->rlen = ep->delivered;
+	(void)push_event(ctx, (struct net_event){ .type = NET_EV_CLOSED, .status = status,
+						 .ep = ep, .why = why });
+}
+
+/* ---- sending ---- */
+
+static void complete_sent(struct net_ep *ep)
+{
+	while (sq_count(ep)) {
+		struct send_wr *wr = sq_at(ep, ep->sq_head);
+		if (wr->cur < wr->iovcnt)
+			break;
+		(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_SEND_DONE,
+							     .ep = ep, .wr_id = wr->wr_id });
+		ep->sq_head++;
+	}
+}
+
+/* Advance the posted sends past @n written bytes. */
+static void consume_written(struct net_ep *ep, size_t n)
+{
+	int touched = 0, inside = 0;
+	for (uint32_t i = ep->sq_head; n && i != ep->sq_tail; i++) {
+		struct send_wr *wr = sq_at(ep, i);
+		while (n && wr->cur < wr->iovcnt) {
+			struct iovec *v = &wr->iov[wr->cur];
+			size_t k = n < v->iov_len ? n : v->iov_len;
+			v->iov_base = (char *)v->iov_base + k;
+			v->iov_len -= k;
+			n -= k;
+			if (v->iov_len == 0)
+				wr->cur++;
+		}
+		touched = 1;
+		inside = wr->cur < wr->iovcnt;
+	}
+	/* The write ended inside a send: it is the first one left, and the stream is
+	 * mid-frame until it is done. */
+	if (touched)
+		ep->partial = inside;
+	complete_sent(ep);
+}
+
+/* Write as much of the posted sends as the socket takes. */
+static void ep_flush(struct net_ep *ep)
+{
+	struct iovec v[WRITEV_MAX];
+	while (ep->state == EP_OPEN && sq_count(ep)) {
+		int n = 0;
+		for (uint32_t i = ep->sq_head; i != ep->sq_tail && n < WRITEV_MAX; i++) {
+			struct send_wr *wr = sq_at(ep, i);
+			for (int j = wr->cur; j < wr->iovcnt && n < WRITEV_MAX; j++)
+				if (wr->iov[j].iov_len)
+					v[n++] = wr->iov[j];
+		}
+		if (n == 0) { /* only empty iovecs left */
+			for (uint32_t i = ep->sq_head; i != ep->sq_tail; i++)
+				sq_at(ep, i)->cur = sq_at(ep, i)->iovcnt;
+			complete_sent(ep);
+			break;
+		}
+		ssize_t w = writev(ep->fd, v, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				(void)epoll_set(ep, EPOLLIN | EPOLLOUT);
+				return;
+			}
+			ep_fail(ep, -errno, "send failed");
+			return;
+		}
+		consume_written(ep, (size_t)w);
+	}
+	if (ep->state == EP_OPEN)
+		(void)epoll_set(ep, EPOLLIN);
+}
+
+void net_flush(struct net_ctx *ctx)
+{
+	while (ctx->dirty) {
+		struct net_ep *ep = ctx->dirty;
+		ctx->dirty = ep->dirty_next;
+		ep->dirty = 0;
+		ep_flush(ep);
+	}
+}
+
+int net_send(struct net_ep *ep, const struct iovec *iov, int iovcnt, uint64_t wr_id)
+{
+	if (!ep || !iov || iovcnt <= 0 || iovcnt > (int)WIRE_MAX_IOV + 1)
+		return -EINVAL;
+	if (ep->state != EP_OPEN)
+		return -ENOTCONN;
+	if (sq_count(ep) >= ep->ctx->lim.max_sends)
+		return -EAGAIN;
+	struct send_wr *wr = sq_at(ep, ep->sq_tail);
+	memcpy(wr->iov, iov, (size_t)iovcnt * sizeof(*iov));
+	wr->iovcnt = iovcnt;
+	wr->cur = 0;
+	wr->wr_id = wr_id;
+	ep->sq_tail++;
+	mark_dirty(ep);
+	return 0;
+}
+
+/* ---- receiving ---- */
+
+static int rbuf_reserve(struct net_ep *ep, size_t want)
+{
+	if (ep->rcap >= want)
+		return 0;
+	size_t cap = ep->rcap ? ep->rcap : RBUF_MIN;
+	while (cap < want)
+		cap *= 2;
+	/* 8-byte aligned (malloc's 16 is), as wire_decode wants. */
+	uint8_t *p = realloc(ep->rbuf, cap);
+	if (!p)
+		return -ENOMEM;
+	ep->rbuf = p;
+	ep->rcap = cap;
+	return 0;
+}
+
+/* Start of a poll: drop the frames handed out last time; shrink after a large frame. */
+static void rbuf_compact(struct net_ep *ep)
+{
+	if (ep->delivered == 0)
+		return;
+	size_t rest = ep->rlen - ep->delivered;
+	memmove(ep->rbuf, ep->rbuf + ep->delivered, rest);
+	ep->rlen = rest;
+	ep->delivered = 0;
+	if (ep->rcap > 16 * RBUF_MIN && rest <= RBUF_MIN) {
+		uint8_t *p = realloc(ep->rbuf, RBUF_MIN);
+		if (p) {
+			ep->rbuf = p;
+			ep->rcap = RBUF_MIN;
+		}
+	}
+}
+
+/* Hand out whole frames from rbuf, at most @room. @return events added. */
+static int deliver(struct net_ep *ep, struct net_event *ev, int room)
+{
+	int n = 0;
+	while (n < room && ep->state == EP_OPEN) {
+		const uint8_t *p = ep->rbuf + ep->delivered;
+		size_t have = ep->rlen - ep->delivered;
+		uint64_t need;
+		int rc = wire_frame_need(p, have, &ep->ctx->lim.wire, &need);
+		if (rc) {
+			/* Cut off before anything is allocated for it (net.h). */
+			ep_fail(ep, -EPROTO, wire_strerror(rc));
+			break;
+		}
+		if (have < need || have < WIRE_HEADER_SIZE)
+			break;
+		ev[n++] = (struct net_event){ .type = NET_EV_RECV, .ep = ep, .data = p,
+					      .len = (size_t)need };
+		ep->delivered += (size_t)need;
+	}
+	if (ep->state == EP_OPEN && ep->rlen - ep->delivered >= WIRE_HEADER_SIZE && n == room)
+		mark_rx(ep); /* more whole frames may wait: next poll, even with no new bytes */
+	return n;
+}
+
+/* The socket is readable: one read into what rbuf has room for, then the frames. */
+static int ep_read(struct net_ep *ep, struct net_event *ev, int room)
+{
+	size_t have = ep->rlen - ep->delivered;
+	uint64_t need = WIRE_HEADER_SIZE;
+	if (have >= WIRE_HEADER_SIZE &&
+	    wire_frame_need(ep->rbuf + ep->delivered, have, &ep->ctx->lim.wire, &need) != 0)
+		return deliver(ep, ev, room); /* reports the bad header */
+	/* Grow only when nothing was handed out this poll: those pointers must stay valid. */
+	if (ep->delivered == 0 && rbuf_reserve(ep, need > RBUF_MIN ? need : RBUF_MIN) != 0) {
+		ep_fail(ep, -ENOMEM, "out of memory for a received frame");
+		return 0;
+	}
+	if (ep->rlen == ep->rcap)
+		return deliver(ep, ev, room); /* full until the next poll compacts it */
+	ssize_t r = read(ep->fd, ep->rbuf + ep->rlen, ep->rcap - ep->rlen);
+	if (r == 0) {
+		ep_fail(ep, -ECONNRESET,
+			have ? "the peer hung up inside a frame" : "the peer hung up");
+		return 0;
+	}
+	if (r < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			ep_fail(ep, -errno, "receive failed");
+		return 0;
+	}
+	ep->rlen += (size_t)r;
+	return deliver(ep, ev, room);
+}
+
+/* ---- connections ---- */
+
+static void tune_socket(int fd, const struct net_limits *lim)
+{
+	int one = 1;
+	unsigned timeout = lim->user_timeout_ms;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+}
+
+static void ep_connected(struct net_ep *ep)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		err = errno;
+	if (err) {
+		ep_fail(ep, -err, "connect failed");
+		return;
+	}
+	ep->state = EP_OPEN;
+	(void)epoll_set(ep, EPOLLIN);
+	(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = ep });
+	if (sq_count(ep))
+		mark_dirty(ep);
+}
+
+int net_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+		struct net_ep **out)
+{
+	if (!ctx || !addr || !out || addrlen > sizeof(struct sockaddr_storage))
+		return -EINVAL;
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	tune_socket(fd, &ctx->lim);
+	struct net_ep *ep = ep_new(ctx, fd, EP_CONNECTING);
+	if (!ep) {
+		close(fd);
+		return -ENOMEM;
+	}
+	memcpy(&ep->peer, addr, addrlen);
+	ep->peerlen = addrlen;
+	ep->connect_deadline = now_ns() + (uint64_t)ctx->lim.connect_timeout_ms * 1000000ull;
+	ep_link(ctx, ep);
+	*out = ep;
+	if (connect(fd, addr, addrlen) == 0) {
+		ep->state = EP_OPEN;
+		(void)epoll_set(ep, EPOLLIN);
+		return push_event(ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = ep });
+	}
+	if (errno != EINPROGRESS) {
+		ep_fail(ep, -errno, "connect failed");
+		return 0; /* reported as CLOSED, like a later failure */
+	}
+	int rc = epoll_set(ep, EPOLLOUT);
+	if (rc)
+		ep_fail(ep, rc, "epoll_ctl failed");
+	return 0;
+}
+
+/* Connects past their deadline fail. */
+static void expire_connects(struct net_ctx *ctx)
+{
+	uint64_t now = 0;
+	for (struct net_ep *ep = ctx->eps; ep; ep = ep->next) {
+		if (ep->state != EP_CONNECTING)
+			continue;
+		if (!now)
+			now = now_ns();
+		if (now >= ep->connect_deadline)
+			ep_fail(ep, -ETIMEDOUT, "connect timed out");
+	}
+}
+
+int net_listen(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+	       struct net_listener **out)
+{
+	if (!ctx || !addr || !out)
+		return -EINVAL;
+	int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	int rc = 0;
+	if (bind(fd, addr, addrlen) != 0 || listen(fd, 512) != 0)
+		rc = -errno;
+	struct net_listener *l = rc ? NULL : calloc(1, sizeof(*l));
+	if (!rc && !l)
+		rc = -ENOMEM;
+	if (!rc) {
+		l->h.kind = KIND_LISTENER;
+		l->ctx = ctx;
+		l->fd = fd;
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = &l->h };
+		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &e) != 0)
+			rc = -errno;
+	}
+	if (rc) {
+		free(l);
+		close(fd);
+		return rc;
+	}
+	l->next = ctx->listeners;
+	ctx->listeners = l;
+	*out = l;
+	return 0;
+}
+
+int net_listener_addr(const struct net_listener *l, struct sockaddr_storage *addr,
+		      socklen_t *addrlen)
+{
+	*addrlen = sizeof(*addr);
+	return getsockname(l->fd, (struct sockaddr *)addr, addrlen) == 0 ? 0 : -errno;
+}
+
+void net_listener_close(struct net_listener *l)
+{
+	if (!l)
+		return;
+	struct net_ctx *ctx = l->ctx;
+	for (struct net_listener **p = &ctx->listeners; *p; p = &(*p)->next)
+		if (*p == l) {
+			*p = l->next;
+			break;
+		}
+	close(l->fd); /* also leaves the epoll set */
+	free(l);
+}
+
+static void accept_some(struct net_listener *l)
+{
+	struct net_ctx *ctx = l->ctx;
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof(peer);
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				/* Level-triggered: accepting again at once would spin. */
+				(void)epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+				l->paused_until = now_ns() + ACCEPT_PAUSE_NS;
+			}
+			return;
+		}
+		tune_socket(fd, &ctx->lim);
+		struct net_ep *ep = ep_new(ctx, fd, EP_OPEN);
+		if (!ep) {
+			close(fd);
+			return;
+		}
+		memcpy(&ep->peer, &peer, len);
+		ep->peerlen = len;
+		ep_link(ctx, ep);
+		if (epoll_set(ep, EPOLLIN) != 0 ||
+		    push_event(ctx, (struct net_event){ .type = NET_EV_ACCEPTED, .ep = ep }) != 0)
+			ep_fail(ep, -ENOMEM, "cannot watch an accepted connection");
+	}
+}
+
+static void resume_listeners(struct net_ctx *ctx)
+{
+	for (struct net_listener *l = ctx->listeners; l; l = l->next) {
+		if (!l->paused_until || now_ns() < l->paused_until)
+			continue;
+		struct epoll_event e = { .events = EPOLLIN, .data.ptr = &l->h };
+		if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, l->fd, &e) == 0)
+			l->paused_until = 0;
+	}
+}
+
+/* ---- moving endpoints between contexts ---- */
+
+int net_ep_move(struct net_ep *ep, struct net_ctx *dst)
+{
+	if (!ep || !dst)
+		return -EINVAL;
+	if (ep->state != EP_OPEN)
+		return -ENOTCONN;
+	if (sq_count(ep))
+		return -EBUSY;
+	struct net_ctx *src = ep->ctx;
+	if (ep->delivered) {
+		/* Frames handed out this poll stay where they are until src's next poll; the
+		 * rest travels in a buffer of its own. */
+		size_t rest = ep->rlen - ep->delivered;
+		uint8_t *p = malloc(rest > RBUF_MIN ? rest : RBUF_MIN);
+		if (!p)
+			return -ENOMEM;
+		if (src->nspent == src->capspent) {
+			size_t cap = src->capspent ? 2 * src->capspent : 8;
+			void **s = realloc(src->spent, cap * sizeof(*s));
+			if (!s) {
+				free(p);
+				return -ENOMEM;
+			}
+			src->spent = s;
+			src->capspent = cap;
+		}
+		memcpy(p, ep->rbuf + ep->delivered, rest);
+		src->spent[src->nspent++] = ep->rbuf;
+		ep->rbuf = p;
+		ep->rcap = rest > RBUF_MIN ? rest : RBUF_MIN;
+		ep->rlen = rest;
+		ep->delivered = 0;
+	}
+	(void)epoll_set(ep, 0);
+	ep_unlink(ep);
+	pthread_mutex_lock(&dst->inbox_lock);
+	ep->next = dst->inbox;
+	dst->inbox = ep;
+	pthread_mutex_unlock(&dst->inbox_lock);
+	uint64_t one = 1;
+	if (write(dst->evfd, &one, sizeof(one)) < 0) {
+		/* The counter saturated: the destination's epoll still sees it readable. */
+	}
+	return 0;
+}
+
+static void take_inbox(struct net_ctx *ctx)
+{
+	uint64_t v;
+	if (read(ctx->evfd, &v, sizeof(v)) < 0) {
+		/* nothing rang: fine, look anyway */
+	}
+	pthread_mutex_lock(&ctx->inbox_lock);
+	struct net_ep *list = ctx->inbox;
+	ctx->inbox = NULL;
+	pthread_mutex_unlock(&ctx->inbox_lock);
+	while (list) {
+		struct net_ep *ep = list;
+		list = ep->next;
+		ep_link(ctx, ep);
+		ep->epoll_mask = 0;
+		if (epoll_set(ep, EPOLLIN) != 0) {
+			ep_fail(ep, -ENOMEM, "cannot watch a moved connection");
+			continue;
+		}
+		(void)push_event(ctx, (struct net_event){ .type = NET_EV_ARRIVED, .ep = ep });
+		if (ep->rlen >= WIRE_HEADER_SIZE)
+			mark_rx(ep);
+	}
+}
+
+/* ---- the context ---- */
+
+int net_ctx_create(const struct net_limits *lim, struct net_ctx **out)
+{
+	struct net_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	if (lim)
+		ctx->lim = *lim;
+	else
+		net_limits_default(&ctx->lim);
+	if (ctx->lim.max_sends == 0)
+		ctx->lim.max_sends = 1;
+	ctx->doorbell.kind = KIND_DOORBELL;
+	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
+	ctx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	pthread_mutex_init(&ctx->inbox_lock, NULL);
+	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &ctx->doorbell };
+	if (ctx->epfd < 0 || ctx->evfd < 0 ||
+	    epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->evfd, &e) != 0) {
+		int rc = -errno;
+		net_ctx_destroy(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+static void ep_release(struct net_ep *ep)
+{
+	if (ep->fd >= 0)
+		close(ep->fd);
+	free(ep->sq);
+	free(ep->rbuf);
+	free(ep);
+}
+
+void net_ctx_destroy(struct net_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	while (ctx->listeners)
+		net_listener_close(ctx->listeners);
+	while (ctx->eps) {
+		struct net_ep *ep = ctx->eps;
+		ctx->eps = ep->next;
+		ep_release(ep);
+	}
+	while (ctx->inbox) {
+		struct net_ep *ep = ctx->inbox;
+		ctx->inbox = ep->next;
+		ep_release(ep);
+	}
+	for (size_t i = 0; i < ctx->nspent; i++)
+		free(ctx->spent[i]);
+	free(ctx->spent);
+	free(ctx->pend);
+	if (ctx->epfd >= 0)
+		close(ctx->epfd);
+	if (ctx->evfd >= 0)
+		close(ctx->evfd);
+	pthread_mutex_destroy(&ctx->inbox_lock);
+	free(ctx);
+}
+
+int net_ctx_fd(const struct net_ctx *ctx)
+{
+	return ctx->epfd;
+}
+
+int net_arm(struct net_ctx *ctx)
+{
+	/* Level-triggered: the epoll fd stays readable while anything is ready, so only
+	 * what is queued inside the context must be looked at. */
+	if (ctx->npend || ctx->dirty || ctx->rx)
+		return 1;
+	for (struct net_listener *l = ctx->listeners; l; l = l->next)
+		if (l->paused_until)
+			return 1; /* poll again to resume it: sleep with a timeout instead */
+	return 0;
+}
+
+static int take_pending(struct net_ctx *ctx, struct net_event *ev, int max)
+{
+	int n = (int)ctx->npend < max ? (int)ctx->npend : max;
+	if (n == 0)
+		return 0;
+	memcpy(ev, ctx->pend, (size_t)n * sizeof(*ev));
+	memmove(ctx->pend, ctx->pend + n, (ctx->npend - (size_t)n) * sizeof(*ev));
+	ctx->npend -= (size_t)n;
+	return n;
+}
+
+int net_poll(struct net_ctx *ctx, struct net_event *ev, int max)
+{
+	if (!ctx || !ev || max <= 0)
+		return -EINVAL;
+	for (size_t i = 0; i < ctx->nspent; i++)
+		free(ctx->spent[i]);
+	ctx->nspent = 0;
+	for (struct net_ep *ep = ctx->eps; ep; ep = ep->next)
+		rbuf_compact(ep);
+	net_flush(ctx);
+	expire_connects(ctx);
+	resume_listeners(ctx);
+
+	int n = take_pending(ctx, ev, max);
+	/* Whole frames left in buffers by the last poll. */
+	struct net_ep *rx = ctx->rx;
+	ctx->rx = NULL;
+	while (rx) {
+		struct net_ep *ep = rx;
+		rx = ep->rx_next;
+		ep->rx_pending = 0;
+		n += deliver(ep, ev + n, max - n);
+	}
+	struct epoll_event ee[EPOLL_BATCH];
+	int k = n < max ? epoll_wait(ctx->epfd, ee, EPOLL_BATCH, 0) : 0;
+	for (int i = 0; i < k; i++) {
+		struct handle *h = ee[i].data.ptr;
+		if (h->kind == KIND_DOORBELL) {
+			take_inbox(ctx);
+		} else if (h->kind == KIND_LISTENER) {
+			accept_some((struct net_listener *)h);
+		} else {
+			struct net_ep *ep = (struct net_ep *)h;
+			if (ep->state == EP_CONNECTING) {
+				ep_connected(ep);
+				continue;
+			}
+			if (ee[i].events & EPOLLOUT)
+				ep_flush(ep);
+			if (ep->state == EP_OPEN && (ee[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
+				if (n < max)
+					n += ep_read(ep, ev + n, max - n);
+				else
+					mark_rx(ep);
+			}
+		}
+	}
+	/* Events the loop made (sends done, closes, accepts): after the frames, in order. */
+	if (n < max)
+		n += take_pending(ctx, ev + n, max - n);
+	return n;
+}
+
+/* ---- closing ---- */
+
+void net_close(struct net_ep *ep, uint32_t reason, int32_t detail, const char *why)
+{
+	if (!ep || ep->state == EP_CLOSED)
+		return;
+	if (ep->state == EP_OPEN) {
+		struct wire_out out;
+		struct wire_msg m = { .type = WIRE_CLOSE };
+		m.close.reason = reason;
+		m.close.detail = detail;
+		/* Best effort: only between frames, only if the socket takes it now. */
+		if (!ep->partial && wire_encode(&out, &m, &ep->ctx->lim.wire) == 0)
+			(void)!writev(ep->fd, out.iov, out.iovcnt);
+		(void)shutdown(ep->fd, SHUT_RDWR);
+	}
+	ep_fail(ep, 0, why ? why : "closed here");
+}
+
+void net_ep_free(struct net_ep *ep)
+{
+	if (!ep)
+		return;
+	if (ep->state != EP_CLOSED) {
+		ep_fail(ep, 0, "freed");
+	}
+	struct net_ctx *ctx = ep->ctx;
+	/* Events that name it must not outlive it. */
+	size_t j = 0;
+	for (size_t i = 0; i < ctx->npend; i++)
+		if (ctx->pend[i].ep != ep)
+			ctx->pend[j++] = ctx->pend[i];
+	ctx->npend = j;
+	ep_unlink(ep);
+	ep_release(ep);
+}
+
+void net_ep_set_user(struct net_ep *ep, void *user)
+{
+	ep->user = user;
+}
+
+void *net_ep_user(const struct net_ep *ep)
+{
+	return ep->user;
+}
+
+int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen)
+{
+	if (!ep->peerlen)
+		return -ENOTCONN;
+	memcpy(addr, &ep->peer, ep->peerlen);
+	*addrlen = ep->peerlen;
+	return 0;
+}
+
+const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (addr->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		port = ntohs(a->sin_port);
+		snprintf(buf, len, "%s:%u", host, port);
+	} else if (addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		port = ntohs(a->sin6_port);
+		snprintf(buf, len, "[%s]:%u", host, port);
+	} else {
+		snprintf(buf, len, "(family %d)", addr->sa_family);
+	}
+	return buf;
+}
