@@ -1,6 +1,7 @@
 /**
  * @file bdev.h
- * The bdev module: block storage in RAM or in a file, per container.
+ * The bdev module: block storage in RAM or in a file, per container. Link
+ * libchimaera_bdev_client (CMake: chimaera::bdev_client; pkg-config: chimaera-bdev).
  *
  * Compose keys (as upstream): bdev_type (ram | file), capacity (a size, required, > 0),
  * alignment (block size, a power of two, default 4096), io_depth (accepted; used once file

@@ -6,6 +6,8 @@
  * Zero copy on the client side: pass a value that lives in the client arena
  * (chi_buf_alloc()) and the runtime copies it once, into the store; a value elsewhere is
  * first copied into the arena by the wrapper. Get copies the value once, into your buffer.
+ *
+ * Link libchimaera_kvs_client (CMake: chimaera::kvs_client; pkg-config: chimaera-kvs).
  */
 #ifndef CHIMAERA_KVS_H
 #define CHIMAERA_KVS_H

@@ -70,9 +70,9 @@ pid=$!
 export CHI_SERVER_CONF=$work/chimaera.yaml CHI_WAIT_SERVER=5
 out=$("$work/c/greet" sdk)
 echo "$out"
-echo "$out" | grep -q "^hello, sdk (from container [01] of pool greeters)$"
+grep -q "^hello, sdk (from container [01] of pool greeters)$" <<<"$out"
 out=$("$work/pc/greet" pkgconfig)
-echo "$out" | grep -q "^hello, pkgconfig"
+grep -q "^hello, pkgconfig" <<<"$out"
 # The bundled modules' client libraries, against the installed kvs and bdev modules.
 out=$("$work/c/stash" sdk)
 echo "$out"
@@ -101,7 +101,7 @@ if command -v dpkg-deb >/dev/null && command -v dpkg-shlibdeps >/dev/null; then
 		libchimaera_kvs_client.so libchimaera_bdev_client.so chimaera/libkvs.so \
 		chimaera/libbdev.so chimaera.pc chimaera-kvs.pc chimaera-bdev.pc \
 		chimaeraConfig.cmake; do
-		echo "$listing" | grep -q "$f" || { echo "FAIL: $f missing from $deb"; exit 1; }
+		grep -q "$f" <<<"$listing" || { echo "FAIL: $f missing from $deb"; exit 1; }
 	done
 	echo "$(basename "$deb"): ok"
 else
