@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -28,6 +29,8 @@ enum key_type {
 	KEY_LOGLEVEL,
 	KEY_CPUS,    /* sequence of cpu ids, or "a-b,c" text */
 	KEY_INT,     /* signed int within [-1, max] */
+	KEY_CHOICE,  /* one word of key_choices(), stored like KEY_STRING */
+	KEY_ADDR,    /* numeric IPv4 or IPv6 address (or ""), stored like KEY_STRING */
 	KEY_IGNORED, /* accepted for compatibility with upstream files; warned about */
 };
 
@@ -41,6 +44,8 @@ struct key_desc {
 
 #define OFF(field) offsetof(struct config, field)
 #define STR(field) KEY_STRING, OFF(field), 0, sizeof(((struct config *)0)->field)
+#define CHOICE(field) KEY_CHOICE, OFF(field), 0, sizeof(((struct config *)0)->field)
+#define ADDR(field) KEY_ADDR, OFF(field), 0, sizeof(((struct config *)0)->field)
 
 static const struct key_desc keys[] = {
 	{ "runtime.num_threads", KEY_U32, OFF(num_threads), 1, CONFIG_MAX_WORKERS },
@@ -73,9 +78,12 @@ static const struct key_desc keys[] = {
 	{ "memory.runtime_data_segment_size", KEY_IGNORED, 0, 0, 0 },
 	{ "networking.port", KEY_PORT, OFF(port), 1, 65535 },
 	{ "networking.neighborhood_size", KEY_U32, OFF(neighborhood_size), 1, 1u << 20 },
+	{ "networking.bootstrap", CHOICE(bootstrap) },
 	{ "networking.hostfile", STR(hostfile) },
 	{ "networking.wait_for_restart", KEY_U64, OFF(wait_for_restart_s), 0, 86400 },
-	{ "networking.transport", STR(transport) },
+	{ "networking.transport", CHOICE(transport) },
+	{ "networking.bind", ADDR(bind) },
+	{ "networking.secret_file", STR(secret_file) },
 	{ "networking.rdma_device", STR(rdma_device) },
 	{ "logging.level", KEY_LOGLEVEL, OFF(log_level), 0, 0 },
 	{ "logging.file", STR(log_file) },
@@ -109,8 +117,9 @@ void config_defaults(struct config *cfg)
 	cfg->max_clients = 1024;
 	cfg->port = 9413;
 	cfg->neighborhood_size = 32;
+	snprintf(cfg->bootstrap, sizeof(cfg->bootstrap), "none");
 	cfg->wait_for_restart_s = 30;
-	snprintf(cfg->transport, sizeof(cfg->transport), "tcp");
+	snprintf(cfg->transport, sizeof(cfg->transport), "auto");
 	cfg->log_level = CHI_LOG_LEVEL_WARN;
 }
 
@@ -178,6 +187,8 @@ struct load_ctx {
 	yaml_document_t *doc;
 	char *err;
 	size_t err_len;
+	size_t bootstrap_line; /* where networking.bootstrap was given; 0: not given */
+	int hostfile_given;
 };
 
 static int fail(struct load_ctx *lc, const yaml_node_t *node, const char *key, const char *fmt,
@@ -229,6 +240,41 @@ static int set_cpus(struct load_ctx *lc, const yaml_node_t *v, const char *key)
 	return 0;
 }
 
+/* The words a KEY_CHOICE key takes, the default first. */
+static const char *const *key_choices(const char *name)
+{
+	static const char *const bootstrap[] = { "none", "hostfile", "pmix", NULL };
+	static const char *const transport[] = { "auto", "tcp", "verbs", NULL };
+
+	return strcmp(name, "networking.bootstrap") == 0 ? bootstrap : transport;
+}
+
+static int set_choice(struct load_ctx *lc, const struct key_desc *k, const yaml_node_t *v,
+		      const char *s)
+{
+	const char *const *words = key_choices(k->name);
+	char list[128] = "";
+
+	for (size_t i = 0; words[i]; i++) {
+		if (strcasecmp(s, words[i]) != 0)
+			continue;
+#ifndef CHI_HAVE_PMIX
+		if (strcmp(words[i], "pmix") == 0)
+			return fail(lc, v, k->name,
+				    "pmix: not built with PMIx support; use hostfile "
+				    "(docs/config.md, \"PMIx\")");
+#endif
+		snprintf((char *)lc->cfg + k->offset, k->max, "%s", words[i]);
+		if (strcmp(k->name, "networking.bootstrap") == 0)
+			lc->bootstrap_line = v->start_mark.line + 1;
+		return 0;
+	}
+	for (size_t i = 0; words[i]; i++)
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s",
+			 i == 0 ? "" : words[i + 1] ? ", " : " or ", words[i]);
+	return fail(lc, v, k->name, "expected %s, got '%s'", list, s);
+}
+
 static int set_key(struct load_ctx *lc, const struct key_desc *k, const yaml_node_t *v)
 {
 	char *field = (char *)lc->cfg + k->offset;
@@ -251,7 +297,21 @@ static int set_key(struct load_ctx *lc, const struct key_desc *k, const yaml_nod
 			return fail(lc, v, k->name, "longer than %llu characters",
 				    (unsigned long long)k->max - 1);
 		snprintf(field, k->max, "%s", s);
+		if (strcmp(k->name, "networking.hostfile") == 0)
+			lc->hostfile_given = 1;
 		return 0;
+	case KEY_CHOICE:
+		return set_choice(lc, k, v, s);
+	case KEY_ADDR: {
+		unsigned char a[sizeof(struct in6_addr)];
+		if (*s && inet_pton(AF_INET, s, a) != 1 && inet_pton(AF_INET6, s, a) != 1)
+			return fail(lc, v, k->name,
+				    "expected a numeric IPv4 or IPv6 address such as 10.0.0.1 "
+				    "or fd00::1, got '%s'",
+				    s);
+		snprintf(field, k->max, "%s", s);
+		return 0;
+	}
 	case KEY_LOGLEVEL:
 		rc = log_level_parse(s);
 		if (rc < 0)
@@ -499,11 +559,35 @@ static int load_root(struct load_ctx *lc, const yaml_node_t *root)
 	return 0;
 }
 
+/* networking.bootstrap against networking.hostfile. Upstream files name only the hostfile:
+ * a file that sets networking.hostfile and not networking.bootstrap gets `hostfile`. */
+static int check_bootstrap(struct load_ctx *lc)
+{
+	struct config *cfg = lc->cfg;
+
+	if (!lc->bootstrap_line && lc->hostfile_given && cfg->hostfile[0] &&
+	    strcmp(cfg->bootstrap, "none") == 0)
+		snprintf(cfg->bootstrap, sizeof(cfg->bootstrap), "hostfile");
+	if (strcmp(cfg->bootstrap, "hostfile") == 0 && !cfg->hostfile[0]) {
+		snprintf(lc->err, lc->err_len,
+			 "%s:%zu: networking.bootstrap: hostfile needs networking.hostfile, the "
+			 "path of the hostfile",
+			 lc->name, lc->bootstrap_line);
+		return -EINVAL;
+	}
+	if (strcmp(cfg->bootstrap, "none") == 0 && cfg->hostfile[0])
+		CHI_LOG_WARN("%s:%zu: networking.hostfile is ignored: networking.bootstrap is none "
+			     "(a single node)",
+			     lc->name, lc->bootstrap_line);
+	return 0;
+}
+
 static int load_parser(struct config *cfg, const char *name, yaml_parser_t *parser, char *err,
 		       size_t err_len)
 {
 	yaml_document_t doc;
-	struct load_ctx lc = { cfg, name, &doc, err, err_len };
+	struct load_ctx lc = { .cfg = cfg, .name = name, .doc = &doc, .err = err,
+			       .err_len = err_len };
 	int rc;
 
 	if (!yaml_parser_load(parser, &doc)) {
@@ -514,6 +598,8 @@ static int load_parser(struct config *cfg, const char *name, yaml_parser_t *pars
 	}
 	rc = load_root(&lc, yaml_document_get_root_node(&doc));
 	yaml_document_delete(&doc);
+	if (rc == 0)
+		rc = check_bootstrap(&lc);
 	if (rc == 0) {
 		if (cfg->num_cpus && cfg->num_cpus < cfg->num_threads) {
 			snprintf(err, err_len,
@@ -707,11 +793,15 @@ void config_dump(const struct config *cfg, FILE *out)
 		"  max_clients: %u\n",
 		(unsigned long long)cfg->client_data_segment_size, cfg->lanes_per_client,
 		cfg->max_clients);
-	fprintf(out,
-		"networking:\n  port: %d\n  neighborhood_size: %u\n  hostfile: \"%s\"\n"
-		"  wait_for_restart: %llu\n  transport: %s\n  rdma_device: \"%s\"\n",
-		cfg->port, cfg->neighborhood_size, cfg->hostfile,
-		(unsigned long long)cfg->wait_for_restart_s, cfg->transport, cfg->rdma_device);
+	fprintf(out, "networking:\n  port: %d\n  neighborhood_size: %u\n  bootstrap: %s\n",
+		cfg->port, cfg->neighborhood_size, cfg->bootstrap);
+	fputs("  hostfile: ", out);
+	dump_quoted(out, cfg->hostfile);
+	fprintf(out, "\n  wait_for_restart: %llu\n  transport: %s\n  bind: \"%s\"\n",
+		(unsigned long long)cfg->wait_for_restart_s, cfg->transport, cfg->bind);
+	fputs("  secret_file: ", out);
+	dump_quoted(out, cfg->secret_file);
+	fprintf(out, "\n  rdma_device: \"%s\"\n", cfg->rdma_device);
 	fprintf(out, "logging:\n  level: %s\n  file: \"%s\"\n", levels[cfg->log_level & 3],
 		cfg->log_file);
 	fprintf(out, "compose:%s\n", cfg->num_compose ? "" : " []");

@@ -71,9 +71,12 @@ struct config {
 	/* networking */
 	int port;
 	uint32_t neighborhood_size;
+	char bootstrap[16]; /* "none", "hostfile" or "pmix" (refused until PMIx support lands) */
 	char hostfile[PATH_MAX];
 	uint64_t wait_for_restart_s;
-	char transport[16];
+	char transport[16]; /* "auto", "tcp" or "verbs" */
+	char bind[64];	    /* numeric IPv4/IPv6 address to listen on; "" for the node's own */
+	char secret_file[PATH_MAX];
 	char rdma_device[64];
 
 	/* logging */

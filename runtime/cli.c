@@ -21,6 +21,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/membership.h"
 #include "common/time_util.h"
 #include <chimaera/admin.h>
 #include "pool_manager.h"
@@ -302,6 +303,11 @@ static int cmd_config_check(const char *path)
 		/* The runtime's words for a failing entry (docs/config.md). */
 		fprintf(stderr, "chimaera: %s:%d: compose entry '%s' (mod_name %s): %s\n", path,
 			e->line, e->pool_name, e->mod_name, why);
+		bad = 1;
+	}
+	/* The hostfile parses and resolves; its expansion is printed as comments. */
+	if (!bad && membership_check(&cfg, stdout, err, sizeof(err)) != 0) {
+		fprintf(stderr, "chimaera: %s\n", err);
 		bad = 1;
 	}
 	if (!bad) {

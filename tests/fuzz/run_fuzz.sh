@@ -4,14 +4,15 @@
 # missing.
 #   run_fuzz.sh [config]  the YAML config decoder and the pool query grammar
 #   run_fuzz.sh wire      the node-to-node frame decoder (transport/wire.c)
+#   run_fuzz.sh hostfile  the hostfile parser and membership (common/hostfile.c, membership.c)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 target=${1:-config}
 secs=${CHI_FUZZ_SECONDS:-20}
 case "$target" in
-config | wire) ;;
+config | wire | hostfile) ;;
 *)
-	echo "usage: $0 [config|wire]" >&2
+	echo "usage: $0 [config|wire|hostfile]" >&2
 	exit 2
 	;;
 esac
@@ -37,6 +38,11 @@ wire)
 	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_wire.c" \
 		"$src/transport/wire.c" -o "$work/fuzz"
 	max_len=8192
+	;;
+hostfile)
+	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_hostfile.c" \
+		"$src/common/hostfile.c" "$src/common/membership.c" -o "$work/fuzz"
+	max_len=4096
 	;;
 esac
 mkdir -p "$work/corpus"

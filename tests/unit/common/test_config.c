@@ -191,6 +191,108 @@ START_TEST(dump_keeps_every_compose_key_and_reads_back)
 }
 END_TEST
 
+START_TEST(networking_keys)
+{
+	ck_assert_int_eq(load(""), 0);
+	ck_assert_str_eq(cfg.bootstrap, "none");
+	ck_assert_str_eq(cfg.hostfile, "");
+	ck_assert_uint_eq(cfg.wait_for_restart_s, 30);
+	ck_assert_str_eq(cfg.transport, "auto");
+	ck_assert_str_eq(cfg.bind, "");
+	ck_assert_str_eq(cfg.secret_file, "");
+
+	ck_assert_int_eq(load("networking:\n  bootstrap: HostFile\n  hostfile: /etc/chi/hosts\n"
+			      "  wait_for_restart: 5\n  transport: VERBS\n  bind: 127.0.0.2\n"
+			      "  secret_file: /etc/chi/secret\n  neighborhood_size: 4\n"),
+			 0);
+	ck_assert_str_eq(cfg.bootstrap, "hostfile"); /* any case, kept in lower case */
+	ck_assert_str_eq(cfg.hostfile, "/etc/chi/hosts");
+	ck_assert_uint_eq(cfg.wait_for_restart_s, 5);
+	ck_assert_str_eq(cfg.transport, "verbs");
+	ck_assert_str_eq(cfg.bind, "127.0.0.2");
+	ck_assert_str_eq(cfg.secret_file, "/etc/chi/secret");
+	ck_assert_uint_eq(cfg.neighborhood_size, 4);
+	ck_assert_int_eq(load("networking:\n  transport: tcp\n  bind: \"::1\"\n"), 0);
+	ck_assert_str_eq(cfg.transport, "tcp");
+	ck_assert_str_eq(cfg.bind, "::1");
+	ck_assert_int_eq(load("networking:\n  bind: \"\"\n  bootstrap: none\n"), 0);
+	ck_assert_str_eq(cfg.bind, "");
+}
+END_TEST
+
+START_TEST(networking_bad_values_name_key_and_position)
+{
+	ck_assert_int_eq(load("networking:\n  bootstrap: mpi\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:2:14: networking.bootstrap: expected none, hostfile "
+				  "or pmix, got 'mpi'"),
+		      "%s", err);
+	ck_assert_int_eq(load("networking:\n  hostfile: h\n  bootstrap: pmix\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:3:14: networking.bootstrap: pmix: not built with PMIx "
+				  "support"),
+		      "%s", err);
+	ck_assert_int_eq(load("networking:\n  port: 9000\n  bootstrap: hostfile\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:3: networking.bootstrap: hostfile needs "
+				  "networking.hostfile"),
+		      "%s", err);
+	ck_assert_int_eq(load("networking:\n  bootstrap: hostfile\n  hostfile: \"\"\n"), -EINVAL);
+	ck_assert_int_eq(load("networking:\n  bootstrap: [hostfile]\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "networking.bootstrap: expected a single value"), "%s", err);
+	ck_assert_int_eq(load("networking:\n  transport: rdma\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "test.yaml:2:14: networking.transport: expected auto, tcp or "
+				  "verbs, got 'rdma'"),
+		      "%s", err);
+	static const char *bad_binds[] = { "localhost", "127.0.0.1:9413", "[::1]", "127.1",
+					   "eth0" };
+	for (size_t i = 0; i < sizeof(bad_binds) / sizeof(bad_binds[0]); i++) {
+		char yaml[128];
+		snprintf(yaml, sizeof(yaml), "networking:\n  bind: \"%s\"\n", bad_binds[i]);
+		ck_assert_int_eq(load(yaml), -EINVAL);
+		ck_assert_msg(strstr(err, "test.yaml:2:9: networking.bind: expected a numeric IPv4 "
+					  "or IPv6 address"),
+			      "%s", err);
+	}
+	ck_assert_int_eq(load("networking:\n  wait_for_restart: 86401\n"), -EINVAL);
+	ck_assert_msg(strstr(err, "networking.wait_for_restart: 86401 is out of range [0, 86400]"),
+		      "%s", err);
+	ck_assert_int_eq(load("networking:\n  wait_for_restart: -1\n"), -EINVAL);
+	ck_assert_int_eq(load("networking:\n  neighborhood_size: 0\n"), -EINVAL);
+}
+END_TEST
+
+START_TEST(a_hostfile_alone_means_bootstrap_hostfile)
+{
+	/* Upstream files name only the hostfile. */
+	ck_assert_int_eq(load("networking:\n  hostfile: /etc/chi/hosts\n"), 0);
+	ck_assert_str_eq(cfg.bootstrap, "hostfile");
+	/* Said otherwise, it is kept (with a warning that the hostfile is ignored). */
+	ck_assert_int_eq(load("networking:\n  hostfile: /etc/chi/hosts\n  bootstrap: none\n"), 0);
+	ck_assert_str_eq(cfg.bootstrap, "none");
+	ck_assert_int_eq(load("networking:\n  hostfile: \"\"\n"), 0);
+	ck_assert_str_eq(cfg.bootstrap, "none");
+}
+END_TEST
+
+START_TEST(dump_of_networking_reads_back)
+{
+	ck_assert_int_eq(load("networking:\n  hostfile: \"/h o/\\\"x\\\"\"\n  transport: tcp\n"
+			      "  bind: \"::1\"\n  secret_file: \"/s: #1\"\n"
+			      "  wait_for_restart: 7\n"),
+			 0);
+	size_t len;
+	char *text = dump(&cfg, &len);
+	ck_assert_msg(strstr(text, "  bootstrap: hostfile\n"), "%s", text);
+	ck_assert_msg(strstr(text, "  bind: \"::1\"\n"), "%s", text);
+	ck_assert_msg(load(text) == 0, "%s\n%s", err, text);
+	ck_assert_str_eq(cfg.bootstrap, "hostfile");
+	ck_assert_str_eq(cfg.hostfile, "/h o/\"x\"");
+	ck_assert_str_eq(cfg.transport, "tcp");
+	ck_assert_str_eq(cfg.bind, "::1");
+	ck_assert_str_eq(cfg.secret_file, "/s: #1");
+	ck_assert_uint_eq(cfg.wait_for_restart_s, 7);
+	free(text);
+}
+END_TEST
+
 START_TEST(cpus_must_cover_workers)
 {
 	ck_assert_int_eq(load("runtime:\n  num_threads: 3\n  cpus: [0]\n"), -EINVAL);
@@ -253,6 +355,10 @@ int main(void)
 	tcase_add_test(tc, duplicate_keys_are_errors);
 	tcase_add_test(tc, compose_entries_parse);
 	tcase_add_test(tc, dump_keeps_every_compose_key_and_reads_back);
+	tcase_add_test(tc, networking_keys);
+	tcase_add_test(tc, networking_bad_values_name_key_and_position);
+	tcase_add_test(tc, a_hostfile_alone_means_bootstrap_hostfile);
+	tcase_add_test(tc, dump_of_networking_reads_back);
 	tcase_add_test(tc, cpus_must_cover_workers);
 	tcase_add_test(tc, sizes);
 	tcase_add_test(tc, pool_query_grammar);
