@@ -15,11 +15,13 @@ set -euo pipefail
 #   aarch64-linux-gnu-gcc         gcc-aarch64-linux-gnu, libc6-dev-arm64-cross
 #   qemu-aarch64                  qemu-user  (tests/unit/runtime/run_coro_cross.sh)
 #   gnuplot (pngcairo)            gnuplot-nox (bench/plot_latency.sh)
+#   libsodium (a library)         libsodium-dev (transport/handshake.c: HMAC-SHA256 and BLAKE2b
+#                                 for the authenticated join between nodes)
 # Nothing runs ps, pgrep, ss, xz, xxd or python3 (procps, iproute2, xz-utils, xxd, python3
 # are not needed). Check after adding a tool: ../shared/tools/fresh-check.sh.
 pkgs=(build-essential cmake pkg-config libibverbs-dev librdmacm-dev libyaml-dev libnuma-dev
-      check libsubunit-dev libxxhash-dev spin gnuplot-nox g++ clang libclang-rt-14-dev dpkg-dev
-      file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+      check libsubunit-dev libxxhash-dev libsodium-dev spin gnuplot-nox g++ clang
+      libclang-rt-14-dev dpkg-dev file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,14 +5,15 @@
 #   run_fuzz.sh [config]  the YAML config decoder and the pool query grammar
 #   run_fuzz.sh wire      the node-to-node frame decoder (transport/wire.c)
 #   run_fuzz.sh hostfile  the hostfile parser and membership (common/hostfile.c, membership.c)
+#   run_fuzz.sh handshake the join handshake's state machine (transport/handshake.c)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 target=${1:-config}
 secs=${CHI_FUZZ_SECONDS:-20}
 case "$target" in
-config | wire | hostfile) ;;
+config | wire | hostfile | handshake) ;;
 *)
-	echo "usage: $0 [config|wire|hostfile]" >&2
+	echo "usage: $0 [config|wire|hostfile|handshake]" >&2
 	exit 2
 	;;
 esac
@@ -43,6 +44,14 @@ hostfile)
 	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_hostfile.c" \
 		"$src/common/hostfile.c" "$src/common/membership.c" -o "$work/fuzz"
 	max_len=4096
+	;;
+handshake)
+	# Seeds: messages of an honest run and change records, written by
+	# `test_handshake --corpus tests/fuzz/corpus_handshake`.
+	clang "${cflags[@]}" -fno-sanitize-recover=undefined $(pkg-config --cflags libsodium) \
+		"$src/tests/fuzz/fuzz_handshake.c" "$src/transport/handshake.c" \
+		$(pkg-config --libs libsodium) -o "$work/fuzz"
+	max_len=1024
 	;;
 esac
 mkdir -p "$work/corpus"
