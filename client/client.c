@@ -14,6 +14,7 @@
 #include "client_internal.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/membership.h"
 #include "common/time_util.h"
 #include "transport/futex.h"
 #include "transport/ipc.h"
@@ -176,7 +177,13 @@ static int resolve_target(const struct chi_client_opts *opts, char *path, size_t
 	if (opts && opts->port)
 		cfg.port = opts->port;
 	config_run_dir(&cfg, dir, sizeof(dir));
-	if (ipc_socket_path(dir, cfg.port, path, len))
+	uint32_t node; /* in a cluster, which node's runtime: membership_client_node() */
+	rc = membership_client_node(&cfg, &node, err, sizeof(err));
+	if (rc) {
+		CHI_LOG_ERROR("chi_client_connect: %s", err);
+		return rc;
+	}
+	if (ipc_node_socket_path(dir, cfg.port, node, path, len))
 		return -ENAMETOOLONG;
 
 	*wait_s = 0;
@@ -519,9 +526,8 @@ static void drain_completions(struct chi_client *c, struct client_lane *lane)
 	uint32_t e;
 	while ((e = shm_cq_take(&lane->done)) != 0) {
 		uint64_t off = e & ~(uint32_t)SHM_SEG_CQ_TAG_MASK;
-		if (off < c->layout.arena_offset ||
-		    (off - c->layout.arena_offset) / CHI_CACHE_LINE >= c->num_rec)
-			continue; /* no record's slot: garbage this process wrote into its queue */
+		if (off < c->layout.arena_offset || off >= c->layout.size)
+			continue; /* the runtime wrote it: cannot happen */
 		_Atomic uint16_t *r = &c->rec[(off - c->layout.arena_offset) / CHI_CACHE_LINE];
 		uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
 		uint16_t want = (uint16_t)((e & SHM_SEG_CQ_TAG_MASK) | lane->index << REC_LANE_SHIFT);

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* How many nodes a message lists before "and N more". */
 #define LIST_MAX 8
@@ -777,4 +778,71 @@ int membership_check(const struct config *cfg, FILE *out, char *err, size_t err_
 		fprintf(out, "# this machine: not known here: %s\n", why);
 	membership_fini(&m);
 	return 0;
+}
+
+int membership_local_cluster_dir(const struct config *cfg, char *buf, size_t len)
+{
+	char run_dir[PATH_MAX];
+	config_run_dir(cfg, run_dir, sizeof(run_dir));
+	int n = snprintf(buf, len, "%s/cluster-%d", run_dir, cfg->port);
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* A single-node config whose port runs a cluster of `chimaera cluster up`: CHI_NODE_ID's node,
+ * else node 0. @return 1 with *@node set, 0 when there is no such cluster. */
+static int local_cluster_node(const struct config *cfg, uint32_t *node, char *err,
+			      size_t err_len, int *rc)
+{
+	char dir[PATH_MAX], hosts[PATH_MAX + 8];
+	struct stat st;
+	*rc = 0;
+	if (membership_local_cluster_dir(cfg, dir, sizeof(dir)) != 0)
+		return 0;
+	snprintf(hosts, sizeof(hosts), "%s/hosts", dir);
+	if (stat(hosts, &st) != 0)
+		return 0;
+	const char *id = getenv("CHI_NODE_ID");
+	*node = 0;
+	if (id && *id)
+		*rc = membership_node_id_parse(id, "CHI_NODE_ID", UINT32_MAX, node, err, err_len);
+	return 1;
+}
+
+int membership_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len)
+{
+	struct membership m;
+	int rc;
+
+	*node = MEMBERSHIP_NO_NODE;
+	if (bootstrap_is(cfg, "none") || !cfg->bootstrap[0]) {
+		if (local_cluster_node(cfg, node, err, err_len, &rc))
+			return rc;
+		return 0;
+	}
+	rc = membership_load(cfg, NULL, &m, err, err_len);
+	if (rc == 0) {
+		*node = m.self;
+		membership_fini(&m);
+		return 0;
+	}
+	if (rc != -EEXIST)
+		return rc;
+	/* Several nodes on this machine (a cluster tried out on one): the lowest of them. */
+	struct membership_local local;
+	rc = load_hostfile(cfg, &m, err, err_len);
+	if (rc)
+		return rc;
+	rc = membership_local_load(&local);
+	for (uint32_t i = 0; rc == 0 && i < m.num_nodes && *node == MEMBERSHIP_NO_NODE; i++)
+		for (uint32_t j = 0; j < m.nodes[i].num_addrs; j++)
+			if (membership_is_local(&local, &m.nodes[i].addrs[j])) {
+				*node = i;
+				break;
+			}
+	if (rc == 0)
+		membership_local_fini(&local);
+	membership_fini(&m);
+	if (rc == 0 && *node == MEMBERSHIP_NO_NODE)
+		rc = failf(err, err_len, -ENOENT, "no node of %s is on this machine", cfg->hostfile);
+	return rc;
 }

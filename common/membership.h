@@ -135,6 +135,20 @@ int membership_find_self(struct membership *m, const struct membership_local *lo
 int membership_load(const struct config *cfg, const char *node_id, struct membership *m, char *err,
 		    size_t err_len);
 
+/** Where `chimaera cluster up` keeps the hostfile and secret of a cluster it started on this
+ *  machine for @p cfg's run directory and port: <run_dir>/cluster-<port>. */
+int membership_local_cluster_dir(const struct config *cfg, char *buf, size_t len);
+
+/**
+ * Which node's runtime a client or the CLI on this machine talks to. A single-node config
+ * (bootstrap `none`): MEMBERSHIP_NO_NODE, unless `chimaera cluster up` runs a cluster on its
+ * port (membership_local_cluster_dir holds a hostfile): then CHI_NODE_ID's node, else node 0.
+ * A cluster config: CHI_NODE_ID when set; else the one node with an address of this
+ * machine; when several have one (a cluster on one machine), the lowest of them.
+ * @return 0, or as membership_load() with @p err filled.
+ */
+int membership_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len);
+
 /**
  * For `chimaera config check`: with bootstrap `hostfile`, parse and resolve the hostfile and
  * print its expansion to @p out as YAML comments (one line per node), then which node this

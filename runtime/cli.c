@@ -7,6 +7,7 @@
  *   chimaera compose FILE [--config F]
  *   chimaera pools [--config F]
  *   chimaera stats [--config F] [--json]
+ *   chimaera cluster up|down|status ... (cli_cluster.c)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include "common/log.h"
 #include "common/membership.h"
 #include "common/time_util.h"
+#include "cli.h"
 #include <chimaera/admin.h>
 #include "pool_manager.h"
 #include "runtime_internal.h"
@@ -38,7 +40,11 @@ static void usage(FILE *out)
 		"       chimaera compose FILE [--config FILE]   create FILE's compose pools\n"
 		"       chimaera pools [--config FILE]          list pools\n"
 		"       chimaera stats [--config FILE] [--json] workers, clients, pools\n"
+		"       chimaera cluster up --nodes N [--config FILE]   N nodes on 127.0.0.1..N\n"
+		"       chimaera cluster down|status [--config FILE]\n"
 		"\n"
+		"In a cluster, CHI_NODE_ID says which node a command or client means (default: the\n"
+		"node with this machine's address; with several here, the lowest).\n"
 		"Without --config the file is found through CHI_SERVER_CONF, WRP_RUNTIME_CONF,\n"
 		"~/.chimaera/chimaera.yaml, else built-in defaults. CHI_PORT overrides the port.\n");
 }
@@ -107,11 +113,21 @@ static int load_config(const struct cli_opts *o, struct config *cfg)
 	return rc;
 }
 
-static int socket_path(const struct config *cfg, char *buf, size_t len)
+/* The runtime of this machine's node (membership_client_node: CHI_NODE_ID picks one when a
+ * cluster runs on this machine). @lock: its lock file too, or NULL. */
+static int socket_path(const struct config *cfg, char *buf, size_t len, char *lock,
+		       size_t lock_len)
 {
-	char dir[PATH_MAX];
+	char dir[PATH_MAX], err[1024];
+	uint32_t node;
+	if (membership_client_node(cfg, &node, err, sizeof(err)) != 0) {
+		fprintf(stderr, "chimaera: %s\n", err);
+		return -EINVAL;
+	}
 	config_run_dir(cfg, dir, sizeof(dir));
-	return ipc_socket_path(dir, cfg->port, buf, len);
+	if (lock && ipc_node_lock_path(dir, cfg->port, node, lock, lock_len))
+		return -ENAMETOOLONG;
+	return ipc_node_socket_path(dir, cfg->port, node, buf, len);
 }
 
 /* Log to @path from now on. @created: whether this call made the file (O_EXCL, so that a
@@ -129,7 +145,7 @@ static int open_log(const char *path, int *created)
 
 /* Fork; the child becomes the runtime in a new session, the parent waits for "OK" or
  * "ERR why" on a pipe so that the command's exit status says whether the runtime is up. */
-static int start_daemon(struct config *cfg)
+int cli_start_daemon(struct config *cfg)
 {
 	int pfd[2], created = 0;
 	char msg[600] = "";
@@ -140,8 +156,14 @@ static int start_daemon(struct config *cfg)
 	/* A daemon's log needs a home: logging.file (cmd_start opened it), else the private
 	 * run dir. Opened here, not in the child, so that we know whether we made it. */
 	config_run_dir(cfg, dir, sizeof(dir));
+	uint32_t node; /* nodes sharing a machine and a port keep their logs apart */
+	if (membership_client_node(cfg, &node, why, sizeof(why)) != 0)
+		node = IPC_NO_NODE; /* the runtime will refuse the config and say why */
 	if (!cfg->log_file[0] && ipc_secure_dir(dir, why, sizeof(why)) == 0) {
-		snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
+		if (node == IPC_NO_NODE)
+			snprintf(log, sizeof(log), "%s/runtime-%d.log", dir, cfg->port);
+		else
+			snprintf(log, sizeof(log), "%s/runtime-%d-node%u.log", dir, cfg->port, node);
 		if (open_log(log, &created) != 0)
 			log[0] = '\0'; /* the runtime runs without a log, as it would have */
 	}
@@ -202,7 +224,7 @@ static int cmd_start(struct cli_opts *o)
 		config_fini(&cfg);
 		return 2;
 	}
-	rc = o->daemon ? start_daemon(&cfg) : rt_run(&cfg, -1);
+	rc = o->daemon ? cli_start_daemon(&cfg) : rt_run(&cfg, -1);
 	/* A daemon that did not start told us why on the terminal: drop the logging.file we
 	 * made for it. In the foreground the log file is where the reason went: keep it. */
 	if (rc && o->daemon && created)
@@ -220,7 +242,7 @@ static int cmd_status(struct cli_opts *o)
 	if (load_config(o, &cfg))
 		return 2;
 	config_fini(&cfg);
-	if (socket_path(&cfg, path, sizeof(path)))
+	if (socket_path(&cfg, path, sizeof(path), NULL, 0))
 		return 2;
 	int rc = ipc_call(path, IPC_STATUS, &r, 5000);
 	if (rc == 0 && r.status != 0)
@@ -230,9 +252,11 @@ static int cmd_status(struct cli_opts *o)
 		return 3;
 	}
 	printf("runtime: running\npid: %d\nport: %u\nworkers: %u\nclients: %u\n"
-	       "uptime_s: %.3f\ntasks_completed: %llu\n",
+	       "uptime_s: %.3f\ntasks_completed: %llu\nnode: %u\nnodes: %u\npeers_up: %u\n",
 	       r.info.pid, r.info.port, r.info.num_workers, r.info.num_clients,
-	       (double)r.info.uptime_ns / 1e9, (unsigned long long)r.info.tasks_completed);
+	       (double)r.info.uptime_ns / 1e9, (unsigned long long)r.info.tasks_completed,
+	       r.cluster.node_id, r.cluster.num_nodes ? r.cluster.num_nodes : 1,
+	       r.cluster.peers_up);
 	return 0;
 }
 
@@ -247,37 +271,41 @@ static int runtime_gone(const char *lock_path)
 	return gone;
 }
 
-static int cmd_stop(struct cli_opts *o)
+int cli_stop(const char *sock, const char *lock, int port, int timeout_s)
 {
-	struct config cfg;
 	struct ipc_reply r;
-	char path[PATH_MAX], lock[PATH_MAX], dir[PATH_MAX];
-
-	if (load_config(o, &cfg))
-		return 2;
-	config_fini(&cfg);
-	config_run_dir(&cfg, dir, sizeof(dir));
-	if (socket_path(&cfg, path, sizeof(path)) || ipc_lock_path(dir, cfg.port, lock, sizeof(lock)))
-		return 2;
-	int rc = ipc_call(path, IPC_STOP, &r, 5000);
+	int rc = ipc_call(sock, IPC_STOP, &r, 5000);
 	if (rc == 0 && r.status != 0)
 		rc = r.status;
 	if (rc) {
-		fprintf(stderr, "chimaera: no runtime to stop on port %d (%s)\n", cfg.port,
+		fprintf(stderr, "chimaera: no runtime to stop on port %d (%s)\n", port,
 			strerror(-rc));
 		return 3;
 	}
-	uint64_t deadline = time_now_ns() + (uint64_t)o->timeout_s * 1000000000ull;
+	uint64_t deadline = time_now_ns() + (uint64_t)timeout_s * 1000000000ull;
 	while (!runtime_gone(lock)) {
 		if (time_now_ns() > deadline) {
 			fprintf(stderr, "chimaera: runtime pid %d still running after %d s\n",
-				r.info.pid, o->timeout_s);
+				r.info.pid, timeout_s);
 			return 1;
 		}
 		usleep(10000);
 	}
 	printf("chimaera: runtime pid %d stopped\n", r.info.pid);
 	return 0;
+}
+
+static int cmd_stop(struct cli_opts *o)
+{
+	struct config cfg;
+	char path[PATH_MAX], lock[PATH_MAX];
+
+	if (load_config(o, &cfg))
+		return 2;
+	config_fini(&cfg);
+	if (socket_path(&cfg, path, sizeof(path), lock, sizeof(lock)))
+		return 2;
+	return cli_stop(path, lock, cfg.port, o->timeout_s);
 }
 
 /* Validate @path: its syntax and values, and that every compose entry's module is where the
@@ -529,6 +557,8 @@ int main(int argc, char **argv)
 			return 2;
 		return cmd_pools(&o);
 	}
+	if (argc >= 3 && !strcmp(argv[1], "cluster"))
+		return cli_cluster(argc - 1, argv + 1);
 	if (argc >= 3 && !strcmp(argv[1], "runtime")) {
 		if (parse_opts(argc - 2, argv + 2, &o) != 0)
 			return 2;

@@ -22,13 +22,14 @@
 
 #include "common/log.h"
 #include "common/time_util.h"
+#include "cluster.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
 #include "transport/ipc.h"
 
 /* What an epoll event refers to. Listening, signal and event fds use fixed tags; a
  * connection uses its struct conn. */
-enum conn_kind { CONN_LISTEN, CONN_SIGNAL, CONN_EVENT, CONN_PENDING, CONN_CLIENT };
+enum conn_kind { CONN_LISTEN, CONN_SIGNAL, CONN_EVENT, CONN_PENDING, CONN_CLIENT, CONN_PEERS };
 
 struct conn {
 	enum conn_kind kind;
@@ -41,6 +42,7 @@ struct conn {
 static struct conn tag_listen = { CONN_LISTEN, -1, 0, NULL, NULL };
 static struct conn tag_signal = { CONN_SIGNAL, -1, 0, NULL, NULL };
 static struct conn tag_event = { CONN_EVENT, -1, 0, NULL, NULL };
+static struct conn tag_peers = { CONN_PEERS, -1, 0, NULL, NULL }; /* cluster.c's accepts */
 
 #define PENDING_TIMEOUT_NS (2ull * 1000000000ull)
 
@@ -94,6 +96,7 @@ static void fill_status(struct runtime *rt, struct ipc_reply *r)
 	s->port = (uint32_t)rt->cfg.port;
 	s->uptime_ns = time_now_ns() - rt->start_ns;
 	s->tasks_completed = 0;
+	rt_cluster_status(rt, &r->cluster.node_id, &r->cluster.num_nodes, &r->cluster.peers_up);
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		s->tasks_completed +=
 			atomic_load_explicit(&rt->workers[i].tasks_run, memory_order_relaxed);
@@ -563,6 +566,9 @@ static void handle_event(struct runtime *rt, struct epoll_event *ev)
 		/* An attached client sends nothing: readable means hang-up or misuse. */
 		detach_client(rt, cn);
 		break;
+	case CONN_PEERS:
+		rt_cluster_control_poll(rt);
+		break;
 	}
 }
 
@@ -682,6 +688,7 @@ static void shutdown_runtime(struct runtime *rt)
 				      memory_order_release);
 	if (rt->workers)
 		rt_workers_stop(rt);
+	rt_cluster_fini(rt); /* the workers' links went with them */
 	rt_jobs_fini(rt);
 	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */
 	rt_pools_fini(rt);
@@ -780,6 +787,8 @@ static int serve(struct runtime *rt)
 			timeout = 2; /* a pool destroy is under way: look at it often */
 		if (watch_ms > 0 && (timeout < 0 || watch_ms < timeout))
 			timeout = watch_ms;
+		if (rt->cluster && (timeout < 0 || timeout > 1000))
+			timeout = 1000; /* handshakes of accepted peers have deadlines */
 		int n = epoll_wait(rt->epfd, evs, 64, accept_wait_ms(timeout));
 		if (n < 0 && errno != EINTR)
 			return -errno;
@@ -789,6 +798,8 @@ static int serve(struct runtime *rt)
 			resume_accepting(rt, time_now_ns());
 		if (rt->pending)
 			expire_pending(rt);
+		if (rt->cluster)
+			rt_cluster_control_poll(rt);
 		if (rt_jobs_busy(rt))
 			rt_jobs_run(rt);
 		if (watch_ms > 0) {
@@ -819,8 +830,11 @@ int rt_run(const struct config *cfg, int ready_fd)
 	rc = fit_fd_limit(cfg, why, sizeof(why));
 	if (rc == 0)
 		rc = ipc_secure_dir(run_dir, why, sizeof(why));
-	if (rc == 0 && (ipc_socket_path(run_dir, cfg->port, rt->sock_path, PATH_MAX) ||
-			ipc_lock_path(run_dir, cfg->port, rt->lock_path, PATH_MAX))) {
+	if (rc == 0) /* the node id names the socket: before the paths */
+		rc = rt_cluster_init(rt, NULL, why, sizeof(why));
+	uint32_t node = rt->cluster ? rt_cluster_self(rt) : IPC_NO_NODE;
+	if (rc == 0 && (ipc_node_socket_path(run_dir, cfg->port, node, rt->sock_path, PATH_MAX) ||
+			ipc_node_lock_path(run_dir, cfg->port, node, rt->lock_path, PATH_MAX))) {
 		snprintf(why, sizeof(why), "run directory path %s is too long", run_dir);
 		rc = -ENAMETOOLONG;
 	}
@@ -840,6 +854,9 @@ int rt_run(const struct config *cfg, int ready_fd)
 		rc = open_listener(rt, why, sizeof(why));
 	if (rc == 0 && (rc = ep_add(rt, rt->listen_fd, &tag_listen, EPOLLIN)) != 0)
 		snprintf(why, sizeof(why), "epoll: %s", strerror(-rc));
+	if (rc == 0 && rt->cluster &&
+	    (rc = ep_add(rt, rt_cluster_control_fd(rt), &tag_peers, EPOLLIN)) != 0)
+		snprintf(why, sizeof(why), "epoll: %s", strerror(-rc));
 	if (rc) {
 		CHI_LOG_ERROR("runtime not started: %s", why);
 		notify_ready(rt, rc, why);
@@ -847,6 +864,7 @@ int rt_run(const struct config *cfg, int ready_fd)
 		free(rt);
 		return rc;
 	}
+	rt_cluster_wait_peers(rt);
 	CHI_LOG_INFO("runtime ready: pid %d, %u workers, socket %s", (int)getpid(),
 		     rt->num_workers, rt->sock_path);
 	notify_ready(rt, 0, NULL);

@@ -199,6 +199,8 @@ struct worker {
 	uint64_t sub_end;
 	uint64_t sub_free[20];
 
+	struct rt_wnet *net; /* links to peer nodes (cluster.c); NULL on a single node */
+
 	/* forwarded tasks and wake-ups from other workers (work_ring.h: lock-free) */
 	struct rt_work_ring *work_ring;
 	/* control thread -> worker messages, and the ring's overflow (a lock, checked
@@ -247,6 +249,7 @@ struct runtime {
 	char sock_path[PATH_MAX];
 	char lock_path[PATH_MAX];
 
+	struct rt_cluster *cluster; /* the other nodes (cluster.c); NULL on a single node */
 	struct rt_pools *pools;
 	struct rt_jobs *jobs;
 	struct rt_client self_client; /* the runtime's own subtasks, as a client */

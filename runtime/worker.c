@@ -10,6 +10,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "common/log.h"
 #include "common/time_util.h"
 #include "pool_manager.h"
@@ -927,11 +928,14 @@ static void sleep_until_work(struct worker *w)
 	if (atomic_load_explicit(&w->inbox_pending, memory_order_acquire) ||
 	    atomic_load_explicit(&w->stop, memory_order_acquire) || w->ready)
 		ready = 0;
+	uint64_t due = w->num_timers ? w->timers[0].due_ns : UINT64_MAX;
+	if (w->net && (rt_cluster_worker_poll(w) || rt_cluster_worker_arm(w, &due)))
+		ready = 0; /* peers spoke, or the network context holds work */
 
 	if (ready) {
 		struct timespec ts, *tsp = NULL;
-		if (w->num_timers) {
-			uint64_t now = time_now_ns(), due = w->timers[0].due_ns;
+		if (due != UINT64_MAX) {
+			uint64_t now = time_now_ns();
 			ts = time_ns_to_timespec(due > now ? due - now : 0);
 			tsp = &ts;
 		}
@@ -971,8 +975,12 @@ static void *worker_main(void *arg)
 	rt_self_worker = w;
 	if (rt_yield_init(w) != 0)
 		CHI_PANIC("worker %u: cannot set up coroutine stacks", w->index);
+	uint32_t passes = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
 		int n = poll_inbox(w) + poll_lanes(w);
+		/* Peers: a syscall per look, so every 16th pass (the lanes stay the hot path). */
+		if (w->net && (++passes & 15) == 0)
+			n += rt_cluster_worker_poll(w);
 		if (w->num_timers)
 			n += run_timers(w, time_now_ns());
 		if (w->ready)
@@ -1071,9 +1079,12 @@ int rt_workers_start(struct runtime *rt)
 		w->inbox_tail = &w->inbox;
 		int rc = open_doorbell(w);
 		if (rc == 0)
+			rc = rt_cluster_worker_init(w);
+		if (rc == 0)
 			rc = -pthread_create(&w->thread, NULL, worker_main, w);
 		if (rc) {
 			CHI_LOG_ERROR("cannot start worker %u: %s", i, strerror(-rc));
+			rt_cluster_worker_fini(w);
 			close_doorbell(w);
 			rt->num_workers = i; /* stop the ones already running */
 			pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -1100,6 +1111,7 @@ void rt_workers_stop(struct runtime *rt)
 		pthread_join(rt->workers[i].thread, NULL);
 	for (uint32_t i = 0; i < rt->num_workers; i++) {
 		struct worker *w = &rt->workers[i];
+		rt_cluster_worker_fini(w);
 		close_doorbell(w);
 		free(w->lanes);
 		free(w->timers);

@@ -64,6 +64,22 @@ int ipc_lock_path(const char *run_dir, int port, char *buf, size_t len)
 	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
 }
 
+int ipc_node_socket_path(const char *run_dir, int port, uint32_t node, char *buf, size_t len)
+{
+	if (node == IPC_NO_NODE)
+		return ipc_socket_path(run_dir, port, buf, len);
+	int n = snprintf(buf, len, "%s/runtime-%d-node%u.sock", run_dir, port, node);
+	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
+}
+
+int ipc_node_lock_path(const char *run_dir, int port, uint32_t node, char *buf, size_t len)
+{
+	if (node == IPC_NO_NODE)
+		return ipc_lock_path(run_dir, port, buf, len);
+	int n = snprintf(buf, len, "%s/runtime-%d-node%u.lock", run_dir, port, node);
+	return (n < 0 || (size_t)n >= len) ? -ENAMETOOLONG : 0;
+}
+
 int ipc_secure_dir(const char *dir, char *why, size_t why_len)
 {
 	struct stat st;

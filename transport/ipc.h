@@ -36,6 +36,14 @@ struct ipc_status {
 	uint64_t tasks_completed;
 };
 
+/* Where the runtime stands in its cluster (STATUS). */
+struct ipc_cluster {
+	uint32_t node_id;   /* 0 on a single node */
+	uint32_t num_nodes; /* 1 on a single node; 0 from a runtime that predates it */
+	uint32_t peers_up;  /* peer nodes every worker of this one reaches */
+	uint32_t reserved;
+};
+
 /* The cpus the runtime's workers are pinned to, so that a client can keep its threads off
  * them (a busy-polling worker holds its cpu for a whole time slice: see
  * CHI_CLIENT_AVOID_WORKER_CPUS in chimaera/client.h). Bit i of mask is cpu first_cpu + i. */
@@ -51,7 +59,8 @@ struct ipc_worker_cpus {
 /* Version 1 replies are 256 bytes, and stay so. worker_cpus took the tail of message[] (200
  * bytes then), which no reason the runtime sends came near (its reasons are under 160), so
  * that nothing moved: a client that predates worker_cpus reads every field where it did, and
- * a runtime that predates it sends zeros there (flags 0: unknown). Hence no version bump. */
+ * a runtime that predates it sends zeros there (flags 0: unknown). Hence no version bump.
+ * cluster took the last 16 bytes of message[] the same way. */
 struct ipc_reply {
 	uint32_t magic;
 	uint16_t version;
@@ -60,7 +69,8 @@ struct ipc_reply {
 	uint32_t num_fds; /* ATTACH: 1 + num_workers */
 	uint64_t seg_size;
 	struct ipc_status info;
-	char message[128]; /* why, when status < 0 */
+	char message[112]; /* why, when status < 0 */
+	struct ipc_cluster cluster;	    /* STATUS */
 	struct ipc_worker_cpus worker_cpus; /* ATTACH, STATUS, STOP */
 };
 
@@ -78,6 +88,11 @@ int ipc_worker_cpus_decode(const struct ipc_worker_cpus *w, cpu_set_t *set);
 
 /* "<run_dir>/runtime-<port>.sock" and ".lock". @return 0 or -ENAMETOOLONG. */
 int ipc_socket_path(const char *run_dir, int port, char *buf, size_t len);
+/* In a cluster several nodes may share a machine and a port: their socket and lock names
+ * carry the node id. @node IPC_NO_NODE: the single-node names above. */
+#define IPC_NO_NODE UINT32_MAX
+int ipc_node_socket_path(const char *run_dir, int port, uint32_t node, char *buf, size_t len);
+int ipc_node_lock_path(const char *run_dir, int port, uint32_t node, char *buf, size_t len);
 int ipc_lock_path(const char *run_dir, int port, char *buf, size_t len);
 
 /* Create @dir if missing and insist that it is a real directory owned by us with no group or

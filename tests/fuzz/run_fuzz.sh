@@ -41,8 +41,11 @@ wire)
 	max_len=8192
 	;;
 hostfile)
-	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_hostfile.c" \
-		"$src/common/hostfile.c" "$src/common/membership.c" -o "$work/fuzz"
+	# membership.c reads the config's run directory (config.c, with libyaml).
+	clang "${cflags[@]}" -fno-sanitize-recover=undefined $(pkg-config --cflags yaml-0.1) \
+		"$src/tests/fuzz/fuzz_hostfile.c" "$src/common/hostfile.c" \
+		"$src/common/membership.c" "$src/common/config.c" "$src/common/log.c" \
+		"$src/common/pool_query.c" $(pkg-config --libs yaml-0.1) -o "$work/fuzz"
 	max_len=4096
 	;;
 handshake)

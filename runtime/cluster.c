@@ -1,0 +1,727 @@
+/* Joining the other nodes: connections, handshakes, liveness (cluster.h).
+ *
+ * Every worker dials every peer node once and owns that connection; every connection a
+ * peer's worker dials to us is accepted on the control thread, authenticated there, and then
+ * moved to one of our workers (the peer's worker index modulo ours). A worker therefore has
+ * an outgoing link to each peer (what it sends tasks on) and some incoming ones (what peers
+ * send on); both carry frames both ways. Until a handshake is done a link carries nothing but
+ * HELLO and AUTH frames, and it is closed if it takes longer than HS_TIMEOUT_NS. */
+#include "cluster.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "common/membership.h"
+#include "common/time_util.h"
+#include "runtime_internal.h"
+#include "transport/handshake.h"
+#include "transport/net.h"
+#include "transport/wire.h"
+
+#define CLUSTER_PROTO 1u		     /* the cluster protocol version in handshakes */
+#define HS_TIMEOUT_NS (5ull * 1000000000ull) /* a handshake that takes longer is closed */
+#define DIAL_BACKOFF_MIN_NS (50ull * 1000000ull)
+#define DIAL_BACKOFF_MAX_NS (2ull * 1000000000ull)
+#define POLL_BATCH 64
+
+enum link_state {
+	LINK_IDLE,	/* not connected (an outgoing link waiting for its next dial) */
+	LINK_DIALING,	/* connect() under way */
+	LINK_HANDSHAKE, /* connected, proving the secret */
+	LINK_MOVING,	/* authenticated on the control thread, last message on its way */
+	LINK_UP,	/* authenticated: frames of every kind */
+};
+
+struct rt_link {
+	struct net_ep *ep;
+	uint32_t node;	 /* the peer node (known when we dial; from the handshake otherwise) */
+	uint16_t worker; /* our worker that owns it */
+	uint8_t state;	 /* enum link_state */
+	uint8_t dialled; /* ours: an outgoing link, re-dialled when it drops */
+	uint8_t hs_started;
+	uint8_t inflight; /* handshake messages posted and not yet sent */
+	uint32_t addr_index;
+	uint64_t deadline; /* of the handshake */
+	uint64_t backoff;  /* before the next dial */
+	uint64_t next_dial;
+	struct hs hs;
+	unsigned nsent;
+	uint8_t msg[2][HS_MAX_MSG]; /* a side sends at most two handshake messages */
+	struct wire_out wo[2];
+	struct rt_link *next; /* on the control thread's accepting list, or a worker's in list */
+};
+
+/* A worker's side. */
+struct rt_wnet {
+	struct net_ctx *ctx;
+	struct rt_link *out; /* [num_nodes]: out[self] unused */
+	struct rt_link *in;  /* links peers dialled, moved here once authenticated */
+	uint32_t not_up;     /* outgoing links not up: dials and handshakes to look after */
+};
+
+/* The worker's epoll data for its network context: not 0 (its own doorbell), which it
+ * reads after waking; the context is read by polling it. */
+#define NET_EPOLL_TAG UINT64_MAX
+
+struct rt_cluster {
+	struct membership mem;
+	uint8_t key[HS_KEY_LEN];
+	int authenticated; /* 0: no secret file, a loopback-only cluster */
+	struct wire_limits lim;
+	struct net_ctx *ctl;
+	struct net_listener *listener;
+	struct rt_link *accepting;
+	_Atomic uint32_t *out_up; /* [num_nodes]: how many of our workers reach each node */
+};
+
+static int is_loopback(const struct membership_addr *a)
+{
+	static const uint8_t v6[16] = { [15] = 1 };
+	if (a->family == AF_INET)
+		return a->bytes[0] == 127;
+	return a->family == AF_INET6 && memcmp(a->bytes, v6, 16) == 0;
+}
+
+static int all_loopback(const struct membership *m)
+{
+	for (uint32_t i = 0; i < m->num_nodes; i++)
+		for (uint32_t j = 0; j < m->nodes[i].num_addrs; j++)
+			if (!is_loopback(&m->nodes[i].addrs[j]))
+				return 0;
+	return 1;
+}
+
+static struct hs_ids local_ids(const struct rt_cluster *cl, uint16_t worker)
+{
+	return (struct hs_ids){ .node = cl->mem.self, .worker = worker,
+				.wire_major = WIRE_VERSION_MAJOR, .wire_minor = WIRE_VERSION_MINOR,
+				.proto = CLUSTER_PROTO };
+}
+
+static const char *peer_str(struct net_ep *ep, char *buf, size_t len)
+{
+	struct sockaddr_storage a;
+	socklen_t alen;
+	if (!ep || net_ep_peer(ep, &a, &alen) != 0)
+		return "?";
+	return net_addr_str((struct sockaddr *)&a, buf, len);
+}
+
+/* ---- frames on a link ---- */
+
+static int send_hs(struct rt_cluster *cl, struct rt_link *l, const uint8_t *msg, size_t len)
+{
+	unsigned k = l->nsent++ & 1;
+	memcpy(l->msg[k], msg, len);
+	struct wire_msg m = { .type = hs_msg_is_hello(msg, len) ? WIRE_HELLO : WIRE_AUTH,
+			      .src_node = cl->mem.self, .src_worker = l->worker };
+	m.opaque.data = l->msg[k];
+	m.opaque.len = (uint32_t)len;
+	int rc = wire_encode(&l->wo[k], &m, &cl->lim);
+	if (rc == 0)
+		rc = net_send(l->ep, l->wo[k].iov, l->wo[k].iovcnt, 0);
+	if (rc == 0)
+		l->inflight++;
+	return rc;
+}
+
+/* A reply that outlives this call (a PONG): its buffer goes with the send (wr_id). */
+static void send_pong(struct rt_cluster *cl, struct rt_link *l, uint64_t cookie)
+{
+	struct wire_out *o = malloc(sizeof(*o));
+	struct wire_msg m = { .type = WIRE_PONG, .cookie = cookie, .src_node = cl->mem.self,
+			      .src_worker = l->worker };
+	if (!o)
+		return; /* the peer's liveness check will ask again */
+	if (wire_encode(o, &m, &cl->lim) != 0 ||
+	    net_send(l->ep, o->iov, o->iovcnt, (uint64_t)(uintptr_t)o) != 0)
+		free(o);
+}
+
+static void close_link(struct rt_link *l, uint32_t reason, int32_t detail, const char *why)
+{
+	net_close(l->ep, reason, detail, why);
+}
+
+/* A handshake failed: the CLOSE tells the peer as little as handshake.h asks. */
+static void refuse(struct rt_link *l, int rc, const char *where)
+{
+	char peer[80];
+	CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "%s %s refused: %s", where,
+			    peer_str(l->ep, peer, sizeof(peer)), hs_strerror(rc));
+	if (rc == HS_E_VERSION || rc == HS_E_FORMAT)
+		close_link(l, WIRE_CLOSE_VERSION,
+			   (int32_t)(WIRE_VERSION_MAJOR << 8 | WIRE_VERSION_MINOR), "version");
+	else
+		close_link(l, WIRE_CLOSE_AUTH, 0, "authentication failed");
+}
+
+/* Decode a frame of @l; a malformed one closes the link. @return 0 or the decoder's code. */
+static int decode(struct rt_cluster *cl, struct rt_link *l, const struct net_event *e,
+		  struct wire_msg *m)
+{
+	int rc = wire_decode(e->data, e->len, &cl->lim, m);
+	if (rc) {
+		char peer[80];
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "node link %s: malformed frame: %s",
+				    peer_str(l->ep, peer, sizeof(peer)), wire_strerror(rc));
+		close_link(l, WIRE_CLOSE_PROTOCOL, rc, wire_strerror(rc));
+	}
+	return rc;
+}
+
+/* One handshake message. @return HS_CONTINUE, HS_DONE, or < 0 (the link is closed). */
+static int handshake_step(struct rt_cluster *cl, struct rt_link *l, const struct wire_msg *m)
+{
+	uint8_t out[HS_MAX_MSG];
+	size_t outlen = sizeof(out);
+	if (m->type != WIRE_HELLO && m->type != WIRE_AUTH) {
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
+		return -EPROTO;
+	}
+	int rc = hs_receive(&l->hs, m->opaque.data, m->opaque.len, out, &outlen);
+	if (rc < 0) {
+		refuse(l, rc, l->dialled ? "node" : "connection from");
+		return rc;
+	}
+	if (outlen && send_hs(cl, l, out, outlen) != 0) {
+		close_link(l, WIRE_CLOSE_RESOURCE, 0, "cannot send the handshake");
+		return -EIO;
+	}
+	return rc;
+}
+
+/* ---- a worker's links ---- */
+
+static void link_up(struct rt_cluster *cl, struct rt_wnet *wn, struct rt_link *l)
+{
+	l->state = LINK_UP;
+	wn->not_up--;
+	l->backoff = DIAL_BACKOFF_MIN_NS;
+	atomic_fetch_add_explicit(&cl->out_up[l->node], 1, memory_order_release);
+	CHI_LOG_DEBUG("worker %u: node %u is up", l->worker, l->node);
+}
+
+static void dial(struct rt_cluster *cl, struct rt_wnet *wn, struct rt_link *l)
+{
+	const struct membership_node *n = &cl->mem.nodes[l->node];
+	struct sockaddr_storage a;
+	if (n->num_addrs == 0)
+		return;
+	socklen_t len = membership_addr_sockaddr(&n->addrs[l->addr_index % n->num_addrs],
+						 n->port, &a);
+	l->addr_index++; /* the next dial tries the node's next address */
+	int rc = net_connect(wn->ctx, (struct sockaddr *)&a, len, &l->ep);
+	if (rc) {
+		l->next_dial = time_now_ns() + l->backoff;
+		return;
+	}
+	net_ep_set_user(l->ep, l);
+	l->state = LINK_DIALING;
+	l->hs_started = 0;
+	l->nsent = 0;
+	l->inflight = 0;
+}
+
+/* Dial what is due; close handshakes past their deadline. Only while something is down. */
+static void look_after_links(struct rt_cluster *cl, struct worker *w)
+{
+	struct rt_wnet *wn = w->net;
+	uint64_t now = time_now_ns();
+	for (uint32_t i = 0; i < cl->mem.num_nodes; i++) {
+		struct rt_link *l = &wn->out[i];
+		if (i == cl->mem.self)
+			continue;
+		if (l->state == LINK_IDLE && now >= l->next_dial)
+			dial(cl, wn, l);
+		else if (l->state == LINK_HANDSHAKE && now >= l->deadline)
+			close_link(l, WIRE_CLOSE_TIMEOUT, 0, "handshake timed out");
+	}
+}
+
+static void on_connected(struct rt_cluster *cl, struct worker *w, struct rt_link *l)
+{
+	uint8_t out[HS_MAX_MSG];
+	size_t outlen = sizeof(out);
+	struct hs_ids me = local_ids(cl, (uint16_t)w->index);
+	l->state = LINK_HANDSHAKE;
+	l->deadline = time_now_ns() + HS_TIMEOUT_NS;
+	if (hs_init(&l->hs, HS_INITIATOR, cl->key, &me, cl->mem.num_nodes) != 0 ||
+	    hs_start(&l->hs, out, &outlen) != HS_CONTINUE || send_hs(cl, l, out, outlen) != 0) {
+		close_link(l, WIRE_CLOSE_RESOURCE, 0, "cannot start the handshake");
+		return;
+	}
+	l->hs_started = 1;
+}
+
+/* A frame on an authenticated link. */
+static void on_frame(struct rt_cluster *cl, struct rt_link *l, const struct wire_msg *m)
+{
+	if (m->src_node != l->node) {
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame from another node's id");
+		return;
+	}
+	switch (m->type) {
+	case WIRE_PING:
+		send_pong(cl, l, m->cookie);
+		break;
+	case WIRE_PONG:
+	case WIRE_CLOSE: /* the hang-up follows: NET_EV_CLOSED says the rest */
+		break;
+	case WIRE_HELLO:
+	case WIRE_AUTH:
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a handshake frame after the handshake");
+		break;
+	default:
+		/* TASK, REPLY and CONTROL arrive with remote execution (docs/design/remote.md);
+		 * a peer that sends them now is newer than we are. */
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "this node does not run remote tasks yet");
+		break;
+	}
+}
+
+static void on_recv(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
+		    const struct net_event *e)
+{
+	struct wire_msg m;
+	if (l->state != LINK_HANDSHAKE && l->state != LINK_UP)
+		return; /* closing */
+	if (decode(cl, l, e, &m) != 0)
+		return;
+	if (l->state == LINK_UP) {
+		on_frame(cl, l, &m);
+		return;
+	}
+	if (handshake_step(cl, l, &m) != HS_DONE)
+		return;
+	const struct hs_ids *p = hs_peer(&l->hs);
+	if (p->node != l->node) {
+		CHI_LOG_WARN("worker %u: dialled node %u, but node %u answered: check the hostfile",
+			     w->index, l->node, p->node);
+		close_link(l, WIRE_CLOSE_AUTH, 0, "unexpected node");
+		return;
+	}
+	link_up(cl, w->net, l);
+}
+
+static void on_closed(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
+		      const struct net_event *e)
+{
+	struct rt_wnet *wn = w->net;
+	if (l->state == LINK_UP && l->dialled) {
+		wn->not_up++;
+		atomic_fetch_sub_explicit(&cl->out_up[l->node], 1, memory_order_release);
+		CHI_LOG_WARN("worker %u: link to node %u closed: %s", w->index, l->node,
+			     e->why ? e->why : "?");
+	}
+	net_ep_free(l->ep);
+	l->ep = NULL;
+	hs_fini(&l->hs);
+	if (l->dialled) {
+		l->state = LINK_IDLE;
+		l->next_dial = time_now_ns() + l->backoff;
+		l->backoff = l->backoff * 2 > DIAL_BACKOFF_MAX_NS ? DIAL_BACKOFF_MAX_NS : l->backoff * 2;
+		return;
+	}
+	for (struct rt_link **p = &wn->in; *p; p = &(*p)->next)
+		if (*p == l) {
+			*p = l->next;
+			break;
+		}
+	free(l);
+}
+
+int rt_cluster_worker_poll(struct worker *w)
+{
+	struct rt_wnet *wn = w->net;
+	struct rt_cluster *cl = w->rt->cluster;
+	struct net_event ev[POLL_BATCH];
+	if (!wn)
+		return 0;
+	/* The clock is dear: only while an outgoing link needs dialling or a handshake can
+	 * expire (incoming links arrive here authenticated). */
+	if (wn->not_up)
+		look_after_links(cl, w);
+	int n = net_poll(wn->ctx, ev, POLL_BATCH);
+	for (int i = 0; i < n; i++) {
+		struct rt_link *l = net_ep_user(ev[i].ep);
+		switch (ev[i].type) {
+		case NET_EV_CONNECTED:
+			on_connected(cl, w, l);
+			break;
+		case NET_EV_RECV:
+			on_recv(cl, w, l, &ev[i]);
+			break;
+		case NET_EV_SEND_DONE:
+			if (ev[i].wr_id)
+				free((void *)(uintptr_t)ev[i].wr_id);
+			else if (l->inflight)
+				l->inflight--;
+			break;
+		case NET_EV_ARRIVED:
+			l->state = LINK_UP;
+			l->worker = (uint16_t)w->index;
+			l->next = wn->in;
+			wn->in = l;
+			break;
+		case NET_EV_CLOSED:
+			on_closed(cl, w, l, &ev[i]);
+			break;
+		default:
+			break;
+		}
+	}
+	return n > 0 ? n : 0;
+}
+
+int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)
+{
+	struct rt_wnet *wn = w->net;
+	struct rt_cluster *cl = w->rt->cluster;
+	if (!wn)
+		return 0;
+	if (net_arm(wn->ctx))
+		return 1;
+	for (uint32_t i = 0; i < cl->mem.num_nodes; i++) {
+		const struct rt_link *l = &wn->out[i];
+		uint64_t due = l->state == LINK_IDLE ? l->next_dial :
+			       l->state == LINK_HANDSHAKE ? l->deadline : UINT64_MAX;
+		if (i != cl->mem.self && due < *deadline_ns)
+			*deadline_ns = due;
+	}
+	return 0;
+}
+
+int rt_cluster_worker_init(struct worker *w)
+{
+	struct rt_cluster *cl = w->rt->cluster;
+	if (!cl)
+		return 0;
+	struct rt_wnet *wn = calloc(1, sizeof(*wn));
+	if (!wn)
+		return -ENOMEM;
+	w->net = wn;
+	wn->out = calloc(cl->mem.num_nodes, sizeof(*wn->out));
+	struct net_limits lim;
+	net_limits_default(&lim);
+	lim.wire = cl->lim;
+	int rc = wn->out ? net_ctx_create(&lim, &wn->ctx) : -ENOMEM;
+	if (rc)
+		return rc;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = NET_EPOLL_TAG };
+	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, net_ctx_fd(wn->ctx), &ev) != 0)
+		return -errno;
+	wn->not_up = cl->mem.num_nodes - 1;
+	for (uint32_t i = 0; i < cl->mem.num_nodes; i++) {
+		struct rt_link *l = &wn->out[i];
+		l->node = i;
+		l->worker = (uint16_t)w->index;
+		l->dialled = 1;
+		l->state = LINK_IDLE;
+		l->backoff = DIAL_BACKOFF_MIN_NS;
+		l->addr_index = w->index; /* spread first dials over a node's addresses */
+	}
+	return 0;
+}
+
+void rt_cluster_worker_fini(struct worker *w)
+{
+	struct rt_wnet *wn = w->net;
+	if (!wn)
+		return;
+	net_ctx_destroy(wn->ctx); /* closes every endpoint, no events */
+	for (uint32_t i = 0; wn->out && i < w->rt->cluster->mem.num_nodes; i++)
+		hs_fini(&wn->out[i].hs);
+	while (wn->in) {
+		struct rt_link *l = wn->in;
+		wn->in = l->next;
+		hs_fini(&l->hs);
+		free(l);
+	}
+	free(wn->out);
+	free(wn);
+	w->net = NULL;
+}
+
+/* ---- the control thread: accepting ---- */
+
+static void unlist_accepting(struct rt_cluster *cl, struct rt_link *l)
+{
+	for (struct rt_link **p = &cl->accepting; *p; p = &(*p)->next)
+		if (*p == l) {
+			*p = l->next;
+			return;
+		}
+}
+
+/* The responder's last message is out: hand the link to its worker. */
+static void move_to_worker(struct runtime *rt, struct rt_link *l)
+{
+	struct rt_cluster *cl = rt->cluster;
+	unlist_accepting(cl, l);
+	l->next = NULL;
+	int rc = net_ep_move(l->ep, rt->workers[l->worker].net->ctx);
+	if (rc) {
+		CHI_LOG_WARN("cannot hand node %u's connection to worker %u: %s", l->node,
+			     l->worker, strerror(-rc));
+		l->next = cl->accepting;
+		cl->accepting = l;
+		close_link(l, WIRE_CLOSE_RESOURCE, 0, "cannot hand over");
+		return;
+	}
+	CHI_LOG_DEBUG("node %u (its worker %u) joined worker %u", l->node,
+		      hs_peer(&l->hs)->worker, l->worker);
+}
+
+static void control_recv(struct runtime *rt, struct rt_link *l, const struct net_event *e)
+{
+	struct rt_cluster *cl = rt->cluster;
+	struct wire_msg m;
+	if (l->state != LINK_HANDSHAKE || decode(cl, l, e, &m) != 0)
+		return;
+	if (!l->hs_started) {
+		/* The peer's worker picks ours: theirs modulo how many we have. */
+		if (m.type != WIRE_HELLO) {
+			close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
+			return;
+		}
+		l->worker = (uint16_t)(m.src_worker % rt->num_workers);
+		struct hs_ids me = local_ids(cl, l->worker);
+		if (hs_init(&l->hs, HS_RESPONDER, cl->key, &me, cl->mem.num_nodes) != 0) {
+			close_link(l, WIRE_CLOSE_RESOURCE, 0, "cannot start the handshake");
+			return;
+		}
+		l->hs_started = 1;
+	}
+	if (handshake_step(cl, l, &m) != HS_DONE)
+		return;
+	l->node = hs_peer(&l->hs)->node;
+	l->state = LINK_MOVING;
+	if (l->inflight == 0)
+		move_to_worker(rt, l);
+}
+
+void rt_cluster_control_poll(struct runtime *rt)
+{
+	struct rt_cluster *cl = rt->cluster;
+	struct net_event ev[POLL_BATCH];
+	int n;
+	if (!cl)
+		return;
+	uint64_t now = time_now_ns();
+	for (struct rt_link *l = cl->accepting; l; l = l->next)
+		if (l->state == LINK_HANDSHAKE && now >= l->deadline)
+			close_link(l, WIRE_CLOSE_TIMEOUT, 0, "handshake timed out");
+	while ((n = net_poll(cl->ctl, ev, POLL_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct rt_link *l = net_ep_user(ev[i].ep);
+			switch (ev[i].type) {
+			case NET_EV_ACCEPTED:
+				l = calloc(1, sizeof(*l));
+				if (!l) {
+					net_close(ev[i].ep, WIRE_CLOSE_RESOURCE, 0, "out of memory");
+					break;
+				}
+				l->ep = ev[i].ep;
+				l->state = LINK_HANDSHAKE;
+				l->deadline = now + HS_TIMEOUT_NS;
+				net_ep_set_user(l->ep, l);
+				l->next = cl->accepting;
+				cl->accepting = l;
+				break;
+			case NET_EV_RECV:
+				if (l)
+					control_recv(rt, l, &ev[i]);
+				break;
+			case NET_EV_SEND_DONE:
+				if (l && l->inflight && --l->inflight == 0 && l->state == LINK_MOVING)
+					move_to_worker(rt, l);
+				break;
+			case NET_EV_CLOSED:
+				if (l) {
+					unlist_accepting(cl, l);
+					hs_fini(&l->hs);
+					free(l);
+				}
+				net_ep_free(ev[i].ep);
+				break;
+			default:
+				break;
+			}
+		}
+		if (n < POLL_BATCH)
+			break;
+	}
+}
+
+int rt_cluster_control_fd(const struct runtime *rt)
+{
+	return rt->cluster ? net_ctx_fd(rt->cluster->ctl) : -1;
+}
+
+/* ---- start and stop ---- */
+
+static int load_key(struct rt_cluster *cl, const struct config *cfg, char *why, size_t len)
+{
+	if (cfg->secret_file[0]) {
+		int rc = hs_secret_load(cfg->secret_file, cl->key, why, len);
+		cl->authenticated = rc == 0;
+		return rc;
+	}
+	if (!all_loopback(&cl->mem)) {
+		snprintf(why, len,
+			 "networking.secret_file is required for a cluster beyond loopback "
+			 "addresses (see docs/design/handshake.md for how to make one)");
+		return -EINVAL;
+	}
+	/* No secret: every node is on this machine; the key is public and the log says so. */
+	memset(cl->key, 0, sizeof(cl->key));
+	CHI_LOG_WARN("no networking.secret_file: the cluster is unauthenticated, loopback only");
+	return 0;
+}
+
+static int open_listener(struct rt_cluster *cl, const struct config *cfg, char *why,
+			 size_t len)
+{
+	const struct membership_node *me = &cl->mem.nodes[cl->mem.self];
+	struct membership_addr bind_addr;
+	if (cfg->bind[0]) {
+		if (membership_addr_parse(cfg->bind, &bind_addr) != 0) {
+			snprintf(why, len, "networking.bind %s is not an address", cfg->bind);
+			return -EINVAL;
+		}
+	} else if (me->num_addrs) {
+		bind_addr = me->addrs[0];
+	} else {
+		snprintf(why, len, "node %u has no address to listen on", cl->mem.self);
+		return -EINVAL;
+	}
+	if (!cl->authenticated && !is_loopback(&bind_addr)) {
+		snprintf(why, len, "without networking.secret_file a node listens on loopback only");
+		return -EINVAL;
+	}
+	struct sockaddr_storage a;
+	socklen_t alen = membership_addr_sockaddr(&bind_addr, me->port, &a);
+	int rc = net_ctx_create(NULL, &cl->ctl);
+	if (rc == 0)
+		rc = net_listen(cl->ctl, (struct sockaddr *)&a, alen, &cl->listener);
+	if (rc) {
+		char s[80];
+		snprintf(why, len, "cannot listen on %s: %s",
+			 net_addr_str((struct sockaddr *)&a, s, sizeof(s)), strerror(-rc));
+	}
+	return rc;
+}
+
+int rt_cluster_init(struct runtime *rt, const char *node_id, char *why, size_t why_len)
+{
+	if (!strcmp(rt->cfg.bootstrap, "none") || !rt->cfg.bootstrap[0])
+		return 0;
+	struct rt_cluster *cl = calloc(1, sizeof(*cl));
+	if (!cl) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	rt->cluster = cl;
+	wire_limits_default(&cl->lim);
+	int rc = membership_load(&rt->cfg, node_id, &cl->mem, why, why_len);
+	if (rc)
+		return rc;
+	if (cl->mem.num_nodes > 1 && !cl->mem.self_local)
+		CHI_LOG_WARN("node %u: none of its addresses is on this machine (NAT?)",
+			     cl->mem.self);
+	cl->out_up = calloc(cl->mem.num_nodes, sizeof(*cl->out_up));
+	if (!cl->out_up) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	rc = load_key(cl, &rt->cfg, why, why_len);
+	if (rc == 0)
+		rc = open_listener(cl, &rt->cfg, why, why_len);
+	if (rc == 0)
+		CHI_LOG_INFO("node %u of %u (%s), %s", cl->mem.self, cl->mem.num_nodes,
+			     cl->mem.source, cl->authenticated ? "authenticated" : "unauthenticated");
+	return rc;
+}
+
+static uint32_t peers_up(const struct runtime *rt)
+{
+	const struct rt_cluster *cl = rt->cluster;
+	uint32_t up = 0;
+	for (uint32_t i = 0; i < cl->mem.num_nodes; i++)
+		if (i != cl->mem.self &&
+		    atomic_load_explicit(&cl->out_up[i], memory_order_acquire) >= rt->num_workers)
+			up++;
+	return up;
+}
+
+void rt_cluster_wait_peers(struct runtime *rt)
+{
+	struct rt_cluster *cl = rt->cluster;
+	if (!cl || cl->mem.num_nodes < 2)
+		return;
+	uint64_t start = time_now_ns(), next_log = start + 1000000000ull;
+	uint64_t end = start + rt->cfg.wait_for_restart_s * 1000000000ull;
+	while (peers_up(rt) < cl->mem.num_nodes - 1) {
+		uint64_t now = time_now_ns();
+		if (now >= end) {
+			CHI_LOG_WARN("serving with %u of %u peers; the rest join when they come",
+				     peers_up(rt), cl->mem.num_nodes - 1);
+			return;
+		}
+		if (now >= next_log) {
+			char missing[256] = "";
+			size_t off = 0;
+			for (uint32_t i = 0; i < cl->mem.num_nodes && off < sizeof(missing) - 16; i++)
+				if (i != cl->mem.self &&
+				    atomic_load(&cl->out_up[i]) < rt->num_workers)
+					off += (size_t)snprintf(missing + off, sizeof(missing) - off,
+								" %u", i);
+			CHI_LOG_INFO("waiting for nodes:%s", missing);
+			next_log = now + 1000000000ull;
+		}
+		rt_cluster_control_poll(rt);
+		struct timespec ts = { 0, 5000000 }; /* accepts are this thread's job meanwhile */
+		nanosleep(&ts, NULL);
+	}
+	CHI_LOG_INFO("node %u: all %u peers connected", cl->mem.self, cl->mem.num_nodes - 1);
+}
+
+uint32_t rt_cluster_self(const struct runtime *rt)
+{
+	return rt->cluster->mem.self;
+}
+
+void rt_cluster_status(const struct runtime *rt, uint32_t *node, uint32_t *num_nodes,
+		       uint32_t *up)
+{
+	const struct rt_cluster *cl = rt->cluster;
+	*node = cl ? cl->mem.self : 0;
+	*num_nodes = cl ? cl->mem.num_nodes : 1;
+	*up = cl ? peers_up(rt) : 0;
+}
+
+void rt_cluster_fini(struct runtime *rt)
+{
+	struct rt_cluster *cl = rt->cluster;
+	if (!cl)
+		return;
+	net_ctx_destroy(cl->ctl);
+	while (cl->accepting) {
+		struct rt_link *l = cl->accepting;
+		cl->accepting = l->next;
+		hs_fini(&l->hs);
+		free(l);
+	}
+	hs_key_wipe(cl->key);
+	membership_fini(&cl->mem);
+	free(cl->out_up);
+	free(cl);
+	rt->cluster = NULL;
+}
