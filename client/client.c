@@ -526,8 +526,9 @@ static void drain_completions(struct chi_client *c, struct client_lane *lane)
 	uint32_t e;
 	while ((e = shm_cq_take(&lane->done)) != 0) {
 		uint64_t off = e & ~(uint32_t)SHM_SEG_CQ_TAG_MASK;
-		if (off < c->layout.arena_offset || off >= c->layout.size)
-			continue; /* the runtime wrote it: cannot happen */
+		if (off < c->layout.arena_offset ||
+		    (off - c->layout.arena_offset) / CHI_CACHE_LINE >= c->num_rec)
+			continue; /* no record's slot: garbage this process wrote into its queue */
 		_Atomic uint16_t *r = &c->rec[(off - c->layout.arena_offset) / CHI_CACHE_LINE];
 		uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
 		uint16_t want = (uint16_t)((e & SHM_SEG_CQ_TAG_MASK) | lane->index << REC_LANE_SHIFT);
