@@ -392,7 +392,8 @@ int chi_client_info(struct chi_client *c, struct chi_client_info *out)
 static void mark_idle(_Atomic uint16_t *r)
 {
 	uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
-	atomic_store_explicit(r, (uint16_t)((b & REC_TAG_MASK) | REC_IDLE), memory_order_relaxed);
+	/* The tag and lane stay: the next submission's tag depends on them (next_tag). */
+	atomic_store_explicit(r, (uint16_t)((b & ~REC_DONE) | REC_IDLE), memory_order_relaxed);
 }
 
 /* The client's private word for task record @t, or NULL for a pointer outside the arenas. */
@@ -532,7 +533,8 @@ static void drain_completions(struct chi_client *c, struct client_lane *lane)
 		_Atomic uint16_t *r = &c->rec[(off - c->layout.arena_offset) / CHI_CACHE_LINE];
 		uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
 		uint16_t want = (uint16_t)((e & SHM_SEG_CQ_TAG_MASK) | lane->index << REC_LANE_SHIFT);
-		if (b == want) /* that submission, in flight, not yet seen done */
+		if (b == want && (e & SHM_SEG_CQ_TAG_MASK)) /* that submission, in flight, not yet
+								* seen done; tag 0 is no hint */
 			/* Release: a waiter on another thread that sees DONE also sees the
 			 * outputs, which the queue's acquire (A4) made visible here. */
 			atomic_compare_exchange_strong_explicit(r, &b, b | REC_DONE,
@@ -557,7 +559,12 @@ static int submittable(struct chi_client *c, struct chi_task *t)
 static uint32_t next_tag(struct chi_client *c, struct client_lane *lane, struct chi_task *t)
 {
 	_Atomic uint16_t *r = rec_of(c, t); /* task_offset() vouched for t */
-	uint32_t tag = (atomic_load_explicit(r, memory_order_relaxed) + 1) & REC_TAG_MASK;
+	uint16_t b = atomic_load_explicit(r, memory_order_relaxed);
+	/* Through the same lane as last time: the next of 1..63. Through another: 0, no hint
+	 * (see REC_TAG_MASK: why a late entry never completes a later submission). */
+	uint32_t tag = (uint32_t)(b >> REC_LANE_SHIFT) == lane->index ?
+			       (b & REC_TAG_MASK) % REC_TAG_MASK + 1 :
+			       0;
 	atomic_store_explicit(r, (uint16_t)(tag | lane->index << REC_LANE_SHIFT),
 			      memory_order_relaxed);
 	return tag;

@@ -48,11 +48,16 @@ struct sleeper {
  * queue reported that submission done with rc 0; whether the record is known not to be in
  * flight (a submit then needs no look at its state word).
  *
- * Why a late entry never completes a later submission: entries go to the queue of the
- * lane the task came through, only that lane's owner thread submits through it, and it
- * drains the queue before each submit. An entry published late (the worker publishes at the
- * end of its burst; a worker whose lane moved meanwhile drops its entries) is therefore at
- * most a submission or two behind the record's tag, far from the 64 a tag takes to wrap. */
+ * Why a late entry never completes a later submission: entries go to the queue of the lane
+ * the task came through, and a worker posts a burst's entries before it takes the lane's next
+ * burst (or drops them, when the lane moved meanwhile). So the next submission of a record
+ * through that lane cannot run before the entry of the previous one is posted, and the
+ * lane's owner thread, the only one that submits through it, drains the queue before every
+ * submit: an entry is at most one submission behind, among those through its own lane.
+ * Consecutive submissions through one lane take different tags (1..63, cycling); a record
+ * that comes through another lane than last time takes tag 0, which is no hint at all (its
+ * completion is read from the state word), since its tag history on this lane is unknown.
+ * (test_completion: a_late_entry_never_completes_a_later_submission_through_another_lane.) */
 #define REC_TAG_MASK 0x3fu
 #define REC_DONE 0x40u
 #define REC_IDLE 0x80u
