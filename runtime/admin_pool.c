@@ -1,9 +1,17 @@
-/* The built-in admin pool (1.0): one container on this node, and the dispatch of tasks to it.
+/* The built-in admin module, "chimaera_admin", and its pool (1.0): an ordinary entry of the
+ * pool table, created at start (pool_manager.c), dispatched like any pool (dispatch.c). Its
+ * one container keeps no state, so whichever worker receives an admin task runs it
+ * (RT_MODULE_ANY_WORKER): an admin Noop is never forwarded.
  *
  * Besides pool management (GetOrCreatePool and DestroyPool run on the control thread, see
- * pool_jobs.c; ListPools here) its methods exercise and measure the task path: Noop, Echo
- * (bulk in -> bulk out), Sleep (a timer, never a blocked worker) and Stats. */
+ * pool_jobs.c; ListPools and PoolStats here) its methods exercise and measure the task path:
+ * Noop, Echo (bulk in -> bulk out), Sleep (a timer, never a blocked worker) and Stats.
+ *
+ * Handlers run on a worker (rt_self()); the dispatcher has checked min_params_size and the
+ * declared bulk descriptors once, but the parameters stay in the client's memory, so each
+ * handler reads what it uses once, into a copy, and checks it again. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,33 +24,27 @@
 
 #define MAX_SLEEP_US (3600ull * 1000000ull)
 
-/* Does @q resolve to the admin pool's single container (id 0 on node 0)? */
-static int route_single_container(const struct chi_pool_query *q)
+_Static_assert(CHI_LATENCY_BUCKETS == RT_LATENCY_BUCKETS, "one histogram layout");
+
+static int admin_noop(struct chi_request *req)
 {
-	switch (q->mode) {
-	case CHI_QUERY_LOCAL:
-	case CHI_QUERY_DYNAMIC:
-	case CHI_QUERY_BROADCAST:
-	case CHI_QUERY_DIRECT_HASH:
-		return 0;
-	case CHI_QUERY_DIRECT_ID:
-		return q->a == 0 ? 0 : -ENXIO;
-	case CHI_QUERY_RANGE:
-		return q->a == 0 && q->b >= 1 ? 0 : -ENXIO;
-	case CHI_QUERY_PHYSICAL:
-		return q->a == 0 ? 0 : -EHOSTUNREACH;
-	default:
-		return -EINVAL;
-	}
+	(void)req;
+	return 0;
 }
 
-static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *params)
+/* Create, Destroy, Monitor (the reserved ids) and Flush: not for the admin pool. */
+static int admin_not_implemented(struct chi_request *req)
 {
+	(void)req;
+	return -ENOSYS;
+}
+
+static int admin_echo(struct chi_request *req)
+{
+	struct rt_client *c = req->client;
 	struct chi_admin_echo_params p;
 
-	if (hdr->params_size < sizeof(p))
-		return -EINVAL;
-	memcpy(&p, params, sizeof(p)); /* one read of untrusted descriptors */
+	memcpy(&p, req->params, sizeof(p)); /* one read of untrusted descriptors */
 	void *in = shm_seg_range(c->base, &c->layout, p.in.offset, p.in.length);
 	void *out = shm_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
 	if (!in || !out || p.out.length < p.in.length)
@@ -53,34 +55,54 @@ static int admin_echo(struct rt_client *c, const struct chi_task *hdr, void *par
 
 /* Sleep: a timer charged to the client at the root of the task (quota
  * runtime.client_max_timers), completed by the worker when due. */
-static int admin_sleep(struct worker *w, struct rt_client *c, struct rt_client *root,
-		       struct chi_task *task, const struct chi_task *hdr, void *params)
+static int admin_sleep(struct chi_request *req)
 {
+	struct worker *w = rt_self();
 	struct chi_admin_sleep_params p;
 
-	if (hdr->params_size < sizeof(p))
-		return -EINVAL;
-	memcpy(&p, params, sizeof(p));
+	memcpy(&p, req->params, sizeof(p));
 	if (p.usec > MAX_SLEEP_US)
 		return -EINVAL;
 	if (p.usec == 0)
 		return 0;
-	int rc = rt_quota_take(&root->held_timers, w->rt->cfg.client_max_timers);
+	int rc = rt_quota_take(&req->root->held_timers, w->rt->cfg.client_max_timers);
 	if (rc)
 		return rc;
-	rc = rt_timer_add(w, c, root, task, time_now_ns() + p.usec * 1000ull);
+	rc = rt_timer_add(w, req->client, req->root, req->task, time_now_ns() + p.usec * 1000ull);
 	if (rc)
-		rt_quota_give(&root->held_timers);
+		rt_quota_give(&req->root->held_timers);
 	return rc ? rc : RT_TASK_PENDING;
 }
 
-static int admin_stats(struct worker *w, const struct chi_task *hdr, void *params)
+static int admin_stop_runtime(struct chi_request *req)
 {
-	struct runtime *rt = w->rt;
+	(void)req;
+	rt_request_stop(rt_self()->rt);
+	return 0;
+}
+
+/* GetOrCreatePool and DestroyPool: handed to the control thread, which completes them. */
+static int admin_pool_job(struct chi_request *req, uint32_t method)
+{
+	return rt_jobs_submit(rt_self(), req->client, req->root, req->task, method, req->params,
+			      req->params_size);
+}
+
+static int admin_get_or_create_pool(struct chi_request *req)
+{
+	return admin_pool_job(req, CHI_ADMIN_GET_OR_CREATE_POOL);
+}
+
+static int admin_destroy_pool(struct chi_request *req)
+{
+	return admin_pool_job(req, CHI_ADMIN_DESTROY_POOL);
+}
+
+static int admin_stats(struct chi_request *req)
+{
+	struct runtime *rt = rt_self()->rt;
 	struct chi_admin_stats s;
 
-	if (hdr->params_size < sizeof(s))
-		return -EINVAL;
 	memset(&s, 0, sizeof(s));
 	s.pid = (int32_t)getpid();
 	s.num_workers = rt->num_workers;
@@ -108,64 +130,57 @@ static int admin_stats(struct worker *w, const struct chi_task *hdr, void *param
 		}
 	}
 	s.num_clients = atomic_load_explicit(&rt->num_clients, memory_order_relaxed);
-	memcpy(params, &s, sizeof(s));
+	memcpy(req->params, &s, sizeof(s));
 	return 0;
 }
 
-static int admin_list_pools(struct worker *w, struct rt_client *c, const struct chi_task *hdr,
-			    void *params)
+static void pool_info(const struct rt_pool *pool, struct chi_pool_info *info)
 {
-	struct chi_admin_list_pools_params p;
-	struct rt_pools *pools = w->rt->pools;
+	memset(info, 0, sizeof(*info));
+	info->pool_id = pool->id;
+	info->num_containers = pool->num_containers;
+	info->tasks = rt_pool_tasks(pool);
+	snprintf(info->mod_name, sizeof(info->mod_name), "%s", pool->mod->name);
+	snprintf(info->pool_name, sizeof(info->pool_name), "%s", pool->name);
+}
 
-	if (hdr->params_size < sizeof(p))
-		return -EINVAL;
-	memcpy(&p, params, sizeof(p));
+/* Every live pool, the admin pool first (it holds slot 0). */
+static int admin_list_pools(struct chi_request *req)
+{
+	struct rt_client *c = req->client;
+	struct rt_pools *pools = rt_self()->rt->pools;
+	struct chi_admin_list_pools_params p;
+
+	memcpy(&p, req->params, sizeof(p));
 	struct chi_pool_info *out = shm_seg_range(c->base, &c->layout, p.out.offset, p.out.length);
 	if (!out)
 		return -EFAULT;
 	uint64_t max = p.out.length / sizeof(*out);
 	uint32_t count = 0;
-	/* The admin pool first, then every live pool (lock-free: slots only ever fill). */
-	for (int32_t i = -1; i < RT_MAX_POOLS; i++) {
+	for (uint32_t i = 0; i < RT_MAX_POOLS; i++) { /* lock-free: slots only ever fill */
+		struct rt_pool *pool = atomic_load_explicit(&pools->slots[i], memory_order_acquire);
+		if (!pool)
+			break;
+		if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+			continue;
 		struct chi_pool_info info;
-		memset(&info, 0, sizeof(info));
-		if (i < 0) {
-			info.pool_id = (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR };
-			info.num_containers = 1;
-			snprintf(info.mod_name, sizeof(info.mod_name), "admin");
-			snprintf(info.pool_name, sizeof(info.pool_name), "admin");
-		} else {
-			struct rt_pool *pool =
-				atomic_load_explicit(&pools->slots[i], memory_order_acquire);
-			if (!pool)
-				break;
-			if (atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
-				continue;
-			info.pool_id = pool->id;
-			info.num_containers = pool->num_containers;
-			info.tasks = rt_pool_tasks(pool);
-			snprintf(info.mod_name, sizeof(info.mod_name), "%s", pool->mod->name);
-			snprintf(info.pool_name, sizeof(info.pool_name), "%s", pool->name);
-		}
+		pool_info(pool, &info);
 		if (count < max)
 			memcpy(&out[count], &info, sizeof(info));
 		count++;
 	}
-	((struct chi_admin_list_pools_params *)params)->count = count;
+	((struct chi_admin_list_pools_params *)req->params)->count = count;
 	return 0;
 }
 
 /* PoolStats: one pool's info and its tasks per container (into a bulk array). */
-static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct chi_task *hdr,
-			    void *params)
+static int admin_pool_stats(struct chi_request *req)
 {
+	struct rt_client *c = req->client;
 	struct chi_admin_pool_stats_params p;
 
-	if (hdr->params_size < sizeof(p))
-		return -EINVAL;
-	memcpy(&p, params, sizeof(p));
-	struct rt_pool *pool = rt_pool_find(w->rt, p.pool_id);
+	memcpy(&p, req->params, sizeof(p));
+	struct rt_pool *pool = rt_pool_find(rt_self()->rt, p.pool_id);
 	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
 		return -ENOENT;
 	unsigned char *per = NULL; /* the client chose where: maybe misaligned */
@@ -175,93 +190,84 @@ static int admin_pool_stats(struct worker *w, struct rt_client *c, const struct 
 		if (!per)
 			return -EFAULT;
 	}
-	struct chi_admin_pool_stats_params *out = params;
+	struct chi_admin_pool_stats_params *out = req->params;
 	uint64_t room = p.container_tasks.length / sizeof(uint64_t);
-	memset(&out->info, 0, sizeof(out->info));
-	out->info.pool_id = pool->id;
-	out->info.num_containers = pool->num_containers;
-	snprintf(out->info.mod_name, sizeof(out->info.mod_name), "%s", pool->mod->name);
-	snprintf(out->info.pool_name, sizeof(out->info.pool_name), "%s", pool->name);
-	memset(out->latency_log2_ns, 0, sizeof(out->latency_log2_ns));
+	uint64_t hist[CHI_LATENCY_BUCKETS] = { 0 };
+	struct chi_pool_info info;
+	pool_info(pool, &info);
+	info.tasks = 0; /* the sum of what the containers report below */
 	for (uint32_t i = 0; i < pool->num_containers; i++) {
-		uint64_t n = atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
-		out->info.tasks += n;
+		uint64_t n = rt_container_tasks(&pool->containers[i]);
+		info.tasks += n;
 		if (i < room) /* the client chose the address: it may be misaligned */
 			memcpy(per + (size_t)i * sizeof(n), &n, sizeof(n));
-		for (uint32_t b = 0; b < CHI_LATENCY_BUCKETS; b++)
-			out->latency_log2_ns[b] += atomic_load_explicit(
-				&pool->containers[i].latency[b], memory_order_relaxed);
+		rt_container_latency_add(&pool->containers[i], hist);
 	}
+	memcpy(&out->info, &info, sizeof(info));
+	memcpy(out->latency_log2_ns, hist, sizeof(hist));
 	return 0;
 }
 
-/* Names for the stall watchdog and stealing (rt_activity_begin): admin tasks are marked
- * like any module's, so a long one (a 128 MiB Echo) is reported and its lanes move. */
-#define ADMIN_METHOD(id, name) [id] = { id, name, NULL, 0, 0, NULL, NULL, 0 }
-static const struct chi_method_desc admin_methods[] = {
-	ADMIN_METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool"),
-	ADMIN_METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool"),
-	ADMIN_METHOD(CHI_ADMIN_STOP_RUNTIME, "StopRuntime"),
-	ADMIN_METHOD(CHI_ADMIN_NOOP, "Noop"),
-	ADMIN_METHOD(CHI_ADMIN_ECHO, "Echo"),
-	ADMIN_METHOD(CHI_ADMIN_SLEEP, "Sleep"),
-	ADMIN_METHOD(CHI_ADMIN_STATS, "Stats"),
-	ADMIN_METHOD(CHI_ADMIN_LIST_POOLS, "ListPools"),
-	ADMIN_METHOD(CHI_ADMIN_POOL_STATS, "PoolStats"),
+static int admin_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
+{
+	(void)c;
+	(void)kv;
+	(void)n;
+	return 0;
+}
+
+/* Bulk buffers the dispatcher checks before the handler runs (and a remote runtime will
+ * stage). Echo writes in.length bytes: that is its OUT length. ListPools and PoolStats
+ * fill a prefix of their arrays (count entries, num_containers counts) that no uint64_t of
+ * their parameters holds: declared whole, and what lies past the prefix means nothing. */
+#define FIELD(type, f) (uint32_t) offsetof(type, f)
+static const struct chi_bulk_field echo_bulk[] = {
+	{ FIELD(struct chi_admin_echo_params, in), CHI_BULK_IN, 0, 0 },
+	{ FIELD(struct chi_admin_echo_params, out), CHI_BULK_OUT,
+	  FIELD(struct chi_admin_echo_params, in.length), 0 },
+};
+static const struct chi_bulk_field list_pools_bulk[] = {
+	{ FIELD(struct chi_admin_list_pools_params, out), CHI_BULK_OUT, CHI_BULK_LEN_WHOLE, 0 },
+};
+static const struct chi_bulk_field pool_stats_bulk[] = {
+	{ FIELD(struct chi_admin_pool_stats_params, container_tasks), CHI_BULK_OUT,
+	  CHI_BULK_LEN_WHOLE, 0 },
 };
 
-/* Indexed by id: this is on the path of every admin Noop. */
-static const struct chi_method_desc *admin_method(uint32_t id)
-{
-	static const struct chi_method_desc unknown = { 0, "?", NULL, 0, 0, NULL, NULL, 0 };
-	if (id < sizeof(admin_methods) / sizeof(admin_methods[0]) && admin_methods[id].name)
-		return &admin_methods[id];
-	return &unknown;
-}
+#define METHOD(id, name, fn, flags, params) { id, name, fn, flags, params, NULL, NULL, 0 }
+#define METHOD_BULK(id, name, fn, flags, params, bulk)                                      \
+	{ id, name, fn, flags, params, NULL, bulk, sizeof(bulk) / sizeof(bulk[0]) }
+#define RO CHI_METHOD_READ_ONLY
+#define OWNS RT_METHOD_OWNS_TASK
 
-static int admin_run(struct worker *w, struct rt_client *c, struct rt_client *root,
-		     struct chi_task *task, const struct chi_task *hdr, void *params)
-{
-	switch (hdr->method) {
-	case CHI_ADMIN_NOOP:
-		return 0;
-	case CHI_ADMIN_ECHO:
-		return admin_echo(c, hdr, params);
-	case CHI_ADMIN_SLEEP:
-		return admin_sleep(w, c, root, task, hdr, params);
-	case CHI_ADMIN_STATS:
-		return admin_stats(w, hdr, params);
-	case CHI_ADMIN_STOP_RUNTIME:
-		rt_request_stop(w->rt);
-		return 0;
-	case CHI_ADMIN_GET_OR_CREATE_POOL:
-	case CHI_ADMIN_DESTROY_POOL:
-		return rt_jobs_submit(w, c, root, task, hdr->method, params, hdr->params_size);
-	case CHI_ADMIN_LIST_POOLS:
-		return admin_list_pools(w, c, hdr, params);
-	case CHI_ADMIN_POOL_STATS:
-		return admin_pool_stats(w, c, hdr, params);
-	case CHI_ADMIN_CREATE:
-	case CHI_ADMIN_DESTROY:
-	case CHI_ADMIN_MONITOR:
-	case CHI_ADMIN_FLUSH:
-		return -ENOSYS;
-	default:
-		return -EBADRQC; /* no such method */
-	}
-}
+/* By id: the names are also what the stall watchdog reports (a long Echo, say). */
+static const struct chi_method_desc admin_methods[] = {
+	METHOD(CHI_ADMIN_CREATE, "Create", admin_not_implemented, 0, 0),
+	METHOD(CHI_ADMIN_DESTROY, "Destroy", admin_not_implemented, 0, 0),
+	METHOD(CHI_ADMIN_MONITOR, "Monitor", admin_not_implemented, 0, 0),
+	METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool", admin_get_or_create_pool, OWNS,
+	       sizeof(struct chi_admin_create_pool_params)),
+	METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool", admin_destroy_pool, OWNS,
+	       sizeof(struct chi_admin_destroy_pool_params)),
+	METHOD(CHI_ADMIN_STOP_RUNTIME, "StopRuntime", admin_stop_runtime, 0, 0),
+	METHOD(CHI_ADMIN_FLUSH, "Flush", admin_not_implemented, 0, 0),
+	METHOD(CHI_ADMIN_NOOP, "Noop", admin_noop, RO, 0),
+	METHOD_BULK(CHI_ADMIN_ECHO, "Echo", admin_echo, RO, sizeof(struct chi_admin_echo_params),
+		    echo_bulk),
+	METHOD(CHI_ADMIN_SLEEP, "Sleep", admin_sleep, RO | OWNS,
+	       sizeof(struct chi_admin_sleep_params)),
+	METHOD(CHI_ADMIN_STATS, "Stats", admin_stats, RO, sizeof(struct chi_admin_stats)),
+	METHOD_BULK(CHI_ADMIN_LIST_POOLS, "ListPools", admin_list_pools, RO,
+		    sizeof(struct chi_admin_list_pools_params), list_pools_bulk),
+	METHOD_BULK(CHI_ADMIN_POOL_STATS, "PoolStats", admin_pool_stats, RO,
+		    sizeof(struct chi_admin_pool_stats_params), pool_stats_bulk),
+};
 
-int rt_admin_dispatch(struct worker *w, struct rt_client *c, struct rt_client *root,
-		      struct chi_task *task, const struct chi_task *hdr, void *params)
-{
-	if (hdr->pool.major != CHI_ADMIN_POOL_MAJOR || hdr->pool.minor != CHI_ADMIN_POOL_MINOR)
-		return -ENOENT; /* no such pool */
-	int rc = route_single_container(&hdr->query);
-	if (rc)
-		return rc;
-	/* The admin pool has no container: the watchdog names it "admin" (NULL). */
-	rt_activity_begin(NULL, admin_method(hdr->method));
-	rc = admin_run(w, c, root, task, hdr, params);
-	rt_activity_end();
-	return rc;
-}
+const struct chi_module_desc rt_admin_module = {
+	.abi_version = CHI_MODULE_ABI_VERSION,
+	.name = "chimaera_admin",
+	.state_size = 0,
+	.create = admin_create,
+	.methods = admin_methods,
+	.num_methods = sizeof(admin_methods) / sizeof(admin_methods[0]),
+};

@@ -461,7 +461,7 @@ static int cmd_stats(struct cli_opts *o)
 		rc = chi_admin_list_pools(c, info, 256, &n);
 	for (uint32_t i = 0; rc == 0 && i < n && i < 256; i++)
 		if (chi_admin_pool_latency(c, info[i].pool_id, hist[i]) != 0)
-			memset(hist[i], 0, sizeof(hist[i])); /* the admin pool keeps none */
+			memset(hist[i], 0, sizeof(hist[i])); /* destroyed meanwhile */
 	chi_client_disconnect(c);
 	if (rc) {
 		fprintf(stderr, "chimaera: stats failed: %s\n", strerror(-rc));

@@ -1,11 +1,11 @@
 /* From a lane entry to a container: find the pool and method, resolve the PoolQuery, run the
- * task on the worker that owns the container (forwarding it if that is another worker), and
- * for Range/Broadcast fan out to each container and combine the replies. */
+ * task on the worker that owns the container (forwarding it if that is another worker; a
+ * container of RT_OWNER_ANY, the admin pool's, runs where the task arrived), and for
+ * Range/Broadcast fan out to each container and combine the replies. Every pool goes this
+ * way, the admin pool (1.0) included. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <chimaera/admin.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -31,38 +31,61 @@ struct rt_fanout {
 
 /* ---- running ---- */
 
-void rt_latency_record(struct chi_container *c, uint64_t ns)
+/* Counters have a single writer: no locked add on the task path. */
+static inline void count_one(_Atomic uint64_t *n)
 {
-	uint32_t b = ns ? 63u - (uint32_t)__builtin_clzll(ns) : 0;
-	if (b >= 40)
-		b = 39;
-	atomic_store_explicit(&c->latency[b],
-			      atomic_load_explicit(&c->latency[b], memory_order_relaxed) + 1,
+	atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 }
 
-
-int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
+static inline void record_latency(_Atomic uint64_t *latency, uint64_t ns)
 {
-	struct chi_container *c = work->container;
-	struct chi_request req = { work->client, work->root, work->task, c,
-				   work->params, work->size, yt };
-	/* Single writer (the owner): no locked add on the task path. */
-	atomic_store_explicit(&c->tasks, atomic_load_explicit(&c->tasks, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
-	if (yt) /* on a coroutine: yield.c marks each stretch between yields */
-		return work->method->handler(&req);
-	rt_activity_begin(c, work->method);
+	uint32_t b = ns ? 63u - (uint32_t)__builtin_clzll(ns) : 0;
+	count_one(&latency[b < RT_LATENCY_BUCKETS ? b : RT_LATENCY_BUCKETS - 1]);
+}
+
+void rt_latency_record(struct chi_container *c, uint64_t ns)
+{
+	record_latency(c->latency, ns);
+}
+
+/* Count @req's task for @c and call @m's handler (timing one in 16). @w: the worker running
+ * it, needed only for a container of RT_OWNER_ANY. Inline: the fast path of every task. */
+static inline __attribute__((always_inline)) int
+call_handler(const struct worker *w, struct chi_container *c, const struct chi_method_desc *m,
+	     struct chi_request *req)
+{
+	_Atomic uint64_t *tasks = &c->tasks, *latency = c->latency;
+	uint32_t *sample = &c->sample;
+	if (c->owner == RT_OWNER_ANY) {
+		/* Run by any worker (never on a coroutine: RT_MODULE_ANY_WORKER): each counts
+		 * in its own set, so that the counters keep a single writer. */
+		struct rt_task_counters *mine = &c->per_worker[w->index];
+		tasks = &mine->tasks;
+		latency = mine->latency;
+		sample = &mine->sample;
+	}
+	count_one(tasks);
+	if (req->yt) /* on a coroutine: yield.c marks each stretch between yields */
+		return m->handler(req);
+	rt_activity_begin(c, m);
 	int rc;
-	if ((c->sample++ & 15) == 0) { /* the clock is dear here: time one task in 16 */
+	if (((*sample)++ & 15) == 0) { /* the clock is dear here: time one task in 16 */
 		uint64_t t0 = time_now_ns();
-		rc = work->method->handler(&req);
-		rt_latency_record(c, time_now_ns() - t0);
+		rc = m->handler(req);
+		record_latency(latency, time_now_ns() - t0);
 	} else {
-		rc = work->method->handler(&req);
+		rc = m->handler(req);
 	}
 	rt_activity_end();
 	return rc;
+}
+
+int rt_call_handler(const struct rt_work *work, struct rt_ytask *yt)
+{
+	struct chi_request req = { work->client, work->root, work->task, work->container,
+				   work->params, work->size, yt };
+	return call_handler(rt_self_worker, work->container, work->method, &req);
 }
 
 static void fanout_reply(struct worker *w, struct rt_fanout *f, void *reply, int rc)
@@ -114,8 +137,8 @@ void rt_work_done(struct worker *w, struct rt_work *work, int rc)
 	rt_work_release(w, work);
 }
 
-/* Run @work on this worker, its container's owner: at once, or on a coroutine when the
- * method may yield. The work holds a client reference until rt_work_done(). */
+/* Run @work on this worker, which may run its container's tasks: at once, or on a coroutine
+ * when the method may yield. The work holds a client reference until rt_work_done(). */
 void rt_run_work(struct worker *w, struct rt_work *work)
 {
 	if (rt_client_cancelled(work->root)) {
@@ -141,13 +164,19 @@ void rt_work_cancel(struct rt_work *work)
 	}
 }
 
-/* Run now if we own the container, else hand it to the owner. Takes a reference on the
- * work's root client, which rt_work_done() puts. */
+/* May @w run @c's tasks: it owns it, or any worker may? */
+static inline int runs_here(const struct worker *w, const struct chi_container *c)
+{
+	return c->owner == w->index || c->owner == RT_OWNER_ANY;
+}
+
+/* Run now if we may run the container's tasks, else hand it to the owner. Takes a reference
+ * on the work's root client, which rt_work_done() puts. */
 static void run_or_forward(struct worker *w, struct rt_work *work)
 {
 	int rc;
 	rt_client_get(work->root);
-	if (work->container->owner == w->index)
+	if (runs_here(w, work->container))
 		rt_run_work(w, work);
 	else if ((rc = rt_worker_post_work(&w->rt->workers[work->container->owner], work)) != 0)
 		rt_work_done(w, work, rc);
@@ -182,10 +211,10 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 			return -EHOSTUNREACH;
 		/* fall through */
 	case CHI_QUERY_LOCAL:
-		/* Any container on this node: prefer one this worker owns. */
+		/* Any container on this node: prefer one this worker may run. */
 		*first = 0;
 		for (uint32_t i = 0; i < n; i++)
-			if (pool->containers[i].owner == w->index) {
+			if (runs_here(w, &pool->containers[i])) {
 				*first = i;
 				break;
 			}
@@ -265,9 +294,7 @@ static int fan_out(struct worker *w, struct rt_client *client, struct rt_client 
 int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_client *root,
 		     struct chi_task *task, const struct chi_task *hdr, void *params)
 {
-	if (hdr->pool.major == CHI_ADMIN_POOL_MAJOR && hdr->pool.minor == 0)
-		return rt_admin_dispatch(w, client, root, task, hdr, params);
-	struct rt_pool *pool = rt_pool_find(w->rt, hdr->pool);
+	struct rt_pool *pool = rt_pools_lookup(w->rt->pools, hdr->pool);
 	if (!pool)
 		return -ENOENT;
 	/* A8: pairs with R8 in rt_pool_destroy_begin: draining pools take nothing new. */
@@ -284,13 +311,20 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 	int rc = resolve(w, pool, hdr, params, &first, &count);
 	if (rc)
 		return rc;
-	if (count > 1 || hdr->query.mode == CHI_QUERY_RANGE || hdr->query.mode == CHI_QUERY_BROADCAST)
+	/* A method that completes its task itself (admin Sleep, pool jobs) runs on the task:
+	 * its single-container pool makes a Range or Broadcast one call, as Local is. */
+	if (count > 1 || ((hdr->query.mode == CHI_QUERY_RANGE ||
+			   hdr->query.mode == CHI_QUERY_BROADCAST) &&
+			  !(m->flags & RT_METHOD_OWNS_TASK)))
 		return fan_out(w, client, root, task, pool, m, params, hdr->params_size, first,
 			       count);
-	struct rt_work work = { client, root, task, &pool->containers[first], m, NULL, params,
-				hdr->params_size };
-	if (work.container->owner == w->index && !(m->flags & CHI_METHOD_MAY_YIELD))
-		return rt_call_handler(&work, NULL); /* the fast path: no reference, no copy */
+	struct chi_container *c = &pool->containers[first];
+	if (runs_here(w, c) && !(m->flags & CHI_METHOD_MAY_YIELD)) {
+		/* the fast path: no reference, no copy */
+		struct chi_request req = { client, root, task, c, params, hdr->params_size, NULL };
+		return call_handler(w, c, m, &req);
+	}
+	struct rt_work work = { client, root, task, c, m, NULL, params, hdr->params_size };
 	run_or_forward(w, &work);
 	return RT_TASK_PENDING;
 }

@@ -2,7 +2,8 @@
  * next to the executable (install layout, then build tree), then the configured prefix.
  * dlopen(RTLD_NOW | RTLD_LOCAL), one versioned entry symbol, and a descriptor checked before
  * anything of it is used. Each way a load fails has its own errno and a reason naming the
- * module and the cause. */
+ * module and the cause. Built-in modules (the admin pool's) are added, checked, by
+ * rt_module_add_builtin: no file, never dlclose'd. */
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -80,7 +81,10 @@ static int check_bulk_fields(const struct chi_method_desc *m, char *why, size_t 
 	return 0;
 }
 
-static int check_desc(const struct chi_module_desc *d, const char *name, char *why, size_t len)
+/* @builtin: a module linked into the runtime, which may define the reserved ids (the admin
+ * pool answers Create, Destroy and Monitor itself) and set RT_METHOD_OWNS_TASK. */
+static int check_desc(const struct chi_module_desc *d, const char *name, int builtin, char *why,
+		      size_t len)
 {
 	if (d->abi_version != CHI_MODULE_ABI_VERSION) {
 		snprintf(why, len, "ABI version %u, the runtime needs %u (rebuild the module)",
@@ -102,9 +106,14 @@ static int check_desc(const struct chi_module_desc *d, const char *name, char *w
 	}
 	for (uint32_t i = 0; i < d->num_methods; i++) {
 		const struct chi_method_desc *m = &d->methods[i];
-		if (m->id < CHI_METHOD_FIRST_CUSTOM || !m->handler) {
+		if ((m->id < CHI_METHOD_FIRST_CUSTOM && !builtin) || !m->handler) {
 			snprintf(why, len, "method %u (%s): %s", m->id, m->name ? m->name : "?",
 				 m->handler ? "ids below 10 are reserved" : "no handler");
+			return -EINVAL;
+		}
+		if ((m->flags & RT_METHOD_OWNS_TASK) && !builtin) {
+			snprintf(why, len, "method %u (%s): flag 0x%x is the runtime's own", m->id,
+				 m->name ? m->name : "?", RT_METHOD_OWNS_TASK);
 			return -EINVAL;
 		}
 		int rc = check_bulk_fields(m, why, len);
@@ -117,6 +126,18 @@ static int check_desc(const struct chi_module_desc *d, const char *name, char *w
 			}
 	}
 	return 0;
+}
+
+/* Put checked @desc into @m, and @m into the list. */
+static void add_module(struct rt_pools *pools, struct rt_module *m,
+		       const struct chi_module_desc *desc)
+{
+	m->desc = desc;
+	for (uint32_t i = 0; i < desc->num_methods; i++) /* ids are unique: checked */
+		if (desc->methods[i].id < RT_METHOD_INDEX)
+			m->by_id[desc->methods[i].id] = &desc->methods[i];
+	m->next = pools->modules;
+	pools->modules = m;
 }
 
 int rt_module_find(const char *name, char *path, size_t path_len, char *why, size_t why_len)
@@ -182,7 +203,7 @@ int rt_module_load(struct rt_pools *pools, const char *name, struct rt_module **
 		snprintf(reason, sizeof(reason), "%s returned NULL", CHI_MODULE_ENTRY_NAME);
 		rc = -EINVAL;
 	} else {
-		rc = check_desc(desc, name, reason, sizeof(reason));
+		rc = check_desc(desc, name, 0, reason, sizeof(reason));
 	}
 	struct rt_module *m = NULL;
 	if (rc == 0 && !(m = calloc(1, sizeof(*m)))) {
@@ -198,10 +219,43 @@ int rt_module_load(struct rt_pools *pools, const char *name, struct rt_module **
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	snprintf(m->path, sizeof(m->path), "%s", path);
 	m->dl = dl;
-	m->desc = desc;
-	m->next = pools->modules;
-	pools->modules = m;
+	add_module(pools, m, desc);
 	CHI_LOG_INFO("module '%s' loaded from %s (%u methods)", name, path, desc->num_methods);
+	*out = m;
+	return 0;
+}
+
+int rt_module_add_builtin(struct rt_pools *pools, const struct chi_module_desc *desc,
+			  uint32_t flags, struct rt_module **out, char *why, size_t why_len)
+{
+	char reason[512];
+
+	int rc = check_desc(desc, desc->name ? desc->name : "", 1, reason, sizeof(reason));
+	/* Its containers may run on several workers at once: nothing may stay on one. */
+	for (uint32_t i = 0; rc == 0 && (flags & RT_MODULE_ANY_WORKER) && i < desc->num_methods;
+	     i++)
+		if (desc->methods[i].flags & CHI_METHOD_MAY_YIELD) {
+			snprintf(reason, sizeof(reason), "method %u may yield, but any worker runs it",
+				 desc->methods[i].id);
+			rc = -EINVAL;
+		}
+	if (rc == 0 && (flags & RT_MODULE_ANY_WORKER) && desc->monitor) {
+		snprintf(reason, sizeof(reason), "a monitor, but no worker owns its containers");
+		rc = -EINVAL;
+	}
+	if (rc) {
+		snprintf(why, why_len, "built-in module '%s': %s", desc->name ? desc->name : "?",
+			 reason);
+		return rc;
+	}
+	struct rt_module *m = calloc(1, sizeof(*m));
+	if (!m) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(m->name, sizeof(m->name), "%s", desc->name);
+	m->flags = RT_MODULE_BUILTIN | flags;
+	add_module(pools, m, desc);
 	*out = m;
 	return 0;
 }
@@ -211,16 +265,8 @@ void rt_modules_unload(struct rt_pools *pools)
 	while (pools->modules) {
 		struct rt_module *m = pools->modules;
 		pools->modules = m->next;
-		dlclose(m->dl);
+		if (m->dl) /* a built-in one has none */
+			dlclose(m->dl);
 		free(m);
 	}
-}
-
-const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id)
-{
-	const struct chi_module_desc *d = mod->desc;
-	for (uint32_t i = 0; i < d->num_methods; i++)
-		if (d->methods[i].id == id)
-			return &d->methods[i];
-	return NULL;
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <chimaera/admin.h>
+
 #include "common/log.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
@@ -70,17 +72,6 @@ void rt_container_verror(const struct chi_container *c, const char *fmt, va_list
 			    c ? c->pool->name : "?", c ? c->id : 0, msg);
 }
 
-int rt_pools_init(struct runtime *rt)
-{
-	struct rt_pools *p = calloc(1, sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	pthread_mutex_init(&p->lock, NULL);
-	p->next_major = RT_FIRST_USER_MAJOR;
-	rt->pools = p;
-	return 0;
-}
-
 static void destroy_containers(struct rt_pool *pool)
 {
 	const struct chi_module_desc *d = pool->mod->desc;
@@ -94,6 +85,15 @@ static void destroy_containers(struct rt_pool *pool)
 	}
 }
 
+/* What a pool's containers hold besides their state (a tombstone keeps it until the end). */
+static void free_containers(struct rt_pool *pool)
+{
+	for (uint32_t i = 0; pool->containers && i < pool->num_containers; i++)
+		free(pool->containers[i].per_worker);
+	free(pool->containers);
+	pool->containers = NULL;
+}
+
 void rt_pools_fini(struct runtime *rt)
 {
 	struct rt_pools *p = rt->pools;
@@ -103,13 +103,13 @@ void rt_pools_fini(struct runtime *rt)
 		struct rt_pool *pool = atomic_load_explicit(&p->slots[i], memory_order_relaxed);
 		if (atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_DEAD)
 			destroy_containers(pool);
-		free(pool->containers);
+		free_containers(pool);
 		free(pool);
 	}
 	while (p->graveyard) {
 		struct rt_pool *pool = p->graveyard;
 		p->graveyard = pool->grave_next;
-		free(pool->containers);
+		free_containers(pool);
 		free(pool);
 	}
 	rt_modules_unload(p);
@@ -118,29 +118,9 @@ void rt_pools_fini(struct runtime *rt)
 	rt->pools = NULL;
 }
 
-#define BY_ID_MASK (2 * RT_MAX_POOLS - 1)
-_Static_assert((2 * RT_MAX_POOLS & BY_ID_MASK) == 0, "the id index is a power of two");
-
-static uint32_t id_hash(struct chi_pool_id id)
-{
-	uint64_t k = ((uint64_t)id.major << 32 | id.minor) * 0x9e3779b97f4a7c15ull;
-	return (uint32_t)(k >> 40) & BY_ID_MASK;
-}
-
-/* Every task looks its pool up here: a probe or two in the id index, not a scan. */
 struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id)
 {
-	struct rt_pools *p = rt->pools;
-	for (uint32_t i = id_hash(id), n = 0; n <= BY_ID_MASK; i = (i + 1) & BY_ID_MASK, n++) {
-		/* A7: pairs with R7 in publish: a pool's fields are set before it is indexed. */
-		struct rt_pool *pool = atomic_load_explicit(&p->by_id[i], memory_order_acquire);
-		if (!pool)
-			return NULL;
-		if (pool->id.major == id.major && pool->id.minor == id.minor &&
-		    atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_DEAD)
-			return pool;
-	}
-	return NULL;
+	return rt_pools_lookup(rt->pools, id);
 }
 
 /* Control thread, under the table's lock: index @pool by its id. */
@@ -153,11 +133,11 @@ static int is_dead(struct rt_pool *pool)
  * stops only at an empty entry, and compares ids). At most RT_MAX_POOLS are live. */
 static void index_by_id(struct rt_pools *p, struct rt_pool *pool)
 {
-	uint32_t i = id_hash(pool->id);
+	uint32_t i = rt_pools_id_hash(pool->id);
 	struct rt_pool *old;
 	while ((old = atomic_load_explicit(&p->by_id[i], memory_order_relaxed)) && !is_dead(old))
-		i = (i + 1) & BY_ID_MASK;
-	/* R7: pairs with A7 in rt_pool_find. */
+		i = (i + 1) & RT_POOLS_BY_ID_MASK;
+	/* R7: pairs with A7 in rt_pools_lookup. */
 	atomic_store_explicit(&p->by_id[i], pool, memory_order_release);
 }
 
@@ -174,7 +154,7 @@ static struct rt_pool *find_by_name(struct rt_pools *p, const char *name)
 
 static int id_in_use(struct runtime *rt, struct chi_pool_id id)
 {
-	return (id.major == 1 && id.minor == 0) || rt_pool_find(rt, id) != NULL;
+	return rt_pool_find(rt, id) != NULL; /* the admin pool's 1.0 included */
 }
 
 /* An existing pool of that name: the same definition is success, another is a conflict. */
@@ -207,8 +187,18 @@ static int create_containers(struct runtime *rt, struct rt_pool *pool,
 		c->pool = pool;
 		c->id = i;
 		/* Spread a pool's containers over the workers, starting at a different worker
-		 * for each pool. */
+		 * for each pool; a stateless one runs wherever its task arrives. */
 		c->owner = (pool->id.major + i) % rt->num_workers;
+		if (pool->mod->flags & RT_MODULE_ANY_WORKER) {
+			c->owner = RT_OWNER_ANY;
+			/* aligned_alloc: each worker's counters on lines of their own */
+			size_t size = rt->num_workers * sizeof(*c->per_worker);
+			c->per_worker = aligned_alloc(CHI_CACHE_LINE, size);
+			if (!c->per_worker)
+				return -ENOMEM;
+			memset(c->per_worker, 0, size);
+			c->num_per_worker = rt->num_workers;
+		}
 		c->state = calloc(1, d->state_size ? d->state_size : 1);
 		if (!c->state)
 			return -ENOMEM;
@@ -289,6 +279,45 @@ static int publish(struct rt_pools *p, struct rt_pool *pool, char *why, size_t l
 	return 0;
 }
 
+/* Under the table's lock: create the pool of @s with @mod and publish it. */
+static int create_pool(struct runtime *rt, const struct rt_pool_spec *s, struct rt_module *mod,
+		       uint32_t count, struct chi_pool_id *out, char *why, size_t len)
+{
+	struct rt_pools *p = rt->pools;
+	struct rt_pool *pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return -ENOMEM;
+	pool->mod = mod;
+	pool->num_containers = count;
+	snprintf(pool->name, sizeof(pool->name), "%s", s->pool_name);
+	if (s->has_pool_id) {
+		pool->id = s->pool_id;
+	} else {
+		do
+			pool->id = (struct chi_pool_id){ p->next_major++, 0 };
+		while (id_in_use(rt, pool->id));
+	}
+	int rc = monitor_period(pool, s, why, len);
+	if (rc == 0)
+		rc = create_containers(rt, pool, s, why, len);
+	if (rc == 0)
+		rc = publish(p, pool, why, len);
+	if (rc) {
+		if (pool->containers)
+			destroy_containers(pool);
+		free_containers(pool);
+		free(pool);
+		return rc;
+	}
+	*out = pool->id;
+	for (uint32_t i = 0; pool->monitor_period_ns && i < count; i++)
+		rt_worker_post_monitor(&rt->workers[pool->containers[i].owner],
+				       &pool->containers[i]);
+	CHI_LOG_INFO("pool '%s' %u.%u created: module %s, %u containers", pool->name,
+		     pool->id.major, pool->id.minor, mod->name, count);
+	return 0;
+}
+
 int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 			  struct chi_pool_id *out, char *why, size_t len)
 {
@@ -306,6 +335,7 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 		return -EINVAL;
 	}
 	pthread_mutex_lock(&p->lock);
+	/* The admin pool is found by its name like any other ("admin", chimaera_admin). */
 	struct rt_pool *pool = find_by_name(p, s->pool_name);
 	if (pool) {
 		rc = check_existing(pool, s, count, why, len);
@@ -321,43 +351,44 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 	}
 	struct rt_module *mod;
 	rc = rt_module_load(p, s->mod_name, &mod, why, len);
-	if (rc)
-		goto out_unlock;
-	pool = calloc(1, sizeof(*pool));
-	if (!pool) {
-		rc = -ENOMEM;
-		goto out_unlock;
+	if (rc == 0 && (mod->flags & RT_MODULE_BUILTIN)) {
+		snprintf(why, len, "module '%s' is built into the runtime: its one pool exists "
+			 "from the start", mod->name);
+		rc = -EPERM;
 	}
-	pool->mod = mod;
-	pool->num_containers = count;
-	snprintf(pool->name, sizeof(pool->name), "%s", s->pool_name);
-	if (s->has_pool_id) {
-		pool->id = s->pool_id;
-	} else {
-		do
-			pool->id = (struct chi_pool_id){ p->next_major++, 0 };
-		while (id_in_use(rt, pool->id));
-	}
-	rc = monitor_period(pool, s, why, len);
 	if (rc == 0)
-		rc = create_containers(rt, pool, s, why, len);
-	if (rc == 0)
-		rc = publish(p, pool, why, len);
-	if (rc) {
-		if (pool->containers)
-			destroy_containers(pool);
-		free(pool->containers);
-		free(pool);
-		goto out_unlock;
-	}
-	*out = pool->id;
-	for (uint32_t i = 0; pool->monitor_period_ns && i < count; i++)
-		rt_worker_post_monitor(&rt->workers[pool->containers[i].owner],
-				       &pool->containers[i]);
-	CHI_LOG_INFO("pool '%s' %u.%u created: module %s, %u containers", pool->name,
-		     pool->id.major, pool->id.minor, mod->name, count);
+		rc = create_pool(rt, s, mod, count, out, why, len);
 out_unlock:
 	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
+int rt_pools_init(struct runtime *rt)
+{
+	char why[512] = "";
+	struct rt_module *mod;
+	struct chi_pool_id id;
+
+	struct rt_pools *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	p->next_major = RT_FIRST_USER_MAJOR;
+	rt->pools = p;
+	/* The admin pool: an ordinary entry of the table (slot 0, first in ListPools), with
+	 * one container on this node that any worker runs (admin methods keep no state). */
+	const struct rt_pool_spec admin = { rt_admin_module.name, RT_ADMIN_POOL_NAME,
+					    { CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR },
+					    1, 1, NULL, 0 };
+	int rc = rt_module_add_builtin(p, &rt_admin_module, RT_MODULE_ANY_WORKER, &mod, why,
+				       sizeof(why));
+	if (rc == 0) {
+		pthread_mutex_lock(&p->lock);
+		rc = create_pool(rt, &admin, mod, 1, &id, why, sizeof(why));
+		pthread_mutex_unlock(&p->lock);
+	}
+	if (rc) /* a broken built-in descriptor is a bug; out of memory is not */
+		CHI_LOG_ERROR("cannot create the admin pool: %s", why);
 	return rc;
 }
 
@@ -366,16 +397,18 @@ int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_p
 {
 	struct rt_pools *p = rt->pools;
 
-	if (id.major == 1 && id.minor == 0) {
-		snprintf(why, len, "the admin pool 1.0 cannot be destroyed");
-		return -EPERM;
-	}
 	pthread_mutex_lock(&p->lock);
 	struct rt_pool *pool = rt_pool_find(rt, id);
 	if (!pool || atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_LIVE) {
 		pthread_mutex_unlock(&p->lock);
 		snprintf(why, len, "no pool %u.%u", id.major, id.minor);
 		return -ENOENT;
+	}
+	if (pool->mod->flags & RT_MODULE_BUILTIN) {
+		pthread_mutex_unlock(&p->lock);
+		snprintf(why, len, "pool '%s' %u.%u is built into the runtime and cannot be "
+			 "destroyed", pool->name, id.major, id.minor);
+		return -EPERM;
 	}
 	/* R8: pairs with A8 in rt_dispatch_task: from here no worker starts a new task. */
 	atomic_store_explicit(&pool->state, RT_POOL_DRAINING, memory_order_release);
@@ -391,10 +424,28 @@ void rt_pool_destroy_finish(struct rt_pool *pool)
 	CHI_LOG_INFO("pool '%s' %u.%u destroyed", pool->name, pool->id.major, pool->id.minor);
 }
 
+uint64_t rt_container_tasks(const struct chi_container *c)
+{
+	uint64_t n = atomic_load_explicit(&c->tasks, memory_order_relaxed);
+	for (uint32_t w = 0; w < c->num_per_worker; w++)
+		n += atomic_load_explicit(&c->per_worker[w].tasks, memory_order_relaxed);
+	return n;
+}
+
+void rt_container_latency_add(const struct chi_container *c, uint64_t *hist)
+{
+	for (uint32_t b = 0; b < RT_LATENCY_BUCKETS; b++) {
+		hist[b] += atomic_load_explicit(&c->latency[b], memory_order_relaxed);
+		for (uint32_t w = 0; w < c->num_per_worker; w++)
+			hist[b] += atomic_load_explicit(&c->per_worker[w].latency[b],
+							memory_order_relaxed);
+	}
+}
+
 uint64_t rt_pool_tasks(const struct rt_pool *pool)
 {
 	uint64_t n = 0;
 	for (uint32_t i = 0; i < pool->num_containers; i++)
-		n += atomic_load_explicit(&pool->containers[i].tasks, memory_order_relaxed);
+		n += rt_container_tasks(&pool->containers[i]);
 	return n;
 }

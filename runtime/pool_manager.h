@@ -8,6 +8,7 @@
 #define CHI_RUNTIME_POOL_MANAGER_H
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -19,26 +20,61 @@
 #define RT_MAX_POOLS 1024
 #define RT_MAX_CONTAINERS 4096
 #define RT_FIRST_USER_MAJOR 512u
+#define RT_LATENCY_BUCKETS 40 /* CHI_LATENCY_BUCKETS of admin.h */
+
+/* Methods with ids below this are found by index, the others by a scan. */
+#define RT_METHOD_INDEX 64
+
+/* rt_module flags. */
+#define RT_MODULE_BUILTIN 0x1u /* linked into the runtime: no file, never dlclose'd; its pool
+				* is created at start, never by GetOrCreatePool, and cannot be
+				* destroyed */
+#define RT_MODULE_ANY_WORKER 0x2u /* its containers keep no state between tasks: each task
+				   * runs on the worker that received it (RT_OWNER_ANY); no
+				   * method may yield, no monitor */
+
+/* A chi_method_desc flag that only built-in modules may set (loaded ones are refused): the
+ * handler may return RT_TASK_PENDING and complete the task itself later (a timer, a pool
+ * job), so it runs on the task record itself, never on a fan-out's copy. Such methods live
+ * in single-container pools. */
+#define RT_METHOD_OWNS_TASK 0x80000000u
+
+/* chi_container::owner of a container run by whichever worker receives its task. */
+#define RT_OWNER_ANY UINT32_MAX
 
 struct runtime;
 
 struct rt_module {
 	char name[CONFIG_NAME_LEN];
-	char path[PATH_MAX];
-	void *dl;
+	char path[PATH_MAX]; /* "" for a built-in module */
+	void *dl;	     /* NULL for a built-in module */
 	const struct chi_module_desc *desc;
+	uint32_t flags; /* RT_MODULE_* */
+	/* Methods by id (< RT_METHOD_INDEX): every task looks its method up. */
+	const struct chi_method_desc *by_id[RT_METHOD_INDEX];
 	struct rt_module *next;
+};
+
+/* A container's task counters: written by one worker only (relaxed), read by PoolStats. */
+struct rt_task_counters {
+	alignas(CHI_CACHE_LINE) _Atomic uint64_t tasks;
+	uint32_t sample; /* every 16th task is timed */
+	_Atomic uint64_t latency[RT_LATENCY_BUCKETS];
 };
 
 struct chi_container {
 	struct rt_pool *pool;
 	uint32_t id;
-	uint32_t owner; /* the worker that runs this container's tasks */
+	uint32_t owner; /* the worker that runs this container's tasks, or RT_OWNER_ANY */
 	void *state;
 	int created;	/* create() succeeded: destroy() is owed */
 	_Atomic uint64_t tasks; /* written by the owner only; read by PoolStats */
 	uint32_t sample;	/* owner only: every 16th task is timed */
-	_Atomic uint64_t latency[40]; /* owner writes (relaxed), PoolStats reads */
+	_Atomic uint64_t latency[RT_LATENCY_BUCKETS]; /* owner writes (relaxed), PoolStats reads */
+	/* RT_OWNER_ANY: the counters above stay 0; each worker counts in its own set here
+	 * (num_workers of them), so that no two workers write one counter. */
+	struct rt_task_counters *per_worker;
+	uint32_t num_per_worker;
 };
 
 enum rt_pool_state { RT_POOL_LIVE = 1, RT_POOL_DRAINING = 2, RT_POOL_DEAD = 3 };
@@ -58,6 +94,9 @@ struct rt_pool {
 
 /* Tasks run by the pool's containers (a fan-out counts once per container). */
 uint64_t rt_pool_tasks(const struct rt_pool *pool);
+/* Tasks run by @c, and its latency histogram added into @hist (RT_LATENCY_BUCKETS). */
+uint64_t rt_container_tasks(const struct chi_container *c);
+void rt_container_latency_add(const struct chi_container *c, uint64_t *hist);
 
 struct rt_pools {
 	pthread_mutex_t lock;
@@ -84,11 +123,38 @@ struct rt_pool_spec {
 	uint32_t num_kv;
 };
 
+/* The table, with the admin pool (1.0) in it; rt->num_workers must be set. */
 int rt_pools_init(struct runtime *rt);
 /* Destroy every container and unload modules; workers must be stopped. */
 void rt_pools_fini(struct runtime *rt);
 
-/* Lock-free lookup of the live or draining pool with @id; NULL if none. */
+#define RT_POOLS_BY_ID_MASK (2 * RT_MAX_POOLS - 1)
+_Static_assert((2 * RT_MAX_POOLS & RT_POOLS_BY_ID_MASK) == 0, "the id index is a power of two");
+
+static inline uint32_t rt_pools_id_hash(struct chi_pool_id id)
+{
+	uint64_t k = ((uint64_t)id.major << 32 | id.minor) * 0x9e3779b97f4a7c15ull;
+	return (uint32_t)(k >> 40) & RT_POOLS_BY_ID_MASK;
+}
+
+/* Lock-free lookup of the live or draining pool with @id; NULL if none. Every task looks
+ * its pool up here (inline): a probe or two in the id index, not a scan. */
+static inline struct rt_pool *rt_pools_lookup(struct rt_pools *p, struct chi_pool_id id)
+{
+	for (uint32_t i = rt_pools_id_hash(id), n = 0; n <= RT_POOLS_BY_ID_MASK;
+	     i = (i + 1) & RT_POOLS_BY_ID_MASK, n++) {
+		/* A7: pairs with R7 in publish: a pool's fields are set before it is indexed. */
+		struct rt_pool *pool = atomic_load_explicit(&p->by_id[i], memory_order_acquire);
+		if (!pool)
+			return NULL;
+		if (pool->id.major == id.major && pool->id.minor == id.minor &&
+		    atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_DEAD)
+			return pool;
+	}
+	return NULL;
+}
+
+/* The same, from the runtime. */
 struct rt_pool *rt_pool_find(struct runtime *rt, struct chi_pool_id id);
 
 /* Control thread only. Idempotent by name: an identical definition returns the existing
@@ -100,7 +166,7 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *spec,
  * begin stops new tasks (-ESHUTDOWN); then the caller waits, polling, for every worker to
  * pass two barriers and for the pool's suspended tasks to end (or cancels them past
  * runtime.destroy_cancel_after_ms); finish runs the module's destroy and leaves a tombstone.
- * @return 0, -EPERM (the admin pool), -ENOENT. */
+ * @return 0, -EPERM (a built-in pool: the admin pool), -ENOENT. */
 int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_pool **out,
 			  char *why, size_t why_len);
 void rt_pool_destroy_finish(struct rt_pool *pool);
@@ -115,8 +181,18 @@ int rt_data_dir_init(const struct config *cfg, char *why, size_t why_len);
 const char *rt_data_dir(void);
 void rt_container_verror(const struct chi_container *c, const char *fmt, va_list ap);
 
-/* Find the method @id of @mod, or NULL. */
-const struct chi_method_desc *rt_module_method(const struct rt_module *mod, uint32_t id);
+/* Find the method @id of @mod, or NULL (inline: every task looks its method up). */
+static inline const struct chi_method_desc *rt_module_method(const struct rt_module *mod,
+							     uint32_t id)
+{
+	if (id < RT_METHOD_INDEX)
+		return mod->by_id[id];
+	const struct chi_module_desc *d = mod->desc;
+	for (uint32_t i = 0; i < d->num_methods; i++)
+		if (d->methods[i].id == id)
+			return &d->methods[i];
+	return NULL;
+}
 
 /* module_loader.c: where lib<name>.so is, in the order the runtime searches: CHI_REPO_PATH
  * (colon-separated), next to the executable (install layout, then build tree), the install
@@ -135,6 +211,16 @@ int rt_module_find(const char *name, char *path, size_t path_len, char *why, siz
  *         (built for another CHI_MODULE_ABI_VERSION), -ENOMEM. */
 int rt_module_load(struct rt_pools *pools, const char *name, struct rt_module **out, char *why,
 		   size_t why_len);
+/* module_loader.c: add a module linked into the runtime (@flags: RT_MODULE_BUILTIN and
+ * maybe RT_MODULE_ANY_WORKER), checked like a loaded one except that it may define the
+ * reserved method ids and RT_METHOD_OWNS_TASK. @return 0, -EINVAL (@why says what is
+ * wrong with the descriptor), -ENOMEM. */
+int rt_module_add_builtin(struct rt_pools *pools, const struct chi_module_desc *desc,
+			  uint32_t flags, struct rt_module **out, char *why, size_t why_len);
 void rt_modules_unload(struct rt_pools *pools);
+
+/* admin_pool.c: the admin pool's module, "chimaera_admin". */
+extern const struct chi_module_desc rt_admin_module;
+#define RT_ADMIN_POOL_NAME "admin"
 
 #endif

@@ -385,10 +385,6 @@ int rt_jobs_submit(struct worker *w, struct rt_client *c, struct rt_client *root
 void rt_jobs_run(struct runtime *rt);
 int rt_jobs_busy(const struct runtime *rt); /* a destroy in progress: poll rt_jobs_run soon */
 
-/* admin_pool.c: run one admin task; returns an rc or RT_TASK_PENDING. */
-int rt_admin_dispatch(struct worker *w, struct rt_client *client, struct rt_client *root,
-		      struct chi_task *task, const struct chi_task *hdr, void *params);
-
 /* affinity.c: the cpu for worker @index (or -1: leave unpinned), and pinning. */
 int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_node);
 void rt_affinity_pin_self(int cpu);
