@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/membership.h"
 #include "common/time_util.h"
+#include "remote.h"
 #include "runtime_internal.h"
 #include "transport/handshake.h"
 #include "transport/net.h"
@@ -63,6 +64,7 @@ struct rt_wnet {
 	struct rt_link *out; /* [num_nodes]: out[self] unused */
 	struct rt_link *in;  /* links peers dialled, moved here once authenticated */
 	uint32_t not_up;     /* outgoing links not up: dials and handshakes to look after */
+	int dirty;	     /* sends posted since the last flush */
 };
 
 /* The worker's epoll data for its network context: not 0 (its own doorbell), which it
@@ -131,17 +133,25 @@ static int send_hs(struct rt_cluster *cl, struct rt_link *l, const uint8_t *msg,
 	return rc;
 }
 
+static void free_sendbuf(struct worker *w, struct rt_sendbuf *sb, int status)
+{
+	(void)w;
+	(void)status;
+	free(sb);
+}
+
 /* A reply that outlives this call (a PONG): its buffer goes with the send (wr_id). */
 static void send_pong(struct rt_cluster *cl, struct rt_link *l, uint64_t cookie)
 {
-	struct wire_out *o = malloc(sizeof(*o));
+	struct rt_sendbuf *sb = malloc(sizeof(*sb));
 	struct wire_msg m = { .type = WIRE_PONG, .cookie = cookie, .src_node = cl->mem.self,
 			      .src_worker = l->worker };
-	if (!o)
+	if (!sb)
 		return; /* the peer's liveness check will ask again */
-	if (wire_encode(o, &m, &cl->lim) != 0 ||
-	    net_send(l->ep, o->iov, o->iovcnt, (uint64_t)(uintptr_t)o) != 0)
-		free(o);
+	sb->done = free_sendbuf;
+	if (wire_encode(&sb->out, &m, &cl->lim) != 0 ||
+	    net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb) != 0)
+		free(sb);
 }
 
 static void close_link(struct rt_link *l, uint32_t reason, int32_t detail, const char *why)
@@ -261,7 +271,8 @@ static void on_connected(struct rt_cluster *cl, struct worker *w, struct rt_link
 }
 
 /* A frame on an authenticated link. */
-static void on_frame(struct rt_cluster *cl, struct rt_link *l, const struct wire_msg *m)
+static void on_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
+		     const struct wire_msg *m)
 {
 	if (m->src_node != l->node) {
 		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame from another node's id");
@@ -278,10 +289,14 @@ static void on_frame(struct rt_cluster *cl, struct rt_link *l, const struct wire
 	case WIRE_AUTH:
 		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a handshake frame after the handshake");
 		break;
+	case WIRE_TASK:
+	case WIRE_REPLY:
+		rt_remote_frame(w, l->node, m);
+		break;
 	default:
-		/* TASK, REPLY and CONTROL arrive with remote execution (docs/design/remote.md);
-		 * a peer that sends them now is newer than we are. */
-		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "this node does not run remote tasks yet");
+		/* CONTROL arrives with the cluster-wide control plane (docs/design/remote.md);
+		 * a peer that sends it now is newer than we are. */
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "this node has no cluster control plane yet");
 		break;
 	}
 }
@@ -295,7 +310,7 @@ static void on_recv(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 	if (decode(cl, l, e, &m) != 0)
 		return;
 	if (l->state == LINK_UP) {
-		on_frame(cl, l, &m);
+		on_frame(cl, w, l, &m);
 		return;
 	}
 	if (handshake_step(cl, l, &m) != HS_DONE)
@@ -319,6 +334,7 @@ static void on_closed(struct rt_cluster *cl, struct worker *w, struct rt_link *l
 		atomic_fetch_sub_explicit(&cl->out_up[l->node], 1, memory_order_release);
 		CHI_LOG_WARN("worker %u: link to node %u closed: %s", w->index, l->node,
 			     e->why ? e->why : "?");
+		rt_remote_link_down(w, l->node); /* what went out on it fails, never hangs */
 	}
 	net_ep_free(l->ep);
 	l->ep = NULL;
@@ -359,10 +375,12 @@ int rt_cluster_worker_poll(struct worker *w)
 			on_recv(cl, w, l, &ev[i]);
 			break;
 		case NET_EV_SEND_DONE:
-			if (ev[i].wr_id)
-				free((void *)(uintptr_t)ev[i].wr_id);
-			else if (l->inflight)
+			if (ev[i].wr_id) {
+				struct rt_sendbuf *sb = (struct rt_sendbuf *)(uintptr_t)ev[i].wr_id;
+				sb->done(w, sb, ev[i].status);
+			} else if (l->inflight) {
 				l->inflight--;
+			}
 			break;
 		case NET_EV_ARRIVED:
 			l->state = LINK_UP;
@@ -378,6 +396,33 @@ int rt_cluster_worker_poll(struct worker *w)
 		}
 	}
 	return n > 0 ? n : 0;
+}
+
+void rt_cluster_worker_flush(struct worker *w)
+{
+	struct rt_wnet *wn = w->net;
+	if (wn->dirty) {
+		wn->dirty = 0;
+		net_flush(wn->ctx);
+	}
+}
+
+int rt_cluster_send(struct worker *w, uint32_t node, struct rt_sendbuf *sb)
+{
+	struct rt_cluster *cl = w->rt->cluster;
+	struct rt_wnet *wn = w->net;
+	if (!wn || node >= cl->mem.num_nodes || node == cl->mem.self)
+		return -EHOSTUNREACH;
+	struct rt_link *l = &wn->out[node];
+	if (l->state != LINK_UP)
+		return -EHOSTUNREACH; /* fail fast: the node is not reachable now */
+	int rc = net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb);
+	wn->dirty = 1;
+	if (rc == -EAGAIN) {
+		net_flush(wn->ctx); /* room, perhaps, once what is posted is written */
+		rc = net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb);
+	}
+	return rc == -EAGAIN ? -EBUSY : rc;
 }
 
 int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)

@@ -24,6 +24,15 @@ int rt_cluster_worker_init(struct worker *w);
  * handled (0: nothing happened). */
 int rt_cluster_worker_poll(struct worker *w);
 
+/* Post @sb's frame on worker @w's link to @node (its done() follows at NET_EV_SEND_DONE).
+ * @return 0, -EHOSTUNREACH (no link up to it now), -EBUSY (the link's send queue is full). */
+struct rt_sendbuf;
+int rt_cluster_send(struct worker *w, uint32_t node, struct rt_sendbuf *sb);
+
+/* Write what rt_cluster_send() posted on @w's links (once per pass of the worker's loop, so
+ * the tasks of one burst go out in one writev per peer). */
+void rt_cluster_worker_flush(struct worker *w);
+
 /* On the worker's thread, before it sleeps: 1 if it must not (work queued in its network
  * context); else 0, with *@deadline_ns lowered to when it must wake to dial again. */
 int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns);

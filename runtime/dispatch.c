@@ -10,7 +10,9 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time_util.h"
+#include "cluster.h"
 #include "pool_manager.h"
+#include "remote.h"
 #include "runtime_internal.h"
 
 /* One fanned-out task: its containers' replies are combined into the task's parameters. */
@@ -176,7 +178,10 @@ static void run_or_forward(struct worker *w, struct rt_work *work)
 {
 	int rc;
 	rt_client_get(work->root);
-	if (runs_here(w, work->container))
+	if (w->rt->remote && rt_remote_elsewhere(w->rt, work->container))
+		rt_remote_send(w, work, rt_container_node(w->rt, work->container->pool,
+							  work->container->id));
+	else if (runs_here(w, work->container))
 		rt_run_work(w, work);
 	else if ((rc = rt_worker_post_work(&w->rt->workers[work->container->owner], work)) != 0)
 		rt_work_done(w, work, rc);
@@ -206,18 +211,23 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 	*count = 1;
 	switch (q->mode) {
 	case CHI_QUERY_PHYSICAL:
-		/* One node today: node 0 is this one, and then it means what local does. */
-		if (q->a != 0)
+		/* Node a: one of its containers; this node's means what Local does. */
+		if (w->rt->remote && q->a != rt_cluster_self(w->rt))
+			return rt_remote_pick(w->rt, pool, q->a, first);
+		if (!w->rt->remote && q->a != 0)
 			return -EHOSTUNREACH;
 		/* fall through */
 	case CHI_QUERY_LOCAL:
 		/* Any container on this node: prefer one this worker may run. */
 		*first = 0;
 		for (uint32_t i = 0; i < n; i++)
-			if (runs_here(w, &pool->containers[i])) {
+			if (runs_here(w, &pool->containers[i]) &&
+			    !(w->rt->remote && rt_remote_elsewhere(w->rt, &pool->containers[i]))) {
 				*first = i;
-				break;
+				return 0;
 			}
+		if (w->rt->remote) /* none this worker runs: any of this node, else node 0's */
+			(void)rt_remote_pick(w->rt, pool, rt_cluster_self(w->rt), first);
 		return 0;
 	case CHI_QUERY_DIRECT_ID:
 		*first = (uint32_t)q->a;
@@ -319,7 +329,8 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 		return fan_out(w, client, root, task, pool, m, params, hdr->params_size, first,
 			       count);
 	struct chi_container *c = &pool->containers[first];
-	if (runs_here(w, c) && !(m->flags & CHI_METHOD_MAY_YIELD)) {
+	if (runs_here(w, c) && !(m->flags & CHI_METHOD_MAY_YIELD) &&
+	    !(w->rt->remote && rt_remote_elsewhere(w->rt, c))) {
 		/* the fast path: no reference, no copy */
 		struct chi_request req = { client, root, task, c, params, hdr->params_size, NULL };
 		return call_handler(w, c, m, &req);

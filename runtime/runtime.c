@@ -24,6 +24,7 @@
 #include "common/time_util.h"
 #include "cluster.h"
 #include "pool_manager.h"
+#include "remote.h"
 #include "runtime_internal.h"
 #include "transport/ipc.h"
 
@@ -667,6 +668,8 @@ static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 		struct rt_pool_spec spec = { e->mod_name, e->pool_name, e->pool_id, e->has_pool_id,
 					     e->num_containers, kv, n };
 		int rc = rt_pool_get_or_create(rt, &spec, &id, reason, sizeof(reason));
+		if (rc == 0 && rt->remote) /* the same pool on every node: spread it */
+			rt_remote_mark_spread(rt, rt_pool_find(rt, id));
 		if (rc) {
 			snprintf(why, why_len, "%s:%d: compose entry '%s' (mod_name %s): %s",
 				 cfg->source, e->line, e->pool_name, e->mod_name, reason);
@@ -688,6 +691,7 @@ static void shutdown_runtime(struct runtime *rt)
 				      memory_order_release);
 	if (rt->workers)
 		rt_workers_stop(rt);
+	rt_remote_fini(rt);  /* what peers still owed fails */
 	rt_cluster_fini(rt); /* the workers' links went with them */
 	rt_jobs_fini(rt);
 	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */

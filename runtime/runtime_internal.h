@@ -250,6 +250,7 @@ struct runtime {
 	char lock_path[PATH_MAX];
 
 	struct rt_cluster *cluster; /* the other nodes (cluster.c); NULL on a single node */
+	struct rt_remote *remote;   /* tasks across nodes (remote.c); NULL on a single node */
 	struct rt_pools *pools;
 	struct rt_jobs *jobs;
 	struct rt_client self_client; /* the runtime's own subtasks, as a client */
@@ -278,6 +279,10 @@ int rt_subtask_await(struct chi_request *req, struct chi_future *f);
 int rt_subtasks_init(struct runtime *rt);
 void rt_subtasks_fini(void);
 int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask *yt);
+/* A block of the private region (where tasks from peers lie too: remote.c), charged to
+ * @root; freed onto @w's list. @rc as sub_alloc's. */
+void *rt_region_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc);
+void rt_region_free(struct worker *w, void *p);
 
 /* yield.c: tasks whose method may yield run on coroutines; the module calls of handler_api.c */
 int rt_yield_now(struct chi_request *req);

@@ -130,6 +130,30 @@ static void *sub_alloc(struct worker *w, struct rt_client *root, uint64_t size, 
 	return (unsigned char *)h + HDR;
 }
 
+void *rt_region_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc)
+{
+	return sub_alloc(w, root, size, rc);
+}
+
+/* Back to @w's free list, and the root's quotas back. */
+static void block_release(struct worker *w, struct sub_hdr *h)
+{
+	h->magic = 0;
+	rt_quota_give(&h->root->held_subtasks);
+	rt_quota_give_bytes(h->root, size_class_bytes(h->cls, MIN_SHIFT));
+	h->next = w->sub_free[h->cls];
+	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
+}
+
+void rt_region_free(struct worker *w, void *p)
+{
+	if (!is_subtask(p) || hdr_of(p)->magic != SUB_MAGIC) {
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR, "rt_region_free: %p is not a live block", p);
+		return;
+	}
+	block_release(w, hdr_of(p));
+}
+
 /* A subtask's completion (the subtask source): rc and outputs, the state word for readers,
  * then the awaiter word, whose swap is the last touch of the record (the awaiter may free it
  * as soon as it sees DONE) and wakes the awaiting task on its own worker. */
@@ -202,11 +226,7 @@ void rt_subtask_free(struct chi_request *req, void *p)
 			      p);
 		return;
 	}
-	h->magic = 0;
-	rt_quota_give(&h->root->held_subtasks);
-	rt_quota_give_bytes(h->root, size_class_bytes(h->cls, MIN_SHIFT));
-	h->next = w->sub_free[h->cls];
-	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
+	block_release(w, h);
 }
 
 int rt_subtask_submit(struct chi_request *req, struct chi_task *t, struct chi_future *out)

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/time_util.h"
 #include "pool_manager.h"
+#include "remote.h"
 #include "runtime_internal.h"
 #include "transport/futex.h"
 #include "work_ring.h"
@@ -978,9 +979,13 @@ static void *worker_main(void *arg)
 	uint32_t passes = 0;
 	while (!atomic_load_explicit(&w->stop, memory_order_acquire)) {
 		int n = poll_inbox(w) + poll_lanes(w);
-		/* Peers: a syscall per look, so every 16th pass (the lanes stay the hot path). */
-		if (w->net && (++passes & 15) == 0)
-			n += rt_cluster_worker_poll(w);
+		/* Peers: a syscall per look, so every 16th pass (the lanes stay the hot path);
+		 * what dispatch posted for them goes out together, once per pass. */
+		if (w->net) {
+			rt_cluster_worker_flush(w);
+			if ((++passes & 15) == 0)
+				n += rt_cluster_worker_poll(w);
+		}
 		if (w->num_timers)
 			n += run_timers(w, time_now_ns());
 		if (w->ready)
@@ -1057,6 +1062,8 @@ int rt_workers_start(struct runtime *rt)
 	if (!rt->workers)
 		return -ENOMEM;
 	int rc0 = rt_subtasks_init(rt);
+	if (rc0 == 0 && rt->cluster) /* before any worker can take a peer's frame */
+		rc0 = rt_remote_init(rt);
 	if (rc0) {
 		free(rt->workers);
 		rt->workers = NULL;

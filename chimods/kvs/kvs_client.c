@@ -12,7 +12,10 @@ uint64_t chi_kvs_hash(const void *key, size_t len)
 	return XXH3_64bits(key, len);
 }
 
-/* A task whose block also holds the key (and, when @bounce, room for the value). */
+/* A task whose block also holds the key (and, when @bounce, room for the value). The value's
+ * room lies past the parameters (params_size covers the struct and the key only), so that a
+ * task sent to another node carries the value once, as its bulk data, and its parameters
+ * stay small. */
 static int kvs_task(struct chi_client *c, struct chi_pool_id pool, uint32_t method,
 		    const void *key, size_t klen, uint64_t bounce, struct chi_task **out)
 {
@@ -33,6 +36,7 @@ static int kvs_task(struct chi_client *c, struct chi_pool_id pool, uint32_t meth
 	p = chi_task_params(t);
 	memcpy(p + 1, key, klen);
 	chi_bulk_from_ptr(c, p + 1, klen, &p->key);
+	t->params_size = (uint32_t)(sizeof(*p) + klen); /* the bounce room is the block's */
 	*out = t;
 	return 0;
 }

@@ -1,0 +1,475 @@
+/* Tasks across nodes (remote.h, docs/design/remote.md). */
+#include "remote.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "common/log.h"
+#include "pool_manager.h"
+#include "runtime_internal.h"
+
+#define MAX_PENDING 65536u /* operations in flight from this node; beyond: -EBUSY */
+#define COOKIE_SLOT(c) ((uint32_t)((c)&0xffffu))
+
+/* A task sent to another node, waiting for its reply. */
+struct rt_remote_op {
+	struct rt_sendbuf sb; /* first: the send's wr_id points here */
+	struct rt_work work;  /* holds the root reference until rt_work_done() */
+	uint64_t cookie;
+	uint32_t node;
+	uint32_t worker;   /* whose link it went out on */
+	_Atomic int refs;  /* the send and the reply (or the failure) */
+	_Atomic int ended; /* completed once: reply, failure or shutdown */
+	struct chi_task hdr;
+	uint32_t sent_size;
+	unsigned char sent_params[]; /* what was sent: the reply is checked against it */
+};
+
+/* A task that came from another node: this header, then the task record, in the region. */
+struct rt_remote_task {
+	struct rt_sendbuf sb; /* the REPLY */
+	uint64_t cookie;
+	uint32_t node;	    /* the origin */
+	uint16_t src_worker;
+	const struct chi_method_desc *method;
+};
+#define RTASK_HDR ((sizeof(struct rt_remote_task) + 63) & ~(size_t)63)
+
+struct rt_remote {
+	pthread_mutex_t lock;
+	struct rt_remote_op *slots[MAX_PENDING];
+	uint16_t gen[MAX_PENDING];
+	uint32_t free_top;
+	uint32_t free_list[MAX_PENDING];
+	unsigned char spread[RT_MAX_POOLS * 2 / 8]; /* by pool major: compose pools */
+	struct rt_client src; /* the source of tasks from peers: completing one replies */
+};
+
+static struct runtime *the_rt; /* one runtime per process, as the tags in runtime.c */
+
+/* ---- which node ---- */
+
+void rt_remote_mark_spread(struct runtime *rt, const struct rt_pool *pool)
+{
+	uint32_t major = pool->id.major;
+	if (rt->remote && major < RT_MAX_POOLS * 2)
+		rt->remote->spread[major / 8] |= (unsigned char)(1u << (major % 8));
+}
+
+uint32_t rt_container_node(const struct runtime *rt, const struct rt_pool *pool, uint32_t i)
+{
+	uint32_t self, nodes, up;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	uint32_t major = pool->id.major;
+	if (nodes < 2 || !rt->remote || major >= RT_MAX_POOLS * 2 ||
+	    !(rt->remote->spread[major / 8] & (1u << (major % 8))))
+		return self;
+	return i % nodes;
+}
+
+int rt_remote_elsewhere(const struct runtime *rt, const struct chi_container *c)
+{
+	return rt_container_node(rt, c->pool, c->id) != rt_cluster_self(rt);
+}
+
+int rt_remote_pick(const struct runtime *rt, const struct rt_pool *pool, uint64_t node,
+		   uint32_t *first)
+{
+	for (uint32_t i = 0; i < pool->num_containers; i++)
+		if (rt_container_node(rt, pool, i) == node) {
+			*first = i;
+			return 0;
+		}
+	return -EHOSTUNREACH;
+}
+
+/* ---- pending operations ---- */
+
+static int op_register(struct rt_remote *r, struct rt_remote_op *op)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->free_top) {
+		pthread_mutex_unlock(&r->lock);
+		return -EBUSY;
+	}
+	uint32_t slot = r->free_list[--r->free_top];
+	r->slots[slot] = op;
+	op->cookie = (uint64_t)++r->gen[slot] << 16 | slot;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* Take the operation @cookie names out of the table: exactly one caller gets it. */
+static struct rt_remote_op *op_take(struct rt_remote *r, uint64_t cookie)
+{
+	uint32_t slot = COOKIE_SLOT(cookie);
+	struct rt_remote_op *op = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (slot < MAX_PENDING && r->slots[slot] && r->slots[slot]->cookie == cookie) {
+		op = r->slots[slot];
+		r->slots[slot] = NULL;
+		r->free_list[r->free_top++] = slot;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return op;
+}
+
+static void op_put(struct rt_remote_op *op)
+{
+	if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1)
+		free(op);
+}
+
+/* The op's task ends with @rc (once). */
+static void op_end(struct worker *w, struct rt_remote_op *op, int rc)
+{
+	if (atomic_exchange_explicit(&op->ended, 1, memory_order_acq_rel))
+		return;
+	if (w)
+		rt_work_done(w, &op->work, rc);
+	else
+		rt_work_cancel(&op->work);
+	op_put(op);
+}
+
+static void op_sent(struct worker *w, struct rt_sendbuf *sb, int status)
+{
+	struct rt_remote_op *op = (struct rt_remote_op *)sb;
+	if (status) {
+		struct rt_remote_op *mine = op_take(w->rt->remote, op->cookie);
+		if (mine)
+			op_end(w, mine, status == -ECONNABORTED ? -ECONNRESET : status);
+	}
+	op_put(op);
+}
+
+/* ---- origin: sending ---- */
+
+/* The bulk sections of a TASK from @params: IN and INOUT carry their bytes (in the
+ * sender's memory), OUT only their capacity. @return 0 or -EFAULT. */
+static int task_bulk(const struct rt_work *work, const void *params, struct wire_msg *m)
+{
+	const struct chi_method_desc *md = work->method;
+	m->task.num_bulk = md->num_bulk;
+	for (uint32_t k = 0; k < md->num_bulk; k++) {
+		struct chi_bulk b;
+		memcpy(&b, (const char *)params + md->bulk[k].offset, sizeof(b));
+		struct wire_bulk *s = &m->task.bulk[k];
+		s->field = (uint16_t)k;
+		s->dir = (uint8_t)md->bulk[k].dir;
+		s->capacity = b.length;
+		s->length = md->bulk[k].dir == CHI_BULK_OUT ? 0 : b.length;
+		s->data = NULL;
+		if (s->length) {
+			s->data = shm_seg_range(work->client->base, &work->client->layout, b.offset,
+						b.length);
+			if (!s->data)
+				return -EFAULT;
+		}
+	}
+	return 0;
+}
+
+void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
+{
+	struct rt_remote *r = w->rt->remote;
+	struct rt_remote_op *op = calloc(1, sizeof(*op) + work->size);
+	if (!op) {
+		rt_work_done(w, work, -ENOMEM);
+		return;
+	}
+	op->work = *work;
+	op->node = node;
+	op->worker = w->index;
+	op->sb.done = op_sent;
+	atomic_init(&op->refs, 2);
+	op->sent_size = work->size;
+	memcpy(op->sent_params, work->params, work->size); /* one read of client memory */
+	/* The node runs exactly this container: DirectId, whatever query found it. */
+	op->hdr.state = CHI_TASK_SUBMITTED;
+	op->hdr.pool = work->container->pool->id;
+	op->hdr.method = work->method->id;
+	op->hdr.query = chi_query_direct_id(work->container->id);
+	op->hdr.params_size = work->size;
+	struct wire_msg m = { .type = WIRE_TASK, .src_node = rt_cluster_self(w->rt),
+			      .src_worker = (uint16_t)w->index };
+	m.task.hdr = &op->hdr;
+	m.task.params = op->sent_params;
+	m.task.params_size = work->size;
+	int rc = task_bulk(work, op->sent_params, &m);
+	if (rc == 0 && (rc = op_register(r, op)) == 0) {
+		m.cookie = op->cookie;
+		rc = wire_encode(&op->sb.out, &m, NULL);
+		if (rc)
+			rc = wire_errno(rc);
+		else
+			rc = rt_cluster_send(w, node, &op->sb);
+		if (rc)
+			op_take(r, op->cookie);
+	}
+	if (rc) {
+		rt_work_done(w, &op->work, rc);
+		free(op);
+	}
+}
+
+/* ---- origin: the reply ---- */
+
+static int reply_outputs(struct rt_remote_op *op, const struct wire_msg *m)
+{
+	const struct chi_method_desc *md = op->work.method;
+	struct rt_client *c = op->work.client;
+	int rc = wire_reply_check_bulk(m, md->bulk, md->num_bulk, op->sent_params, op->sent_size);
+	if (rc)
+		return wire_errno(rc);
+	/* The parameters first, with the sender's own descriptors put back; then the bulk
+	 * data, into the buffers the sender named, which may lie inside those very parameters
+	 * (kvs keeps a small value's bounce buffer there). */
+	memcpy(op->work.params, m->reply.params, op->sent_size);
+	for (uint32_t k = 0; k < md->num_bulk; k++)
+		memcpy((char *)op->work.params + md->bulk[k].offset,
+		       op->sent_params + md->bulk[k].offset, sizeof(struct chi_bulk));
+	for (uint32_t i = 0; i < m->reply.num_bulk; i++) {
+		const struct wire_bulk *s = &m->reply.bulk[i];
+		struct chi_bulk b;
+		memcpy(&b, op->sent_params + md->bulk[s->field].offset, sizeof(b));
+		if (!s->length)
+			continue;
+		void *dst = shm_seg_range(c->base, &c->layout, b.offset, s->length);
+		if (!dst)
+			return -EFAULT;
+		memcpy(dst, s->data, s->length);
+	}
+	return 0;
+}
+
+static void on_reply(struct worker *w, uint32_t node, const struct wire_msg *m)
+{
+	struct rt_remote_op *op = op_take(w->rt->remote, m->cookie);
+	if (!op)
+		return; /* failed already (its link went down), or not ours */
+	if (op->node != node) {
+		/* Another node answering for it: not a reply to trust. */
+		op_end(w, op, -EPROTO);
+		return;
+	}
+	int rc = m->reply.rc;
+	/* A failed task's outputs come back too when it sent them (a reason, say). */
+	if (rc == 0 || m->reply.params_size == op->sent_size) {
+		int out = reply_outputs(op, m);
+		if (out && rc == 0)
+			rc = out;
+	}
+	op_end(w, op, rc);
+}
+
+void rt_remote_link_down(struct worker *w, uint32_t node)
+{
+	struct rt_remote *r = w->rt->remote;
+	for (uint32_t slot = 0; slot < MAX_PENDING; slot++) {
+		pthread_mutex_lock(&r->lock);
+		struct rt_remote_op *op = r->slots[slot];
+		uint64_t cookie = op && op->node == node && op->worker == w->index ? op->cookie : 0;
+		pthread_mutex_unlock(&r->lock);
+		if (cookie && (op = op_take(r, cookie)) != NULL)
+			op_end(w, op, -ECONNRESET);
+	}
+}
+
+/* ---- remote: running a peer's task ---- */
+
+static void reply_sent(struct worker *w, struct rt_sendbuf *sb, int status)
+{
+	(void)status; /* a lost reply: the origin fails the task when its link drops */
+	rt_region_free(w, sb);
+}
+
+/* The peer's task is done: the REPLY, from whichever worker completes it. */
+static void remote_complete(struct rt_client *src, struct chi_task *task, int rc)
+{
+	struct rt_remote_task *t = (struct rt_remote_task *)((char *)task - RTASK_HDR);
+	const struct chi_method_desc *md = t->method;
+	void *params = chi_task_params(task);
+	struct worker *w = rt_self();
+	(void)src;
+	if (rc > 0 || rc < WIRE_RC_MIN)
+		rc = -EPROTO; /* a reply carries 0 or -errno */
+	struct wire_msg m = { .type = WIRE_REPLY, .cookie = t->cookie, .dst_worker = t->src_worker };
+	m.src_node = rt_cluster_self(the_rt);
+	m.src_worker = w ? (uint16_t)w->index : 0;
+	m.reply.rc = rc;
+	m.reply.params = params;
+	m.reply.params_size = task->params_size;
+	for (uint32_t k = 0; rc == 0 && md && k < md->num_bulk; k++) {
+		if (md->bulk[k].dir == CHI_BULK_IN)
+			continue;
+		struct chi_bulk b;
+		memcpy(&b, (char *)params + md->bulk[k].offset, sizeof(b));
+		uint64_t len = b.length;
+		if (md->bulk[k].out_len_offset != CHI_BULK_LEN_WHOLE) {
+			memcpy(&len, (char *)params + md->bulk[k].out_len_offset, sizeof(len));
+			if (len > b.length)
+				len = b.length;
+		}
+		const struct rt_client *self = &the_rt->self_client;
+		const void *data = shm_seg_range(self->base, &self->layout, b.offset, b.length);
+		if (!data) { /* the handler pointed its descriptor elsewhere */
+			rc = -EFAULT;
+			m.reply.rc = rc;
+			m.reply.num_bulk = 0;
+			break;
+		}
+		struct wire_bulk *s = &m.reply.bulk[m.reply.num_bulk++];
+		s->field = (uint16_t)k;
+		s->dir = (uint8_t)md->bulk[k].dir;
+		s->capacity = b.length;
+		s->length = len;
+		s->data = len ? data : NULL;
+	}
+	t->sb.done = reply_sent;
+	if (!w || wire_encode(&t->sb.out, &m, NULL) != 0 ||
+	    rt_cluster_send(w, t->node, &t->sb) != 0) {
+		/* Not on a worker, or the link is gone: the origin fails it when its link
+		 * drops. (Tasks from peers complete on workers: see on_task.) */
+		if (w)
+			rt_region_free(w, t);
+		else
+			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR,
+					    "a remote task completed off the workers: reply lost");
+	}
+}
+
+static const struct rt_source_ops remote_source = { remote_complete };
+
+/* An answer without running anything: the same path as a completed task. */
+static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m, int rc)
+{
+	struct rt_remote *r = w->rt->remote;
+	int arc;
+	struct rt_remote_task *t = rt_region_alloc(w, &w->rt->self_client,
+						   RTASK_HDR + CHI_TASK_HEADER_SIZE, &arc);
+	if (!t)
+		return; /* the origin's link or its client's wait bounds this */
+	memset(t, 0, RTASK_HDR + CHI_TASK_HEADER_SIZE);
+	t->cookie = m->cookie;
+	t->node = node;
+	t->src_worker = m->src_worker;
+	remote_complete(&r->src, (struct chi_task *)((char *)t + RTASK_HDR), rc);
+}
+
+static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
+{
+	struct runtime *rt = w->rt;
+	const struct chi_task *h = m->task.hdr;
+	struct rt_pool *pool = rt_pool_find(rt, h->pool);
+	if (!pool) {
+		reply_now(w, node, m, -ENOENT);
+		return;
+	}
+	const struct chi_method_desc *md = rt_module_method(pool->mod, h->method);
+	if (!md) {
+		reply_now(w, node, m, -EBADRQC);
+		return;
+	}
+	if (m->task.params_size < md->min_params_size) {
+		reply_now(w, node, m, -EINVAL);
+		return;
+	}
+	if (wire_task_check_bulk(m, md->bulk, md->num_bulk) != 0) {
+		reply_now(w, node, m, -EFAULT);
+		return;
+	}
+	/* The container must be ours: a sender with another address table would loop. */
+	if (h->query.mode != CHI_QUERY_DIRECT_ID || h->query.a >= pool->num_containers ||
+	    rt_container_node(rt, pool, (uint32_t)h->query.a) != rt_cluster_self(rt)) {
+		reply_now(w, node, m, -ESTALE);
+		return;
+	}
+	/* Task record, parameters (8-aligned), then a 64-aligned buffer per bulk field. */
+	uint64_t size = RTASK_HDR + CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
+	for (uint32_t k = 0; k < m->task.num_bulk; k++)
+		size += (m->task.bulk[k].capacity + 63) & ~63ull;
+	int rc;
+	struct rt_remote_task *t = rt_region_alloc(w, &rt->self_client, size, &rc);
+	if (!t) {
+		reply_now(w, node, m, rc);
+		return;
+	}
+	memset(t, 0, RTASK_HDR);
+	t->cookie = m->cookie;
+	t->node = node;
+	t->src_worker = m->src_worker;
+	t->method = md;
+	struct chi_task *task = (struct chi_task *)((char *)t + RTASK_HDR);
+	*task = *h;
+	task->state = CHI_TASK_SUBMITTED;
+	char *params = (char *)chi_task_params(task);
+	memcpy(params, m->task.params, m->task.params_size);
+	char *buf = params + ((m->task.params_size + 63) & ~63u);
+	unsigned char *base = rt->self_client.base;
+	for (uint32_t k = 0; k < m->task.num_bulk; k++) {
+		const struct wire_bulk *s = &m->task.bulk[k];
+		if (s->length)
+			memcpy(buf, s->data, s->length);
+		if (s->capacity > s->length) /* nothing of an earlier task shows through */
+			memset(buf + s->length, 0, s->capacity - s->length);
+		struct chi_bulk b = { (uint64_t)((unsigned char *)buf - base), s->capacity };
+		memcpy(params + md->bulk[s->field].offset, &b, sizeof(b));
+		buf += (s->capacity + 63) & ~63ull;
+	}
+	struct chi_task snap = *task;
+	rc = rt_dispatch_task(w, &rt->remote->src, &rt->self_client, task, &snap, params);
+	if (rc != RT_TASK_PENDING)
+		rt_task_complete(w, &rt->remote->src, task, rc);
+}
+
+void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m)
+{
+	if (m->type == WIRE_TASK)
+		on_task(w, node, m);
+	else if (m->type == WIRE_REPLY)
+		on_reply(w, node, m);
+}
+
+/* ---- start and stop ---- */
+
+int rt_remote_init(struct runtime *rt)
+{
+	struct rt_remote *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	pthread_mutex_init(&r->lock, NULL);
+	for (uint32_t i = 0; i < MAX_PENDING; i++)
+		r->free_list[i] = MAX_PENDING - 1 - i;
+	r->free_top = MAX_PENDING;
+	/* The region, seen as the client tasks from peers lie in; completing one replies. */
+	r->src = rt->self_client;
+	r->src.ops = &remote_source;
+	atomic_init(&r->src.refs, 1);
+	rt->remote = r;
+	the_rt = rt;
+	return 0;
+}
+
+void rt_remote_fini(struct runtime *rt)
+{
+	struct rt_remote *r = rt->remote;
+	if (!r)
+		return;
+	for (uint32_t slot = 0; slot < MAX_PENDING; slot++) {
+		struct rt_remote_op *op = r->slots[slot];
+		if (!op)
+			continue;
+		r->slots[slot] = NULL;
+		op_end(NULL, op, -ESHUTDOWN);
+		op_put(op); /* its send will never complete now */
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	rt->remote = NULL;
+	the_rt = NULL;
+}

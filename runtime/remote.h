@@ -1,0 +1,62 @@
+/* Running a task on the node that holds its container (docs/design/remote.md).
+ *
+ * Origin: dispatch hands a task bound for a container of another node to rt_remote_send();
+ * it goes out as a TASK frame on the worker's own link to that node, built from where the
+ * task lies (no copy), and waits as a pending operation named by the frame's cookie. The
+ * REPLY (on any link, to any worker) completes it: outputs copied back into the sender's
+ * memory after the checks, then the task's own completion.
+ *
+ * Remote: a TASK frame is checked as dispatch checks a lane entry, copied into the runtime's
+ * private region (parameters, then a buffer per declared bulk field, its descriptor pointed
+ * there), and dispatched; its source is the peer: completing it sends the REPLY. */
+#ifndef CHI_RUNTIME_REMOTE_H
+#define CHI_RUNTIME_REMOTE_H
+
+#include <stdint.h>
+
+#include "transport/wire.h"
+
+struct runtime;
+struct worker;
+struct rt_work;
+struct rt_pool;
+
+/* A frame to send whose buffers outlive the call: net_send's wr_id points at it, and the
+ * link's owner calls done() at NET_EV_SEND_DONE (status 0 or why the send failed). */
+struct rt_sendbuf {
+	void (*done)(struct worker *w, struct rt_sendbuf *sb, int status);
+	struct wire_out out;
+};
+
+int rt_remote_init(struct runtime *rt);
+/* After the workers stopped: fail what is still pending. */
+void rt_remote_fini(struct runtime *rt);
+
+/* Compose pools exist on every node under the same id: their containers are spread over the
+ * nodes (container i on node i mod nodes). Other pools live on the node that made them. */
+void rt_remote_mark_spread(struct runtime *rt, const struct rt_pool *pool);
+
+/* The node that holds container @i of @pool. */
+uint32_t rt_container_node(const struct runtime *rt, const struct rt_pool *pool, uint32_t i);
+
+struct chi_container;
+
+/* Is container @c on another node than this one? */
+int rt_remote_elsewhere(const struct runtime *rt, const struct chi_container *c);
+
+/* A container of @pool on @node into *@first. @return 0, or -EHOSTUNREACH when @node holds
+ * none of them (or is no node of the cluster). */
+int rt_remote_pick(const struct runtime *rt, const struct rt_pool *pool, uint64_t node,
+		   uint32_t *first);
+
+/* Send @work (its root reference held) to @node; it completes through rt_work_done() when
+ * the reply comes or the link fails. */
+void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node);
+
+/* A TASK or REPLY frame from @node, on worker @w (cluster.c). */
+void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
+
+/* Worker @w's link to @node is gone: what it carried fails with -ECONNRESET. */
+void rt_remote_link_down(struct worker *w, uint32_t node);
+
+#endif

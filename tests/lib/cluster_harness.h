@@ -1,0 +1,43 @@
+/* Test harness for clusters on loopback: N runtimes on 127.0.0.1..N sharing one port, each
+ * started by this process with CHI_NODE_ID and stopped by its PID. */
+#ifndef CHI_TESTS_CLUSTER_HARNESS_H
+#define CHI_TESTS_CLUSTER_HARNESS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "transport/ipc.h"
+
+#define CLUSTER_MAX_NODES 8
+
+struct cluster {
+	char dir[64];
+	int port;
+	int nodes;
+	pid_t pid[CLUSTER_MAX_NODES];
+	char config[CLUSTER_MAX_NODES][128]; /* per node: a wrong secret is a config of its own */
+	char run_dir[128];
+};
+
+/* A temp dir, a hostfile of @nodes loopback addresses and a config per node. @secrets: one
+ * letter per node naming its secret file (the same letter, the same secret), or NULL for no
+ * secret at all. @extra: YAML appended to every config (a compose: section), or NULL. */
+void cluster_setup(struct cluster *c, int nodes, const char *secrets, const char *extra);
+
+/* Rewrite @node's config with hostfile text @hosts and secret path @secret ("": none). */
+void cluster_write_config(struct cluster *c, int node, const char *hosts, const char *secret);
+
+pid_t cluster_start_node(struct cluster *c, int node);
+/* SIGTERM and wait; @return the exit status, -1 for a signal or a kill past the deadline. */
+int cluster_stop_node(struct cluster *c, int node);
+/* Stop what is running and remove the temp dir. */
+void cluster_teardown(struct cluster *c);
+
+/* @node's status; 0 or -errno (not up yet). */
+int cluster_status(struct cluster *c, int node, struct ipc_reply *r);
+/* Wait until @node reports @want peers up. @return 1, or 0 past RT_WAIT_TIMEOUT_MS. */
+int cluster_wait_peers(struct cluster *c, int node, uint32_t want);
+/* Does @node's log hold @text? */
+int cluster_log_has(struct cluster *c, int node, const char *text);
+
+#endif
