@@ -478,8 +478,26 @@ int rt_cluster_worker_init(struct worker *w)
 void rt_cluster_worker_fini(struct worker *w)
 {
 	struct rt_wnet *wn = w->net;
+	struct net_event ev[POLL_BATCH];
+	int n;
 	if (!wn)
 		return;
+	/* Links the control thread handed over that never arrived while the worker ran: take
+	 * them in, so that they are freed below with the rest. */
+	while ((n = net_poll(wn->ctx, ev, POLL_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct rt_link *l = ev[i].ep ? net_ep_user(ev[i].ep) : NULL;
+			if (ev[i].type == NET_EV_ARRIVED && l) {
+				l->next = wn->in;
+				wn->in = l;
+			} else if (ev[i].type == NET_EV_SEND_DONE && ev[i].wr_id) {
+				struct rt_sendbuf *sb = (struct rt_sendbuf *)(uintptr_t)ev[i].wr_id;
+				sb->done(w, sb, -ESHUTDOWN);
+			}
+		}
+		if (n < POLL_BATCH)
+			break;
+	}
 	net_ctx_destroy(wn->ctx); /* closes every endpoint, no events */
 	for (uint32_t i = 0; wn->out && i < w->rt->cluster->mem.num_nodes; i++)
 		hs_fini(&wn->out[i].hs);

@@ -47,6 +47,13 @@ static struct cluster *up(void)
 	return c;
 }
 
+/* Every node stops cleanly (exit 0: no sanitizer report, no crash on the way out). */
+static void down(struct cluster *c)
+{
+	for (int i = 0; i < NODES; i++)
+		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
+}
+
 static struct chi_client *client_of(struct cluster *c, int node)
 {
 	struct chi_client_opts o = { .config_path = c->config[node] };
@@ -102,6 +109,7 @@ START_TEST(every_container_from_one_node)
 	ck_assert_uint_eq(w.replies, 4);
 	ck_assert_uint_eq(w.mask, 0x1eu);
 	chi_client_disconnect(cl);
+	down(c);
 }
 END_TEST
 
@@ -140,6 +148,7 @@ START_TEST(state_lives_on_the_containers_node)
 	ck_assert_uint_eq(p.total, 12u * CONTAINERS + N);
 	chi_client_disconnect(a);
 	chi_client_disconnect(b);
+	down(c);
 }
 END_TEST
 
@@ -182,6 +191,7 @@ START_TEST(kvs_values_cross_nodes)
 	ck_assert_int_eq(chi_kvs_get(a, KV, "absent", 6, small, sizeof(small), &len), -ENOENT);
 	chi_client_disconnect(a);
 	chi_client_disconnect(b);
+	down(c);
 }
 END_TEST
 
@@ -198,6 +208,7 @@ START_TEST(remote_subtasks)
 	ck_assert_int_eq(sm_call(a, CHI_SM_FAN, chi_query_direct_id(2), &fan, sizeof(fan)), 0);
 	ck_assert_uint_eq(fan.ok, 60);
 	chi_client_disconnect(a);
+	down(c);
 }
 END_TEST
 
@@ -226,8 +237,7 @@ START_TEST(a_node_leaves_and_comes_back)
 	ck_assert_int_eq(sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w)), 0);
 	ck_assert_uint_eq(w.container, 1);
 	chi_client_disconnect(a);
-	for (int i = 0; i < NODES; i++)
-		ck_assert_int_eq(cluster_stop_node(c, i), 0);
+	down(c);
 }
 END_TEST
 

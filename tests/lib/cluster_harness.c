@@ -62,7 +62,9 @@ void cluster_setup(struct cluster *c, int nodes, const char *secrets, const char
 	ck_assert_ptr_nonnull(mkdtemp(c->dir));
 	snprintf(c->run_dir, sizeof(c->run_dir), "%s/run", c->dir);
 	static int seq;
-	c->port = 20000 + (int)((getpid() * 13 + seq++ * 7) % 40000);
+	/* Below the ephemeral range (32768..): a node's listener must not meet a port some
+	 * outgoing connection of this machine holds. */
+	c->port = 20000 + (int)((getpid() * 13 + seq++ * 7) % 12000);
 	char hosts[256];
 	snprintf(hosts, sizeof(hosts), "# loopback nodes\n127.0.0.[1-%d]\n", nodes);
 	if (nodes == 1)
@@ -123,7 +125,9 @@ void cluster_teardown(struct cluster *c)
 {
 	for (int i = 0; i < c->nodes; i++)
 		cluster_stop_node(c, i);
-	if (strncmp(c->dir, "/tmp/chi-cluster-", 17) == 0) {
+	if (getenv("CHI_KEEP_TEST_DIR")) { /* for a post-mortem: the nodes' logs */
+		fprintf(stderr, "kept %s\n", c->dir);
+	} else if (strncmp(c->dir, "/tmp/chi-cluster-", 17) == 0) {
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
 		rt_sh(cmd);

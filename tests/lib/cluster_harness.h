@@ -30,7 +30,8 @@ void cluster_write_config(struct cluster *c, int node, const char *hosts, const 
 pid_t cluster_start_node(struct cluster *c, int node);
 /* SIGTERM and wait; @return the exit status, -1 for a signal or a kill past the deadline. */
 int cluster_stop_node(struct cluster *c, int node);
-/* Stop what is running and remove the temp dir. */
+/* Stop what is running and remove the temp dir (kept, and named on stderr, when the
+ * environment has CHI_KEEP_TEST_DIR). */
 void cluster_teardown(struct cluster *c);
 
 /* @node's status; 0 or -errno (not up yet). */
