@@ -81,6 +81,7 @@ static const struct key_desc keys[] = {
 	{ "networking.bootstrap", CHOICE(bootstrap) },
 	{ "networking.hostfile", STR(hostfile) },
 	{ "networking.wait_for_restart", KEY_U64, OFF(wait_for_restart_s), 0, 86400 },
+	{ "networking.heartbeat_ms", KEY_U64, OFF(heartbeat_ms), 0, 3600000 },
 	{ "networking.transport", CHOICE(transport) },
 	{ "networking.bind", ADDR(bind) },
 	{ "networking.secret_file", STR(secret_file) },
@@ -119,6 +120,7 @@ void config_defaults(struct config *cfg)
 	cfg->neighborhood_size = 32;
 	snprintf(cfg->bootstrap, sizeof(cfg->bootstrap), "none");
 	cfg->wait_for_restart_s = 30;
+	cfg->heartbeat_ms = 1000;
 	snprintf(cfg->transport, sizeof(cfg->transport), "auto");
 	cfg->log_level = CHI_LOG_LEVEL_WARN;
 }
@@ -797,8 +799,10 @@ void config_dump(const struct config *cfg, FILE *out)
 		cfg->port, cfg->neighborhood_size, cfg->bootstrap);
 	fputs("  hostfile: ", out);
 	dump_quoted(out, cfg->hostfile);
-	fprintf(out, "\n  wait_for_restart: %llu\n  transport: %s\n  bind: \"%s\"\n",
-		(unsigned long long)cfg->wait_for_restart_s, cfg->transport, cfg->bind);
+	fprintf(out, "\n  wait_for_restart: %llu\n  heartbeat_ms: %llu\n  transport: %s\n"
+		     "  bind: \"%s\"\n",
+		(unsigned long long)cfg->wait_for_restart_s, (unsigned long long)cfg->heartbeat_ms,
+		cfg->transport, cfg->bind);
 	fputs("  secret_file: ", out);
 	dump_quoted(out, cfg->secret_file);
 	fprintf(out, "\n  rdma_device: \"%s\"\n", cfg->rdma_device);

@@ -74,6 +74,7 @@ struct config {
 	char bootstrap[16]; /* "none", "hostfile" or "pmix" (refused until PMIx support lands) */
 	char hostfile[PATH_MAX];
 	uint64_t wait_for_restart_s;
+	uint64_t heartbeat_ms; /* PING each peer link this often; 5 silent beats: dead. 0: off */
 	char transport[16]; /* "auto", "tcp" or "verbs" */
 	char bind[64];	    /* numeric IPv4/IPv6 address to listen on; "" for the node's own */
 	char secret_file[PATH_MAX];

@@ -48,6 +48,9 @@ struct rt_link {
 	uint8_t hs_started;
 	uint8_t inflight; /* handshake messages posted and not yet sent */
 	uint32_t addr_index;
+	uint32_t rx_count; /* frames received (the heartbeat compares it between beats) */
+	uint32_t rx_seen;
+	uint32_t silent; /* heartbeats without a frame from the peer */
 	uint64_t deadline; /* of the handshake */
 	uint64_t backoff;  /* before the next dial */
 	uint64_t next_dial;
@@ -65,7 +68,14 @@ struct rt_wnet {
 	struct rt_link *in;  /* links peers dialled, moved here once authenticated */
 	uint32_t not_up;     /* outgoing links not up: dials and handshakes to look after */
 	int dirty;	     /* sends posted since the last flush */
+	uint32_t polls;	     /* the heartbeat reads the clock every HEARTBEAT_POLLS polls */
+	uint64_t next_beat;
+	uint64_t pings;
 };
+
+#define HEARTBEAT_POLLS 64
+#define SILENT_BEATS 5 /* beats without a frame: the peer is dead, or stuck (or one of its
+			* workers ran a handler that long: handlers must be short) */
 
 /* The worker's epoll data for its network context: not 0 (its own doorbell), which it
  * reads after waking; the context is read by polling it. */
@@ -80,6 +90,7 @@ struct rt_cluster {
 	struct net_listener *listener;
 	struct rt_link *accepting;
 	_Atomic uint32_t *out_up; /* [num_nodes]: how many of our workers reach each node */
+	uint64_t heartbeat_ns;	  /* networking.heartbeat_ms; 0: none */
 };
 
 static int is_loopback(const struct membership_addr *a)
@@ -157,6 +168,52 @@ static void send_pong(struct rt_cluster *cl, struct rt_link *l, uint64_t cookie)
 static void close_link(struct rt_link *l, uint32_t reason, int32_t detail, const char *why)
 {
 	net_close(l->ep, reason, detail, why);
+}
+
+static void send_ping(struct rt_cluster *cl, struct rt_link *l, uint64_t cookie)
+{
+	struct rt_sendbuf *sb = malloc(sizeof(*sb));
+	struct wire_msg m = { .type = WIRE_PING, .cookie = cookie, .src_node = cl->mem.self,
+			      .src_worker = l->worker };
+	if (!sb)
+		return; /* the next beat tries again */
+	sb->done = free_sendbuf;
+	if (wire_encode(&sb->out, &m, &cl->lim) != 0 ||
+	    net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb) != 0)
+		free(sb);
+}
+
+/* One beat of an authenticated link: a peer that sent nothing for SILENT_BEATS beats is
+ * dead or stuck (a stopped process still has its kernel acknowledge TCP): the link closes,
+ * and what went out on it fails instead of waiting forever. @ping: ours, so we ask. */
+static void beat_link(struct rt_cluster *cl, struct worker *w, struct rt_link *l, int ping)
+{
+	if (l->rx_count != l->rx_seen) {
+		l->rx_seen = l->rx_count;
+		l->silent = 0;
+	} else if (++l->silent >= SILENT_BEATS) {
+		CHI_LOG_WARN("worker %u: node %u sent nothing for %u heartbeats: closing the link",
+			     w->index, l->node, SILENT_BEATS);
+		close_link(l, WIRE_CLOSE_TIMEOUT, 0, "no heartbeat");
+		return;
+	}
+	if (ping)
+		send_ping(cl, l, ++w->net->pings);
+}
+
+static void heartbeat(struct rt_cluster *cl, struct worker *w, uint64_t now)
+{
+	struct rt_wnet *wn = w->net;
+	if (!cl->heartbeat_ns || now < wn->next_beat)
+		return;
+	wn->next_beat = now + cl->heartbeat_ns;
+	for (uint32_t i = 0; i < cl->mem.num_nodes; i++)
+		if (i != cl->mem.self && wn->out[i].state == LINK_UP)
+			beat_link(cl, w, &wn->out[i], 1);
+	for (struct rt_link *l = wn->in; l; l = l->next) /* their side pings these */
+		if (l->state == LINK_UP)
+			beat_link(cl, w, l, 0);
+	wn->dirty = 1;
 }
 
 /* A handshake failed: the CLOSE tells the peer as little as handshake.h asks. */
@@ -307,6 +364,7 @@ static void on_recv(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 	struct wire_msg m;
 	if (l->state != LINK_HANDSHAKE && l->state != LINK_UP)
 		return; /* closing */
+	l->rx_count++;
 	if (decode(cl, l, e, &m) != 0)
 		return;
 	if (l->state == LINK_UP) {
@@ -364,6 +422,8 @@ int rt_cluster_worker_poll(struct worker *w)
 	 * expire (incoming links arrive here authenticated). */
 	if (wn->not_up)
 		look_after_links(cl, w);
+	if (cl->heartbeat_ns && ++wn->polls % HEARTBEAT_POLLS == 0)
+		heartbeat(cl, w, time_now_ns());
 	int n = net_poll(wn->ctx, ev, POLL_BATCH);
 	for (int i = 0; i < n; i++) {
 		struct rt_link *l = net_ep_user(ev[i].ep);
@@ -431,6 +491,13 @@ int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)
 	struct rt_cluster *cl = w->rt->cluster;
 	if (!wn)
 		return 0;
+	if (cl->heartbeat_ns) {
+		heartbeat(cl, w, time_now_ns());
+		if (wn->next_beat < *deadline_ns)
+			*deadline_ns = wn->next_beat;
+	}
+	if (wn->dirty)
+		return 1; /* the beat posted pings: write them before sleeping */
 	if (net_arm(wn->ctx))
 		return 1;
 	for (uint32_t i = 0; i < cl->mem.num_nodes; i++) {
@@ -693,6 +760,7 @@ int rt_cluster_init(struct runtime *rt, const char *node_id, char *why, size_t w
 	}
 	rt->cluster = cl;
 	wire_limits_default(&cl->lim);
+	cl->heartbeat_ns = rt->cfg.heartbeat_ms * 1000000ull;
 	int rc = membership_load(&rt->cfg, node_id, &cl->mem, why, why_len);
 	if (rc)
 		return rc;

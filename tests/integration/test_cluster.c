@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -37,6 +38,28 @@ START_TEST(nodes_join_leave_and_rejoin)
 	ck_assert(cluster_wait_peers(cp, 0, NODES - 2));
 	ck_assert(cluster_wait_peers(cp, 2, NODES - 2));
 	cluster_start_node(cp, 1);
+	for (int i = 0; i < NODES; i++)
+		ck_assert_msg(cluster_wait_peers(cp, i, NODES - 1), "node %d: no rejoin", i);
+	for (int i = 0; i < NODES; i++)
+		ck_assert_int_eq(cluster_stop_node(cp, i), 0);
+}
+END_TEST
+
+/* A node that stops answering without hanging up (SIGSTOP: its kernel still acknowledges
+ * TCP) is found out by the heartbeats, and rejoins when it runs again. */
+START_TEST(a_frozen_node_is_noticed)
+{
+	struct cluster *cp = &the_cluster;
+	cluster_setup(cp, NODES, "AAA", NULL);
+	for (int i = 0; i < NODES; i++)
+		cluster_start_node(cp, i);
+	for (int i = 0; i < NODES; i++)
+		ck_assert(cluster_wait_peers(cp, i, NODES - 1));
+	ck_assert_int_eq(kill(cp->pid[2], SIGSTOP), 0);
+	ck_assert(cluster_wait_peers(cp, 0, NODES - 2));
+	ck_assert(cluster_wait_peers(cp, 1, NODES - 2));
+	ck_assert(cluster_log_has(cp, 0, "heartbeats: closing the link"));
+	ck_assert_int_eq(kill(cp->pid[2], SIGCONT), 0);
 	for (int i = 0; i < NODES; i++)
 		ck_assert_msg(cluster_wait_peers(cp, i, NODES - 1), "node %d: no rejoin", i);
 	for (int i = 0; i < NODES; i++)
@@ -130,7 +153,8 @@ END_TEST
 
 int main(void)
 {
-	const TTest *const tests[] = { nodes_join_leave_and_rejoin, wrong_secret_is_refused,
+	const TTest *const tests[] = { nodes_join_leave_and_rejoin, a_frozen_node_is_noticed,
+				       wrong_secret_is_refused,
 				       stranger_is_cut_off, no_secret_is_loopback_only };
 	return chi_check_main("cluster", 280, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -5,6 +5,7 @@
  * fails what is sent to it at once, and nothing hangs. */
 #include <check.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +213,26 @@ START_TEST(remote_subtasks)
 }
 END_TEST
 
+/* A task sent to a node that stops answering (SIGSTOP) fails once the heartbeats find it
+ * out: it does not wait forever. */
+START_TEST(a_task_to_a_frozen_node_fails_instead_of_hanging)
+{
+	struct cluster *c = up();
+	struct chi_client *a = client_of(c, 0);
+	ck_assert_int_eq(kill(c->pid[1], SIGSTOP), 0);
+	struct chi_sm_who_params w = { 0 };
+	int rc = sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w));
+	ck_assert_msg(rc == -ECONNRESET || rc == -EHOSTUNREACH, "rc %d", rc);
+	ck_assert_int_eq(kill(c->pid[1], SIGCONT), 0);
+	ck_assert(cluster_wait_peers(c, 0, NODES - 1));
+	memset(&w, 0, sizeof(w));
+	ck_assert_int_eq(sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w)), 0);
+	ck_assert_uint_eq(w.container, 1);
+	chi_client_disconnect(a);
+	down(c);
+}
+END_TEST
+
 /* A node that goes away: tasks for its containers fail at once (never hang); the others
  * still work; it comes back and serves again. */
 START_TEST(a_node_leaves_and_comes_back)
@@ -245,6 +266,7 @@ int main(void)
 {
 	const TTest *const tests[] = { every_container_from_one_node,
 				       state_lives_on_the_containers_node, kvs_values_cross_nodes,
-				       remote_subtasks, a_node_leaves_and_comes_back };
+				       remote_subtasks, a_task_to_a_frozen_node_fails_instead_of_hanging,
+				       a_node_leaves_and_comes_back };
 	return chi_check_main("remote", 280, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -45,7 +45,8 @@ void cluster_write_config(struct cluster *c, int node, const char *hosts, const 
 	snprintf(text, sizeof(text),
 		 "runtime:\n  num_threads: 2\n  first_busy_wait: 20\n  run_dir: %s\n"
 		 "memory:\n  client_data_segment_size: 32MB\n  lanes_per_client: 4\n"
-		 "networking:\n  port: %d\n  hostfile: %s\n  wait_for_restart: 2\n%s%s%s"
+		 "networking:\n  port: %d\n  hostfile: %s\n  wait_for_restart: 2\n"
+		 "  heartbeat_ms: 200\n%s%s%s"
 		 "logging:\n  level: info\n%s",
 		 c->run_dir, c->port, hostfile, secret[0] ? "  secret_file: " : "", secret,
 		 secret[0] ? "\n" : "", extra_yaml ? extra_yaml : "");

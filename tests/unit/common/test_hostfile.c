@@ -367,8 +367,9 @@ static int loopback_addr(const struct membership_addr *a)
 	return a->family == AF_INET6 && memcmp(a->bytes, v6_loopback, 16) == 0;
 }
 
-/* Numeric loopback forms and "localhost" go to getaddrinfo (the latter is answered from
- * /etc/hosts); any other name fails as unknown without a query. */
+/* Numeric loopback forms go to getaddrinfo (no lookup for those); "localhost" is answered
+ * here as 127.0.0.1, so that no test depends on the machine's /etc/hosts (a fresh minimal
+ * root has none); any other name fails as unknown without a query. */
 static int loopback_only(void *ctx, const char *host, const struct addrinfo *hints,
 			 struct addrinfo **res)
 {
@@ -378,8 +379,14 @@ static int loopback_only(void *ctx, const char *host, const struct addrinfo *hin
 
 	if (calls)
 		(*calls)++;
-	if (strcmp(host, "localhost") == 0 ||
-	    (inet_pton(AF_INET, host, &a4) == 1 && ((uint8_t *)&a4)[0] == 127) ||
+	if (strcmp(host, "localhost") == 0) {
+		if (hints->ai_flags & AI_NUMERICHOST)
+			return EAI_NONAME; /* a name is not a numeric address */
+		struct addrinfo h = *hints;
+		h.ai_flags |= AI_NUMERICHOST;
+		return getaddrinfo("127.0.0.1", NULL, &h, res);
+	}
+	if ((inet_pton(AF_INET, host, &a4) == 1 && ((uint8_t *)&a4)[0] == 127) ||
 	    (inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6)))
 		return getaddrinfo(host, NULL, hints, res);
 	return EAI_NONAME;
@@ -870,7 +877,8 @@ START_TEST(config_check_shows_the_expansion)
 	ck_assert_uint_eq(len, 0); /* nothing printed for a file that does not parse */
 	free(text);
 
-	make_hostfile("# local cluster\n127.0.0.[1-2]\nlocalhost:9500\n", path, sizeof(path));
+	/* Literals only: membership_check resolves names with the system's resolver. */
+	make_hostfile("# local cluster\n127.0.0.[1-2]\n127.0.0.3:9500\n", path, sizeof(path));
 	out = open_memstream(&text, &len);
 	ck_assert_msg(membership_check(&cfg, out, err, sizeof(err)) == 0, "%s", err);
 	fclose(out);
@@ -878,7 +886,8 @@ START_TEST(config_check_shows_the_expansion)
 	ck_assert_msg(strstr(text, ": 3 nodes\n"), "%s", text);
 	ck_assert_msg(strstr(text, "#   node 0: 127.0.0.1 port 9413 (line 2) -> 127.0.0.1\n"), "%s",
 		      text);
-	ck_assert_msg(strstr(text, "#   node 2: localhost port 9500 (line 3) -> "), "%s", text);
+	ck_assert_msg(strstr(text, "#   node 2: 127.0.0.3 port 9500 (line 3) -> 127.0.0.3"), "%s",
+		      text);
 	ck_assert_msg(strstr(text, "# this machine: "), "%s", text);
 	free(text);
 
