@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <chimaera/admin.h>
+
 #include "cluster.h"
 #include "common/log.h"
 #include "pool_manager.h"
@@ -103,13 +105,17 @@ static int op_register(struct rt_remote *r, struct rt_remote_op *op)
 	return 0;
 }
 
-/* Take the operation @cookie names out of the table: exactly one caller gets it. */
-static struct rt_remote_op *op_take(struct rt_remote *r, uint64_t cookie)
+#define ANY_NODE UINT32_MAX
+
+/* Take the operation @cookie names out of the table, if it went to @node (ANY_NODE: any):
+ * exactly one caller gets it. */
+static struct rt_remote_op *op_take(struct rt_remote *r, uint64_t cookie, uint32_t node)
 {
 	uint32_t slot = COOKIE_SLOT(cookie);
 	struct rt_remote_op *op = NULL;
 	pthread_mutex_lock(&r->lock);
-	if (slot < MAX_PENDING && r->slots[slot] && r->slots[slot]->cookie == cookie) {
+	if (slot < MAX_PENDING && r->slots[slot] && r->slots[slot]->cookie == cookie &&
+	    (node == ANY_NODE || r->slots[slot]->node == node)) {
 		op = r->slots[slot];
 		r->slots[slot] = NULL;
 		r->free_list[r->free_top++] = slot;
@@ -140,7 +146,7 @@ static void op_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 {
 	struct rt_remote_op *op = (struct rt_remote_op *)sb;
 	if (status) {
-		struct rt_remote_op *mine = op_take(w->rt->remote, op->cookie);
+		struct rt_remote_op *mine = op_take(w->rt->remote, op->cookie, ANY_NODE);
 		if (mine)
 			op_end(w, mine, status == -ECONNABORTED ? -ECONNRESET : status);
 	}
@@ -209,7 +215,7 @@ void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
 		else
 			rc = rt_cluster_send(w, node, &op->sb);
 		if (rc)
-			op_take(r, op->cookie);
+			op_take(r, op->cookie, ANY_NODE);
 	}
 	if (rc) {
 		rt_work_done(w, &op->work, rc);
@@ -249,14 +255,11 @@ static int reply_outputs(struct rt_remote_op *op, const struct wire_msg *m)
 
 static void on_reply(struct worker *w, uint32_t node, const struct wire_msg *m)
 {
-	struct rt_remote_op *op = op_take(w->rt->remote, m->cookie);
+	/* Only the node it went to may answer it: another node's REPLY for the same cookie is
+	 * ignored, not allowed to end someone else's task. */
+	struct rt_remote_op *op = op_take(w->rt->remote, m->cookie, node);
 	if (!op)
 		return; /* failed already (its link went down), or not ours */
-	if (op->node != node) {
-		/* Another node answering for it: not a reply to trust. */
-		op_end(w, op, -EPROTO);
-		return;
-	}
 	int rc = m->reply.rc;
 	/* A failed task's outputs come back too when it sent them (a reason, say). */
 	if (rc == 0 || m->reply.params_size == op->sent_size) {
@@ -275,7 +278,7 @@ void rt_remote_link_down(struct worker *w, uint32_t node)
 		struct rt_remote_op *op = r->slots[slot];
 		uint64_t cookie = op && op->node == node && op->worker == w->index ? op->cookie : 0;
 		pthread_mutex_unlock(&r->lock);
-		if (cookie && (op = op_take(r, cookie)) != NULL)
+		if (cookie && (op = op_take(r, cookie, node)) != NULL)
 			op_end(w, op, -ECONNRESET);
 	}
 }
@@ -365,6 +368,12 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 {
 	struct runtime *rt = w->rt;
 	const struct chi_task *h = m->task.hdr;
+	/* The admin pool is not spread: its jobs complete on the control thread, which has no
+	 * link to reply on. Peers reach it with the control plane, when that lands. */
+	if (h->pool.major == CHI_ADMIN_POOL_MAJOR) {
+		reply_now(w, node, m, -EPERM);
+		return;
+	}
 	struct rt_pool *pool = rt_pool_find(rt, h->pool);
 	if (!pool) {
 		reply_now(w, node, m, -ENOENT);
