@@ -424,6 +424,8 @@ int rt_cluster_worker_poll(struct worker *w)
 		look_after_links(cl, w);
 	if (cl->heartbeat_ns && ++wn->polls % HEARTBEAT_POLLS == 0)
 		heartbeat(cl, w, time_now_ns());
+	uint64_t unused = UINT64_MAX;
+	int sent = rt_remote_outbox(w, &unused);
 	int n = net_poll(wn->ctx, ev, POLL_BATCH);
 	for (int i = 0; i < n; i++) {
 		struct rt_link *l = net_ep_user(ev[i].ep);
@@ -455,7 +457,7 @@ int rt_cluster_worker_poll(struct worker *w)
 			break;
 		}
 	}
-	return n > 0 ? n : 0;
+	return (n > 0 ? n : 0) + sent;
 }
 
 void rt_cluster_worker_flush(struct worker *w)
@@ -496,8 +498,8 @@ int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)
 		if (wn->next_beat < *deadline_ns)
 			*deadline_ns = wn->next_beat;
 	}
-	if (wn->dirty)
-		return 1; /* the beat posted pings: write them before sleeping */
+	if (rt_remote_outbox(w, deadline_ns) > 0 || wn->dirty)
+		return 1; /* the beat posted pings, or replies went: write them before sleeping */
 	if (net_arm(wn->ctx))
 		return 1;
 	for (uint32_t i = 0; i < cl->mem.num_nodes; i++) {

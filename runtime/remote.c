@@ -6,11 +6,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <chimaera/admin.h>
 
 #include "cluster.h"
 #include "common/log.h"
+#include "common/time_util.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
 
@@ -37,8 +39,14 @@ struct rt_remote_task {
 	uint64_t cookie;
 	uint32_t node;	    /* the origin */
 	uint16_t src_worker;
+	uint16_t home;	    /* the worker that took it from the link: its reply's retrier */
 	const struct chi_method_desc *method;
+	uint64_t give_up_ns; /* a reply in the outbox is dropped after this */
+	struct rt_remote_task *next; /* in its home worker's outbox */
 };
+
+#define OUTBOX_RETRY_NS (10ull * 1000000ull)	 /* a waiting reply is tried this often */
+#define OUTBOX_GIVE_UP_NS (30ull * 1000000000ull) /* and dropped, logged, after this */
 #define RTASK_HDR ((sizeof(struct rt_remote_task) + 63) & ~(size_t)63)
 
 struct rt_remote {
@@ -49,6 +57,11 @@ struct rt_remote {
 	uint32_t free_list[MAX_PENDING];
 	unsigned char spread[RT_MAX_POOLS * 2 / 8]; /* by pool major: compose pools */
 	struct rt_client src; /* the source of tasks from peers: completing one replies */
+	/* Replies that could not go out where their task completed (off the workers, or that
+	 * worker's link to the origin was down): per home worker, retried from its loop. */
+	pthread_mutex_t outbox_lock;
+	struct rt_remote_task **outbox; /* [num_workers] */
+	_Atomic uint32_t outbox_count;
 };
 
 static struct runtime *the_rt; /* one runtime per process, as the tags in runtime.c */
@@ -291,19 +304,17 @@ static void reply_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 	rt_region_free(w, sb);
 }
 
-/* The peer's task is done: the REPLY, from whichever worker completes it. */
-static void remote_complete(struct rt_client *src, struct chi_task *task, int rc)
+/* Encode the REPLY of @t (its task completed with @rc) into t->sb. */
+static void encode_reply(struct rt_remote_task *t, int rc, uint16_t src_worker)
 {
-	struct rt_remote_task *t = (struct rt_remote_task *)((char *)task - RTASK_HDR);
+	struct chi_task *task = (struct chi_task *)((char *)t + RTASK_HDR);
 	const struct chi_method_desc *md = t->method;
 	void *params = chi_task_params(task);
-	struct worker *w = rt_self();
-	(void)src;
 	if (rc > 0 || rc < WIRE_RC_MIN)
 		rc = -EPROTO; /* a reply carries 0 or -errno */
 	struct wire_msg m = { .type = WIRE_REPLY, .cookie = t->cookie, .dst_worker = t->src_worker };
 	m.src_node = rt_cluster_self(the_rt);
-	m.src_worker = w ? (uint16_t)w->index : 0;
+	m.src_worker = src_worker;
 	m.reply.rc = rc;
 	m.reply.params = params;
 	m.reply.params_size = task->params_size;
@@ -321,8 +332,7 @@ static void remote_complete(struct rt_client *src, struct chi_task *task, int rc
 		const struct rt_client *self = &the_rt->self_client;
 		const void *data = shm_seg_range(self->base, &self->layout, b.offset, b.length);
 		if (!data) { /* the handler pointed its descriptor elsewhere */
-			rc = -EFAULT;
-			m.reply.rc = rc;
+			m.reply.rc = -EFAULT;
 			m.reply.num_bulk = 0;
 			break;
 		}
@@ -334,16 +344,86 @@ static void remote_complete(struct rt_client *src, struct chi_task *task, int rc
 		s->data = len ? data : NULL;
 	}
 	t->sb.done = reply_sent;
-	if (!w || wire_encode(&t->sb.out, &m, NULL) != 0 ||
-	    rt_cluster_send(w, t->node, &t->sb) != 0) {
-		/* Not on a worker, or the link is gone: the origin fails it when its link
-		 * drops. (Tasks from peers complete on workers: see on_task.) */
-		if (w)
-			rt_region_free(w, t);
-		else
-			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_ERROR,
-					    "a remote task completed off the workers: reply lost");
+	if (wire_encode(&t->sb.out, &m, NULL) != 0) {
+		/* Cannot happen for what we decoded; still: an rc-only reply always encodes. */
+		struct wire_msg bare = m;
+		bare.reply.rc = -EPROTO;
+		bare.reply.params_size = 0;
+		bare.reply.num_bulk = 0;
+		(void)wire_encode(&t->sb.out, &bare, NULL);
 	}
+}
+
+/* Park @t's encoded reply in its home worker's outbox, to be retried from its loop. */
+static void outbox_put(struct rt_remote_task *t)
+{
+	struct rt_remote *r = the_rt->remote;
+	uint64_t one = 1;
+	pthread_mutex_lock(&r->outbox_lock);
+	t->next = r->outbox[t->home];
+	r->outbox[t->home] = t;
+	atomic_fetch_add_explicit(&r->outbox_count, 1, memory_order_release);
+	pthread_mutex_unlock(&r->outbox_lock);
+	if (write(the_rt->workers[t->home].doorbell, &one, sizeof(one)) < 0) {
+		/* the worker polls its outbox on its own beat too */
+	}
+}
+
+/* The peer's task is done: the REPLY, from whichever worker (or thread) completes it. */
+static void remote_complete(struct rt_client *src, struct chi_task *task, int rc)
+{
+	struct rt_remote_task *t = (struct rt_remote_task *)((char *)task - RTASK_HDR);
+	struct worker *w = rt_self();
+	(void)src;
+	encode_reply(t, rc, w ? (uint16_t)w->index : t->home);
+	t->give_up_ns = 0;
+	if (!w || rt_cluster_send(w, t->node, &t->sb) != 0)
+		outbox_put(t); /* off the workers, or this worker's link to the origin is down */
+}
+
+int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns)
+{
+	struct rt_remote *r = w->rt->remote;
+	struct rt_remote_task *list, *keep = NULL;
+	int n = 0;
+	if (!r || !atomic_load_explicit(&r->outbox_count, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&r->outbox_lock);
+	list = r->outbox[w->index];
+	r->outbox[w->index] = NULL;
+	pthread_mutex_unlock(&r->outbox_lock);
+	uint64_t now = list ? time_now_ns() : 0;
+	while (list) {
+		struct rt_remote_task *t = list;
+		list = t->next;
+		if (!t->give_up_ns)
+			t->give_up_ns = now + OUTBOX_GIVE_UP_NS;
+		if (rt_cluster_send(w, t->node, &t->sb) == 0) {
+			atomic_fetch_sub_explicit(&r->outbox_count, 1, memory_order_relaxed);
+			n++;
+		} else if (now >= t->give_up_ns) {
+			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
+					    "node %u unreachable for %llu s: a reply to it is dropped",
+					    t->node, OUTBOX_GIVE_UP_NS / 1000000000ull);
+			atomic_fetch_sub_explicit(&r->outbox_count, 1, memory_order_relaxed);
+			rt_region_free(w, t);
+		} else {
+			t->next = keep;
+			keep = t;
+		}
+	}
+	if (keep) {
+		pthread_mutex_lock(&r->outbox_lock);
+		struct rt_remote_task **tail = &keep;
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = r->outbox[w->index];
+		r->outbox[w->index] = keep;
+		pthread_mutex_unlock(&r->outbox_lock);
+		if (now + OUTBOX_RETRY_NS < *deadline_ns)
+			*deadline_ns = now + OUTBOX_RETRY_NS;
+	}
+	return n;
 }
 
 static const struct rt_source_ops remote_source = { remote_complete };
@@ -361,6 +441,7 @@ static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m,
 	t->cookie = m->cookie;
 	t->node = node;
 	t->src_worker = m->src_worker;
+	t->home = (uint16_t)w->index;
 	remote_complete(&r->src, (struct chi_task *)((char *)t + RTASK_HDR), rc);
 }
 
@@ -412,6 +493,7 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 	t->cookie = m->cookie;
 	t->node = node;
 	t->src_worker = m->src_worker;
+	t->home = (uint16_t)w->index;
 	t->method = md;
 	struct chi_task *task = (struct chi_task *)((char *)t + RTASK_HDR);
 	*task = *h;
@@ -455,6 +537,12 @@ int rt_remote_init(struct runtime *rt)
 	for (uint32_t i = 0; i < MAX_PENDING; i++)
 		r->free_list[i] = MAX_PENDING - 1 - i;
 	r->free_top = MAX_PENDING;
+	pthread_mutex_init(&r->outbox_lock, NULL);
+	r->outbox = calloc(rt->num_workers, sizeof(*r->outbox));
+	if (!r->outbox) {
+		free(r);
+		return -ENOMEM;
+	}
 	/* The region, seen as the client tasks from peers lie in; completing one replies. */
 	r->src = rt->self_client;
 	r->src.ops = &remote_source;
@@ -478,6 +566,8 @@ void rt_remote_fini(struct runtime *rt)
 		op_put(op); /* its send will never complete now */
 	}
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->outbox_lock);
+	free(r->outbox); /* what was in it lay in the region, unmapped with it */
 	free(r);
 	rt->remote = NULL;
 	the_rt = NULL;

@@ -56,6 +56,11 @@ void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node);
 /* A TASK or REPLY frame from @node, on worker @w (cluster.c). */
 void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
 
+/* On worker @w's loop: send the replies waiting in its outbox (those that could not go out
+ * where their task completed). @return how many went; *@deadline_ns lowered to the next
+ * retry while some wait. */
+int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns);
+
 /* Worker @w's link to @node is gone: what it carried fails with -ECONNRESET. */
 void rt_remote_link_down(struct worker *w, uint32_t node);
 
