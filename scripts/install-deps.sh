@@ -17,11 +17,15 @@ set -euo pipefail
 #   gnuplot (pngcairo)            gnuplot-nox (bench/plot_latency.sh)
 #   libsodium (a library)         libsodium-dev (transport/handshake.c: HMAC-SHA256 and BLAKE2b
 #                                 for the authenticated join between nodes)
-# Nothing runs ps, pgrep, ss, xz, xxd or python3 (procps, iproute2, xz-utils, xxd, python3
-# are not needed). Check after adding a tool: ../shared/tools/fresh-check.sh.
+#   ip (netns, link, addr)        iproute2   (tests/integration/test_cluster_netns.sh: nodes in
+#                                             network namespaces joined by veth; not in minbase)
+# Nothing runs ps, pgrep, ss, xz, xxd or python3 (procps, xz-utils, xxd, python3 are not
+# needed; ss comes with iproute2 but is not used). Check after adding a tool:
+# ../shared/tools/fresh-check.sh.
 pkgs=(build-essential cmake pkg-config libibverbs-dev librdmacm-dev libyaml-dev libnuma-dev
       check libsubunit-dev libxxhash-dev libsodium-dev spin gnuplot-nox g++ clang
-      libclang-rt-14-dev dpkg-dev file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
+      libclang-rt-14-dev dpkg-dev file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+      iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
