@@ -17,6 +17,7 @@
 
 #include <sodium.h>
 
+#include "le.h"
 #include "wire.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -86,27 +87,9 @@ static int sodium_ready(void)
 	return sodium_ok ? 0 : -EIO;
 }
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
 
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (unsigned)p[1] << 8);
-}
 
-static uint32_t get32(const uint8_t *p)
-{
-	return get16(p) | (uint32_t)get16(p + 2) << 16;
-}
 
 static int expected_kind(const struct hs *hs)
 {
@@ -129,7 +112,7 @@ static int fail(struct hs *hs, int code)
 
 static void put_header(uint8_t *m, unsigned kind)
 {
-	put32(m + OFF_MAGIC, HS_MAGIC);
+	le_put32(m + OFF_MAGIC, HS_MAGIC);
 	m[OFF_FORMAT] = HS_FORMAT;
 	m[OFF_KIND] = (uint8_t)kind;
 }
@@ -141,9 +124,9 @@ static void build_hello(const struct hs *hs, unsigned kind, uint8_t *m)
 	put_header(m, kind);
 	m[OFF_WIRE_MAJOR] = hs->local.wire_major;
 	m[OFF_WIRE_MINOR] = hs->local.wire_minor;
-	put32(m + OFF_PROTO, hs->local.proto);
-	put32(m + OFF_NODE, hs->local.node);
-	put16(m + OFF_WORKER, hs->local.worker);
+	le_put32(m + OFF_PROTO, hs->local.proto);
+	le_put32(m + OFF_NODE, hs->local.node);
+	le_put16(m + OFF_WORKER, hs->local.worker);
 	randombytes_buf(m + OFF_NONCE, HS_NONCE_LEN);
 }
 
@@ -182,7 +165,7 @@ static int check_hello(struct hs *hs, const uint8_t *in, size_t inlen)
 	if (inlen >= HELLO_FROZEN) {
 		hs->peer.wire_major = in[OFF_WIRE_MAJOR];
 		hs->peer.wire_minor = in[OFF_WIRE_MINOR];
-		hs->peer.proto = get32(in + OFF_PROTO);
+		hs->peer.proto = le_get32(in + OFF_PROTO);
 	}
 	if (in[OFF_FORMAT] != HS_FORMAT) {
 		hs->peer_versions = inlen >= HELLO_FROZEN;
@@ -196,15 +179,15 @@ static int check_hello(struct hs *hs, const uint8_t *in, size_t inlen)
 	}
 	if (inlen != HS_HELLO_LEN)
 		return HS_E_LENGTH;
-	if (get32(in + OFF_HELLO_RSVD0) != 0 || get16(in + OFF_HELLO_RSVD1) != 0)
+	if (le_get32(in + OFF_HELLO_RSVD0) != 0 || le_get16(in + OFF_HELLO_RSVD1) != 0)
 		return HS_E_RESERVED;
-	uint32_t node = get32(in + OFF_NODE);
+	uint32_t node = le_get32(in + OFF_NODE);
 	if (node >= hs->num_nodes)
 		return HS_E_NODE;
 	if (node == hs->local.node)
 		return HS_E_SELF;
 	hs->peer.node = node;
-	hs->peer.worker = get16(in + OFF_WORKER);
+	hs->peer.worker = le_get16(in + OFF_WORKER);
 	return 0;
 }
 
@@ -214,7 +197,7 @@ static int check_auth(const uint8_t *in, size_t inlen)
 		return HS_E_FORMAT;
 	if (inlen != HS_AUTH_LEN)
 		return HS_E_LENGTH;
-	if (get16(in + OFF_AUTH_RSVD) != 0)
+	if (le_get16(in + OFF_AUTH_RSVD) != 0)
 		return HS_E_RESERVED;
 	return 0;
 }
@@ -266,7 +249,7 @@ int hs_receive(struct hs *hs, const uint8_t *in, size_t inlen, uint8_t *out, siz
 		return HS_E_STATE;
 	if (inlen < HDR_LEN)
 		return fail(hs, HS_E_LENGTH);
-	if (get32(in + OFF_MAGIC) != HS_MAGIC)
+	if (le_get32(in + OFF_MAGIC) != HS_MAGIC)
 		return fail(hs, HS_E_MAGIC);
 	unsigned kind = in[OFF_KIND];
 	if (kind < HS_HELLO_I || kind > HS_AUTH_R)

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "le.h"
+
 /* The task header and the parameters cross the wire as they lie in memory; the frame
  * fields are written byte by byte, but a big-endian node would still read the task header
  * wrong. Supporting one means byte-swapping the header and leaving params to the modules. */
@@ -87,40 +89,11 @@ static uint64_t max_payload(const struct type_info *t, const struct wire_limits 
 	}
 }
 
-/* ---- little-endian fields ---- */
 
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
 
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
-static uint64_t get64(const uint8_t *p)
-{
-	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
 
-static void put32(uint8_t *p, uint32_t v)
-{
-	put16(p, (uint16_t)v);
-	put16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	put32(p, (uint32_t)v);
-	put32(p + 4, (uint32_t)(v >> 32));
-}
 
 static int all_zero(const uint8_t *p, uint64_t n)
 {
@@ -163,7 +136,7 @@ static int check_header(const uint8_t *b, size_t len, const struct wire_limits *
 {
 	if (len < H_MAJOR)
 		return 0;
-	if (get32(b + H_MAGIC) != WIRE_MAGIC)
+	if (le_get32(b + H_MAGIC) != WIRE_MAGIC)
 		return WIRE_E_MAGIC;
 	if (len <= H_MAJOR)
 		return 0;
@@ -188,15 +161,15 @@ static int check_header(const uint8_t *b, size_t len, const struct wire_limits *
 		return WIRE_E_FLAGS;
 	if (len < H_RESERVED0)
 		return 0;
-	if (get16(b + H_HEADER_LEN) != WIRE_HEADER_SIZE)
+	if (le_get16(b + H_HEADER_LEN) != WIRE_HEADER_SIZE)
 		return WIRE_E_HEADER_LEN;
 	if (len < H_PAYLOAD_LEN)
 		return 0;
-	if (get16(b + H_RESERVED0))
+	if (le_get16(b + H_RESERVED0))
 		return WIRE_E_RESERVED;
 	if (len < H_COOKIE)
 		return 0;
-	uint64_t payload = get32(b + H_PAYLOAD_LEN);
+	uint64_t payload = le_get32(b + H_PAYLOAD_LEN);
 	if (payload % WIRE_ALIGN)
 		return WIRE_E_PAYLOAD_ALIGN;
 	if (WIRE_HEADER_SIZE + payload > lim->max_frame)
@@ -270,17 +243,17 @@ static int decode_bulk(const uint8_t *p, uint64_t n, uint64_t table, uint32_t nb
 	for (uint32_t i = 0; i < nb; i++) {
 		const uint8_t *e = p + table + (uint64_t)i * WIRE_BULK_ENTRY_SIZE;
 		struct wire_bulk *b = &out[i];
-		b->field = get16(e);
+		b->field = le_get16(e);
 		b->dir = e[2];
-		b->capacity = get64(e + 8);
-		b->length = get64(e + 16);
+		b->capacity = le_get64(e + 8);
+		b->length = le_get64(e + 16);
 		b->data = NULL;
 		if (e[3])
 			return WIRE_E_BODY_RESERVED;
 		int rc = check_entry(b, &prev, is_task, lim, &out_cap);
 		if (rc)
 			return rc;
-		uint64_t off = get32(e + 4);
+		uint64_t off = le_get32(e + 4);
 		if (off < cursor)
 			return WIRE_E_BULK_OVERLAP;
 		if (b->length > n || off > n - b->length)
@@ -303,10 +276,10 @@ static int decode_bulk(const uint8_t *p, uint64_t n, uint64_t table, uint32_t nb
 static int decode_task(const uint8_t *p, uint64_t n, const struct wire_limits *lim,
 		       struct wire_msg *m)
 {
-	uint32_t psize = get32(p);
-	uint32_t nb = get16(p + 4);
+	uint32_t psize = le_get32(p);
+	uint32_t nb = le_get16(p + 4);
 
-	if (get16(p + 6))
+	if (le_get16(p + 6))
 		return WIRE_E_BODY_RESERVED;
 	if (nb > lim->max_bulk)
 		return WIRE_E_BULK_COUNT;
@@ -335,11 +308,11 @@ static int decode_task(const uint8_t *p, uint64_t n, const struct wire_limits *l
 static int decode_reply(const uint8_t *p, uint64_t n, const struct wire_limits *lim,
 			struct wire_msg *m)
 {
-	int32_t rc = (int32_t)get32(p);
-	uint32_t psize = get32(p + 4);
-	uint32_t nb = get16(p + 8);
+	int32_t rc = (int32_t)le_get32(p);
+	uint32_t psize = le_get32(p + 4);
+	uint32_t nb = le_get16(p + 8);
 
-	if (get16(p + 10) || get32(p + 12))
+	if (le_get16(p + 10) || le_get32(p + 12))
 		return WIRE_E_BODY_RESERVED;
 	if (rc > 0 || rc < WIRE_RC_MIN)
 		return WIRE_E_REPLY_RC;
@@ -365,9 +338,9 @@ static int decode_reply(const uint8_t *p, uint64_t n, const struct wire_limits *
 static int decode_opaque(const struct type_info *t, const uint8_t *p, uint64_t n,
 			 const struct wire_limits *lim, struct wire_msg *m)
 {
-	uint32_t len = get32(p);
+	uint32_t len = le_get32(p);
 
-	if (get32(p + 4))
+	if (le_get32(p + 4))
 		return WIRE_E_BODY_RESERVED;
 	if (len > opaque_bound(t, lim))
 		return WIRE_E_OPAQUE_SIZE;
@@ -392,7 +365,7 @@ int wire_frame_need(const void *buf, size_t len, const struct wire_limits *lim, 
 		return rc;
 	*need = len < WIRE_HEADER_SIZE
 			? WIRE_HEADER_SIZE
-			: WIRE_HEADER_SIZE + (uint64_t)get32((const uint8_t *)buf + H_PAYLOAD_LEN);
+			: WIRE_HEADER_SIZE + (uint64_t)le_get32((const uint8_t *)buf + H_PAYLOAD_LEN);
 	return 0;
 }
 
@@ -411,16 +384,16 @@ int wire_decode(const void *buf, size_t len, const struct wire_limits *lim, stru
 		return rc;
 	if (len < WIRE_HEADER_SIZE)
 		return WIRE_E_TRUNCATED;
-	uint64_t n = get32(b + H_PAYLOAD_LEN);
+	uint64_t n = le_get32(b + H_PAYLOAD_LEN);
 	if (len - WIRE_HEADER_SIZE < n)
 		return WIRE_E_TRUNCATED;
 	const struct type_info *t = type_info(b[H_TYPE]);
 	out->type = b[H_TYPE];
-	out->cookie = get64(b + H_COOKIE);
-	out->src_node = get32(b + H_SRC_NODE);
-	out->src_worker = get16(b + H_SRC_WORKER);
-	out->dst_worker = get16(b + H_DST_WORKER);
-	out->epoch = get32(b + H_EPOCH);
+	out->cookie = le_get64(b + H_COOKIE);
+	out->src_node = le_get32(b + H_SRC_NODE);
+	out->src_worker = le_get16(b + H_SRC_WORKER);
+	out->dst_worker = le_get16(b + H_DST_WORKER);
+	out->epoch = le_get32(b + H_EPOCH);
 	out->frame_size = WIRE_HEADER_SIZE + n;
 
 	const uint8_t *p = b + WIRE_HEADER_SIZE;
@@ -428,8 +401,8 @@ int wire_decode(const void *buf, size_t len, const struct wire_limits *lim, stru
 	case BODY_EMPTY:
 		return 0; /* the header check held the payload to 0 bytes */
 	case BODY_CLOSE:
-		out->close.reason = get32(p);
-		out->close.detail = (int32_t)get32(p + 4);
+		out->close.reason = le_get32(p);
+		out->close.detail = (int32_t)le_get32(p + 4);
 		return out->close.reason < WIRE_CLOSE_REASON_COUNT ? 0 : WIRE_E_CLOSE_REASON;
 	case BODY_OPAQUE:
 		return decode_opaque(t, p, n, lim, out);
@@ -481,12 +454,12 @@ static int64_t encode_table(uint8_t *table, const struct wire_bulk *bulk, uint32
 		if (WIRE_HEADER_SIZE + off + e->length > lim->max_frame)
 			return WIRE_E_FRAME_SIZE;
 		uint8_t *t = table + (uint64_t)i * WIRE_BULK_ENTRY_SIZE;
-		put16(t, e->field);
+		le_put16(t, e->field);
 		t[2] = e->dir;
 		t[3] = 0;
-		put32(t + 4, (uint32_t)off); /* < max_frame <= the ceiling: fits */
-		put64(t + 8, e->capacity);
-		put64(t + 16, e->length);
+		le_put32(t + 4, (uint32_t)off); /* < max_frame <= the ceiling: fits */
+		le_put64(t + 8, e->capacity);
+		le_put64(t + 16, e->length);
 		cursor = off + e->length;
 	}
 	return (int64_t)cursor;
@@ -529,9 +502,9 @@ static int encode_task(struct wire_out *o, const struct wire_msg *m, const struc
 		return rc;
 	uint8_t *p = o->buf + WIRE_HEADER_SIZE;
 	uint64_t hdr = WIRE_TASK_FIXED + (uint64_t)nb * WIRE_BULK_ENTRY_SIZE;
-	put32(p, psize);
-	put16(p + 4, (uint16_t)nb);
-	put16(p + 6, 0);
+	le_put32(p, psize);
+	le_put16(p + 4, (uint16_t)nb);
+	le_put16(p + 6, 0);
 	memcpy(p + hdr, &t, sizeof(t));
 	uint64_t params_end = hdr + CHI_TASK_HEADER_SIZE + psize;
 	if (WIRE_HEADER_SIZE + params_end > lim->max_frame)
@@ -559,11 +532,11 @@ static int encode_reply(struct wire_out *o, const struct wire_msg *m, const stru
 		return WIRE_E_PARAMS_SIZE;
 	uint8_t *p = o->buf + WIRE_HEADER_SIZE;
 	uint64_t params = WIRE_REPLY_FIXED + (uint64_t)nb * WIRE_BULK_ENTRY_SIZE;
-	put32(p, (uint32_t)m->reply.rc);
-	put32(p + 4, psize);
-	put16(p + 8, (uint16_t)nb);
-	put16(p + 10, 0);
-	put32(p + 12, 0);
+	le_put32(p, (uint32_t)m->reply.rc);
+	le_put32(p + 4, psize);
+	le_put16(p + 8, (uint16_t)nb);
+	le_put16(p + 10, 0);
+	le_put32(p + 12, 0);
 	if (WIRE_HEADER_SIZE + params + psize > lim->max_frame)
 		return WIRE_E_FRAME_SIZE;
 	int64_t end = encode_table(p + WIRE_REPLY_FIXED, m->reply.bulk, nb, params + psize, 0, lim);
@@ -598,8 +571,8 @@ int wire_encode(struct wire_out *o, const struct wire_msg *m, const struct wire_
 	case BODY_CLOSE:
 		if (m->close.reason >= WIRE_CLOSE_REASON_COUNT)
 			return WIRE_E_CLOSE_REASON;
-		put32(p, m->close.reason);
-		put32(p + 4, (uint32_t)m->close.detail);
+		le_put32(p, m->close.reason);
+		le_put32(p + 4, (uint32_t)m->close.detail);
 		add_iov(o, o->buf, WIRE_HEADER_SIZE + WIRE_CLOSE_SIZE);
 		break;
 	case BODY_OPAQUE:
@@ -607,8 +580,8 @@ int wire_encode(struct wire_out *o, const struct wire_msg *m, const struct wire_
 			return -EINVAL;
 		if (m->opaque.len > opaque_bound(t, lim))
 			return WIRE_E_OPAQUE_SIZE;
-		put32(p, m->opaque.len);
-		put32(p + 4, 0);
+		le_put32(p, m->opaque.len);
+		le_put32(p + 4, 0);
 		add_iov(o, o->buf, WIRE_HEADER_SIZE + WIRE_OPAQUE_FIXED);
 		add_iov(o, m->opaque.data, m->opaque.len);
 		add_pad(o);
@@ -623,18 +596,18 @@ int wire_encode(struct wire_out *o, const struct wire_msg *m, const struct wire_
 	if (rc)
 		return rc;
 	uint8_t *b = o->buf;
-	put32(b + H_MAGIC, WIRE_MAGIC);
+	le_put32(b + H_MAGIC, WIRE_MAGIC);
 	b[H_MAJOR] = WIRE_VERSION_MAJOR;
 	b[H_MINOR] = m->version_minor;
 	b[H_TYPE] = m->type;
 	b[H_FLAGS] = 0;
-	put16(b + H_HEADER_LEN, WIRE_HEADER_SIZE);
-	put32(b + H_PAYLOAD_LEN, (uint32_t)(o->size - WIRE_HEADER_SIZE));
-	put64(b + H_COOKIE, m->cookie);
-	put32(b + H_SRC_NODE, m->src_node);
-	put16(b + H_SRC_WORKER, m->src_worker);
-	put16(b + H_DST_WORKER, m->dst_worker);
-	put32(b + H_EPOCH, m->epoch);
+	le_put16(b + H_HEADER_LEN, WIRE_HEADER_SIZE);
+	le_put32(b + H_PAYLOAD_LEN, (uint32_t)(o->size - WIRE_HEADER_SIZE));
+	le_put64(b + H_COOKIE, m->cookie);
+	le_put32(b + H_SRC_NODE, m->src_node);
+	le_put16(b + H_SRC_WORKER, m->src_worker);
+	le_put16(b + H_DST_WORKER, m->dst_worker);
+	le_put32(b + H_EPOCH, m->epoch);
 	/* The receiver's first look, on what we built: sizes against the limits and bounds. */
 	if (o->size - WIRE_HEADER_SIZE > UINT32_MAX)
 		return WIRE_E_FRAME_SIZE;
