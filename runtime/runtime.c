@@ -724,12 +724,15 @@ static void shutdown_runtime(struct runtime *rt)
 /* Raise the soft open-file limit to what memory.max_clients needs, or refuse the config when
  * the hard limit cannot hold it: a runtime that started anyway would fail attaches and
  * module file opens one by one once at the limit. */
-static int fit_fd_limit(const struct config *cfg, char *why, size_t why_len)
+static int fit_fd_limit(const struct config *cfg, uint32_t nodes, char *why, size_t why_len)
 {
 	unsigned long long per_client = 1ull + cfg->num_threads; /* socket, a doorbell per worker */
+	/* A cluster: each worker's network context (an epoll and an eventfd), its link to each
+	 * peer, and about as many links from peers' workers; the control thread's listener. */
+	unsigned long long links = nodes > 1 ? cfg->num_threads * (2ull + 2ull * (nodes - 1)) + 8 : 0;
 	unsigned long long need = (unsigned long long)cfg->max_clients * per_client +
-				  cfg->num_threads * 2ull + FD_RESERVE;
-	unsigned long long others = cfg->num_threads * 2ull + FD_RESERVE;
+				  cfg->num_threads * 2ull + links + FD_RESERVE;
+	unsigned long long others = cfg->num_threads * 2ull + links + FD_RESERVE;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
@@ -743,11 +746,12 @@ static int fit_fd_limit(const struct config *cfg, char *why, size_t why_len)
 		unsigned long long hard = rl.rlim_max;
 		snprintf(why, why_len,
 			 "%s: memory.max_clients %u needs %llu open files (%llu per client: its "
-			 "socket and a doorbell per worker; %llu for the workers, %d spare) but the "
+			 "socket and a doorbell per worker; %llu for the workers and links to other "
+			 "nodes, %d spare) but the "
 			 "hard limit RLIMIT_NOFILE is %llu: set memory.max_clients to at most %llu or "
 			 "raise the hard limit (ulimit -Hn, systemd LimitNOFILE=)",
 			 cfg->source[0] ? cfg->source : "built-in defaults", cfg->max_clients, need,
-			 per_client, cfg->num_threads * 2ull, FD_RESERVE, hard,
+			 per_client, cfg->num_threads * 2ull + links, FD_RESERVE, hard,
 			 hard > others ? (hard - others) / per_client : 0);
 		return -EMFILE;
 	}
@@ -831,11 +835,14 @@ int rt_run(const struct config *cfg, int ready_fd)
 	rt->start_ns = time_now_ns();
 	config_run_dir(cfg, run_dir, sizeof(run_dir));
 
-	rc = fit_fd_limit(cfg, why, sizeof(why));
-	if (rc == 0)
-		rc = ipc_secure_dir(run_dir, why, sizeof(why));
+	rc = ipc_secure_dir(run_dir, why, sizeof(why));
 	if (rc == 0) /* the node id names the socket: before the paths */
 		rc = rt_cluster_init(rt, NULL, why, sizeof(why));
+	uint32_t me, nodes = 1, up;
+	if (rc == 0) {
+		rt_cluster_status(rt, &me, &nodes, &up);
+		rc = fit_fd_limit(cfg, nodes, why, sizeof(why));
+	}
 	uint32_t node = rt->cluster ? rt_cluster_self(rt) : IPC_NO_NODE;
 	if (rc == 0 && (ipc_node_socket_path(run_dir, cfg->port, node, rt->sock_path, PATH_MAX) ||
 			ipc_node_lock_path(run_dir, cfg->port, node, rt->lock_path, PATH_MAX))) {
