@@ -75,6 +75,56 @@ void add_result(struct bench_result *r, int *n, const char *metric, double value
 int bench_kvs(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_coro(const struct bench_opts *o, struct bench_result *res, int *n);
 int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib);
+/* /proc/<pid>/stat utime + stime (clock ticks); a "Key:" line of /proc/<pid>/status, kB. */
+int bench_cpu_ticks(int pid, unsigned long long *ticks);
+long bench_status_kib(int pid, const char *key);
+
+/* ---- many nodes over TCP (floor_tcp.c, remote.c) ---- */
+
+/* The TASK and REPLY frames of a small_message Noop, in bytes, from wire_encode. */
+int bench_noop_frame_sizes(uint32_t *task_bytes, uint32_t *reply_bytes);
+/* Raw TCP between this process (127.0.0.1, --cpu) and a forked one (127.0.0.2,
+ * --floor-cpu), TCP_NODELAY, blocking: @n round trips of @out_bytes out and @back_bytes
+ * back (p50, p99 in ns); a one-way stream of @frames frames of @frame_bytes, @batch per
+ * writev (frames/s); a one-way stream of @msgs messages of @msg_bytes (GB/s). */
+int bench_tcp_pingpong(const struct bench_opts *o, uint32_t out_bytes, uint32_t back_bytes,
+		       uint64_t n, double *p50, double *p99);
+double bench_tcp_stream_rate(const struct bench_opts *o, uint32_t frame_bytes, uint64_t frames,
+			     uint32_t batch);
+double bench_tcp_stream_gbps(const struct bench_opts *o, uint64_t msg_bytes, uint64_t msgs);
+/* @frames round trips of @out_bytes out and @back_bytes back, @window in flight in two
+ * halves, the far end answering each read's whole frames in one write. @return per s. */
+double bench_tcp_echo_rate(const struct bench_opts *o, uint32_t out_bytes, uint32_t back_bytes,
+			   uint64_t frames, uint32_t window);
+
+struct bench_remote_what {
+	int lat, tput, kvs, bcast;
+};
+
+/* One round's figures (0 where not measured). */
+struct bench_remote_fig {
+	double tcp_pp_p50, tcp_pp_p99; /* floor: ping-pong of a Noop's frames */
+	double tcp_stream_rate;	       /* floor: TASK-sized frames/s */
+	double tcp_echo_rate;	       /* floor: pipelined TASK/REPLY round trips/s */
+	double tcp_stream_gbps;	       /* floor: 1 MiB messages */
+	double rtt_p50, rtt_p99;       /* remote-lat */
+	double tput;		       /* remote-tput, tasks/s */
+	double kvs_put_gbps, kvs_get_gbps;
+	double bcast_p50_2, bcast_p50_8;
+};
+
+/* A session: attach to the cluster of --config (remote-lat, -tput, -kvs) and/or start the
+ * broadcast clusters; then rounds; close stops what it started. */
+struct bench_remote;
+int bench_remote_open(const struct bench_opts *o, const struct bench_remote_what *what,
+		      struct bench_remote **out);
+int bench_remote_round(struct bench_remote *s, struct bench_remote_fig *f);
+void bench_remote_note(const struct bench_remote *s, char *buf, size_t len);
+/* broadcast's 8-node cluster: seconds `cluster up` took; idle cpu (%core) and private
+ * memory (KiB) of its busiest / largest node. */
+void bench_remote_cluster(const struct bench_remote *s, double *up8_s, double *cpu_max,
+			  double *rss_max_kib);
+void bench_remote_close(struct bench_remote *s);
 
 /* helpers (local.c) */
 struct chi_client;

@@ -3,6 +3,8 @@
  *
  *   chimaera_bench floor | local-lat | local-tput | module-lat | forward-lat | multi-client
  *                  | idle | all [--json] [options]
+ *   chimaera_bench remote-lat | remote-tput | remote-kvs | remote | broadcast --config F
+ *                  (many nodes over TCP: remote.c)
  *
  * Rows without a floor (the floors themselves, idle cost) print "-" / null for it. The table
  * ends with a legend: what each floor in it is, and how to read a ratio.
@@ -78,15 +80,24 @@ void add_result(struct bench_result *r, int *n, const char *metric, double value
 	x->floor_value = floor_value;
 }
 
+/* One decimal, as always; three below 100 (GB/s, ms, % of a core), where one is too few. */
+static const char *num(char *buf, size_t len, double v)
+{
+	snprintf(buf, len, v < 100 && v > -100 ? "%.3f" : "%.1f", v);
+	return buf;
+}
+
 static void print_json(const struct bench_result *r, int n)
 {
+	char a[32], b[32];
 	printf("{\"results\":[");
 	for (int i = 0; i < n; i++) {
-		printf("%s\n  {\"metric\":\"%s\",\"value\":%.1f,\"unit\":\"%s\",", i ? "," : "",
-		       r[i].metric, r[i].value, r[i].unit);
+		printf("%s\n  {\"metric\":\"%s\",\"value\":%s,\"unit\":\"%s\",", i ? "," : "",
+		       r[i].metric, num(a, sizeof(a), r[i].value), r[i].unit);
 		if (r[i].floor_metric[0])
-			printf("\"floor_metric\":\"%s\",\"floor_value\":%.1f,\"ratio\":%.3f}",
-			       r[i].floor_metric, r[i].floor_value, r[i].value / r[i].floor_value);
+			printf("\"floor_metric\":\"%s\",\"floor_value\":%s,\"ratio\":%.3f}",
+			       r[i].floor_metric, num(b, sizeof(b), r[i].floor_value),
+			       r[i].value / r[i].floor_value);
 		else
 			printf("\"floor_metric\":null,\"floor_value\":null,\"ratio\":null}");
 	}
@@ -117,6 +128,18 @@ static const struct {
 			 "      cache), on the cpu of the lane's worker, before and after the kvs rows" },
 	{ "memcpy_1MiB_x4", "the same over four buffer pairs (8 MiB, as the _x4 rows move)" },
 	{ "indirect_call", "a plain call through a function pointer" },
+	{ "tcp_pingpong_rtt_p50", "raw TCP between two processes, 127.0.0.1 -> 127.0.0.2\n"
+				  "      (TCP_NODELAY, blocking): a Noop's TASK frame out, its REPLY\n"
+				  "      frame back, round trip p50 (the least a remote round trip costs)" },
+	{ "tcp_stream_rate", "the same connection streaming TASK-sized frames one way, --window/2\n"
+			     "      per writev, read in 256 KiB reads: frames/s" },
+	{ "tcp_stream_bw_1MiB", "the same connection streaming 1 MiB messages one way: GB/s" },
+	{ "tcp_echo_rate", "the same connection, pipelined request/reply: TASK-sized frames out\n"
+			   "      (--window in flight, sent in halves as local-tput does), the far\n"
+			   "      end answering each read's whole frames with REPLY-sized ones in one\n"
+			   "      write: round trips/s" },
+	{ "broadcast_p50_2", "(as broadcast_p50_8's floor) the same broadcast on the 2-node\n"
+			     "      cluster, same round" },
 };
 
 static int is_floor_of_a_row(const struct bench_result *r, int n, const char *metric)
@@ -129,13 +152,14 @@ static int is_floor_of_a_row(const struct bench_result *r, int n, const char *me
 
 static void print_table(const struct bench_result *r, int n)
 {
+	char a[32], b[32];
 	printf("%-22s %14s %-8s %-22s %14s %8s\n", "metric", "value", "unit", "floor", "floor value",
 	       "ratio");
 	for (int i = 0; i < n; i++) {
-		printf("%-22s %14.1f %-8s ", r[i].metric, r[i].value, r[i].unit);
+		printf("%-22s %14s %-8s ", r[i].metric, num(a, sizeof(a), r[i].value), r[i].unit);
 		if (r[i].floor_metric[0])
-			printf("%-22s %14.1f %8.3f\n", r[i].floor_metric, r[i].floor_value,
-			       r[i].value / r[i].floor_value);
+			printf("%-22s %14s %8.3f\n", r[i].floor_metric,
+			       num(b, sizeof(b), r[i].floor_value), r[i].value / r[i].floor_value);
 		else
 			printf("%-22s %14s %8s\n",
 			       is_floor_of_a_row(r, n, r[i].metric) ? "(a floor)" : "-", "-", "-");
@@ -171,6 +195,12 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: chimaera_bench floor|local-lat|local-tput|module-lat|forward-lat|multi-client|\n"
 		"                      idle|all|kvs|coro [options]\n"
+		"       chimaera_bench remote-lat|remote-tput|remote-kvs|remote|broadcast\n"
+		"                      --config F [options]\n"
+		"    many nodes over TCP: remote-* attach to node 0 of the running cluster of F\n"
+		"    (chimaera cluster up --nodes 2 --config bench/cluster.yaml) and send to\n"
+		"    node 1; remote = the three; broadcast starts clusters of 2 and 8 nodes\n"
+		"    from F itself (ports: F's + 1 and + 2), measures, and stops them\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
@@ -282,6 +312,7 @@ struct round {
 	struct bench_forward fwd;
 	int fwd_skipped; /* the runtime has one worker: nothing to forward to */
 	struct bench_multi mc;
+	struct bench_remote_fig rem;
 };
 
 struct row_spec {
@@ -377,6 +408,94 @@ static void forward_note(char *buf, size_t len, const struct round *r, int nr)
 	note(buf, len, "\n");
 }
 
+/* The many-node modes: a session (attach, or start the broadcast clusters), rounds of raw
+ * TCP floors and the runtime's figures, the median-ratio round per row. */
+static int remote_main(const struct bench_opts *o, const struct bench_remote_what *w, int json)
+{
+	static const struct row_spec floors[] = {
+		{ "tcp_pingpong_rtt_p50", "ns", NULL, RV(rem.tcp_pp_p50), 0 },
+		{ "tcp_stream_rate", "frames/s", NULL, RV(rem.tcp_stream_rate), 0 },
+		{ "tcp_stream_bw_1MiB", "GB/s", NULL, RV(rem.tcp_stream_gbps), 0 },
+		{ "tcp_echo_rate", "tasks/s", NULL, RV(rem.tcp_echo_rate), 0 },
+		{ "tcp_pingpong_rtt_p99", "ns", NULL, RV(rem.tcp_pp_p99), 0 },
+	};
+	static const struct row_spec lat[] = {
+		{ "remote_rtt_p50", "ns", "tcp_pingpong_rtt_p50", RV(rem.rtt_p50),
+		  RV(rem.tcp_pp_p50) },
+		{ "remote_rtt_p99", "ns", "tcp_pingpong_rtt_p50", RV(rem.rtt_p99),
+		  RV(rem.tcp_pp_p50) },
+	};
+	static const struct row_spec tput[] = {
+		{ "remote_tput", "tasks/s", "tcp_stream_rate", RV(rem.tput),
+		  RV(rem.tcp_stream_rate) },
+		{ "remote_tput_vs_echo", "tasks/s", "tcp_echo_rate", RV(rem.tput),
+		  RV(rem.tcp_echo_rate) },
+	};
+	static const struct row_spec kvs[] = {
+		{ "remote_kvs_put_bw_1MiB", "GB/s", "tcp_stream_bw_1MiB", RV(rem.kvs_put_gbps),
+		  RV(rem.tcp_stream_gbps) },
+		{ "remote_kvs_get_bw_1MiB", "GB/s", "tcp_stream_bw_1MiB", RV(rem.kvs_get_gbps),
+		  RV(rem.tcp_stream_gbps) },
+	};
+	static const struct row_spec bcast[] = {
+		{ "broadcast_p50_2", "ns", "tcp_pingpong_rtt_p50", RV(rem.bcast_p50_2),
+		  RV(rem.tcp_pp_p50) },
+		{ "broadcast_p50_8", "ns", "broadcast_p50_2", RV(rem.bcast_p50_8),
+		  RV(rem.bcast_p50_2) },
+	};
+	struct bench_result res[BENCH_MAX_RESULTS];
+	static struct round rounds[64];
+	struct bench_remote *s = NULL;
+	char notes[2048] = "";
+	int n = 0;
+
+	int rc = bench_remote_open(o, w, &s);
+	for (uint32_t i = 0; rc == 0 && i < o->rounds; i++)
+		rc = bench_remote_round(s, &rounds[i].rem);
+	if (rc == 0) {
+		bench_remote_note(s, notes, sizeof(notes));
+		if (w->lat || w->bcast)
+			add_median(res, &n, rounds, (int)o->rounds, &floors[0]);
+		if (w->lat) /* the tail the machine gives a bare ping-pong: remote_rtt_p99's */
+			add_median(res, &n, rounds, (int)o->rounds, &floors[4]);
+		if (w->tput) {
+			add_median(res, &n, rounds, (int)o->rounds, &floors[1]);
+			add_median(res, &n, rounds, (int)o->rounds, &floors[3]);
+		}
+		if (w->kvs)
+			add_median(res, &n, rounds, (int)o->rounds, &floors[2]);
+		for (size_t i = 0; w->lat && i < ARRAY_LEN(lat); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &lat[i]);
+		for (size_t i = 0; w->tput && i < ARRAY_LEN(tput); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &tput[i]);
+		for (size_t i = 0; w->kvs && i < ARRAY_LEN(kvs); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &kvs[i]);
+		for (size_t i = 0; w->bcast && i < ARRAY_LEN(bcast); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &bcast[i]);
+		if (w->bcast) {
+			double up, cpu, rss;
+			bench_remote_cluster(s, &up, &cpu, &rss);
+			add_result(res, &n, "cluster_up_8", up * 1e3, "ms", NULL, 0);
+			add_result(res, &n, "idle_cpu_node_8", cpu, "%core", NULL, 0);
+			add_result(res, &n, "idle_rss_node_8", rss, "KiB", NULL, 0);
+		}
+	}
+	bench_remote_close(s); /* stops the clusters broadcast started, also on failure */
+	if (rc)
+		return 1;
+	if (json) {
+		print_json(res, n);
+		fputs(notes, stderr);
+	} else {
+		print_table(res, n);
+		fputs(notes, stdout);
+		if (w->bcast)
+			printf("idle_*_node_8: the busiest / largest node of the 8-node cluster "
+			       "(each node above)\n");
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct row_spec floors[] = {
@@ -435,6 +554,20 @@ int main(int argc, char **argv)
 	int do_idle = all || !strcmp(what, "idle");
 	int do_kvs = !strcmp(what, "kvs");
 	int do_coro = !strcmp(what, "coro");
+	int remote = !strcmp(what, "remote");
+	struct bench_remote_what rw = {
+		.lat = remote || !strcmp(what, "remote-lat"),
+		.tput = remote || !strcmp(what, "remote-tput"),
+		.kvs = remote || !strcmp(what, "remote-kvs"),
+		.bcast = !strcmp(what, "broadcast"),
+	};
+	if (rw.lat || rw.tput || rw.kvs || rw.bcast) {
+		default_cpus(&o);
+		if (parse(argc - 1, argv + 1, &o, &json))
+			return 2;
+		o.iterations = o.iterations / o.rounds > 1000 ? o.iterations / o.rounds : 1000;
+		return remote_main(&o, &rw, json);
+	}
 	if (do_kvs || do_coro) {
 		default_cpus(&o);
 		if (parse(argc - 1, argv + 1, &o, &json))

@@ -9,7 +9,7 @@
 
 #include "bench.h"
 
-static int cpu_ticks(int pid, unsigned long long *ticks)
+int bench_cpu_ticks(int pid, unsigned long long *ticks)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -29,7 +29,7 @@ static int cpu_ticks(int pid, unsigned long long *ticks)
 	return 0;
 }
 
-static long status_kib(int pid, const char *key)
+long bench_status_kib(int pid, const char *key)
 {
 	char path[64], line[256];
 	long v = -1;
@@ -61,15 +61,15 @@ int bench_idle(const struct bench_opts *o, double *cpu_pct, double *private_kib)
 	}
 	chi_client_disconnect(c);
 	sleep(1);
-	if ((rc = cpu_ticks(st.pid, &a)) != 0) {
+	if ((rc = bench_cpu_ticks(st.pid, &a)) != 0) {
 		fprintf(stderr, "chimaera_bench idle: runtime pid %d not readable here\n", st.pid);
 		return rc;
 	}
 	sleep(2);
-	if ((rc = cpu_ticks(st.pid, &b)) != 0)
+	if ((rc = bench_cpu_ticks(st.pid, &b)) != 0)
 		return rc;
 	*cpu_pct = 100.0 * (double)(b - a) / (2.0 * (double)sysconf(_SC_CLK_TCK));
-	long anon = status_kib(st.pid, "RssAnon"), file = status_kib(st.pid, "RssFile");
+	long anon = bench_status_kib(st.pid, "RssAnon"), file = bench_status_kib(st.pid, "RssFile");
 	*private_kib = anon >= 0 && file >= 0 ? (double)(anon + file) : -1;
 	return 0;
 }
