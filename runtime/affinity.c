@@ -75,7 +75,8 @@ static void warn_if_shared(const struct config *cfg, const int *cpus, uint32_t n
 		     cfg->num_cpus ? " or list distinct cpus in runtime.cpus" : "");
 }
 
-int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_node)
+int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, uint32_t first,
+		     int *numa_node)
 {
 	cpu_set_t allowed;
 	int list[CPU_SETSIZE];
@@ -104,7 +105,7 @@ int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_
 			if (CPU_ISSET(c, &allowed))
 				list[count++] = c;
 	for (uint32_t i = 0; i < n; i++)
-		cpus[i] = count ? list[i % (uint32_t)count] : -1;
+		cpus[i] = count ? list[(first + i) % (uint32_t)count] : -1;
 	warn_if_shared(cfg, cpus, n, &allowed, *numa_node);
 	return 0;
 }

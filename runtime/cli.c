@@ -342,7 +342,7 @@ static int cmd_config_check(const char *path)
 		/* Plan the workers' cpus as a runtime started here would: the plan warns (on
 		 * stderr) when more workers than cpus would share them. Not an error. */
 		int cpus[CONFIG_MAX_WORKERS], node;
-		rt_affinity_plan(&cfg, cpus, cfg.num_threads, &node);
+		rt_affinity_plan(&cfg, cpus, cfg.num_threads, 0, &node);
 		config_dump(&cfg, stdout);
 	}
 	config_fini(&cfg);

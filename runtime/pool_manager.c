@@ -9,6 +9,7 @@
 
 #include <chimaera/admin.h>
 
+#include "cluster.h"
 #include "common/log.h"
 #include "pool_manager.h"
 #include "runtime_internal.h"
@@ -322,7 +323,9 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 			  struct chi_pool_id *out, char *why, size_t len)
 {
 	struct rt_pools *p = rt->pools;
-	uint32_t count = s->num_containers ? s->num_containers : 1;
+	uint32_t self, nodes, up;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	uint32_t count = s->num_containers ? s->num_containers : nodes; /* 0: one per node */
 	int rc;
 
 	if (!s->pool_name[0] || strlen(s->pool_name) >= CONFIG_NAME_LEN) {

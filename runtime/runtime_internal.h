@@ -391,7 +391,11 @@ void rt_jobs_run(struct runtime *rt);
 int rt_jobs_busy(const struct runtime *rt); /* a destroy in progress: poll rt_jobs_run soon */
 
 /* affinity.c: the cpu for worker @index (or -1: leave unpinned), and pinning. */
-int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, int *numa_node);
+/* The cpus of @n workers: runtime.cpus when given, else the allowed cpus (of the NIC's NUMA
+ * node when known) from the @first-th on, wrapping: nodes of a cluster that share a machine
+ * start at node id x workers, so that they do not all pile onto the first cpus. */
+int rt_affinity_plan(const struct config *cfg, int *cpus, uint32_t n, uint32_t first,
+		     int *numa_node);
 void rt_affinity_pin_self(int cpu);
 
 /* runtime.c */

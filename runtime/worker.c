@@ -1056,7 +1056,8 @@ int rt_workers_start(struct runtime *rt)
 	int numa = -1;
 	sigset_t all, old;
 
-	rt_affinity_plan(&rt->cfg, cpus, rt->num_workers, &numa);
+	uint32_t first = rt->cluster ? rt_cluster_self(rt) * rt->num_workers : 0;
+	rt_affinity_plan(&rt->cfg, cpus, rt->num_workers, first, &numa);
 	rt->numa_node = numa;
 	rt->workers = calloc(rt->num_workers, sizeof(*rt->workers));
 	if (!rt->workers)
