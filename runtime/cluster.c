@@ -243,13 +243,24 @@ static int decode(struct rt_cluster *cl, struct rt_link *l, const struct net_eve
 	return rc;
 }
 
+/* A frame other than HELLO or AUTH before the handshake is done: logged (rate-limited),
+ * and the link closes. */
+static void early_frame(struct rt_link *l, const struct wire_msg *m)
+{
+	char peer[80];
+	CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "%s %s: a %s frame before the handshake",
+			    l->dialled ? "node" : "connection from",
+			    peer_str(l->ep, peer, sizeof(peer)), wire_type_name(m->type));
+	close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
+}
+
 /* One handshake message. @return HS_CONTINUE, HS_DONE, or < 0 (the link is closed). */
 static int handshake_step(struct rt_cluster *cl, struct rt_link *l, const struct wire_msg *m)
 {
 	uint8_t out[HS_MAX_MSG];
 	size_t outlen = sizeof(out);
 	if (m->type != WIRE_HELLO && m->type != WIRE_AUTH) {
-		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
+		early_frame(l, m);
 		return -EPROTO;
 	}
 	int rc = hs_receive(&l->hs, m->opaque.data, m->opaque.len, out, &outlen);
@@ -327,12 +338,21 @@ static void on_connected(struct rt_cluster *cl, struct worker *w, struct rt_link
 	l->hs_started = 1;
 }
 
+/* An authenticated peer broke the protocol: say so (rate-limited: a peer can repeat it at
+ * will) and close the link. */
+static void protocol_close(struct worker *w, struct rt_link *l, const char *why)
+{
+	CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "worker %u: node %u: %s: closing the link",
+			    w->index, l->node, why);
+	close_link(l, WIRE_CLOSE_PROTOCOL, 0, why);
+}
+
 /* A frame on an authenticated link. */
 static void on_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 		     const struct wire_msg *m)
 {
 	if (m->src_node != l->node) {
-		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame from another node's id");
+		protocol_close(w, l, "a frame from another node's id");
 		return;
 	}
 	switch (m->type) {
@@ -344,7 +364,7 @@ static void on_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 		break;
 	case WIRE_HELLO:
 	case WIRE_AUTH:
-		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a handshake frame after the handshake");
+		protocol_close(w, l, "a handshake frame after the handshake");
 		break;
 	case WIRE_TASK:
 	case WIRE_REPLY:
@@ -353,7 +373,7 @@ static void on_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 	default:
 		/* CONTROL arrives with the cluster-wide control plane (docs/design/remote.md);
 		 * a peer that sends it now is newer than we are. */
-		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "this node has no cluster control plane yet");
+		protocol_close(w, l, "this node has no cluster control plane yet");
 		break;
 	}
 }
@@ -620,7 +640,7 @@ static void control_recv(struct runtime *rt, struct rt_link *l, const struct net
 	if (!l->hs_started) {
 		/* The peer's worker picks ours: theirs modulo how many we have. */
 		if (m.type != WIRE_HELLO) {
-			close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
+			early_frame(l, &m);
 			return;
 		}
 		l->worker = (uint16_t)(m.src_worker % rt->num_workers);
@@ -676,6 +696,17 @@ void rt_cluster_control_poll(struct runtime *rt)
 					move_to_worker(rt, l);
 				break;
 			case NET_EV_CLOSED:
+				if (l && l->state == LINK_HANDSHAKE && ev[i].status) {
+					/* Cut off by the transport (a header that is no frame of
+					 * ours, or announces more than a handshake carries), or
+					 * the peer hung up: what we refused is logged already. */
+					char peer[80];
+					CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
+							    "connection from %s closed during the "
+							    "handshake: %s",
+							    peer_str(ev[i].ep, peer, sizeof(peer)),
+							    ev[i].why ? ev[i].why : "?");
+				}
 				if (l) {
 					unlist_accepting(cl, l);
 					hs_fini(&l->hs);
@@ -740,7 +771,16 @@ static int open_listener(struct rt_cluster *cl, const struct config *cfg, char *
 	}
 	struct sockaddr_storage a;
 	socklen_t alen = membership_addr_sockaddr(&bind_addr, me->port, &a);
-	int rc = net_ctx_create(NULL, &cl->ctl);
+	/* Before the handshake only HELLO and AUTH may come: a connection that announces a
+	 * larger frame is cut off at its header, before the transport makes room for it (with
+	 * the full limit a stranger could make a node hold 64 MiB per connection it opens). The
+	 * workers' contexts, where links go once authenticated, take the full limit. */
+	struct net_limits nl;
+	net_limits_default(&nl);
+	nl.wire = cl->lim;
+	nl.wire.max_frame = WIRE_HEADER_SIZE + WIRE_OPAQUE_FIXED +
+			    (((uint64_t)cl->lim.max_hello + WIRE_ALIGN - 1) & ~(WIRE_ALIGN - 1ull));
+	int rc = net_ctx_create(&nl, &cl->ctl);
 	if (rc == 0)
 		rc = net_listen(cl->ctl, (struct sockaddr *)&a, alen, &cl->listener);
 	if (rc) {

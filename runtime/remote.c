@@ -62,6 +62,10 @@ struct rt_remote {
 	pthread_mutex_t outbox_lock;
 	struct rt_remote_task **outbox; /* [num_workers] */
 	_Atomic uint32_t outbox_count;
+	/* Blocks whose reply went out from another worker than their home, on their way back
+	 * to the home worker's free lists (under outbox_lock too). */
+	struct rt_remote_task **homing; /* [num_workers] */
+	_Atomic uint32_t homing_count;
 };
 
 static struct runtime *the_rt; /* one runtime per process, as the tags in runtime.c */
@@ -298,10 +302,44 @@ void rt_remote_link_down(struct worker *w, uint32_t node)
 
 /* ---- remote: running a peer's task ---- */
 
+/* The reply is out (or lost: the origin fails the task when its link drops). The block goes
+ * back to the worker whose slice of the region it came from, the one that took the task
+ * from its link (its home): freed on the worker that completed it, it would join that
+ * worker's free lists, and a worker that takes many tasks but completes few (they run on
+ * their container's owner) runs its slice dry while the others hoard its blocks. An honest
+ * client's kvs puts and gets through one node did that in ~700 rounds (test_hostile_peer):
+ * then -ENOMEM, or, once reply_now() found no room either, no reply at all. */
 static void reply_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 {
-	(void)status; /* a lost reply: the origin fails the task when its link drops */
-	rt_region_free(w, sb);
+	struct rt_remote_task *t = (struct rt_remote_task *)sb;
+	struct rt_remote *r = w->rt->remote;
+	(void)status;
+	if (t->home == w->index || !r) {
+		rt_region_free(w, t);
+		return;
+	}
+	pthread_mutex_lock(&r->outbox_lock);
+	t->next = r->homing[t->home];
+	r->homing[t->home] = t;
+	atomic_fetch_add_explicit(&r->homing_count, 1, memory_order_release);
+	pthread_mutex_unlock(&r->outbox_lock);
+}
+
+/* On the home worker: free the blocks other workers sent back. */
+static void take_homing(struct worker *w, struct rt_remote *r)
+{
+	if (!atomic_load_explicit(&r->homing_count, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&r->outbox_lock);
+	struct rt_remote_task *list = r->homing[w->index];
+	r->homing[w->index] = NULL;
+	pthread_mutex_unlock(&r->outbox_lock);
+	while (list) {
+		struct rt_remote_task *t = list;
+		list = t->next;
+		atomic_fetch_sub_explicit(&r->homing_count, 1, memory_order_relaxed);
+		rt_region_free(w, t);
+	}
 }
 
 /* Encode the REPLY of @t (its task completed with @rc) into t->sb. */
@@ -386,7 +424,10 @@ int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns)
 	struct rt_remote *r = w->rt->remote;
 	struct rt_remote_task *list, *keep = NULL;
 	int n = 0;
-	if (!r || !atomic_load_explicit(&r->outbox_count, memory_order_acquire))
+	if (!r)
+		return 0;
+	take_homing(w, r);
+	if (!atomic_load_explicit(&r->outbox_count, memory_order_acquire))
 		return 0;
 	pthread_mutex_lock(&r->outbox_lock);
 	list = r->outbox[w->index];
@@ -539,7 +580,10 @@ int rt_remote_init(struct runtime *rt)
 	r->free_top = MAX_PENDING;
 	pthread_mutex_init(&r->outbox_lock, NULL);
 	r->outbox = calloc(rt->num_workers, sizeof(*r->outbox));
-	if (!r->outbox) {
+	r->homing = calloc(rt->num_workers, sizeof(*r->homing));
+	if (!r->outbox || !r->homing) {
+		free(r->outbox);
+		free(r->homing);
 		free(r);
 		return -ENOMEM;
 	}
@@ -568,6 +612,7 @@ void rt_remote_fini(struct runtime *rt)
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->outbox_lock);
 	free(r->outbox); /* what was in it lay in the region, unmapped with it */
+	free(r->homing);
 	free(r);
 	rt->remote = NULL;
 	the_rt = NULL;
