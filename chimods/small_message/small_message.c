@@ -4,6 +4,7 @@
  * Chain and Fan (awaited subtasks).
  * Compose keys: monitor_period_us (off by default). */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <chimaera/module.h>
@@ -77,6 +78,14 @@ static int sm_echo(struct chi_request *req)
 	memmove(out, in, p.in.length);
 	return 0;
 }
+
+/* Echo's buffers, declared so that a runtime that gets the task from another node moves
+ * them: in, then out, of which the handler writes in.length bytes. */
+static const struct chi_bulk_field echo_bulk[] = {
+	{ offsetof(struct chi_sm_echo_params, in), CHI_BULK_IN, 0, 0 },
+	{ offsetof(struct chi_sm_echo_params, out), CHI_BULK_OUT,
+	  offsetof(struct chi_sm_echo_params, in) + offsetof(struct chi_bulk, length), 0 },
+};
 
 static int sm_yield(struct chi_request *req)
 {
@@ -199,7 +208,7 @@ static const struct chi_method_desc sm_methods[] = {
 	  sm_who_aggregate, NULL, 0 },
 	{ CHI_SM_COUNT, "count", sm_count, 0, sizeof(struct chi_sm_count_params),
 	  sm_count_aggregate, NULL, 0 },
-	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL, NULL, 0 },
+	{ CHI_SM_ECHO, "echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL, echo_bulk, 2 },
 	{ CHI_SM_YIELD, "yield", sm_yield, CHI_METHOD_MAY_YIELD,
 	  sizeof(struct chi_sm_yield_params), NULL, NULL, 0 },
 	{ CHI_SM_SLEEP, "sleep", sm_sleep, CHI_METHOD_MAY_YIELD,

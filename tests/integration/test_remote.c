@@ -196,6 +196,34 @@ START_TEST(kvs_values_cross_nodes)
 }
 END_TEST
 
+/* small_message Echo declares its buffers: they cross nodes both ways, and the output's
+ * bytes past what the handler wrote stay as they were. */
+START_TEST(echo_buffers_cross_nodes)
+{
+	struct cluster *c = up();
+	struct chi_client *a = client_of(c, 0);
+	for (uint32_t i = 0; i < CONTAINERS; i++) {
+		enum { LEN = 5000 };
+		unsigned char *in = chi_buf_alloc(a, LEN), *out = chi_buf_alloc(a, LEN + 100);
+		ck_assert(in && out);
+		for (int k = 0; k < LEN; k++)
+			in[k] = (unsigned char)(k * 7 + i);
+		memset(out, 0xee, LEN + 100);
+		struct chi_sm_echo_params p;
+		ck_assert_int_eq(chi_bulk_from_ptr(a, in, LEN, &p.in), 0);
+		ck_assert_int_eq(chi_bulk_from_ptr(a, out, LEN + 100, &p.out), 0);
+		ck_assert_int_eq(sm_call(a, CHI_SM_ECHO, chi_query_direct_id(i), &p, sizeof(p)), 0);
+		ck_assert_int_eq(memcmp(in, out, LEN), 0);
+		for (int k = LEN; k < LEN + 100; k++)
+			ck_assert_uint_eq(out[k], 0xee);
+		chi_buf_free(a, in);
+		chi_buf_free(a, out);
+	}
+	chi_client_disconnect(a);
+	down(c);
+}
+END_TEST
+
 /* Subtasks awaited in handlers may be remote: a Chain hops container to container (so node to
  * node), a Fan awaits Who subtasks spread over every container. */
 START_TEST(remote_subtasks)
@@ -266,7 +294,8 @@ int main(void)
 {
 	const TTest *const tests[] = { every_container_from_one_node,
 				       state_lives_on_the_containers_node, kvs_values_cross_nodes,
-				       remote_subtasks, a_task_to_a_frozen_node_fails_instead_of_hanging,
+				       echo_buffers_cross_nodes, remote_subtasks,
+				       a_task_to_a_frozen_node_fails_instead_of_hanging,
 				       a_node_leaves_and_comes_back };
 	return chi_check_main("remote", 280, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }
