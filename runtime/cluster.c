@@ -47,6 +47,7 @@ struct rt_link {
 	uint8_t dialled; /* ours: an outgoing link, re-dialled when it drops */
 	uint8_t hs_started;
 	uint8_t inflight; /* handshake messages posted and not yet sent */
+	uint8_t last_len; /* a responder's last handshake message, sent by its worker */
 	uint32_t addr_index;
 	uint32_t rx_count; /* frames received (the heartbeat compares it between beats) */
 	uint32_t rx_seen;
@@ -254,7 +255,11 @@ static void early_frame(struct rt_link *l, const struct wire_msg *m)
 	close_link(l, WIRE_CLOSE_PROTOCOL, 0, "a frame before the handshake");
 }
 
-/* One handshake message. @return HS_CONTINUE, HS_DONE, or < 0 (the link is closed). */
+/* One handshake message. @return HS_CONTINUE, HS_DONE, or < 0 (the link is closed).
+ * The responder's last message is kept in l->msg[1] (l->last_len) instead of sent: its
+ * worker sends it once the link is there, so that the first frames the peer sends after the
+ * handshake, which it may send only once it has that message, reach the worker and never
+ * the control thread. */
 static int handshake_step(struct rt_cluster *cl, struct rt_link *l, const struct wire_msg *m)
 {
 	uint8_t out[HS_MAX_MSG];
@@ -266,6 +271,11 @@ static int handshake_step(struct rt_cluster *cl, struct rt_link *l, const struct
 	int rc = hs_receive(&l->hs, m->opaque.data, m->opaque.len, out, &outlen);
 	if (rc < 0) {
 		refuse(l, rc, l->dialled ? "node" : "connection from");
+		return rc;
+	}
+	if (rc == HS_DONE && !l->dialled && outlen) {
+		memcpy(l->msg[1], out, outlen);
+		l->last_len = (uint8_t)outlen;
 		return rc;
 	}
 	if (outlen && send_hs(cl, l, out, outlen) != 0) {
@@ -469,6 +479,15 @@ int rt_cluster_worker_poll(struct worker *w)
 			l->worker = (uint16_t)w->index;
 			l->next = wn->in;
 			wn->in = l;
+			if (l->last_len) { /* the responder's last handshake message */
+				uint8_t last[HS_MAX_MSG];
+				memcpy(last, l->msg[1], l->last_len);
+				if (send_hs(cl, l, last, l->last_len) != 0)
+					close_link(l, WIRE_CLOSE_RESOURCE, 0,
+						   "cannot send the handshake");
+				l->last_len = 0;
+				wn->dirty = 1;
+			}
 			break;
 		case NET_EV_CLOSED:
 			on_closed(cl, w, l, &ev[i]);
