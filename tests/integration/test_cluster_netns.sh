@@ -37,6 +37,10 @@ ADDR=("$NET.1" "$NET.2" "$NET.3")
 PIDS=("" "" "")
 made_ns=()
 WORK=""
+# `ip netns add` makes /run/netns a mount point the first time it runs on a machine (or in a
+# chroot); if this run made it, the run removes it again, once its namespaces are gone.
+netns_was_mounted=0
+mountpoint -q /run/netns 2>/dev/null && netns_was_mounted=1
 
 # ---- teardown ----
 
@@ -78,6 +82,10 @@ dump_logs() {
 cleanup() {
 	for i in 0 1 2; do stop_node "$i" >/dev/null; done
 	for ns in "${made_ns[@]}"; do ip netns delete "$ns" 2>/dev/null; done
+	if [ "$netns_was_mounted" = 0 ] && mountpoint -q /run/netns 2>/dev/null &&
+		[ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+		umount /run/netns 2>/dev/null
+	fi
 	[ -n "$WORK" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
