@@ -137,6 +137,11 @@ int bench_noop_task(struct chi_client *c, struct chi_task **t);
  * *@stop (may be NULL) reads non-zero; then what is in flight is awaited. @done (may be
  * NULL) is kept at the count completed so far, for another thread or process to read.
  * @return 0 or -errno. */
+/* kvs 1 MiB bandwidth: @ops pipelined tasks of @t (BENCH_KVS_WINDOW of them, each 1 MiB, in
+ * flight). @what names the mode in an error. @return GB/s, or < 0. */
+#define BENCH_KVS_WINDOW 4
+double bench_kvs_bw(struct chi_client *c, struct chi_task **t, uint64_t ops, const char *what);
+
 int bench_pipeline(struct chi_client *c, struct chi_task **tasks, struct chi_future *futs,
 		   uint32_t w, uint64_t n, const _Atomic uint32_t *stop, _Atomic uint64_t *done);
 

@@ -121,7 +121,7 @@ static int measure(struct chi_client *c, struct chi_pool_id pool, uint32_t metho
 
 /* A set of WINDOW 1 MiB Put and Get tasks over @keys keys and @bufs value buffers in the
  * arena (task i: key i % keys, buffer i % bufs). */
-#define BW_WINDOW 4
+#define BW_WINDOW BENCH_KVS_WINDOW
 
 struct bw_set {
 	struct chi_task *put[BW_WINDOW], *get[BW_WINDOW];
@@ -169,15 +169,14 @@ static void bw_set_fini(struct chi_client *c, struct bw_set *s)
 	}
 }
 
-/* @ops pipelined 1 MiB tasks of @t (BW_WINDOW in flight). @return GB/s, or < 0. */
-static double bw_run(struct chi_client *c, struct chi_task **t, uint64_t ops)
+double bench_kvs_bw(struct chi_client *c, struct chi_task **t, uint64_t ops, const char *what)
 {
-	struct chi_future f[BW_WINDOW];
-	uint64_t t0 = time_now_ns(), done = 0, submitted = BW_WINDOW;
-	int rc = chi_submit_batch(c, t, BW_WINDOW, f) == BW_WINDOW ? 0 : -EIO;
+	struct chi_future f[BENCH_KVS_WINDOW];
+	uint64_t t0 = time_now_ns(), done = 0, submitted = BENCH_KVS_WINDOW;
+	int rc = chi_submit_batch(c, t, BENCH_KVS_WINDOW, f) == BENCH_KVS_WINDOW ? 0 : -EIO;
 
 	while (rc == 0 && done < submitted) {
-		int slot = (int)(done % BW_WINDOW);
+		int slot = (int)(done % BENCH_KVS_WINDOW);
 		rc = chi_wait(&f[slot]);
 		done++;
 		if (rc == 0 && submitted < ops) {
@@ -186,7 +185,10 @@ static double bw_run(struct chi_client *c, struct chi_task **t, uint64_t ops)
 		}
 	}
 	if (rc) {
-		fprintf(stderr, "chimaera_bench kvs: 1 MiB %s: %s\n",
+		/* What is still in flight must finish before its buffers go. */
+		for (uint64_t i = done; i < submitted; i++)
+			chi_wait(&f[i % BENCH_KVS_WINDOW]);
+		fprintf(stderr, "chimaera_bench %s: 1 MiB %s: %s\n", what,
 			t[0]->method == CHI_KVS_PUT ? "put" : "get", strerror(-rc));
 		return -1;
 	}
@@ -265,18 +267,19 @@ static int bandwidth_rounds(const struct bench_opts *o, struct chi_client *c,
 	if (rc == 0)
 		rc = bw_set_init(c, pool, BW_WINDOW, BW_WINDOW, &four);
 	/* The keys exist before the first round: the rounds measure overwrites and reads. */
-	if (rc == 0 && (bw_run(c, one.put, BW_WINDOW) < 0 || bw_run(c, four.put, BW_WINDOW) < 0))
+	if (rc == 0 && (bench_kvs_bw(c, one.put, BW_WINDOW, "kvs") < 0 ||
+			bench_kvs_bw(c, four.put, BW_WINDOW, "kvs") < 0))
 		rc = -EIO;
 	for (uint32_t i = 0; rc == 0 && i < o->rounds; i++) {
 		/* Each floor brackets its kvs figures (before and after, averaged): a
 		 * neighbour's burst that lands in the middle of a round weighs on both. */
 		r[i][FL1] = floor_gbps(worker_cpu, client_cpu, 1, ops / 2);
-		r[i][PUT1] = bw_run(c, one.put, (uint64_t)ops);
-		r[i][GET1] = bw_run(c, one.get, (uint64_t)ops);
+		r[i][PUT1] = bench_kvs_bw(c, one.put, (uint64_t)ops, "kvs");
+		r[i][GET1] = bench_kvs_bw(c, one.get, (uint64_t)ops, "kvs");
 		r[i][FL1] = bracket(r[i][FL1], floor_gbps(worker_cpu, client_cpu, 1, ops / 2));
 		r[i][FL4] = floor_gbps(worker_cpu, client_cpu, BW_WINDOW, ops / 2);
-		r[i][PUT4] = bw_run(c, four.put, (uint64_t)ops);
-		r[i][GET4] = bw_run(c, four.get, (uint64_t)ops);
+		r[i][PUT4] = bench_kvs_bw(c, four.put, (uint64_t)ops, "kvs");
+		r[i][GET4] = bench_kvs_bw(c, four.get, (uint64_t)ops, "kvs");
 		r[i][FL4] = bracket(r[i][FL4], floor_gbps(worker_cpu, client_cpu, BW_WINDOW, ops / 2));
 		for (int k = 0; k < NFIG; k++)
 			if (r[i][k] < 0)

@@ -34,7 +34,7 @@
 
 #define SM_POOL "bench_sm"
 #define KV_POOL "bench_kv"
-#define KVS_WINDOW 4
+#define KVS_WINDOW BENCH_KVS_WINDOW
 #define KVS_SIZE (1u << 20)
 #define CLUSTER_CMD_TIMEOUT_NS (60ull * 1000000000ull)
 #define MAX_CLUSTERS 2
@@ -315,32 +315,6 @@ static int kvs_task(struct chi_client *c, struct chi_pool_id pool, uint32_t meth
 	return 0;
 }
 
-/* @count 1 MiB tasks of @t, KVS_WINDOW in flight. @return GB/s or < 0. */
-static double kvs_run(struct chi_client *c, struct chi_task **t, uint64_t count)
-{
-	struct chi_future f[KVS_WINDOW];
-	uint64_t t0 = time_now_ns(), done = 0, submitted = KVS_WINDOW;
-	int rc = chi_submit_batch(c, t, KVS_WINDOW, f) == KVS_WINDOW ? 0 : -EIO;
-	while (rc == 0 && done < submitted) {
-		int slot = (int)(done % KVS_WINDOW);
-		rc = chi_wait(&f[slot]);
-		done++;
-		if (rc == 0 && submitted < count) {
-			rc = chi_submit(c, t[slot], &f[slot]);
-			submitted++;
-		}
-	}
-	if (rc) {
-		/* What is still in flight must finish before its buffers go. */
-		for (uint64_t i = done; i < submitted; i++)
-			chi_wait(&f[i % KVS_WINDOW]);
-		fprintf(stderr, "chimaera_bench remote-kvs: 1 MiB %s: %s\n",
-			t[0]->method == CHI_KVS_PUT ? "put" : "get", strerror(-rc));
-		return -1;
-	}
-	return (double)done * KVS_SIZE / (double)(time_now_ns() - t0);
-}
-
 /* A key of bench_kv whose container (hash % containers) lives on node 1 (container i on
  * node i mod nodes); the tasks that Put and Get it, 1 MiB each, values in the arena. */
 static int kvs_setup(struct bench_remote *s)
@@ -376,7 +350,7 @@ static int kvs_setup(struct bench_remote *s)
 			rc = kvs_task(s->c, s->kv, CHI_KVS_GET, s->key, klen, s->val[i], &s->get[i]);
 	}
 	/* The key exists before the first round: the rounds measure overwrites and reads. */
-	if (rc == 0 && kvs_run(s->c, s->put, KVS_WINDOW) < 0)
+	if (rc == 0 && bench_kvs_bw(s->c, s->put, KVS_WINDOW, "remote-kvs") < 0)
 		rc = -EIO;
 	return rc;
 }
@@ -604,8 +578,8 @@ int bench_remote_round(struct bench_remote *s, struct bench_remote_fig *f)
 		f->tput = (double)atomic_load(&done) * 1e9 / (double)dt;
 	}
 	if (w->kvs) {
-		f->kvs_put_gbps = kvs_run(s->c, s->put, 64);
-		f->kvs_get_gbps = kvs_run(s->c, s->get, 64);
+		f->kvs_put_gbps = bench_kvs_bw(s->c, s->put, 64, "remote-kvs");
+		f->kvs_get_gbps = bench_kvs_bw(s->c, s->get, 64, "remote-kvs");
 		if (f->kvs_put_gbps < 0 || f->kvs_get_gbps < 0)
 			return -EIO;
 	}

@@ -225,8 +225,8 @@ START_TEST(expansion_is_capped)
 	big = malloc(65537 * 12 + 16);
 	ck_assert_ptr_nonnull(big);
 	size_t at = 0;
-	at += (size_t)sprintf(big, "h[1-65536]\n");
-	at += (size_t)sprintf(big + at, "extra\n");
+	at += (size_t)snprintf(big, 65537 * 12 + 16, "h[1-65536]\n");
+	at += (size_t)snprintf(big + at, 65537 * 12 + 16 - at, "extra\n");
 	ck_parse_fails(big, -E2BIG, "hosts:2: more than 65536 hosts in all");
 	free(big);
 }
