@@ -182,7 +182,9 @@ static int check_hello(struct hs *hs, const uint8_t *in, size_t inlen)
 	if (le_get32(in + OFF_HELLO_RSVD0) != 0 || le_get16(in + OFF_HELLO_RSVD1) != 0)
 		return HS_E_RESERVED;
 	uint32_t node = le_get32(in + OFF_NODE);
-	if (node >= hs->num_nodes)
+	/* A client is no member: only a responder that takes clients lets it in, and never an
+	 * initiator (a client dials; nobody dials a client). */
+	if (node == HS_NODE_CLIENT ? !hs->accept_clients : node >= hs->num_nodes)
 		return HS_E_NODE;
 	if (node == hs->local.node)
 		return HS_E_SELF;
@@ -206,7 +208,8 @@ int hs_init(struct hs *hs, enum hs_role role, const uint8_t key[HS_KEY_LEN],
 	    const struct hs_ids *local, uint32_t num_nodes)
 {
 	if (!hs || !key || !local || (role != HS_INITIATOR && role != HS_RESPONDER) ||
-	    num_nodes == 0 || local->node >= num_nodes)
+	    num_nodes == 0 ||
+	    (local->node >= num_nodes && !(role == HS_INITIATOR && local->node == HS_NODE_CLIENT)))
 		return -EINVAL;
 	int rc = sodium_ready();
 	if (rc)
@@ -217,6 +220,14 @@ int hs_init(struct hs *hs, enum hs_role role, const uint8_t key[HS_KEY_LEN],
 	hs->num_nodes = num_nodes;
 	hs->role = (uint8_t)role;
 	hs->state = role == HS_INITIATOR ? ST_NEW : ST_WAIT_HELLO;
+	return 0;
+}
+
+int hs_accept_clients(struct hs *hs)
+{
+	if (!hs || hs->role != HS_RESPONDER || hs->state != ST_WAIT_HELLO)
+		return -EINVAL;
+	hs->accept_clients = 1;
 	return 0;
 }
 

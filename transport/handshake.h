@@ -49,6 +49,11 @@
  * WIRE_DEFAULT_MAX_HELLO (4096), the largest HELLO or AUTH data a receiver accepts. */
 #define HS_MAX_MSG 64u
 
+/* The node id a remote client (CHI_IPC_MODE=TCP) claims in its HELLO_I: no member of any
+ * membership has it. Only a responder that called hs_accept_clients() takes it; the client
+ * proves the cluster secret like a node (docs/design/handshake.md, "Remote clients"). */
+#define HS_NODE_CLIENT 0xffffffffu
+
 /* networking.secret_file: at least this many bytes, at most HS_SECRET_MAX. */
 #define HS_SECRET_MIN 32u
 #define HS_SECRET_MAX 4096u
@@ -108,7 +113,7 @@ struct hs {
 	uint8_t role;	       /* enum hs_role */
 	uint8_t state;	       /* handshake.c's enum */
 	uint8_t peer_versions; /* peer's versions read (HS_E_VERSION, HS_E_FORMAT, HS_DONE) */
-	uint8_t reserved;
+	uint8_t accept_clients; /* a responder that takes HS_NODE_CLIENT (hs_accept_clients) */
 };
 
 /**
@@ -116,13 +121,23 @@ struct hs {
  * hs_receive() (responder). A responder that must tell the peer which worker owns the
  * connection inits when the first HELLO frame comes, with that frame's dst_worker.
  * @param key The cluster key (hs_secret_load()); copied.
- * @param local This side; local->node must be below @p num_nodes.
+ * @param local This side; local->node must be below @p num_nodes, or HS_NODE_CLIENT for an
+ *        initiator that is a remote client (it then passes HS_NODE_CLIENT as @p num_nodes:
+ *        whichever node answers).
  * @param num_nodes Peers' node ids must be below it (the membership's size).
  * @return 0; -EINVAL (NULL, unknown role, num_nodes 0, local node out of range); -EIO
  *         (libsodium could not be initialised).
  */
 int hs_init(struct hs *hs, enum hs_role role, const uint8_t key[HS_KEY_LEN],
 	    const struct hs_ids *local, uint32_t num_nodes);
+
+/**
+ * Let a responder take a peer that claims HS_NODE_CLIENT (a remote client) besides the
+ * members. Call after hs_init(), before the first hs_receive(). Without it such a HELLO is
+ * HS_E_NODE. hs_peer()->node tells the caller which it got.
+ * @return 0; -EINVAL (NULL, an initiator, or the handshake has begun).
+ */
+int hs_accept_clients(struct hs *hs);
 
 /** Wipe @p hs (the key copy, nonces, transcript). Harmless twice. */
 void hs_fini(struct hs *hs);

@@ -561,6 +561,70 @@ START_TEST(node_ids)
 }
 END_TEST
 
+/* A remote client claims HS_NODE_CLIENT: a responder that takes clients lets it in (and its
+ * proof is checked as a node's), one that does not refuses it as it refuses an id beyond the
+ * membership; a responder never passes for a client, and the client's wrong key fails. */
+START_TEST(remote_clients)
+{
+	struct hs i, r, h;
+	uint8_t m[HS_MAX_MSG], m2[HS_MAX_MSG], m3[HS_MAX_MSG], m4[HS_MAX_MSG];
+	size_t n, n2, n3, n4;
+	struct hs_ids cl = ids(HS_NODE_CLIENT, 0), b = ids(1, 4);
+
+	ck_assert_int_eq(hs_init(&i, HS_INITIATOR, key1, &cl, HS_NODE_CLIENT), 0);
+	ck_assert_int_eq(hs_init(&r, HS_RESPONDER, key1, &b, NODES), 0);
+	n = sizeof(m);
+	ck_assert_int_eq(hs_start(&i, m, &n), HS_CONTINUE);
+	/* Not taking clients: refused like any id beyond the membership. */
+	ck_assert_int_eq(feed(&r, m, n, NULL), HS_E_NODE);
+	ck_assert_int_eq(hs_accept_clients(&r), 0);
+	n2 = sizeof(m2);
+	ck_assert_int_eq(hs_receive(&r, m, n, m2, &n2), HS_CONTINUE);
+	ck_assert_int_eq(hs_accept_clients(&r), -EINVAL); /* too late: it has begun */
+	n3 = sizeof(m3);
+	ck_assert_int_eq(hs_receive(&i, m2, n2, m3, &n3), HS_CONTINUE);
+	struct hs r_before_auth = r;
+	n4 = sizeof(m4);
+	ck_assert_int_eq(hs_receive(&r, m3, n3, m4, &n4), HS_DONE);
+	assert_ids(hs_peer(&r), &cl);
+	n = sizeof(m);
+	ck_assert_int_eq(hs_receive(&i, m4, n4, m, &n), HS_DONE);
+	assert_ids(hs_peer(&i), &b);
+	/* A changed proof still fails for a client. */
+	m3[20] ^= 1;
+	ck_assert_int_eq(feed(&r_before_auth, m3, n3, NULL), HS_E_AUTH);
+
+	/* The wrong key: the client's proof fails at the responder. */
+	ck_assert_int_eq(hs_init(&i, HS_INITIATOR, key2, &cl, HS_NODE_CLIENT), 0);
+	ck_assert_int_eq(hs_init(&r, HS_RESPONDER, key1, &b, NODES), 0);
+	ck_assert_int_eq(hs_accept_clients(&r), 0);
+	n = sizeof(m);
+	ck_assert_int_eq(hs_start(&i, m, &n), HS_CONTINUE);
+	n2 = sizeof(m2);
+	ck_assert_int_eq(hs_receive(&r, m, n, m2, &n2), HS_CONTINUE);
+	n3 = sizeof(m3);
+	ck_assert_int_eq(hs_receive(&i, m2, n2, m3, &n3), HS_CONTINUE);
+	ck_assert_int_eq(feed(&r, m3, n3, &h), HS_E_AUTH);
+
+	/* A responder that answers with the client id is refused by the client. */
+	ck_assert_int_eq(hs_init(&i, HS_INITIATOR, key1, &cl, HS_NODE_CLIENT), 0);
+	n = sizeof(m);
+	ck_assert_int_eq(hs_start(&i, m, &n), HS_CONTINUE);
+	ck_assert_int_eq(hs_init(&r, HS_RESPONDER, key1, &b, NODES), 0);
+	ck_assert_int_eq(hs_accept_clients(&r), 0);
+	n2 = sizeof(m2);
+	ck_assert_int_eq(hs_receive(&r, m, n, m2, &n2), HS_CONTINUE);
+	memset(m2 + 16, 0xff, 4);
+	ck_assert_int_eq(feed(&i, m2, n2, NULL), HS_E_NODE);
+
+	/* Only initiators may be clients; only responders take them. */
+	ck_assert_int_eq(hs_init(&r, HS_RESPONDER, key1, &cl, NODES), -EINVAL);
+	ck_assert_int_eq(hs_init(&i, HS_INITIATOR, key1, &b, NODES), 0);
+	ck_assert_int_eq(hs_accept_clients(&i), -EINVAL);
+	ck_assert_int_eq(hs_accept_clients(NULL), -EINVAL);
+}
+END_TEST
+
 START_TEST(malformed_fields)
 {
 	struct run run;
@@ -908,6 +972,7 @@ int main(int argc, char **argv)
 	if (sodium_init() < 0)
 		return 1;
 	const TTest *const tests[] = {
+		remote_clients,
 		success_both_ways,
 		layout_and_transcript_as_documented,
 		wrong_key_refused_on_both_sides,
