@@ -30,7 +30,7 @@
 /* The runtime hung up: say so once, client-wide, and wake every thread asleep in a wait.
  * Without this each sleeper would notice only at the end of its slice, and a thread waiting
  * on many futures one after another would pay a slice for each. */
-static void mark_dead(struct chi_client *c)
+void client_mark_dead(struct chi_client *c)
 {
 	if (atomic_exchange_explicit(&c->dead, 1, memory_order_relaxed))
 		return; /* whoever set it first wakes the sleepers */
@@ -50,9 +50,11 @@ static int runtime_dead(struct chi_client *c)
 {
 	if (atomic_load_explicit(&c->dead, memory_order_relaxed))
 		return 1;
+	if (c->tcp) /* its reader thread watches the connection and sets dead */
+		return 0;
 	struct pollfd pfd = { .fd = c->sock, .events = POLLIN | POLLRDHUP };
 	if (poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR))) {
-		mark_dead(c);
+		client_mark_dead(c);
 		return 1;
 	}
 	return 0;
@@ -142,6 +144,8 @@ struct client_lane *client_my_lane(struct chi_client *c, int *err)
 			continue;
 		lane = &c->lanes[i];
 		atomic_store_explicit(&lane->owned, 1, memory_order_relaxed);
+		if (c->tcp)
+			break; /* a private segment: its lanes are arenas only, no rings */
 		/* Pick up where the lane's previous owner left the rings. */
 		shm_ring_producer_init(&lane->prod, shm_seg_lane(c->base, &c->layout, i),
 				       c->layout.lane_depth);
@@ -298,6 +302,42 @@ static int init_lanes(struct chi_client *c)
 	return 0;
 }
 
+/* CHI_IPC_MODE=TCP: a private segment and a connection instead of a shared one. */
+static int connect_tcp(const struct chi_client_opts *opts, struct chi_client **out)
+{
+	struct chi_client *c = calloc(1, sizeof(*c));
+	int rc;
+	if (!c)
+		return -ENOMEM;
+	pthread_mutex_init(&c->lane_lock, NULL);
+	pthread_mutex_init(&c->sleep_lock, NULL);
+	if (pthread_key_create(&c->lane_key, release_lane) != 0) {
+		rc = -EAGAIN;
+		goto err_free;
+	}
+	rc = client_tcp_connect(c, opts);
+	if (rc)
+		goto err_key;
+	rc = init_lanes(c);
+	if (rc)
+		goto err_close;
+	*out = c;
+	return 0;
+
+err_close:
+	free(c->lanes);
+	free((void *)c->rec);
+	client_tcp_close(c);
+	munmap(c->base, c->layout.size);
+err_key:
+	pthread_key_delete(c->lane_key);
+err_free:
+	pthread_mutex_destroy(&c->sleep_lock);
+	pthread_mutex_destroy(&c->lane_lock);
+	free(c);
+	return rc;
+}
+
 int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **out)
 {
 	char path[PATH_MAX];
@@ -305,12 +345,16 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 
 	log_init_from_env(CHI_LOG_LEVEL_WARN);
 	const char *mode = getenv("CHI_IPC_MODE");
-	if (mode && *mode && strcasecmp(mode, "SHM") && strcasecmp(mode, "IPC")) {
-		CHI_LOG_ERROR("CHI_IPC_MODE=%s: this build attaches over shared memory only "
-			      "(SHM or IPC); TCP and RDMA clients come with the network transports",
+	int tcp = mode && !strcasecmp(mode, "TCP");
+	if (mode && *mode && !tcp && strcasecmp(mode, "SHM") && strcasecmp(mode, "IPC")) {
+		CHI_LOG_ERROR("CHI_IPC_MODE=%s: expected SHM or IPC (shared memory with the runtime "
+			      "on this machine) or TCP (a runtime anywhere: CHI_SERVER_ADDR); RDMA "
+			      "clients come with the verbs transport",
 			      mode);
 		return -ENOTSUP;
 	}
+	if (tcp)
+		return connect_tcp(opts, out);
 	rc = resolve_target(opts, path, sizeof(path), &wait_s);
 	if (rc)
 		return rc;
@@ -368,7 +412,10 @@ void chi_client_disconnect(struct chi_client *c)
 	if (!c)
 		return;
 	pthread_key_delete(c->lane_key);
-	close(c->sock); /* the runtime sees the hang-up and reclaims our segment */
+	if (c->tcp)
+		client_tcp_close(c); /* the runtime sees the hang-up and drops our tasks */
+	else
+		close(c->sock); /* the runtime sees the hang-up and reclaims our segment */
 	munmap(c->base, c->info.segment_size);
 	for (uint32_t i = 0; i < c->num_workers; i++)
 		close(c->doorbells[i]);
@@ -525,6 +572,8 @@ static int wait_for_room(struct chi_client *c, struct client_lane *lane, uint32_
 static void drain_completions(struct chi_client *c, struct client_lane *lane)
 {
 	uint32_t e;
+	if (c->tcp)
+		return; /* no queue: a remote client's reader completes records by their state */
 	while ((e = shm_cq_take(&lane->done)) != 0) {
 		uint64_t off = e & ~(uint32_t)SHM_SEG_CQ_TAG_MASK;
 		if (off < c->layout.arena_offset ||
@@ -570,6 +619,34 @@ static uint32_t next_tag(struct chi_client *c, struct client_lane *lane, struct 
 	return tag;
 }
 
+/* CHI_IPC_MODE=TCP: each task its own TASK frame (client_tcp.c). */
+static int submit_tcp(struct chi_client *c, struct chi_task *const *tasks, int n,
+		      struct chi_future *out)
+{
+	int done = 0, err = 0;
+	while (done < n) {
+		uint32_t off;
+		struct chi_task *t = tasks[done];
+		if (task_offset(c, t, &off) != 0 || !submittable(c, t)) {
+			err = -EINVAL;
+			break;
+		}
+		_Atomic uint16_t *r = rec_of(c, t);
+		if (r) /* in flight: its state word says when it is done */
+			atomic_store_explicit(r, 0, memory_order_relaxed);
+		err = client_tcp_submit(c, t);
+		if (err) {
+			if (r)
+				mark_idle(r);
+			break;
+		}
+		out[done].task = t;
+		out[done].client = c;
+		done++;
+	}
+	return done ? done : err;
+}
+
 int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 		     struct chi_future *out)
 {
@@ -578,6 +655,8 @@ int chi_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n,
 
 	if (!lane)
 		return err;
+	if (c->tcp)
+		return submit_tcp(c, tasks, n, out);
 	err = check_runtime(c);
 	/* Entries for our earlier submissions go before new tags are handed out (see
 	 * REC_TAG_MASK: why a late entry never completes a later submission). */

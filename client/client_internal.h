@@ -63,8 +63,11 @@ struct sleeper {
 #define REC_IDLE 0x80u
 #define REC_LANE_SHIFT 8
 
+struct client_tcp;
+
 struct chi_client {
 	int sock;
+	struct client_tcp *tcp; /* CHI_IPC_MODE=TCP (client_tcp.c); NULL over shared memory */
 	void *base;
 	struct shm_seg_header *hdr;
 	struct shm_seg_layout layout;
@@ -98,6 +101,17 @@ void arena_free(struct chi_client *c, struct client_lane *mine, void *ptr);
 
 /* client.c */
 struct client_lane *client_my_lane(struct chi_client *c, int *err);
+/* The runtime is gone: every wait, asleep or to come, fails with -ECONNRESET. */
+void client_mark_dead(struct chi_client *c);
+
+/* client_tcp.c: CHI_IPC_MODE=TCP. connect fills c->tcp, the private segment (base, hdr,
+ * layout) and starts the reader; close undoes it (the segment is the caller's to unmap). */
+int client_tcp_connect(struct chi_client *c, const struct chi_client_opts *opts);
+void client_tcp_close(struct chi_client *c);
+/* Send @t (checked by the caller: a record of ours, not in flight) as a TASK frame.
+ * @return 0 (in flight, or completed at once with its own error), -ECONNRESET, -ESHUTDOWN,
+ *         -ETIMEDOUT (the runtime did not describe the pool), -ENOMEM, -EBUSY. */
+int client_tcp_submit(struct chi_client *c, struct chi_task *t);
 
 /* Submit *@t and wait for it. @return its rc. *@t becomes NULL when the caller must not touch
  * the task any more: the submit failed (it was freed) or the runtime died (it may still be

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/membership.h"
 #include "common/time_util.h"
+#include "client_link.h"
 #include "remote.h"
 #include "runtime_internal.h"
 #include "transport/handshake.h"
@@ -59,6 +60,7 @@ struct rt_link {
 	unsigned nsent;
 	uint8_t msg[2][HS_MAX_MSG]; /* a side sends at most two handshake messages */
 	struct wire_out wo[2];
+	struct rt_clink *clink; /* a remote client's link (client_link.c), not a node's */
 	struct rt_link *next; /* on the control thread's accepting list, or a worker's in list */
 };
 
@@ -211,9 +213,11 @@ static void heartbeat(struct rt_cluster *cl, struct worker *w, uint64_t now)
 	for (uint32_t i = 0; i < cl->mem.num_nodes; i++)
 		if (i != cl->mem.self && wn->out[i].state == LINK_UP)
 			beat_link(cl, w, &wn->out[i], 1);
-	for (struct rt_link *l = wn->in; l; l = l->next) /* their side pings these */
+	/* Peers' links: their side pings. Remote clients' links: we ping too, so that a
+	 * client whose config says another heartbeat than ours still answers in time. */
+	for (struct rt_link *l = wn->in; l; l = l->next)
 		if (l->state == LINK_UP)
-			beat_link(cl, w, l, 0);
+			beat_link(cl, w, l, l->clink != NULL);
 	wn->dirty = 1;
 }
 
@@ -357,12 +361,40 @@ static void protocol_close(struct worker *w, struct rt_link *l, const char *why)
 	close_link(l, WIRE_CLOSE_PROTOCOL, 0, why);
 }
 
+/* A frame from a remote client: tasks and describe requests go to client_link.c. */
+static void on_client_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
+			    const struct wire_msg *m)
+{
+	switch (m->type) {
+	case WIRE_PING:
+		send_pong(cl, l, m->cookie);
+		break;
+	case WIRE_PONG:
+	case WIRE_CLOSE:
+		break;
+	case WIRE_TASK:
+	case WIRE_CONTROL:
+		rt_clink_frame(w, l->clink, m);
+		break;
+	default: /* HELLO, AUTH after the handshake; a REPLY: clients run no tasks */
+		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
+				    "worker %u: a remote client sent a %s frame: closing its link",
+				    w->index, wire_type_name(m->type));
+		close_link(l, WIRE_CLOSE_PROTOCOL, 0, "unexpected frame from a client");
+		break;
+	}
+}
+
 /* A frame on an authenticated link. */
 static void on_frame(struct rt_cluster *cl, struct worker *w, struct rt_link *l,
 		     const struct wire_msg *m)
 {
 	if (m->src_node != l->node) {
 		protocol_close(w, l, "a frame from another node's id");
+		return;
+	}
+	if (l->clink) {
+		on_client_frame(cl, w, l, m);
 		return;
 	}
 	switch (m->type) {
@@ -424,6 +456,10 @@ static void on_closed(struct rt_cluster *cl, struct worker *w, struct rt_link *l
 			     e->why ? e->why : "?");
 		rt_remote_link_down(w, l->node); /* what went out on it fails, never hangs */
 	}
+	if (l->clink) {
+		rt_clink_closed(w->rt, l->clink);
+		l->clink = NULL;
+	}
 	net_ep_free(l->ep);
 	l->ep = NULL;
 	hs_fini(&l->hs);
@@ -455,7 +491,7 @@ int rt_cluster_worker_poll(struct worker *w)
 	if (cl->heartbeat_ns && ++wn->polls % HEARTBEAT_POLLS == 0)
 		heartbeat(cl, w, time_now_ns());
 	uint64_t unused = UINT64_MAX;
-	int sent = rt_remote_outbox(w, &unused);
+	int sent = rt_remote_outbox(w, &unused) + rt_clink_outbox(w, &unused);
 	int n = net_poll(wn->ctx, ev, POLL_BATCH);
 	for (int i = 0; i < n; i++) {
 		struct rt_link *l = net_ep_user(ev[i].ep);
@@ -526,6 +562,25 @@ int rt_cluster_send(struct worker *w, uint32_t node, struct rt_sendbuf *sb)
 	return rc == -EAGAIN ? -EBUSY : rc;
 }
 
+int rt_cluster_link_send(struct worker *w, struct rt_link *l, struct rt_sendbuf *sb)
+{
+	struct rt_wnet *wn = w->net;
+	if (l->state != LINK_UP)
+		return -ENOTCONN;
+	int rc = net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb);
+	wn->dirty = 1;
+	if (rc == -EAGAIN) {
+		net_flush(wn->ctx);
+		rc = net_send(l->ep, sb->out.iov, sb->out.iovcnt, (uint64_t)(uintptr_t)sb);
+	}
+	return rc == -EAGAIN ? -EBUSY : rc;
+}
+
+void rt_cluster_link_close(struct rt_link *l, uint32_t reason, const char *why)
+{
+	close_link(l, reason, 0, why);
+}
+
 int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)
 {
 	struct rt_wnet *wn = w->net;
@@ -537,7 +592,7 @@ int rt_cluster_worker_arm(struct worker *w, uint64_t *deadline_ns)
 		if (wn->next_beat < *deadline_ns)
 			*deadline_ns = wn->next_beat;
 	}
-	if (rt_remote_outbox(w, deadline_ns) > 0 || wn->dirty)
+	if (rt_remote_outbox(w, deadline_ns) + rt_clink_outbox(w, deadline_ns) > 0 || wn->dirty)
 		return 1; /* the beat posted pings, or replies went: write them before sleeping */
 	if (net_arm(wn->ctx))
 		return 1;
@@ -664,7 +719,10 @@ static void control_recv(struct runtime *rt, struct rt_link *l, const struct net
 		}
 		l->worker = (uint16_t)(m.src_worker % rt->num_workers);
 		struct hs_ids me = local_ids(cl, l->worker);
-		if (hs_init(&l->hs, HS_RESPONDER, cl->key, &me, cl->mem.num_nodes) != 0) {
+		/* Remote clients prove the same secret (docs/design/handshake.md); without one
+		 * the listener is loopback only (open_listener), as for nodes. */
+		if (hs_init(&l->hs, HS_RESPONDER, cl->key, &me, cl->mem.num_nodes) != 0 ||
+		    hs_accept_clients(&l->hs) != 0) {
 			close_link(l, WIRE_CLOSE_RESOURCE, 0, "cannot start the handshake");
 			return;
 		}
@@ -673,6 +731,17 @@ static void control_recv(struct runtime *rt, struct rt_link *l, const struct net
 	if (handshake_step(cl, l, &m) != HS_DONE)
 		return;
 	l->node = hs_peer(&l->hs)->node;
+	if (l->node == HS_NODE_CLIENT) {
+		l->clink = rt_clink_create(rt, l, &l->worker);
+		if (!l->clink) {
+			char peer[80];
+			CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN, "remote client %s refused: %u "
+					    "connected already, or out of memory",
+					    peer_str(l->ep, peer, sizeof(peer)), CLINK_MAX_CLIENTS);
+			close_link(l, WIRE_CLOSE_RESOURCE, 0, "too many clients");
+			return;
+		}
+	}
 	l->state = LINK_MOVING;
 	if (l->inflight == 0)
 		move_to_worker(rt, l);
@@ -685,6 +754,7 @@ void rt_cluster_control_poll(struct runtime *rt)
 	int n;
 	if (!cl)
 		return;
+	rt_clinks_reap(rt);
 	uint64_t now = time_now_ns();
 	for (struct rt_link *l = cl->accepting; l; l = l->next)
 		if (l->state == LINK_HANDSHAKE && now >= l->deadline)
@@ -726,6 +796,8 @@ void rt_cluster_control_poll(struct runtime *rt)
 							    peer_str(ev[i].ep, peer, sizeof(peer)),
 							    ev[i].why ? ev[i].why : "?");
 				}
+				if (l && l->clink) /* closed before it reached its worker */
+					rt_clink_closed(rt, l->clink);
 				if (l) {
 					unlist_accepting(cl, l);
 					hs_fini(&l->hs);

@@ -29,6 +29,14 @@ int rt_cluster_worker_poll(struct worker *w);
 struct rt_sendbuf;
 int rt_cluster_send(struct worker *w, uint32_t node, struct rt_sendbuf *sb);
 
+/* Post @sb's frame on @link (a remote client's, client_link.c), from the worker @w that owns
+ * it. @return 0, -EBUSY (its send queue is full), -ENOTCONN (closing). */
+struct rt_link;
+int rt_cluster_link_send(struct worker *w, struct rt_link *link, struct rt_sendbuf *sb);
+
+/* Close @link (its owner only) with a CLOSE of @reason (enum wire_close_reason). */
+void rt_cluster_link_close(struct rt_link *link, uint32_t reason, const char *why);
+
 /* Write what rt_cluster_send() posted on @w's links (once per pass of the worker's loop, so
  * the tasks of one burst go out in one writev per peer). */
 void rt_cluster_worker_flush(struct worker *w);

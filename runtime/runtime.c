@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/time_util.h"
+#include "client_link.h"
 #include "cluster.h"
 #include "pool_manager.h"
 #include "remote.h"
@@ -694,6 +695,7 @@ static void shutdown_runtime(struct runtime *rt)
 	rt_remote_fini(rt);  /* what peers still owed fails */
 	rt_cluster_fini(rt); /* the workers' links went with them */
 	rt_jobs_fini(rt);
+	rt_clinks_fini(rt); /* remote clients: after the jobs, which may complete their tasks */
 	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */
 	rt_pools_fini(rt);
 	rt_yield_free_orphans(); /* park handles modules could unpark until their pools went */

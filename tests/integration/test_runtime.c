@@ -592,8 +592,12 @@ START_TEST(unsupported_ipc_mode_is_refused)
 {
 	struct chi_client *c;
 	start(1, 50);
-	setenv("CHI_IPC_MODE", "TCP", 1);
+	setenv("CHI_IPC_MODE", "RDMA", 1);
 	ck_assert_int_eq(rt_connect(&rt, &c), -ENOTSUP);
+	/* TCP is a remote client (test_remote_client): a runtime without a cluster listens on no
+	 * TCP port, so nobody answers. */
+	setenv("CHI_IPC_MODE", "TCP", 1);
+	ck_assert_int_eq(rt_connect(&rt, &c), -ECONNREFUSED);
 	setenv("CHI_IPC_MODE", "shm", 1);
 	ck_assert_int_eq(rt_connect(&rt, &c), 0);
 	unsetenv("CHI_IPC_MODE");
