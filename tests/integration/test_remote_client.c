@@ -515,11 +515,48 @@ START_TEST(authenticated_garbage_leaves_the_runtime_unharmed)
 }
 END_TEST
 
+/* A remote client has a local client's quotas: with client_max_subtasks 8, tasks past the
+ * eighth in flight fail with -EDQUOT (none waits forever), and once they end the client's
+ * allowance is back. */
+START_TEST(quotas_bound_a_remote_client)
+{
+	cluster_runtime_extra = "  client_max_subtasks: 8\n";
+	struct cluster *c = up();
+	cluster_runtime_extra = NULL;
+	struct chi_client *cl = client_of(c, 1);
+	enum { N = 20 };
+	struct chi_task *t[N];
+	struct chi_future f[N];
+	for (int k = 0; k < N; k++) {
+		t[k] = rt_task(cl, SM, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		/* Long enough that the first eight still sleep when the last is submitted. */
+		((struct chi_sm_sleep_params *)chi_task_params(t[k]))->usec = 10ull * 1000000ull;
+		t[k]->query = chi_query_local();
+		ck_assert_int_eq(chi_submit(cl, t[k], &f[k]), 0);
+	}
+	int ok = 0, over = 0;
+	for (int k = 0; k < N; k++) {
+		int rc = chi_wait_timeout(&f[k], WAIT_NS);
+		ck_assert_msg(rc == 0 || rc == -EDQUOT, "task %d: rc %d", k, rc);
+		ok += rc == 0;
+		over += rc == -EDQUOT;
+		chi_task_free(cl, t[k]);
+	}
+	ck_assert_int_le(ok, 8);
+	ck_assert_int_ge(over, N - 8);
+	struct chi_sm_who_params w = { .container = 999 };
+	ck_assert_int_eq(sm_call(cl, CHI_SM_WHO, chi_query_local(), &w, sizeof(w)), 0);
+	chi_client_disconnect(cl);
+	down(c);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { admin_and_every_query, kvs_across_nodes,
 				       wrong_secret_refused, runtime_dies_while_waiting,
-				       authenticated_garbage_leaves_the_runtime_unharmed };
+				       authenticated_garbage_leaves_the_runtime_unharmed,
+				       quotas_bound_a_remote_client };
 	return chi_check_main("remote_client", 280, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }

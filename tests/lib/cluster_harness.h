@@ -19,6 +19,10 @@ struct cluster {
 	char run_dir[128];
 };
 
+/* Extra keys for the runtime: section of every config written after it is set (e.g.
+ * "  client_max_subtasks: 8\n"); NULL for none. */
+extern const char *cluster_runtime_extra;
+
 /* A temp dir, a hostfile of @nodes loopback addresses and a config per node. @secrets: one
  * letter per node naming its secret file (the same letter, the same secret), or NULL for no
  * secret at all. @extra: YAML appended to every config (a compose: section), or NULL. */
