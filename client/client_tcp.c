@@ -32,7 +32,7 @@
 #include "common/time_util.h"
 #include "transport/futex.h"
 #include "transport/handshake.h"
-#include "transport/le.h"
+#include "transport/client_ctl.h"
 #include "transport/wire.h"
 
 #define TCP_CLUSTER_PROTO 1u /* runtime/cluster.c's CLUSTER_PROTO: the handshake compares them */
@@ -42,13 +42,6 @@
 #define TCP_SILENT_BEATS 5  /* heartbeats without a byte from the runtime: it is dead */
 #define TCP_MAX_OPS (1u << 20)
 #define TCP_LANE_DEPTH 2u /* the private segment's rings are never used: smallest legal */
-/* Must match the runtime's CLINK_CTL_* (runtime/client_link.h, docs/wire.md). */
-#define CTL_DESCRIBE 1u
-#define CTL_DESCRIBED 0x81u
-#define CTL_REQ_LEN 16u
-#define CTL_REPLY_FIXED 24u
-#define CTL_METHOD_LEN 8u
-#define CTL_FIELD_LEN 16u
 
 /* A task in flight: what the reply is checked against and where its outputs go. */
 struct tcp_op {
@@ -61,19 +54,12 @@ struct tcp_op {
 	struct chi_bulk desc[WIRE_MAX_BULK]; /* the descriptors as sent */
 };
 
-/* What a pool's methods declare as bulk fields, as the runtime described them. */
-struct method_bulk {
-	uint32_t id;
-	uint32_t num;
-	struct chi_bulk_field f[WIRE_MAX_BULK];
-};
-
 struct pool_desc {
 	struct chi_pool_id id;
 	int state; /* 0: asked, 1: known, -errno: the runtime's answer was an error */
 	uint64_t cookie;
 	uint32_t num;
-	struct method_bulk *m;
+	struct ctl_method_bulk *m;
 	struct pool_desc *next;
 };
 
@@ -430,10 +416,7 @@ static int method_bulk(struct chi_client *c, struct chi_pool_id id, uint32_t met
 			uint64_t cookie = p->cookie;
 			pthread_mutex_unlock(&tc->lock);
 			uint8_t q[CTL_REQ_LEN];
-			le_put32(q, CTL_DESCRIBE);
-			le_put32(q + 4, 0);
-			le_put32(q + 8, id.major);
-			le_put32(q + 12, id.minor);
+			ctl_describe_encode(q, id);
 			struct wire_msg m = { .type = WIRE_CONTROL, .cookie = cookie,
 					      .src_node = HS_NODE_CLIENT };
 			m.opaque.data = q;
@@ -486,54 +469,29 @@ static int method_bulk(struct chi_client *c, struct chi_pool_id id, uint32_t met
 /* A CONTROL answer from the runtime. @return 0, or -EPROTO for one that makes no sense. */
 static int on_described(struct client_tcp *tc, const struct wire_msg *m)
 {
-	const uint8_t *d = m->opaque.data;
-	uint32_t len = m->opaque.len;
-	if (len < CTL_REPLY_FIXED || le_get32(d) != CTL_DESCRIBED)
+	int32_t rc;
+	struct chi_pool_id id;
+	uint32_t count;
+	if (ctl_described_decode(m->opaque.data, m->opaque.len, &rc, &id, NULL, 0, &count))
 		return -EPROTO;
-	int32_t rc = (int32_t)le_get32(d + 4);
-	uint32_t count = le_get32(d + 16);
-	if (count > len / CTL_METHOD_LEN)
-		return -EPROTO;
-	struct method_bulk *mb = count ? calloc(count, sizeof(*mb)) : NULL;
+	struct ctl_method_bulk *mb = count ? calloc(count, sizeof(*mb)) : NULL;
 	if (count && !mb)
-		return -EPROTO;
-	uint32_t off = CTL_REPLY_FIXED;
-	for (uint32_t i = 0; i < count; i++) {
-		if (len - off < CTL_METHOD_LEN)
-			goto bad;
-		mb[i].id = le_get32(d + off);
-		mb[i].num = le_get32(d + off + 4);
-		off += CTL_METHOD_LEN;
-		if (mb[i].num == 0 || mb[i].num > WIRE_MAX_BULK ||
-		    (len - off) / CTL_FIELD_LEN < mb[i].num)
-			goto bad;
-		for (uint32_t j = 0; j < mb[i].num; j++, off += CTL_FIELD_LEN) {
-			mb[i].f[j].offset = le_get32(d + off);
-			mb[i].f[j].dir = le_get32(d + off + 4);
-			mb[i].f[j].out_len_offset = le_get32(d + off + 8);
-			if (mb[i].f[j].dir < CHI_BULK_IN || mb[i].f[j].dir > CHI_BULK_INOUT)
-				goto bad;
-		}
-	}
-	if (off != len)
-		goto bad;
+		return -EPROTO; /* out of memory: the waiters could never be told */
+	(void)ctl_described_decode(m->opaque.data, m->opaque.len, &rc, &id, mb, count, &count);
 	pthread_mutex_lock(&tc->lock);
 	struct pool_desc *p = tc->pools;
 	while (p && !(p->state == 0 && p->cookie == m->cookie))
 		p = p->next;
-	if (p) {
+	if (p && p->id.major == id.major && p->id.minor == id.minor) {
 		p->m = mb;
 		mb = NULL;
 		p->num = count;
-		p->state = rc == 0 ? 1 : rc < 0 && rc >= WIRE_RC_MIN ? rc : -EPROTO;
+		p->state = rc == 0 ? 1 : rc;
 		pthread_cond_broadcast(&tc->cond);
 	}
 	pthread_mutex_unlock(&tc->lock);
 	free(mb); /* an answer nobody waits for */
 	return 0;
-bad:
-	free(mb);
-	return -EPROTO;
 }
 
 /* ---- replies ---- */
@@ -624,7 +582,9 @@ static const char *on_frame(struct chi_client *c, const struct wire_msg *m)
 		if (m->close.reason == WIRE_CLOSE_SHUTDOWN)
 			atomic_store_explicit(&c->hdr->runtime_state, SHM_SEG_STOPPING,
 					      memory_order_release);
-		return wire_close_reason_name(m->close.reason);
+		CHI_LOG_WARN("the runtime at %s closed the connection: %s", c->tcp->peer,
+			     wire_close_reason_name(m->close.reason));
+		return "closed the connection";
 	default:
 		return "a frame a client never gets";
 	}

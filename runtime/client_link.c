@@ -14,7 +14,7 @@
 #include "pool_manager.h"
 #include "remote.h"
 #include "runtime_internal.h"
-#include "transport/le.h"
+#include "transport/client_ctl.h"
 
 #define OUTBOX_RETRY_NS (10ull * 1000000ull) /* a reply that found no room: tried this often */
 
@@ -392,12 +392,11 @@ static void on_task(struct worker *w, struct rt_clink *k, const struct wire_msg 
 		rt_task_complete(w, &k->cl, task, rc);
 }
 
-/* CLINK_CTL_DESCRIBE: the pool's methods that have bulk fields, and those fields. */
+/* A DESCRIBE: the pool's methods that have bulk fields, and those fields. */
 static void on_describe(struct worker *w, struct rt_clink *k, const struct wire_msg *m)
 {
-	const uint8_t *q = m->opaque.data;
-	if (m->opaque.len != CLINK_CTL_REQ_LEN || le_get32(q) != CLINK_CTL_DESCRIBE ||
-	    le_get32(q + 4) != 0) {
+	struct chi_pool_id id;
+	if (ctl_describe_decode(m->opaque.data, m->opaque.len, &id) != 0) {
 		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
 				    "remote client %u: a CONTROL frame that is no request: closing "
 				    "its link",
@@ -405,54 +404,26 @@ static void on_describe(struct worker *w, struct rt_clink *k, const struct wire_
 		rt_cluster_link_close(k->link, WIRE_CLOSE_PROTOCOL, "bad control request");
 		return;
 	}
-	struct chi_pool_id id = { le_get32(q + 8), le_get32(q + 12) };
 	struct rt_pool *pool = rt_pool_find(w->rt, id);
 	const struct chi_module_desc *d = pool ? pool->mod->desc : NULL;
-	uint32_t len = CLINK_CTL_REPLY_FIXED, count = 0;
-	for (uint32_t i = 0; d && i < d->num_methods; i++) {
-		uint32_t nb = d->methods[i].num_bulk;
-		if (nb && nb <= WIRE_MAX_BULK && d->methods[i].bulk) {
-			len += CLINK_CTL_METHOD_LEN + nb * CLINK_CTL_FIELD_LEN;
-			count++;
-		}
-	}
+	const struct chi_method_desc *methods = d ? d->methods : NULL;
+	uint32_t n = d ? d->num_methods : 0;
+	size_t len = ctl_described_size(methods, n);
 	if (len > WIRE_DEFAULT_MAX_CONTROL) { /* a module of thousands of bulk methods */
-		count = 0;
-		len = CLINK_CTL_REPLY_FIXED;
+		n = 0;
+		len = CTL_REPLY_FIXED;
 	}
 	struct loose_frame *f = malloc(sizeof(*f) + len);
 	if (!f) {
 		rt_cluster_link_close(k->link, WIRE_CLOSE_RESOURCE, "out of memory");
 		return;
 	}
-	uint8_t *p = f->data;
-	le_put32(p, CLINK_CTL_DESCRIBED);
-	le_put32(p + 4, (uint32_t)(pool ? 0 : -ENOENT));
-	le_put32(p + 8, id.major);
-	le_put32(p + 12, id.minor);
-	le_put32(p + 16, count);
-	le_put32(p + 20, 0);
-	p += CLINK_CTL_REPLY_FIXED;
-	for (uint32_t i = 0; count && i < d->num_methods; i++) {
-		const struct chi_method_desc *md = &d->methods[i];
-		if (!md->num_bulk || md->num_bulk > WIRE_MAX_BULK || !md->bulk)
-			continue;
-		le_put32(p, md->id);
-		le_put32(p + 4, md->num_bulk);
-		p += CLINK_CTL_METHOD_LEN;
-		for (uint32_t j = 0; j < md->num_bulk; j++) {
-			le_put32(p, md->bulk[j].offset);
-			le_put32(p + 4, md->bulk[j].dir);
-			le_put32(p + 8, md->bulk[j].out_len_offset);
-			le_put32(p + 12, 0);
-			p += CLINK_CTL_FIELD_LEN;
-		}
-	}
+	ctl_described_encode(f->data, pool ? 0 : -ENOENT, id, methods, n);
 	struct wire_msg r = { .type = WIRE_CONTROL, .cookie = m->cookie,
 			      .dst_worker = m->src_worker, .src_node = rt_cluster_self(w->rt),
 			      .src_worker = k->worker };
 	r.opaque.data = f->data;
-	r.opaque.len = len;
+	r.opaque.len = (uint32_t)len;
 	if (wire_encode(&f->sb.out, &r, NULL) != 0) {
 		free(f);
 		rt_cluster_link_close(k->link, WIRE_CLOSE_RESOURCE, "cannot answer");

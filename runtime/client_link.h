@@ -24,22 +24,15 @@ struct worker;
 struct rt_link;
 struct rt_clink;
 
-/* CONTROL frames on a client link (docs/wire.md, "Remote clients"): the client asks for the
- * bulk fields of a pool's methods, which it needs to build a TASK's bulk sections. */
-#define CLINK_CTL_DESCRIBE 1u	     /* client -> runtime: u32 op, u32 0, u32 major, u32 minor */
-#define CLINK_CTL_DESCRIBED 0x81u    /* runtime -> client: the answer, same cookie */
-#define CLINK_CTL_REQ_LEN 16u
-#define CLINK_CTL_REPLY_FIXED 24u    /* op, rc, major, minor, count, 0 */
-#define CLINK_CTL_METHOD_LEN 8u	     /* per method with bulk fields: id, num_bulk */
-#define CLINK_CTL_FIELD_LEN 16u	     /* per field: offset, dir, out_len_offset, 0 */
-#define CLINK_MAX_CLIENTS 1024u	     /* connected remote clients per node; beyond: refused */
+#define CLINK_MAX_CLIENTS 1024u /* connected remote clients per node; beyond: refused */
 
 /* On the control thread, after a handshake with HS_NODE_CLIENT: a clink for @link, with the
  * worker that will own it in *@worker. @return NULL when the node has CLINK_MAX_CLIENTS
  * already or memory ran out (the caller closes the connection). */
 struct rt_clink *rt_clink_create(struct runtime *rt, struct rt_link *link, uint16_t *worker);
 
-/* On the owner: a TASK or CONTROL frame from the client. */
+/* On the owner: a TASK or CONTROL frame (a DESCRIBE, transport/client_ctl.h) from the
+ * client. */
 void rt_clink_frame(struct worker *w, struct rt_clink *k, const struct wire_msg *m);
 
 /* On the owner (or the control thread, for a link that closed before it moved): the link

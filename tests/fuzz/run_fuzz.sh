@@ -6,14 +6,15 @@
 #   run_fuzz.sh wire      the node-to-node frame decoder (transport/wire.c)
 #   run_fuzz.sh hostfile  the hostfile parser and membership (common/hostfile.c, membership.c)
 #   run_fuzz.sh handshake the join handshake's state machine (transport/handshake.c)
+#   run_fuzz.sh client_ctl a remote client's CONTROL messages (transport/client_ctl.c)
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 target=${1:-config}
 secs=${CHI_FUZZ_SECONDS:-20}
 case "$target" in
-config | wire | hostfile | handshake) ;;
+config | wire | hostfile | handshake | client_ctl) ;;
 *)
-	echo "usage: $0 [config|wire|hostfile|handshake]" >&2
+	echo "usage: $0 [config|wire|hostfile|handshake|client_ctl]" >&2
 	exit 2
 	;;
 esac
@@ -55,6 +56,13 @@ handshake)
 		"$src/tests/fuzz/fuzz_handshake.c" "$src/transport/handshake.c" \
 		$(pkg-config --libs libsodium) -o "$work/fuzz"
 	max_len=1024
+	;;
+client_ctl)
+	# Seeds: a request, an answer and an error answer, written by
+	# `test_client_ctl --corpus tests/fuzz/corpus_client_ctl`.
+	clang "${cflags[@]}" -fno-sanitize-recover=undefined "$src/tests/fuzz/fuzz_client_ctl.c" \
+		"$src/transport/client_ctl.c" -o "$work/fuzz"
+	max_len=2048
 	;;
 esac
 mkdir -p "$work/corpus"

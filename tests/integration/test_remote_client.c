@@ -551,12 +551,167 @@ START_TEST(quotas_bound_a_remote_client)
 }
 END_TEST
 
+/* ---- a "runtime" that holds the secret and misbehaves, for the client's side ---- */
+
+enum fake_mode {
+	FAKE_GARBAGE,	/* bytes that are no frame */
+	FAKE_TRUNCATED, /* half a frame header, then a hang-up */
+	FAKE_BAD_REPLY, /* describes, then a REPLY that does not fit the task, then CLOSE */
+};
+
+static int fake_recv(int fd, uint8_t *buf, size_t cap, struct wire_msg *m)
+{
+	long len = raw_recv(fd, buf, cap);
+	if (len <= 0 || wire_decode(buf, (size_t)len, NULL, m) != 0)
+		_exit(3);
+	return 0;
+}
+
+/* The child: accept one client on @lfd, handshake as node 0 of 1, then misbehave. */
+static void fake_runtime(int lfd, const char *secret, enum fake_mode mode)
+{
+	_Alignas(8) static uint8_t buf[1 << 16];
+	uint8_t key[HS_KEY_LEN], out[HS_MAX_MSG];
+	char why[256];
+	struct wire_msg m;
+	if (hs_secret_load(secret, key, why, sizeof(why)))
+		_exit(2);
+	int fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		_exit(2);
+	struct hs hs;
+	struct hs_ids me = { 0, 0, WIRE_VERSION_MAJOR, WIRE_VERSION_MINOR, 1 };
+	if (hs_init(&hs, HS_RESPONDER, key, &me, 1) || hs_accept_clients(&hs))
+		_exit(2);
+	int rc = HS_CONTINUE;
+	while (rc == HS_CONTINUE) {
+		fake_recv(fd, buf, sizeof(buf), &m);
+		size_t outlen = sizeof(out);
+		rc = hs_receive(&hs, m.opaque.data, m.opaque.len, out, &outlen);
+		if (rc < 0)
+			_exit(4);
+		struct wire_msg r = { .type = hs_msg_is_hello(out, outlen) ? WIRE_HELLO : WIRE_AUTH };
+		r.opaque.data = out;
+		r.opaque.len = (uint32_t)outlen;
+		if (outlen && raw_send(fd, &r))
+			_exit(5);
+	}
+	do /* the client's first frame after its PINGs: the describe request */
+		fake_recv(fd, buf, sizeof(buf), &m);
+	while (m.type == WIRE_PING);
+	if (mode == FAKE_GARBAGE) {
+		static const char junk[] = "HTTP/1.1 200 OK\r\n\r\nnot a runtime at all, sorry";
+		if (write(fd, junk, sizeof(junk)) < 0)
+			_exit(6);
+		pause();
+	}
+	if (mode == FAKE_TRUNCATED) {
+		struct wire_msg p = { .type = WIRE_PONG, .cookie = 1 };
+		struct wire_out o;
+		wire_encode(&o, &p, NULL);
+		if (write(fd, o.iov[0].iov_base, 20) < 0)
+			_exit(6);
+		close(fd);
+		_exit(0);
+	}
+	/* FAKE_BAD_REPLY: a proper answer (no bulk fields anywhere), then nonsense replies. */
+	uint8_t ans[24] = { 0x81 };
+	memcpy(ans + 8, (const uint8_t *)m.opaque.data + 8, 8); /* the pool asked about */
+	struct wire_msg d = { .type = WIRE_CONTROL, .cookie = m.cookie };
+	d.opaque.data = ans;
+	d.opaque.len = sizeof(ans);
+	if (raw_send(fd, &d))
+		_exit(5);
+	do
+		fake_recv(fd, buf, sizeof(buf), &m);
+	while (m.type != WIRE_TASK);
+	uint64_t junk_params[2] = { 1, 2 };
+	struct wire_msg r = { .type = WIRE_REPLY, .cookie = m.cookie ^ 0x5555 };
+	r.reply.params = junk_params;
+	r.reply.params_size = sizeof(junk_params);
+	raw_send(fd, &r); /* a cookie nobody sent: ignored */
+	r.cookie = m.cookie; /* the task's, with parameters it never had: -EPROTO */
+	raw_send(fd, &r);
+	raw_send(fd, &r); /* twice: the second finds nothing */
+	struct wire_msg bye = { .type = WIRE_CLOSE };
+	bye.close.reason = WIRE_CLOSE_SHUTDOWN;
+	raw_send(fd, &bye);
+	pause();
+	_exit(0);
+}
+
+/* A runtime that sends garbage, a truncated frame or replies that do not fit: the client's
+ * submit or wait fails with an error (never a crash, never a hang), and its process goes on. */
+START_TEST(a_misbehaving_runtime_fails_the_client_cleanly)
+{
+	char dir[] = "/tmp/chi-rclient-XXXXXX", secret[128], cfg[128], text[512];
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(secret, sizeof(secret), "%s/secret", dir);
+	FILE *f = fopen(secret, "w");
+	for (int i = 0; i < 64; i++)
+		fputc('a' + i % 19, f);
+	fclose(f);
+	ck_assert_int_eq(chmod(secret, 0600), 0);
+	for (int mode = FAKE_GARBAGE; mode <= FAKE_BAD_REPLY; mode++) {
+		int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		socklen_t sl = sizeof(sa);
+		inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+		ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+		ck_assert_int_eq(listen(lfd, 4), 0);
+		ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+		snprintf(cfg, sizeof(cfg), "%s/client.yaml", dir);
+		snprintf(text, sizeof(text),
+			 "networking:\n  port: %d\n  secret_file: %s\n  heartbeat_ms: 200\n",
+			 ntohs(sa.sin_port), secret);
+		f = fopen(cfg, "w");
+		fputs(text, f);
+		fclose(f);
+		pid_t pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			fake_runtime(lfd, secret, (enum fake_mode)mode);
+		close(lfd);
+		struct chi_client *cl = NULL;
+		ck_assert_int_eq(tcp_client(cfg, 0, &cl), 0);
+		struct chi_future fu;
+		int rc = chi_admin_noop_async(cl, &fu);
+		if (rc == 0) {
+			struct chi_task *t = fu.task;
+			rc = chi_wait_timeout(&fu, WAIT_NS);
+			if (rc != -ECONNRESET)
+				chi_task_free(cl, t);
+		}
+		if (mode == FAKE_BAD_REPLY) {
+			ck_assert_int_eq(rc, -EPROTO);
+			/* Then CLOSE (shutdown): nothing new is taken. */
+			uint64_t end = rt_now_ms() + RT_WAIT_TIMEOUT_MS;
+			while ((rc = chi_admin_noop_async(cl, &fu)) == 0 && rt_now_ms() < end) {
+				chi_wait_timeout(&fu, WAIT_NS);
+				usleep(10000);
+			}
+			ck_assert_msg(rc == -ESHUTDOWN || rc == -ECONNRESET, "rc %d", rc);
+		} else {
+			ck_assert_int_eq(rc, -ECONNRESET);
+			ck_assert_int_eq(chi_admin_noop_async(cl, &fu), -ECONNRESET);
+		}
+		chi_client_disconnect(cl);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	rt_sh(cmd);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { admin_and_every_query, kvs_across_nodes,
 				       wrong_secret_refused, runtime_dies_while_waiting,
 				       authenticated_garbage_leaves_the_runtime_unharmed,
-				       quotas_bound_a_remote_client };
+				       quotas_bound_a_remote_client,
+				       a_misbehaving_runtime_fails_the_client_cleanly };
 	return chi_check_main("remote_client", 280, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }
