@@ -18,6 +18,10 @@
  * CHI_CLIENT_AVOID_WORKER_CPUS=0 turns this off (1, the default, on; any other value makes
  * chi_client_connect() fail with -EINVAL).
  *
+ * Remote: with CHI_IPC_MODE=TCP the client talks to the runtime at CHI_SERVER_ADDR over TCP
+ * instead (docs/deploy.md, "Remote clients"): the same calls, with tasks and buffers in the
+ * client's private memory; chi_client_info() then reports no client id, workers or pid.
+ *
  * Failure: if the runtime dies, every wait of the client, already asleep or made later,
  * returns -ECONNRESET within about 100 ms of the death, however many futures are in flight:
  * the first thread to see the control socket hang up (before it sleeps, or at the latest when
@@ -57,12 +61,14 @@ struct chi_future {
 };
 
 /**
- * Attach to the runtime on this node.
+ * Attach to the runtime on this node (with CHI_IPC_MODE=TCP: the runtime at CHI_SERVER_ADDR).
  * @param opts NULL for all defaults.
  * @param out  The new client; free it with chi_client_disconnect().
  * @return 0, -ECONNREFUSED / -ENOENT (no runtime on that port), -EACCES (refused by the
- *         runtime's credential check), -EPROTO (version mismatch or bad reply), -EINVAL (bad
- *         config or environment value), -ENOMEM.
+ *         runtime's credential check; over TCP: another secret, or none for a non-loopback
+ *         address), -EPROTO (version mismatch or bad reply), -ETIMEDOUT (TCP: no answer),
+ *         -ENOTSUP (an unknown CHI_IPC_MODE), -EINVAL (bad config or environment value),
+ *         -ENOMEM.
  */
 CHI_API int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **out);
 

@@ -4,8 +4,11 @@
  * (containers on both nodes), kvs values up to 1 MiB whichever node holds the key, subtasks,
  * pool create and destroy. A wrong secret is refused with a clear error; a runtime killed or
  * frozen while a wait is pending fails the wait (-ECONNRESET), never hangs; a raw connection
- * that authenticates and then sends garbage leaves the runtime unharmed for honest clients. */
+ * that authenticates and then sends garbage leaves the runtime unharmed for honest clients;
+ * the per-client quotas bound a remote client; threads share one; and a "runtime" that
+ * sends garbage, truncated frames or replies that do not fit fails the client cleanly. */
 #include <check.h>
+#include <pthread.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -515,6 +518,73 @@ START_TEST(authenticated_garbage_leaves_the_runtime_unharmed)
 }
 END_TEST
 
+/* Threads share one remote client: each its own lane and arena, one connection. */
+struct thread_arg {
+	struct chi_client *cl;
+	int index;
+	int failures;
+};
+
+static void *thread_main(void *p)
+{
+	struct thread_arg *a = p;
+	enum { N = 150 };
+	struct chi_task *t[N];
+	struct chi_future f[N];
+	for (int round = 0; round < 2; round++) {
+		for (int k = 0; k < N; k++) {
+			if (chi_task_alloc(a->cl, sizeof(struct chi_sm_count_params), &t[k])) {
+				a->failures++;
+				return NULL;
+			}
+			t[k]->pool = SM;
+			t[k]->method = CHI_SM_COUNT;
+			t[k]->query = chi_query_direct_id((uint64_t)(k + a->index) % CONTAINERS);
+			((struct chi_sm_count_params *)chi_task_params(t[k]))->add = 1;
+			if (chi_submit(a->cl, t[k], &f[k]))
+				a->failures++;
+		}
+		for (int k = 0; k < N; k++) {
+			if (chi_wait_timeout(&f[k], WAIT_NS) != 0)
+				a->failures++;
+			chi_task_free(a->cl, t[k]);
+		}
+	}
+	/* An Echo with buffers of this thread's arena. */
+	char msg[64];
+	int len = snprintf(msg, sizeof(msg), "thread %d", a->index);
+	struct chi_future e;
+	uint32_t got;
+	if (chi_admin_echo_async(a->cl, msg, (uint32_t)len, &e) || chi_wait_timeout(&e, WAIT_NS) ||
+	    memcmp(chi_admin_echo_output(&e, &got), msg, (size_t)len) || got != (uint32_t)len)
+		a->failures++;
+	chi_task_free(a->cl, e.task);
+	return NULL;
+}
+
+START_TEST(threads_share_one_remote_client)
+{
+	struct cluster *c = up();
+	struct chi_client *cl = client_of(c, 1);
+	enum { T = 4 };
+	pthread_t th[T];
+	struct thread_arg args[T];
+	for (int i = 0; i < T; i++) {
+		args[i] = (struct thread_arg){ cl, i, 0 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, thread_main, &args[i]), 0);
+	}
+	for (int i = 0; i < T; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_int_eq(args[i].failures, 0);
+	}
+	struct chi_sm_count_params cp = { .add = 0 };
+	ck_assert_int_eq(sm_call(cl, CHI_SM_COUNT, chi_query_broadcast(), &cp, sizeof(cp)), 0);
+	ck_assert_uint_eq(cp.total, T * 2 * 150);
+	chi_client_disconnect(cl);
+	down(c);
+}
+END_TEST
+
 /* A remote client has a local client's quotas: with client_max_subtasks 8, tasks past the
  * eighth in flight fail with -EDQUOT (none waits forever), and once they end the client's
  * allowance is back. */
@@ -710,7 +780,7 @@ int main(void)
 	const TTest *const tests[] = { admin_and_every_query, kvs_across_nodes,
 				       wrong_secret_refused, runtime_dies_while_waiting,
 				       authenticated_garbage_leaves_the_runtime_unharmed,
-				       quotas_bound_a_remote_client,
+				       quotas_bound_a_remote_client, threads_share_one_remote_client,
 				       a_misbehaving_runtime_fails_the_client_cleanly };
 	return chi_check_main("remote_client", 280, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
