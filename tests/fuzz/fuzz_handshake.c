@@ -8,6 +8,9 @@
  * Always: a result is HS_CONTINUE, HS_DONE or an HS_E_* code; a failure sends nothing and
  * is final; what a side sends fits HS_MAX_MSG and is a message of the kind due.
  *
+ * Remote clients: when (byte 0 / 3) is odd, the initiator is a client (HS_NODE_CLIENT) and
+ * the responder takes clients (hs_accept_clients); the same must hold.
+ *
  * Input: byte 0 picks the mode (modulo 3). Modes 0 and 1: then messages, each a length
  * byte and that many bytes (cut short at the end of the input). Mode 2: then records of 4
  * bytes: message (0 HELLO_I, 1 HELLO_R, 2 AUTH_I, 3 AUTH_R; modulo 4), offset (modulo the
@@ -60,7 +63,7 @@ static int checked(struct hs *h, const uint8_t *in, size_t len, uint8_t *out, si
 	}
 	if (rc == HS_DONE) {
 		const struct hs_ids *p = hs_peer(h);
-		check(p != NULL && p->node < NODES);
+		check(p != NULL && (p->node < NODES || p->node == HS_NODE_CLIENT));
 	}
 	return rc;
 }
@@ -82,16 +85,18 @@ static void stranger(struct hs *h, const uint8_t *d, size_t size)
 	}
 }
 
-static void tamper(const uint8_t *d, size_t size)
+static void tamper(const uint8_t *d, size_t size, int clients)
 {
 	struct hs i, r;
-	struct hs_ids a = {0, 1, 1, 0, 7}, b = {3, 2, 1, 0, 7};
+	struct hs_ids a = {clients ? HS_NODE_CLIENT : 0, 1, 1, 0, 7}, b = {3, 2, 1, 0, 7};
 	uint8_t m[ROOM];
 	size_t len;
 	int changed = 0, changed_last_only = 1, done_i = 0, done_r = 0;
 
-	check(hs_init(&i, HS_INITIATOR, key, &a, NODES) == 0);
+	check(hs_init(&i, HS_INITIATOR, key, &a, clients ? HS_NODE_CLIENT : NODES) == 0);
 	check(hs_init(&r, HS_RESPONDER, key, &b, NODES) == 0);
+	if (clients)
+		check(hs_accept_clients(&r) == 0);
 	len = HS_MAX_MSG;
 	check(hs_start(&i, m, &len) == HS_CONTINUE);
 	for (unsigned k = 0; k < 4; k++) {
@@ -149,20 +154,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (size == 0)
 		return 0;
+	int clients = (data[0] / 3) & 1;
 	switch (data[0] % 3) {
 	case 0:
 		check(hs_init(&h, HS_RESPONDER, key, &self, NODES) == 0);
+		if (clients)
+			check(hs_accept_clients(&h) == 0);
 		stranger(&h, data + 1, size - 1);
 		hs_fini(&h);
 		break;
 	case 1:
-		check(hs_init(&h, HS_INITIATOR, key, &self, NODES) == 0);
+		if (clients)
+			self.node = HS_NODE_CLIENT;
+		check(hs_init(&h, HS_INITIATOR, key, &self, clients ? HS_NODE_CLIENT : NODES) == 0);
 		check(hs_start(&h, out, &n) == HS_CONTINUE && n == HS_HELLO_LEN);
 		stranger(&h, data + 1, size - 1);
 		hs_fini(&h);
 		break;
 	default:
-		tamper(data + 1, size - 1);
+		tamper(data + 1, size - 1, clients);
 		break;
 	}
 	return 0;
