@@ -101,13 +101,18 @@ out:
 	return k;
 }
 
+uint32_t rt_clink_id(const struct rt_clink *k)
+{
+	return k->cl.id & 0x7fffffffu;
+}
+
 void rt_clink_closed(struct runtime *rt, struct rt_clink *k)
 {
 	k->link = NULL;
 	atomic_store_explicit(&k->closed, 1, memory_order_release);
 	/* R12 (as the control thread's detach of a local client): its queued work stops. */
 	atomic_store_explicit(&k->cl.cancelled, 1, memory_order_release);
-	CHI_LOG_INFO("remote client %u left", k->cl.id & 0x7fffffffu);
+	CHI_LOG_INFO("remote client %u left", rt_clink_id(k));
 	rt_client_put(rt, &k->cl);
 }
 
@@ -312,7 +317,7 @@ static void send_loose(struct worker *w, struct rt_clink *k, struct loose_frame 
 		free(f);
 		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
 				    "remote client %u reads none of its replies: closing its link",
-				    k->cl.id & 0x7fffffffu);
+				    rt_clink_id(k));
 		rt_cluster_link_close(k->link, WIRE_CLOSE_RESOURCE, "replies not read");
 	}
 }
@@ -400,7 +405,7 @@ static void on_describe(struct worker *w, struct rt_clink *k, const struct wire_
 		CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
 				    "remote client %u: a CONTROL frame that is no request: closing "
 				    "its link",
-				    k->cl.id & 0x7fffffffu);
+				    rt_clink_id(k));
 		rt_cluster_link_close(k->link, WIRE_CLOSE_PROTOCOL, "bad control request");
 		return;
 	}

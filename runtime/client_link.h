@@ -31,6 +31,9 @@ struct rt_clink;
  * already or memory ran out (the caller closes the connection). */
 struct rt_clink *rt_clink_create(struct runtime *rt, struct rt_link *link, uint16_t *worker);
 
+/* Its number, for logs ("remote client N"). */
+uint32_t rt_clink_id(const struct rt_clink *k);
+
 /* On the owner: a TASK or CONTROL frame (a DESCRIBE, transport/client_ctl.h) from the
  * client. */
 void rt_clink_frame(struct worker *w, struct rt_clink *k, const struct wire_msg *m);

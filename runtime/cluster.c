@@ -741,6 +741,9 @@ static void control_recv(struct runtime *rt, struct rt_link *l, const struct net
 			close_link(l, WIRE_CLOSE_RESOURCE, 0, "too many clients");
 			return;
 		}
+		char peer[80];
+		CHI_LOG_INFO("remote client %u from %s joined (worker %u)", rt_clink_id(l->clink),
+			     peer_str(l->ep, peer, sizeof(peer)), l->worker);
 	}
 	l->state = LINK_MOVING;
 	if (l->inflight == 0)

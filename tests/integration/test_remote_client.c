@@ -310,6 +310,7 @@ START_TEST(wrong_secret_refused)
 	ck_assert_int_eq(chi_admin_finish(&fu), 0);
 	chi_client_disconnect(cl);
 	ck_assert(cluster_log_has(c, 1, "refused"));
+	ck_assert(cluster_log_has(c, 1, "remote client 0 from 127.0.0.1"));
 	down(c);
 }
 END_TEST
