@@ -153,7 +153,11 @@ void rt_run_work(struct worker *w, struct rt_work *work)
 			rt_work_done(w, work, rc);
 		return;
 	}
-	rt_work_done(w, work, rt_call_handler(work, NULL));
+	int rc = rt_call_handler(work, NULL);
+	if (rc == RT_TASK_PENDING && (work->method->flags & RT_METHOD_OWNS_TASK))
+		rt_work_release(w, work); /* it completes the task itself (propagate.c posts one) */
+	else
+		rt_work_done(w, work, rc);
 }
 
 void rt_work_cancel(struct rt_work *work)
@@ -321,8 +325,16 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 	int rc = resolve(w, pool, hdr, params, &first, &count);
 	if (rc)
 		return rc;
-	/* A method that completes its task itself (admin Sleep, pool jobs) runs on the task:
-	 * its single-container pool makes a Range or Broadcast one call, as Local is. */
+	/* A method that completes its task itself (admin Sleep, pool jobs) runs on the task
+	 * record, never on a fan-out's copy: a Range or Broadcast is one call, on this node's
+	 * container; pool jobs go to the leader's (container 0) whatever the query. */
+	if (m->flags & RT_METHOD_OWNS_TASK) {
+		if (m->flags & RT_METHOD_TO_LEADER)
+			first = 0;
+		else if (count > 1 && w->rt->remote)
+			(void)rt_remote_pick(w->rt, pool, rt_cluster_self(w->rt), &first);
+		count = 1;
+	}
 	if (count > 1 || ((hdr->query.mode == CHI_QUERY_RANGE ||
 			   hdr->query.mode == CHI_QUERY_BROADCAST) &&
 			  !(m->flags & RT_METHOD_OWNS_TASK)))

@@ -469,6 +469,11 @@ int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns)
 
 static const struct rt_source_ops remote_source = { remote_complete };
 
+int rt_remote_is_peer_source(const struct rt_client *src)
+{
+	return src->ops == &remote_source;
+}
+
 /* An answer without running anything: the same path as a completed task. */
 static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m, int rc)
 {
@@ -490,12 +495,6 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 {
 	struct runtime *rt = w->rt;
 	const struct chi_task *h = m->task.hdr;
-	/* The admin pool is not spread: its jobs complete on the control thread, which has no
-	 * link to reply on. Peers reach it with the control plane, when that lands. */
-	if (h->pool.major == CHI_ADMIN_POOL_MAJOR) {
-		reply_now(w, node, m, -EPERM);
-		return;
-	}
 	struct rt_pool *pool = rt_pool_find(rt, h->pool);
 	if (!pool) {
 		reply_now(w, node, m, -ENOENT);

@@ -61,6 +61,11 @@ void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
  * retry while some wait. */
 int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns);
 
+struct rt_client;
+
+/* Is @src the source of the tasks peers sent (they complete with a REPLY)? */
+int rt_remote_is_peer_source(const struct rt_client *src);
+
 /* Worker @w's link to @node is gone: what it carried fails with -ECONNRESET. */
 void rt_remote_link_down(struct worker *w, uint32_t node);
 

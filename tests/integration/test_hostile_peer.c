@@ -1038,25 +1038,28 @@ START_TEST(a_peer_with_the_secret_sends_tasks_no_method_accepts)
 	ck_assert_int_eq(r->rc, 0);
 	ck_assert_uint_eq(((const struct chi_sm_who_params *)r->params)->container, 4);
 
-	/* The admin pool is not for peers (its pool jobs complete on the control thread, which
-	 * has no link to reply on): refused, answered. */
+	/* The admin pool is spread like the others (container i on node i): node 1 runs its
+	 * own, and refuses another node's as for any pool. */
+	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_NOOP, chi_query_direct_id(1), NULL, 0, NULL,
+			       0),
+		  0, "admin Noop of node 1");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_NOOP, chi_query_direct_id(0), NULL, 0, NULL,
 			       0),
-		  -EPERM, "admin Noop");
+		  -ESTALE, "admin Noop of node 0");
 	struct chi_admin_create_pool_params cp;
 	memset(&cp, 0, sizeof(cp));
 	snprintf(cp.mod_name, sizeof(cp.mod_name), "small_message");
 	snprintf(cp.pool_name, sizeof(cp.pool_name), "from-a-peer");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_GET_OR_CREATE_POOL, chi_query_direct_id(0),
 			       &cp, sizeof(cp), NULL, 0),
-		  -EPERM, "GetOrCreatePool from a peer");
+		  -ESTALE, "GetOrCreatePool for node 0's container");
 	struct chi_admin_destroy_pool_params dp = { .pool_id = SM };
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_DESTROY_POOL, chi_query_direct_id(0), &dp,
 			       sizeof(dp), NULL, 0),
-		  -EPERM, "DestroyPool from a peer");
+		  -ESTALE, "DestroyPool for node 0's container");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_STOP_RUNTIME, chi_query_direct_id(0), NULL,
 			       0, NULL, 0),
-		  -EPERM, "StopRuntime from a peer");
+		  -ESTALE, "StopRuntime for node 0's container");
 
 	/* Every TASK had exactly one REPLY; the link is still up; nothing else came. */
 	pump(f, 200);
