@@ -308,7 +308,10 @@ static int cmd_stop(struct cli_opts *o)
 	config_fini(&cfg);
 	if (socket_path(&cfg, path, sizeof(path), lock, sizeof(lock)))
 		return 2;
-	return cli_stop(path, lock, cfg.port, o->timeout_s);
+	int rc = cli_stop(path, lock, cfg.port, o->timeout_s);
+	if (rc == 0 && o->all)
+		cli_cluster_forget(&cfg);
+	return rc;
 }
 
 /* Validate @path: its syntax and values, and that every compose entry's module is where the

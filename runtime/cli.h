@@ -37,4 +37,9 @@ int cli_stop(const char *sock, const char *lock, int port, int timeout_s);
 /* `chimaera cluster up|down|status`: argv[0] is "cluster". @return the exit status. */
 int cli_cluster(int argc, char **argv);
 
+/* After `runtime stop --all` stopped a `cluster up` cluster (@cfg: the single-node config it
+ * was started from): forget it, as `cluster down` does, so that a runtime started later on
+ * that port is not taken for one of its nodes. */
+void cli_cluster_forget(const struct config *cfg);
+
 #endif
