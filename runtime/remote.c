@@ -106,6 +106,29 @@ int rt_remote_pick(const struct runtime *rt, const struct rt_pool *pool, uint64_
 	return -EHOSTUNREACH;
 }
 
+uint32_t rt_remote_range_nodes(const struct runtime *rt, const struct rt_pool *pool,
+			       uint32_t first, uint32_t count, uint32_t *out)
+{
+	uint32_t self, nodes, up, n = 0;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	unsigned char *seen = calloc(nodes, 1);
+	if (!seen)
+		return 0;
+	for (uint32_t i = first; i < first + count && n < nodes; i++) {
+		uint32_t node = rt_container_node(rt, pool, i);
+		if (node < nodes && !seen[node]) {
+			seen[node] = 1;
+			n++;
+		}
+	}
+	n = 0;
+	for (uint32_t node = 0; node < nodes; node++)
+		if (seen[node])
+			out[n++] = node;
+	free(seen);
+	return n;
+}
+
 /* ---- pending operations ---- */
 
 static int op_register(struct rt_remote *r, struct rt_remote_op *op)
@@ -199,6 +222,13 @@ static int task_bulk(const struct rt_work *work, const void *params, struct wire
 
 void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
 {
+	/* The node runs exactly this container: DirectId, whatever query found it. */
+	rt_remote_send_query(w, work, node, chi_query_direct_id(work->container->id));
+}
+
+void rt_remote_send_query(struct worker *w, struct rt_work *work, uint32_t node,
+			  struct chi_pool_query query)
+{
 	struct rt_remote *r = w->rt->remote;
 	struct rt_remote_op *op = calloc(1, sizeof(*op) + work->size);
 	if (!op) {
@@ -212,11 +242,10 @@ void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
 	atomic_init(&op->refs, 2);
 	op->sent_size = work->size;
 	memcpy(op->sent_params, work->params, work->size); /* one read of client memory */
-	/* The node runs exactly this container: DirectId, whatever query found it. */
 	op->hdr.state = CHI_TASK_SUBMITTED;
 	op->hdr.pool = work->container->pool->id;
 	op->hdr.method = work->method->id;
-	op->hdr.query = chi_query_direct_id(work->container->id);
+	op->hdr.query = query;
 	op->hdr.params_size = work->size;
 	struct wire_msg m = { .type = WIRE_TASK, .src_node = rt_cluster_self(w->rt),
 			      .src_worker = (uint16_t)w->index };
@@ -513,9 +542,11 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 		reply_now(w, node, m, -EFAULT);
 		return;
 	}
-	/* The container must be ours: a sender with another address table would loop. */
-	if (h->query.mode != CHI_QUERY_DIRECT_ID || h->query.a >= pool->num_containers ||
-	    rt_container_node(rt, pool, (uint32_t)h->query.a) != rt_cluster_self(rt)) {
+	/* The container must be ours: a sender with another address table would loop. A
+	 * share of a Range or Broadcast is checked against the table by dispatch. */
+	if (!rt_query_is_share(&h->query) &&
+	    (h->query.mode != CHI_QUERY_DIRECT_ID || h->query.a >= pool->num_containers ||
+	     rt_container_node(rt, pool, (uint32_t)h->query.a) != rt_cluster_self(rt))) {
 		reply_now(w, node, m, -ESTALE);
 		return;
 	}
