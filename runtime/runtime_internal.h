@@ -285,6 +285,8 @@ int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask 
  * @root; freed onto @w's list. @rc as sub_alloc's. */
 void *rt_region_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc);
 void rt_region_free(struct worker *w, void *p);
+/* Bytes of the region each worker allocates from (its slice). */
+uint64_t rt_region_slice(void);
 
 /* yield.c: tasks whose method may yield run on coroutines; the module calls of handler_api.c */
 int rt_yield_now(struct chi_request *req);
