@@ -7,8 +7,9 @@
 
 #include "client_internal.h"
 
-static int admin_task(struct chi_client *c, uint32_t method, uint32_t params_size,
-		      struct chi_task **out)
+/* A task for the admin container of @node: in a cluster node i runs container i. */
+static int admin_task_on(struct chi_client *c, uint32_t node, uint32_t method,
+			 uint32_t params_size, struct chi_task **out)
 {
 	int rc = chi_task_alloc(c, params_size, out);
 	if (rc)
@@ -16,7 +17,15 @@ static int admin_task(struct chi_client *c, uint32_t method, uint32_t params_siz
 	(*out)->pool.major = CHI_ADMIN_POOL_MAJOR;
 	(*out)->pool.minor = CHI_ADMIN_POOL_MINOR;
 	(*out)->method = method;
+	if (node != CHI_ADMIN_THIS_NODE)
+		(*out)->query = chi_query_direct_id(node);
 	return 0;
+}
+
+static int admin_task(struct chi_client *c, uint32_t method, uint32_t params_size,
+		      struct chi_task **out)
+{
+	return admin_task_on(c, CHI_ADMIN_THIS_NODE, method, params_size, out);
 }
 
 static int submit_or_free(struct chi_client *c, struct chi_task *t, struct chi_future *out)
@@ -85,8 +94,25 @@ int chi_admin_finish(struct chi_future *f)
 
 int chi_admin_stats(struct chi_client *c, struct chi_admin_stats *out)
 {
+	return chi_admin_stats_on(c, CHI_ADMIN_THIS_NODE, out);
+}
+
+int chi_admin_stop_runtime(struct chi_client *c, uint32_t node)
+{
 	struct chi_task *t;
-	int rc = admin_task(c, CHI_ADMIN_STATS, sizeof(*out), &t);
+	int rc = admin_task_on(c, node, CHI_ADMIN_STOP_RUNTIME, 0, &t);
+	if (rc)
+		return rc;
+	rc = client_run(c, &t);
+	if (t)
+		chi_task_free(c, t);
+	return rc;
+}
+
+int chi_admin_stats_on(struct chi_client *c, uint32_t node, struct chi_admin_stats *out)
+{
+	struct chi_task *t;
+	int rc = admin_task_on(c, node, CHI_ADMIN_STATS, sizeof(*out), &t);
 	if (rc)
 		return rc;
 	rc = client_run(c, &t);
@@ -173,13 +199,19 @@ int chi_admin_destroy_pool(struct chi_client *c, struct chi_pool_id pool_id, cha
 int chi_admin_list_pools(struct chi_client *c, struct chi_pool_info *out, uint32_t max,
 			 uint32_t *count)
 {
+	return chi_admin_list_pools_on(c, CHI_ADMIN_THIS_NODE, out, max, count);
+}
+
+int chi_admin_list_pools_on(struct chi_client *c, uint32_t node, struct chi_pool_info *out,
+			    uint32_t max, uint32_t *count)
+{
 	struct chi_admin_list_pools_params *p;
 	struct chi_task *t;
 	struct chi_pool_info *buf = chi_buf_alloc(c, (size_t)(max ? max : 1) * sizeof(*out));
 
 	if (!buf)
 		return -ENOMEM;
-	int rc = admin_task(c, CHI_ADMIN_LIST_POOLS, sizeof(*p), &t);
+	int rc = admin_task_on(c, node, CHI_ADMIN_LIST_POOLS, sizeof(*p), &t);
 	if (rc) {
 		chi_buf_free(c, buf);
 		return rc;
@@ -237,9 +269,15 @@ int chi_admin_pool_stats(struct chi_client *c, struct chi_pool_id pool_id,
 
 int chi_admin_pool_latency(struct chi_client *c, struct chi_pool_id pool_id, uint64_t *hist)
 {
+	return chi_admin_pool_latency_on(c, CHI_ADMIN_THIS_NODE, pool_id, hist);
+}
+
+int chi_admin_pool_latency_on(struct chi_client *c, uint32_t node, struct chi_pool_id pool_id,
+			      uint64_t *hist)
+{
 	struct chi_admin_pool_stats_params *p;
 	struct chi_task *t;
-	int rc = admin_task(c, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
+	int rc = admin_task_on(c, node, CHI_ADMIN_POOL_STATS, sizeof(*p), &t);
 	if (rc)
 		return rc;
 	p = chi_task_params(t);

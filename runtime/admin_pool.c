@@ -4,7 +4,8 @@
  * (RT_MODULE_ANY_WORKER): an admin Noop is never forwarded.
  *
  * Besides pool management (GetOrCreatePool and DestroyPool run on the control thread, see
- * pool_jobs.c; ListPools and PoolStats here) its methods exercise and measure the task path:
+ * pool_jobs.c, and in a cluster through node 0, see propagate.h; ListPools and PoolStats
+ * here) its methods exercise and measure the task path:
  * Noop, Echo (bulk in -> bulk out), Sleep (a timer, never a blocked worker) and Stats.
  *
  * Handlers run on a worker (rt_self()); the dispatcher has checked min_params_size and the
@@ -18,8 +19,10 @@
 
 #include <chimaera/admin.h>
 
+#include "cluster.h"
 #include "common/time_util.h"
 #include "pool_manager.h"
+#include "propagate.h"
 #include "runtime_internal.h"
 
 #define MAX_SLEEP_US (3600ull * 1000000ull)
@@ -32,7 +35,7 @@ static int admin_noop(struct chi_request *req)
 	return 0;
 }
 
-/* Create, Destroy, Monitor (the reserved ids) and Flush: not for the admin pool. */
+/* Monitor (a reserved id) and Flush: not for the admin pool. */
 static int admin_not_implemented(struct chi_request *req)
 {
 	(void)req;
@@ -98,12 +101,30 @@ static int admin_destroy_pool(struct chi_request *req)
 	return admin_pool_job(req, CHI_ADMIN_DESTROY_POOL);
 }
 
+/* Create and Destroy (the reserved ids): this node's part of a GetOrCreatePool or
+ * DestroyPool that the leader propagates (propagate.h), with the leader's id. A client
+ * gets -EPERM: a pool on one node only would break the cluster's one table. */
+static int admin_create_here(struct chi_request *req)
+{
+	if (!rt_from_control_plane(req->client))
+		return -EPERM;
+	return admin_pool_job(req, CHI_ADMIN_CREATE);
+}
+
+static int admin_destroy_here(struct chi_request *req)
+{
+	if (!rt_from_control_plane(req->client))
+		return -EPERM;
+	return admin_pool_job(req, CHI_ADMIN_DESTROY);
+}
+
 static int admin_stats(struct chi_request *req)
 {
 	struct runtime *rt = rt_self()->rt;
 	struct chi_admin_stats s;
 
 	memset(&s, 0, sizeof(s));
+	rt_cluster_status(rt, &s.node, &s.num_nodes, &s.peers_up);
 	s.pid = (int32_t)getpid();
 	s.num_workers = rt->num_workers;
 	s.uptime_ns = time_now_ns() - rt->start_ns;
@@ -239,15 +260,18 @@ static const struct chi_bulk_field pool_stats_bulk[] = {
 	{ id, name, fn, flags, params, NULL, bulk, sizeof(bulk) / sizeof(bulk[0]) }
 #define RO CHI_METHOD_READ_ONLY
 #define OWNS RT_METHOD_OWNS_TASK
+#define LEADER RT_METHOD_TO_LEADER
 
 /* By id: the names are also what the stall watchdog reports (a long Echo, say). */
 static const struct chi_method_desc admin_methods[] = {
-	METHOD(CHI_ADMIN_CREATE, "Create", admin_not_implemented, 0, 0),
-	METHOD(CHI_ADMIN_DESTROY, "Destroy", admin_not_implemented, 0, 0),
-	METHOD(CHI_ADMIN_MONITOR, "Monitor", admin_not_implemented, 0, 0),
-	METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool", admin_get_or_create_pool, OWNS,
+	METHOD(CHI_ADMIN_CREATE, "Create", admin_create_here, OWNS,
 	       sizeof(struct chi_admin_create_pool_params)),
-	METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool", admin_destroy_pool, OWNS,
+	METHOD(CHI_ADMIN_DESTROY, "Destroy", admin_destroy_here, OWNS,
+	       sizeof(struct chi_admin_destroy_pool_params)),
+	METHOD(CHI_ADMIN_MONITOR, "Monitor", admin_not_implemented, 0, 0),
+	METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool", admin_get_or_create_pool,
+	       OWNS | LEADER, sizeof(struct chi_admin_create_pool_params)),
+	METHOD(CHI_ADMIN_DESTROY_POOL, "DestroyPool", admin_destroy_pool, OWNS | LEADER,
 	       sizeof(struct chi_admin_destroy_pool_params)),
 	METHOD(CHI_ADMIN_STOP_RUNTIME, "StopRuntime", admin_stop_runtime, 0, 0),
 	METHOD(CHI_ADMIN_FLUSH, "Flush", admin_not_implemented, 0, 0),

@@ -1,12 +1,12 @@
 /* `chimaera`: the command-line front end.
  *
  *   chimaera runtime start [--config F] [--daemon]
- *   chimaera runtime stop [--config F] [--timeout SECONDS]
+ *   chimaera runtime stop [--config F] [--timeout SECONDS] [--all]
  *   chimaera runtime status [--config F]
  *   chimaera config check FILE
  *   chimaera compose FILE [--config F]
- *   chimaera pools [--config F]
- *   chimaera stats [--config F] [--json]
+ *   chimaera pools [--config F]              (cli_admin.c)
+ *   chimaera stats [--config F] [--json]     (cli_admin.c)
  *   chimaera cluster up|down|status ... (cli_cluster.c)
  */
 #include <errno.h>
@@ -34,12 +34,13 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: chimaera runtime start [--config FILE] [--daemon]\n"
-		"       chimaera runtime stop [--config FILE] [--timeout SECONDS]\n"
+		"       chimaera runtime stop [--config FILE] [--timeout SECONDS] [--all]\n"
+		"                                           --all: every node of the cluster\n"
 		"       chimaera runtime status [--config FILE]\n"
 		"       chimaera config check FILE\n"
 		"       chimaera compose FILE [--config FILE]   create FILE's compose pools\n"
-		"       chimaera pools [--config FILE]          list pools\n"
-		"       chimaera stats [--config FILE] [--json] workers, clients, pools\n"
+		"       chimaera pools [--config FILE]          list pools (every node's)\n"
+		"       chimaera stats [--config FILE] [--json] workers, clients, pools, per node\n"
 		"       chimaera cluster up --nodes N [--config FILE]   N nodes on 127.0.0.1..N\n"
 		"       chimaera cluster down|status [--config FILE]\n"
 		"\n"
@@ -49,13 +50,6 @@ static void usage(FILE *out)
 		"~/.chimaera/chimaera.yaml, else built-in defaults. CHI_PORT overrides the port.\n");
 }
 
-struct cli_opts {
-	const char *config;
-	int daemon;
-	int timeout_s;
-	int json;
-};
-
 static int parse_opts(int argc, char **argv, struct cli_opts *o)
 {
 	static const struct option longopts[] = {
@@ -63,6 +57,7 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 		{ "daemon", no_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "all", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -81,6 +76,9 @@ static int parse_opts(int argc, char **argv, struct cli_opts *o)
 			break;
 		case 'j':
 			o->json = 1;
+			break;
+		case 'a':
+			o->all = 1;
 			break;
 		case 't':
 			if (parse_u64(optarg, &v) != 0 || v > 3600) {
@@ -300,12 +298,20 @@ static int cmd_stop(struct cli_opts *o)
 	struct config cfg;
 	char path[PATH_MAX], lock[PATH_MAX];
 
+	if (o->all) {
+		int rc = cli_stop_others(o);
+		if (rc)
+			return rc;
+	}
 	if (load_config(o, &cfg))
 		return 2;
 	config_fini(&cfg);
 	if (socket_path(&cfg, path, sizeof(path), lock, sizeof(lock)))
 		return 2;
-	return cli_stop(path, lock, cfg.port, o->timeout_s);
+	int rc = cli_stop(path, lock, cfg.port, o->timeout_s);
+	if (rc == 0 && o->all)
+		cli_cluster_forget(&cfg);
+	return rc;
 }
 
 /* Validate @path: its syntax and values, and that every compose entry's module is where the
@@ -349,7 +355,7 @@ static int cmd_config_check(const char *path)
 	return bad ? 2 : 0;
 }
 
-static int attach_cli(const struct cli_opts *o, struct chi_client **c)
+int attach_cli(const struct cli_opts *o, struct chi_client **c)
 {
 	struct chi_client_opts copts = { .config_path = o->config };
 	int rc = chi_client_connect(&copts, c);
@@ -402,128 +408,6 @@ static int cmd_compose(const char *file, struct cli_opts *o)
 	chi_client_disconnect(c);
 	config_fini(&cfg);
 	return failed ? 1 : 0;
-}
-
-static int cmd_pools(struct cli_opts *o)
-{
-	struct chi_pool_info info[256];
-	struct chi_client *c;
-	uint32_t n = 0;
-
-	if (attach_cli(o, &c))
-		return 3;
-	int rc = chi_admin_list_pools(c, info, 256, &n);
-	chi_client_disconnect(c);
-	if (rc) {
-		fprintf(stderr, "chimaera: ListPools failed: %s\n", strerror(-rc));
-		return 1;
-	}
-	printf("%-12s %-24s %-16s %10s %14s\n", "pool_id", "pool_name", "mod_name", "containers",
-	       "tasks");
-	for (uint32_t i = 0; i < n && i < 256; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "%u.%u", info[i].pool_id.major, info[i].pool_id.minor);
-		printf("%-12s %-24s %-16s %10u %14llu\n", id, info[i].pool_name, info[i].mod_name,
-		       info[i].num_containers, (unsigned long long)info[i].tasks);
-	}
-	if (n > 256)
-		printf("(%u more)\n", n - 256);
-	return 0;
-}
-
-/* Upper bound of the bucket that holds quantile @q of a log2 histogram (0: no samples). */
-static uint64_t hist_bound(const uint64_t *h, double q)
-{
-	uint64_t total = 0, seen = 0;
-	for (int b = 0; b < CHI_LATENCY_BUCKETS; b++)
-		total += h[b];
-	for (int b = 0; total && b < CHI_LATENCY_BUCKETS; b++) {
-		seen += h[b];
-		if ((double)seen >= q * (double)total)
-			return 2ull << b;
-	}
-	return 0;
-}
-
-/* What the runtime is doing: its Stats task and every pool's counters. */
-static int cmd_stats(struct cli_opts *o)
-{
-	struct chi_admin_stats st;
-	struct chi_pool_info info[256];
-	struct chi_client *c;
-	uint32_t n = 0;
-
-	if (attach_cli(o, &c))
-		return 3;
-	static uint64_t hist[256][CHI_LATENCY_BUCKETS];
-	int rc = chi_admin_stats(c, &st);
-	if (rc == 0)
-		rc = chi_admin_list_pools(c, info, 256, &n);
-	for (uint32_t i = 0; rc == 0 && i < n && i < 256; i++)
-		if (chi_admin_pool_latency(c, info[i].pool_id, hist[i]) != 0)
-			memset(hist[i], 0, sizeof(hist[i])); /* destroyed meanwhile */
-	chi_client_disconnect(c);
-	if (rc) {
-		fprintf(stderr, "chimaera: stats failed: %s\n", strerror(-rc));
-		return 1;
-	}
-	if (n > 256)
-		n = 256;
-	uint32_t nw = st.num_workers < CHI_ADMIN_STATS_MAX_WORKERS ? st.num_workers :
-								      CHI_ADMIN_STATS_MAX_WORKERS;
-	if (o->json) {
-		printf("{\"pid\":%d,\"uptime_s\":%.3f,\"clients\":%u,\"tasks_completed\":%llu,"
-		       "\"tasks_failed\":%llu,\"bad_submissions\":%llu,\"clients_reclaimed\":%llu,"
-		       "\"stalls_reported\":%llu,\"lanes_stolen\":%llu,\"workers\":[",
-		       st.pid, (double)st.uptime_ns / 1e9, st.num_clients,
-		       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
-		       (unsigned long long)st.bad_submissions,
-		       (unsigned long long)st.clients_reclaimed,
-		       (unsigned long long)st.stalls_reported, (unsigned long long)st.lanes_stolen);
-		for (uint32_t i = 0; i < nw; i++)
-			printf("%s{\"id\":%u,\"tasks\":%llu,\"sleeps\":%llu,\"busy_pct\":%u,"
-			       "\"queue_depth\":%u}",
-			       i ? "," : "", i, (unsigned long long)st.worker_tasks[i],
-			       (unsigned long long)st.worker_sleeps[i], st.worker_busy_pct[i],
-			       st.worker_queue_depth[i]);
-		printf("],\"pools\":[");
-		for (uint32_t i = 0; i < n; i++) {
-			printf("%s{\"pool_id\":\"%u.%u\",\"pool_name\":\"%s\",\"mod_name\":\"%s\","
-			       "\"containers\":%u,\"tasks\":%llu,\"latency_log2_ns\":[",
-			       i ? "," : "", info[i].pool_id.major, info[i].pool_id.minor,
-			       info[i].pool_name, info[i].mod_name, info[i].num_containers,
-			       (unsigned long long)info[i].tasks);
-			for (int b = 0; b < CHI_LATENCY_BUCKETS; b++)
-				printf("%s%llu", b ? "," : "", (unsigned long long)hist[i][b]);
-			printf("]}");
-		}
-		printf("]}\n");
-		return 0;
-	}
-	printf("runtime pid %d, up %.1f s, %u clients attached\n", st.pid,
-	       (double)st.uptime_ns / 1e9, st.num_clients);
-	printf("tasks completed %llu, failed %llu; bad lane entries %llu; clients reclaimed %llu; "
-	       "stalls reported %llu\n",
-	       (unsigned long long)st.tasks_completed, (unsigned long long)st.tasks_failed,
-	       (unsigned long long)st.bad_submissions, (unsigned long long)st.clients_reclaimed,
-	       (unsigned long long)st.stalls_reported);
-	printf("lanes moved off stuck workers %llu\n", (unsigned long long)st.lanes_stolen);
-	printf("%-8s %16s %12s %8s %12s\n", "worker", "tasks", "sleeps", "busy%", "queued");
-	for (uint32_t i = 0; i < nw; i++)
-		printf("%-8u %16llu %12llu %8u %12u\n", i, (unsigned long long)st.worker_tasks[i],
-		       (unsigned long long)st.worker_sleeps[i], st.worker_busy_pct[i],
-		       st.worker_queue_depth[i]);
-	printf("%-12s %-24s %-16s %10s %14s %12s %12s\n", "pool_id", "pool_name", "mod_name",
-	       "containers", "tasks", "p50<=ns", "p99<=ns");
-	for (uint32_t i = 0; i < n; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "%u.%u", info[i].pool_id.major, info[i].pool_id.minor);
-		printf("%-12s %-24s %-16s %10u %14llu %12llu %12llu\n", id, info[i].pool_name,
-		       info[i].mod_name, info[i].num_containers, (unsigned long long)info[i].tasks,
-		       (unsigned long long)hist_bound(hist[i], 0.50),
-		       (unsigned long long)hist_bound(hist[i], 0.99));
-	}
-	return 0;
 }
 
 int main(int argc, char **argv)

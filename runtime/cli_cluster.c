@@ -164,6 +164,13 @@ static void remove_cluster_files(const char *dir)
 	rmdir(dir);
 }
 
+void cli_cluster_forget(const struct config *cfg)
+{
+	char dir[PATH_MAX];
+	if (!strcmp(cfg->bootstrap, "none") && membership_local_cluster_dir(cfg, dir, sizeof(dir)) == 0)
+		remove_cluster_files(dir);
+}
+
 static int stop_nodes(const struct config *cfg, uint32_t n, int timeout_s, int quiet)
 {
 	int worst = 0;

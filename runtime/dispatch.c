@@ -153,7 +153,11 @@ void rt_run_work(struct worker *w, struct rt_work *work)
 			rt_work_done(w, work, rc);
 		return;
 	}
-	rt_work_done(w, work, rt_call_handler(work, NULL));
+	int rc = rt_call_handler(work, NULL);
+	if (rc == RT_TASK_PENDING && (work->method->flags & RT_METHOD_OWNS_TASK))
+		rt_work_release(w, work); /* it completes the task itself (propagate.c posts one) */
+	else
+		rt_work_done(w, work, rc);
 }
 
 void rt_work_cancel(struct rt_work *work)
@@ -259,21 +263,73 @@ static int resolve(struct worker *w, const struct rt_pool *pool, const struct ch
 	}
 }
 
+/* Where a fan-out goes in a cluster (docs/design/remote.md, "Fan-out per node"): the
+ * containers of the range on this node run here; the other nodes that hold some, taken as a
+ * cyclic list starting after this one, are cut into at most networking.neighborhood_size
+ * groups, and each group's first node gets one task, a share, for the whole group. It runs
+ * its own containers and hands the rest of its group on the same way: one task per node,
+ * and latency that grows with log(nodes) beyond neighborhood_size of them. */
+struct fan_plan {
+	uint32_t *nodes;     /* the nodes that hold containers of the range, ascending */
+	uint32_t num_nodes;
+	uint32_t from, len;  /* the cyclic positions in nodes[] this node hands on */
+	uint32_t group;	     /* nodes per group (the last may have fewer) */
+	uint32_t num_groups;
+	uint32_t local;	     /* containers of the range on this node */
+};
+
+/* @span: 0 at the origin, else the share this node received. @return 0, -ENOMEM, or
+ * -ESTALE (a share this node's table does not give it: the sender's differs). */
+static int plan_fan_out(struct worker *w, const struct rt_pool *pool, uint32_t first,
+			uint32_t count, uint32_t span, struct fan_plan *p)
+{
+	struct runtime *rt = w->rt;
+	uint32_t self, nodes, up, me = UINT32_MAX;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	memset(p, 0, sizeof(*p));
+	if (!(p->nodes = malloc((size_t)nodes * sizeof(*p->nodes))) ||
+	    !(p->num_nodes = rt_remote_range_nodes(rt, pool, first, count, p->nodes))) {
+		free(p->nodes);
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < p->num_nodes; i++)
+		if (p->nodes[i] == self)
+			me = i;
+	if (span && (me == UINT32_MAX || span > p->num_nodes)) {
+		free(p->nodes);
+		return -ESTALE;
+	}
+	p->from = me == UINT32_MAX ? 0 : me + 1;
+	p->len = span ? span - 1 : me == UINT32_MAX ? p->num_nodes : p->num_nodes - 1;
+	uint32_t k = rt->cfg.neighborhood_size ? rt->cfg.neighborhood_size : 1;
+	p->group = p->len ? (p->len + k - 1) / k : 1;
+	p->num_groups = (p->len + p->group - 1) / p->group;
+	for (uint32_t i = first; me != UINT32_MAX && i < first + count; i++)
+		p->local += rt_container_node(rt, pool, i) == self;
+	return 0;
+}
+
 static int fan_out(struct worker *w, struct rt_client *client, struct rt_client *root,
 		   struct chi_task *task, struct rt_pool *pool, const struct chi_method_desc *m,
-		   void *params, uint32_t size, uint32_t first, uint32_t count)
+		   void *params, uint32_t size, uint32_t first, uint32_t count, uint32_t span)
 {
-	/* Each container gets its own copy of the parameters (it writes its reply there):
-	 * charged to the client, so one large broadcast cannot take the runtime's memory. */
-	uint64_t charge = (uint64_t)(size ? size : 1) * (count + 1);
-	int rc = rt_quota_take_bytes(w->rt, root, charge);
-	if (rc)
+	struct fan_plan plan = { 0 };
+	int remote = w->rt->remote != NULL, rc;
+	if (remote && (rc = plan_fan_out(w, pool, first, count, span, &plan)) != 0)
 		return rc;
-	struct rt_fanout *f = calloc(1, sizeof(*f));
-	void *orig = malloc(size ? size : 1);
+	uint32_t works = remote ? plan.local + plan.num_groups : count;
+	/* Each container (or share) gets its own copy of the parameters (it writes its reply
+	 * there): charged to the client, so one large broadcast cannot take the runtime's
+	 * memory. */
+	uint64_t charge = (uint64_t)(size ? size : 1) * (works + 1);
+	rc = rt_quota_take_bytes(w->rt, root, charge);
+	struct rt_fanout *f = rc ? NULL : calloc(1, sizeof(*f));
+	void *orig = f ? malloc(size ? size : 1) : NULL;
 	if (!f || !orig) {
 		free(f);
-		free(orig);
+		free(plan.nodes);
+		if (rc)
+			return rc;
 		rt_quota_give_bytes(root, charge);
 		return -ENOMEM;
 	}
@@ -287,8 +343,11 @@ static int fan_out(struct worker *w, struct rt_client *client, struct rt_client 
 	f->root = root;
 	f->charged = charge;
 	f->size = size;
-	f->remaining = count;
+	f->remaining = works;
+	uint32_t self = remote ? rt_cluster_self(w->rt) : 0;
 	for (uint32_t i = 0; i < count; i++) {
+		if (remote && rt_container_node(w->rt, pool, first + i) != self)
+			continue;
 		struct rt_work work = { client, root, task, &pool->containers[first + i], m, f,
 					malloc(size ? size : 1), size };
 		if (!work.params) {
@@ -298,6 +357,21 @@ static int fan_out(struct worker *w, struct rt_client *client, struct rt_client 
 		memcpy(work.params, orig, size);
 		run_or_forward(w, &work);
 	}
+	for (uint32_t g = 0; g < plan.num_groups; g++) {
+		uint32_t at = plan.from + g * plan.group, len = plan.len - g * plan.group;
+		uint32_t leader = plan.nodes[at % plan.num_nodes];
+		struct rt_work work = { client, root, task, &pool->containers[first], m, f,
+					malloc(size ? size : 1), size };
+		if (!work.params) {
+			fanout_reply(w, f, NULL, -ENOMEM);
+			continue;
+		}
+		memcpy(work.params, orig, size);
+		rt_client_get(root); /* rt_work_done() puts it */
+		rt_remote_send_query(w, &work, leader,
+				     rt_query_share(first, count, len < plan.group ? len : plan.group));
+	}
+	free(plan.nodes);
 	return RT_TASK_PENDING;
 }
 
@@ -318,16 +392,36 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 	if (m->num_bulk && !bulk_fields_valid(client, m, params))
 		return -EFAULT;
 	uint32_t first, count;
+	if (rt_query_is_share(&hdr->query) && w->rt->remote && rt_remote_is_peer_source(client) &&
+	    !(m->flags & RT_METHOD_OWNS_TASK)) {
+		/* A peer's share of its Range or Broadcast (from a client, such a count is out
+		 * of range below). */
+		first = (uint32_t)hdr->query.a;
+		count = (uint32_t)hdr->query.b;
+		if (!count || hdr->query.a >= pool->num_containers ||
+		    count > pool->num_containers - first)
+			return -ENXIO;
+		return fan_out(w, client, root, task, pool, m, params, hdr->params_size, first,
+			       count, (uint32_t)(hdr->query.b >> RT_SHARE_SHIFT));
+	}
 	int rc = resolve(w, pool, hdr, params, &first, &count);
 	if (rc)
 		return rc;
-	/* A method that completes its task itself (admin Sleep, pool jobs) runs on the task:
-	 * its single-container pool makes a Range or Broadcast one call, as Local is. */
+	/* A method that completes its task itself (admin Sleep, pool jobs) runs on the task
+	 * record, never on a fan-out's copy: a Range or Broadcast is one call, on this node's
+	 * container; pool jobs go to the leader's (container 0) whatever the query. */
+	if (m->flags & RT_METHOD_OWNS_TASK) {
+		if (m->flags & RT_METHOD_TO_LEADER)
+			first = 0;
+		else if (count > 1 && w->rt->remote)
+			(void)rt_remote_pick(w->rt, pool, rt_cluster_self(w->rt), &first);
+		count = 1;
+	}
 	if (count > 1 || ((hdr->query.mode == CHI_QUERY_RANGE ||
 			   hdr->query.mode == CHI_QUERY_BROADCAST) &&
 			  !(m->flags & RT_METHOD_OWNS_TASK)))
 		return fan_out(w, client, root, task, pool, m, params, hdr->params_size, first,
-			       count);
+			       count, 0);
 	struct chi_container *c = &pool->containers[first];
 	if (runs_here(w, c) && !(m->flags & CHI_METHOD_MAY_YIELD) &&
 	    !(w->rt->remote && rt_remote_elsewhere(w->rt, c))) {

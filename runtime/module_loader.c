@@ -111,9 +111,10 @@ static int check_desc(const struct chi_module_desc *d, const char *name, int bui
 				 m->handler ? "ids below 10 are reserved" : "no handler");
 			return -EINVAL;
 		}
-		if ((m->flags & RT_METHOD_OWNS_TASK) && !builtin) {
-			snprintf(why, len, "method %u (%s): flag 0x%x is the runtime's own", m->id,
-				 m->name ? m->name : "?", RT_METHOD_OWNS_TASK);
+		uint32_t own = RT_METHOD_OWNS_TASK | RT_METHOD_TO_LEADER;
+		if ((m->flags & own) && !builtin) {
+			snprintf(why, len, "method %u (%s): flags 0x%x are the runtime's own", m->id,
+				 m->name ? m->name : "?", m->flags & own);
 			return -EINVAL;
 		}
 		int rc = check_bulk_fields(m, why, len);

@@ -7,22 +7,33 @@
  * and answering SIGTERM): it is a small state machine the control loop advances each time it
  * comes round (rt_jobs_run, rt_jobs_busy), through two worker barriers and the end of the
  * pool's suspended tasks; past runtime.destroy_cancel_after_ms those still waiting on outside
- * events are cancelled. Jobs run one at a time, in order. */
+ * events are cancelled. Jobs run one at a time, in order.
+ *
+ * In a cluster the jobs of GetOrCreatePool and DestroyPool run on node 0 (dispatch sends them
+ * there), which creates the pool here and then has every other node create it under the id
+ * it gave (a Create job on each), or has every node destroy it (a Destroy job on each, this
+ * one too), and completes the task once every node has answered (propagate.h). */
 #include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <chimaera/admin.h>
 
+#include "cluster.h"
 #include "common/log.h"
 #include "common/time_util.h"
 #include "pool_manager.h"
+#include "propagate.h"
+#include "remote.h"
 #include "runtime_internal.h"
 
 #define MAX_KV 256
 
 struct rt_job {
+	struct runtime *rt;
 	struct rt_client *client; /* where the task lies: its completion goes there */
 	struct rt_client *root;	  /* whose work: referenced and charged until it completes */
 	struct chi_task *task;
@@ -131,6 +142,7 @@ int rt_jobs_submit(struct worker *w, struct rt_client *c, struct rt_client *root
 		return -ENOMEM;
 	}
 	rt_client_get(root);
+	job->rt = rt;
 	job->client = c;
 	job->root = root;
 	job->task = task;
@@ -177,45 +189,143 @@ static int bounded_copy(char *dst, const char *src, size_t len)
 	return 0;
 }
 
-static int run_create(struct runtime *rt, struct rt_job *job)
+/* In a cluster of two or more nodes? Then pools are created and destroyed through node 0
+ * (propagate.h), and each is spread over the nodes. */
+static int in_cluster(const struct runtime *rt, uint32_t *self)
+{
+	uint32_t nodes, up;
+	rt_cluster_status(rt, self, &nodes, &up);
+	return nodes > 1 && rt->remote;
+}
+
+/* Create the pool that @req (a private copy of the job's @size bytes of parameters) asks
+ * for, on this node; the answer (id, reason) goes into the job's parameters. On success
+ * @req names the pool exactly: its id and container count, as the other nodes must make
+ * it. */
+static int create_here(struct runtime *rt, struct rt_job *job, unsigned char *req,
+		       uint32_t size)
 {
 	struct chi_admin_create_pool_params p;
 	struct chi_compose_kv kv[MAX_KV];
 	char mod[CHI_MOD_NAME_LEN], name[CHI_POOL_NAME_LEN], why[CHI_WHY_LEN] = "";
-	uint32_t nkv = 0;
-	int rc;
+	uint32_t nkv = 0, self;
 
-	if (job->size < sizeof(p))
-		return -EINVAL;
-	memcpy(&p, job->params, sizeof(p)); /* one read of the untrusted request */
+	memcpy(&p, req, sizeof(p));
 	struct chi_admin_create_pool_params *out = job->params;
 	if (bounded_copy(mod, p.mod_name, sizeof(mod)) ||
 	    bounded_copy(name, p.pool_name, sizeof(name))) {
 		snprintf(out->why, sizeof(out->why), "mod_name and pool_name must be terminated");
 		return -EINVAL;
 	}
-	char *kvbuf = NULL;
-	if (p.kv_size) {
-		if (p.kv_size > job->size - sizeof(p) || !(kvbuf = malloc(p.kv_size)))
-			return -EINVAL;
-		memcpy(kvbuf, (char *)job->params + sizeof(p), p.kv_size);
-		if (parse_kv(kvbuf, p.kv_size, kv, &nkv) != 0) {
-			free(kvbuf);
-			snprintf(out->why, sizeof(out->why), "malformed module keys");
-			return -EINVAL;
-		}
+	if (p.kv_size > size - sizeof(p) ||
+	    parse_kv((char *)req + sizeof(p), p.kv_size, kv, &nkv) != 0) {
+		snprintf(out->why, sizeof(out->why), "malformed module keys");
+		return -EINVAL;
 	}
 	struct rt_pool_spec spec = { mod, name, p.pool_id, p.has_pool_id != 0, p.num_containers,
 				     kv, nkv };
 	struct chi_pool_id id;
-	rc = rt_pool_get_or_create(rt, &spec, &id, why, sizeof(why));
-	free(kvbuf);
-	if (rc == 0)
-		out->pool_id = id;
+	int rc = rt_pool_get_or_create(rt, &spec, &id, why, sizeof(why));
 	snprintf(out->why, sizeof(out->why), "%s", why);
-	if (rc)
-		CHI_LOG_WARN("GetOrCreatePool '%s' from pid %d: %s", name, (int)job->client->pid, why);
+	if (rc) {
+		CHI_LOG_WARN("GetOrCreatePool '%s' from pid %d: %s", name, (int)job->client->pid,
+			     why);
+		return rc;
+	}
+	out->pool_id = id;
+	struct rt_pool *pool = rt_pool_find(rt, id);
+	if (in_cluster(rt, &self))
+		rt_remote_mark_spread(rt, pool);
+	struct chi_admin_create_pool_params *named = (struct chi_admin_create_pool_params *)req;
+	named->pool_id = id;
+	named->has_pool_id = 1;
+	named->num_containers = pool->num_containers;
+	return 0;
+}
+
+/* A propagation the job waits for has ended: the job's task completes with its result. */
+static void job_propagated(void *ctx, int rc, const char *why)
+{
+	struct rt_job *job = ctx;
+	if (rc) {
+		size_t at = job->method == CHI_ADMIN_DESTROY_POOL ?
+				    offsetof(struct chi_admin_destroy_pool_params, why) :
+				    offsetof(struct chi_admin_create_pool_params, why);
+		snprintf((char *)job->params + at, CHI_WHY_LEN, "%s", why);
+		CHI_LOG_WARN("%s: %s",
+			     job->method == CHI_ADMIN_DESTROY_POOL ? "DestroyPool" : "GetOrCreatePool",
+			     why);
+	}
+	job_done(job->rt, job, rc);
+}
+
+/* GetOrCreatePool, or a node's Create: @return an rc, or RT_TASK_PENDING when the job
+ * completes later (the leader waits for every node to have the pool). */
+static int run_create(struct runtime *rt, struct rt_job *job)
+{
+	uint32_t self;
+	if (job->size < sizeof(struct chi_admin_create_pool_params))
+		return -EINVAL;
+	/* One read of the untrusted request: what this node creates and what the others are
+	 * told to create are the same bytes. */
+	unsigned char *req = malloc(job->size);
+	if (!req)
+		return -ENOMEM;
+	memcpy(req, job->params, job->size);
+	int rc = 0;
+	int lead = job->method == CHI_ADMIN_GET_OR_CREATE_POOL && in_cluster(rt, &self);
+	if (lead && self != 0) { /* dispatch sends it to node 0: a stale sender */
+		snprintf(((struct chi_admin_create_pool_params *)job->params)->why, CHI_WHY_LEN,
+			 "pools are created through node 0, not node %u", self);
+		rc = -ESTALE;
+	}
+	if (rc == 0)
+		rc = create_here(rt, job, req, job->size);
+	/* Then every other node, under the id this one gave it; again when the pool existed
+	 * already, so that a node that missed it (down at the time) gets it now. */
+	if (rc == 0 && lead) {
+		rc = rt_propagate(rt, CHI_ADMIN_CREATE, req, job->size,
+				  offsetof(struct chi_admin_create_pool_params, why), 0, 0,
+				  job_propagated, job);
+		if (rc == 0)
+			rc = RT_TASK_PENDING;
+	}
+	free(req);
 	return rc;
+}
+
+/* DestroyPool on the leader of a cluster: destroy it on every node, this one included.
+ * @return an rc, or RT_TASK_PENDING (the job completes when every node is done). */
+static int lead_destroy(struct runtime *rt, struct rt_job *job)
+{
+	struct chi_admin_destroy_pool_params p;
+	uint32_t self;
+	if (job->size < sizeof(p))
+		return -EINVAL;
+	memcpy(&p, job->params, sizeof(p));
+	struct chi_admin_destroy_pool_params *out = job->params;
+	if (!in_cluster(rt, &self) || self != 0) {
+		snprintf(out->why, sizeof(out->why), "pools are destroyed through node 0, not "
+			 "node %u", self);
+		return -ESTALE;
+	}
+	struct rt_pool *pool = rt_pool_find(rt, p.pool_id);
+	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE) {
+		snprintf(out->why, sizeof(out->why), "no pool %u.%u", p.pool_id.major,
+			 p.pool_id.minor);
+		return -ENOENT;
+	}
+	if (pool->mod->flags & RT_MODULE_BUILTIN) {
+		snprintf(out->why, sizeof(out->why), "pool '%s' %u.%u is built into the runtime "
+			 "and cannot be destroyed", pool->name, p.pool_id.major, p.pool_id.minor);
+		return -EPERM;
+	}
+	memset(p.why, 0, sizeof(p.why));
+	/* A node that has it no more (it restarted, or a destroy raced this one) is done. */
+	int rc = rt_propagate(rt, CHI_ADMIN_DESTROY, &p, sizeof(p),
+			      offsetof(struct chi_admin_destroy_pool_params, why), 1, -ENOENT,
+			      job_propagated, job);
+	return rc ? rc : RT_TASK_PENDING;
 }
 
 /* Start destroying: @return RT_TASK_PENDING while in progress, or an rc at once. */
@@ -335,7 +445,16 @@ static void requeue(struct rt_jobs *j, struct rt_job *list, struct rt_job **last
 	pthread_mutex_unlock(&j->lock);
 }
 
-/* Creates run at once, even while a destroy is under way (a slow destroy must not hold up
+/* A destroy of this node's pool (a DestroyPool on a single node, a node's part of one in a
+ * cluster), not the leader's propagation of one? */
+static int destroys_here(const struct runtime *rt, const struct rt_job *job)
+{
+	uint32_t self;
+	return job->method == CHI_ADMIN_DESTROY ||
+	       (job->method == CHI_ADMIN_DESTROY_POOL && !in_cluster(rt, &self));
+}
+
+/* Creates (and the leader's propagations) run at once, even while a destroy is under way (a slow destroy must not hold up
  * other pools); destroys one at a time, in order. */
 void rt_jobs_run(struct runtime *rt)
 {
@@ -345,8 +464,11 @@ void rt_jobs_run(struct runtime *rt)
 		if (j->cur.job)
 			advance_destroy(rt, time_now_ns());
 		while ((job = next_job(j))) {
-			if (job->method != CHI_ADMIN_DESTROY_POOL) {
-				job_done(rt, job, run_create(rt, job));
+			if (!destroys_here(rt, job)) {
+				int rc = job->method == CHI_ADMIN_DESTROY_POOL ? lead_destroy(rt, job) :
+										  run_create(rt, job);
+				if (rc != RT_TASK_PENDING)
+					job_done(rt, job, rc);
 			} else if (j->cur.job) {
 				job->next = NULL;
 				*dtail = job;

@@ -379,15 +379,18 @@ int rt_pools_init(struct runtime *rt)
 	p->next_major = RT_FIRST_USER_MAJOR;
 	rt->pools = p;
 	/* The admin pool: an ordinary entry of the table (slot 0, first in ListPools), with
-	 * one container on this node that any worker runs (admin methods keep no state). */
+	 * one container per node that any worker runs (admin methods keep no state): in a
+	 * cluster, container i is node i's, so that an admin task can name a node. */
+	uint32_t self, nodes, up;
+	rt_cluster_status(rt, &self, &nodes, &up);
 	const struct rt_pool_spec admin = { rt_admin_module.name, RT_ADMIN_POOL_NAME,
 					    { CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR },
-					    1, 1, NULL, 0 };
+					    1, nodes, NULL, 0 };
 	int rc = rt_module_add_builtin(p, &rt_admin_module, RT_MODULE_ANY_WORKER, &mod, why,
 				       sizeof(why));
 	if (rc == 0) {
 		pthread_mutex_lock(&p->lock);
-		rc = create_pool(rt, &admin, mod, 1, &id, why, sizeof(why));
+		rc = create_pool(rt, &admin, mod, nodes, &id, why, sizeof(why));
 		pthread_mutex_unlock(&p->lock);
 	}
 	if (rc) /* a broken built-in descriptor is a bug; out of memory is not */

@@ -38,6 +38,10 @@
  * job), so it runs on the task record itself, never on a fan-out's copy. Such methods live
  * in single-container pools. */
 #define RT_METHOD_OWNS_TASK 0x80000000u
+/* Built-in only, with RT_METHOD_OWNS_TASK: the task goes to container 0 (in a cluster, node
+ * 0, the leader), whatever its query. Pool creation and destruction: one node assigns ids
+ * and orders them (propagate.h). */
+#define RT_METHOD_TO_LEADER 0x40000000u
 
 /* chi_container::owner of a container run by whichever worker receives its task. */
 #define RT_OWNER_ANY UINT32_MAX

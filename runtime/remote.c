@@ -41,6 +41,7 @@ struct rt_remote_task {
 	uint16_t src_worker;
 	uint16_t home;	    /* the worker that took it from the link: its reply's retrier */
 	const struct chi_method_desc *method;
+	uint64_t charged;    /* bytes counted against its origin's share of the home's slice */
 	uint64_t give_up_ns; /* a reply in the outbox is dropped after this */
 	struct rt_remote_task *next; /* in its home worker's outbox */
 };
@@ -57,6 +58,13 @@ struct rt_remote {
 	uint32_t free_list[MAX_PENDING];
 	unsigned char spread[RT_MAX_POOLS * 2 / 8]; /* by pool major: compose pools */
 	struct rt_client src; /* the source of tasks from peers: completing one replies */
+	/* Fairness between peers: each origin node's tasks are charged to a root of its own
+	 * (the quotas runtime.client_max_*), and hold at most a share of each worker's slice
+	 * of the region (held: per worker, per origin, touched by that worker only), so that a
+	 * peer that floods one node cannot take the room its other peers' tasks need. */
+	struct rt_client *peer_root; /* [num_nodes] */
+	uint64_t *held;		     /* [num_workers][num_nodes] bytes */
+	uint32_t num_nodes;
 	/* Replies that could not go out where their task completed (off the workers, or that
 	 * worker's link to the origin was down): per home worker, retried from its loop. */
 	pthread_mutex_t outbox_lock;
@@ -104,6 +112,29 @@ int rt_remote_pick(const struct runtime *rt, const struct rt_pool *pool, uint64_
 			return 0;
 		}
 	return -EHOSTUNREACH;
+}
+
+uint32_t rt_remote_range_nodes(const struct runtime *rt, const struct rt_pool *pool,
+			       uint32_t first, uint32_t count, uint32_t *out)
+{
+	uint32_t self, nodes, up, n = 0;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	unsigned char *seen = calloc(nodes, 1);
+	if (!seen)
+		return 0;
+	for (uint32_t i = first; i < first + count && n < nodes; i++) {
+		uint32_t node = rt_container_node(rt, pool, i);
+		if (node < nodes && !seen[node]) {
+			seen[node] = 1;
+			n++;
+		}
+	}
+	n = 0;
+	for (uint32_t node = 0; node < nodes; node++)
+		if (seen[node])
+			out[n++] = node;
+	free(seen);
+	return n;
 }
 
 /* ---- pending operations ---- */
@@ -199,6 +230,13 @@ static int task_bulk(const struct rt_work *work, const void *params, struct wire
 
 void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
 {
+	/* The node runs exactly this container: DirectId, whatever query found it. */
+	rt_remote_send_query(w, work, node, chi_query_direct_id(work->container->id));
+}
+
+void rt_remote_send_query(struct worker *w, struct rt_work *work, uint32_t node,
+			  struct chi_pool_query query)
+{
 	struct rt_remote *r = w->rt->remote;
 	struct rt_remote_op *op = calloc(1, sizeof(*op) + work->size);
 	if (!op) {
@@ -212,11 +250,10 @@ void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node)
 	atomic_init(&op->refs, 2);
 	op->sent_size = work->size;
 	memcpy(op->sent_params, work->params, work->size); /* one read of client memory */
-	/* The node runs exactly this container: DirectId, whatever query found it. */
 	op->hdr.state = CHI_TASK_SUBMITTED;
 	op->hdr.pool = work->container->pool->id;
 	op->hdr.method = work->method->id;
-	op->hdr.query = chi_query_direct_id(work->container->id);
+	op->hdr.query = query;
 	op->hdr.params_size = work->size;
 	struct wire_msg m = { .type = WIRE_TASK, .src_node = rt_cluster_self(w->rt),
 			      .src_worker = (uint16_t)w->index };
@@ -309,13 +346,22 @@ void rt_remote_link_down(struct worker *w, uint32_t node)
  * their container's owner) runs its slice dry while the others hoard its blocks. An honest
  * client's kvs puts and gets through one node did that in ~700 rounds (test_hostile_peer):
  * then -ENOMEM, or, once reply_now() found no room either, no reply at all. */
+/* On @t's home worker: its block back to the region, its bytes back to its origin's share. */
+static void block_free(struct worker *w, struct rt_remote_task *t)
+{
+	struct rt_remote *r = w->rt->remote;
+	if (r && t->node < r->num_nodes)
+		r->held[(size_t)w->index * r->num_nodes + t->node] -= t->charged;
+	rt_region_free(w, t);
+}
+
 static void reply_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 {
 	struct rt_remote_task *t = (struct rt_remote_task *)sb;
 	struct rt_remote *r = w->rt->remote;
 	(void)status;
 	if (t->home == w->index || !r) {
-		rt_region_free(w, t);
+		block_free(w, t);
 		return;
 	}
 	pthread_mutex_lock(&r->outbox_lock);
@@ -338,7 +384,7 @@ static void take_homing(struct worker *w, struct rt_remote *r)
 		struct rt_remote_task *t = list;
 		list = t->next;
 		atomic_fetch_sub_explicit(&r->homing_count, 1, memory_order_relaxed);
-		rt_region_free(w, t);
+		block_free(w, t);
 	}
 }
 
@@ -447,7 +493,7 @@ int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns)
 					    "node %u unreachable for %llu s: a reply to it is dropped",
 					    t->node, OUTBOX_GIVE_UP_NS / 1000000000ull);
 			atomic_fetch_sub_explicit(&r->outbox_count, 1, memory_order_relaxed);
-			rt_region_free(w, t);
+			block_free(w, t);
 		} else {
 			t->next = keep;
 			keep = t;
@@ -469,33 +515,45 @@ int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns)
 
 static const struct rt_source_ops remote_source = { remote_complete };
 
-/* An answer without running anything: the same path as a completed task. */
+int rt_remote_is_peer_source(const struct rt_client *src)
+{
+	return src->ops == &remote_source;
+}
+
+/* An answer without running anything: rc only, in memory of its own, never the region or
+ * a quota (what a task it answers could not get: a flood that took them must not keep the
+ * answer from going out). Dropped, like any frame, when the link cannot take it: the origin
+ * then fails the task when that link goes. */
+struct bare_reply {
+	struct rt_sendbuf sb;
+};
+
+static void bare_sent(struct worker *w, struct rt_sendbuf *sb, int status)
+{
+	(void)w;
+	(void)status;
+	free(sb);
+}
+
 static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m, int rc)
 {
-	struct rt_remote *r = w->rt->remote;
-	int arc;
-	struct rt_remote_task *t = rt_region_alloc(w, &w->rt->self_client,
-						   RTASK_HDR + CHI_TASK_HEADER_SIZE, &arc);
-	if (!t)
-		return; /* the origin's link or its client's wait bounds this */
-	memset(t, 0, RTASK_HDR + CHI_TASK_HEADER_SIZE);
-	t->cookie = m->cookie;
-	t->node = node;
-	t->src_worker = m->src_worker;
-	t->home = (uint16_t)w->index;
-	remote_complete(&r->src, (struct chi_task *)((char *)t + RTASK_HDR), rc);
+	struct bare_reply *b = malloc(sizeof(*b));
+	if (!b)
+		return;
+	struct wire_msg out = { .type = WIRE_REPLY, .cookie = m->cookie,
+				.dst_worker = m->src_worker };
+	out.src_node = rt_cluster_self(w->rt);
+	out.src_worker = (uint16_t)w->index;
+	out.reply.rc = rc > 0 || rc < WIRE_RC_MIN ? -EPROTO : rc;
+	b->sb.done = bare_sent;
+	if (wire_encode(&b->sb.out, &out, NULL) != 0 || rt_cluster_send(w, node, &b->sb) != 0)
+		free(b);
 }
 
 static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 {
 	struct runtime *rt = w->rt;
 	const struct chi_task *h = m->task.hdr;
-	/* The admin pool is not spread: its jobs complete on the control thread, which has no
-	 * link to reply on. Peers reach it with the control plane, when that lands. */
-	if (h->pool.major == CHI_ADMIN_POOL_MAJOR) {
-		reply_now(w, node, m, -EPERM);
-		return;
-	}
 	struct rt_pool *pool = rt_pool_find(rt, h->pool);
 	if (!pool) {
 		reply_now(w, node, m, -ENOENT);
@@ -514,9 +572,11 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 		reply_now(w, node, m, -EFAULT);
 		return;
 	}
-	/* The container must be ours: a sender with another address table would loop. */
-	if (h->query.mode != CHI_QUERY_DIRECT_ID || h->query.a >= pool->num_containers ||
-	    rt_container_node(rt, pool, (uint32_t)h->query.a) != rt_cluster_self(rt)) {
+	/* The container must be ours: a sender with another address table would loop. A
+	 * share of a Range or Broadcast is checked against the table by dispatch. */
+	if (!rt_query_is_share(&h->query) &&
+	    (h->query.mode != CHI_QUERY_DIRECT_ID || h->query.a >= pool->num_containers ||
+	     rt_container_node(rt, pool, (uint32_t)h->query.a) != rt_cluster_self(rt))) {
 		reply_now(w, node, m, -ESTALE);
 		return;
 	}
@@ -524,13 +584,24 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 	uint64_t size = RTASK_HDR + CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
 	for (uint32_t k = 0; k < m->task.num_bulk; k++)
 		size += (m->task.bulk[k].capacity + 63) & ~63ull;
+	/* Its origin's share of this worker's slice: a part for each peer and one for this
+	 * node's own subtasks; a peer holding nothing here may always try (one large task). */
+	struct rt_remote *r = rt->remote;
+	uint64_t *held = &r->held[(size_t)w->index * r->num_nodes + node];
+	if (*held && *held + size > rt_region_slice() / r->num_nodes) {
+		reply_now(w, node, m, -EBUSY);
+		return;
+	}
 	int rc;
-	struct rt_remote_task *t = rt_region_alloc(w, &rt->self_client, size, &rc);
+	struct rt_client *root = &r->peer_root[node];
+	struct rt_remote_task *t = rt_region_alloc(w, root, size, &rc);
 	if (!t) {
 		reply_now(w, node, m, rc);
 		return;
 	}
+	*held += size;
 	memset(t, 0, RTASK_HDR);
+	t->charged = size;
 	t->cookie = m->cookie;
 	t->node = node;
 	t->src_worker = m->src_worker;
@@ -554,7 +625,7 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 		buf += (s->capacity + 63) & ~63ull;
 	}
 	struct chi_task snap = *task;
-	rc = rt_dispatch_task(w, &rt->remote->src, &rt->self_client, task, &snap, params);
+	rc = rt_dispatch_task(w, &r->src, root, task, &snap, params);
 	if (rc != RT_TASK_PENDING)
 		rt_task_complete(w, &rt->remote->src, task, rc);
 }
@@ -581,11 +652,27 @@ int rt_remote_init(struct runtime *rt)
 	pthread_mutex_init(&r->outbox_lock, NULL);
 	r->outbox = calloc(rt->num_workers, sizeof(*r->outbox));
 	r->homing = calloc(rt->num_workers, sizeof(*r->homing));
-	if (!r->outbox || !r->homing) {
+	uint32_t self, up;
+	rt_cluster_status(rt, &self, &r->num_nodes, &up);
+	r->peer_root = calloc(r->num_nodes, sizeof(*r->peer_root));
+	r->held = calloc((size_t)rt->num_workers * r->num_nodes, sizeof(*r->held));
+	if (!r->outbox || !r->homing || !r->peer_root || !r->held) {
 		free(r->outbox);
 		free(r->homing);
+		free(r->peer_root);
+		free(r->held);
 		free(r);
 		return -ENOMEM;
+	}
+	for (uint32_t n = 0; n < r->num_nodes; n++) {
+		/* The region's client, with quotas of its own: refs never reach 0 */
+		r->peer_root[n] = rt->self_client;
+		atomic_init(&r->peer_root[n].refs, 1);
+		atomic_init(&r->peer_root[n].held_timers, 0);
+		atomic_init(&r->peer_root[n].held_coros, 0);
+		atomic_init(&r->peer_root[n].held_subtasks, 0);
+		atomic_init(&r->peer_root[n].held_jobs, 0);
+		atomic_init(&r->peer_root[n].held_bytes, 0);
 	}
 	/* The region, seen as the client tasks from peers lie in; completing one replies. */
 	r->src = rt->self_client;
@@ -613,6 +700,8 @@ void rt_remote_fini(struct runtime *rt)
 	pthread_mutex_destroy(&r->outbox_lock);
 	free(r->outbox); /* what was in it lay in the region, unmapped with it */
 	free(r->homing);
+	free(r->peer_root);
+	free(r->held);
 	free(r);
 	rt->remote = NULL;
 	the_rt = NULL;

@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 
+#include <chimaera/pool_query.h>
+
 #include "transport/wire.h"
 
 struct runtime;
@@ -49,9 +51,33 @@ int rt_remote_elsewhere(const struct runtime *rt, const struct chi_container *c)
 int rt_remote_pick(const struct runtime *rt, const struct rt_pool *pool, uint64_t node,
 		   uint32_t *first);
 
-/* Send @work (its root reference held) to @node; it completes through rt_work_done() when
- * the reply comes or the link fails. */
+/* Send @work (its root reference held) to @node, for its container (DirectId); it
+ * completes through rt_work_done() when the reply comes or the link fails. */
 void rt_remote_send(struct worker *w, struct rt_work *work, uint32_t node);
+/* The same with the query @node is to resolve: a share of a Range or Broadcast. */
+void rt_remote_send_query(struct worker *w, struct rt_work *work, uint32_t node,
+			  struct chi_pool_query query);
+
+/* A node's share of a Range or Broadcast (docs/design/remote.md, "Fan-out per node"): a
+ * Range query whose count carries, in its high 32 bits, how many nodes the share covers
+ * (the receiver and the next span-1 of the range's nodes, cyclically). Only peers send
+ * them; from a client, such a count is out of range like any other. */
+#define RT_SHARE_SHIFT 32
+static inline struct chi_pool_query rt_query_share(uint32_t first, uint32_t count,
+						   uint32_t span)
+{
+	return chi_query_range(first, (uint64_t)count | (uint64_t)span << RT_SHARE_SHIFT);
+}
+
+static inline int rt_query_is_share(const struct chi_pool_query *q)
+{
+	return q->mode == CHI_QUERY_RANGE && (q->b >> RT_SHARE_SHIFT) != 0;
+}
+
+/* The nodes that hold containers [@first, @first + @count) of @pool, ascending, into @out
+ * (room for every node of the cluster). @return how many (0: out of memory). */
+uint32_t rt_remote_range_nodes(const struct runtime *rt, const struct rt_pool *pool,
+			       uint32_t first, uint32_t count, uint32_t *out);
 
 /* A TASK or REPLY frame from @node, on worker @w (cluster.c). */
 void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
@@ -60,6 +86,11 @@ void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
  * where their task completed). @return how many went; *@deadline_ns lowered to the next
  * retry while some wait. */
 int rt_remote_outbox(struct worker *w, uint64_t *deadline_ns);
+
+struct rt_client;
+
+/* Is @src the source of the tasks peers sent (they complete with a REPLY)? */
+int rt_remote_is_peer_source(const struct rt_client *src);
 
 /* Worker @w's link to @node is gone: what it carried fails with -ECONNRESET. */
 void rt_remote_link_down(struct worker *w, uint32_t node);

@@ -20,6 +20,8 @@
 
 #include <numa.h>
 
+#include <chimaera/admin.h>
+
 #include "common/log.h"
 #include "common/time_util.h"
 #include "client_link.h"
@@ -654,6 +656,10 @@ static int open_fds(struct runtime *rt, char *why, size_t why_len)
 static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 {
 	const struct config *cfg = &rt->cfg;
+	if (rt->remote) /* the admin pool: container i on node i */
+		rt_remote_mark_spread(rt, rt_pool_find(rt, (struct chi_pool_id){
+							   CHI_ADMIN_POOL_MAJOR,
+							   CHI_ADMIN_POOL_MINOR }));
 	for (uint32_t i = 0; i < cfg->num_compose; i++) {
 		const struct config_compose_entry *e = &cfg->compose[i];
 		struct chi_compose_kv kv[256];

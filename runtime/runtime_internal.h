@@ -127,6 +127,7 @@ enum rt_msg_type {
 	RT_MSG_WAKE,	      /* a subtask this suspended task awaits has completed */
 	RT_MSG_ADOPT,	      /* a lane taken from a stalled worker is mine now (token) */
 	RT_MSG_CANCEL_POOL,   /* cancel the pool's tasks suspended here on outside events */
+	RT_MSG_SEND,	      /* send this work to node @node over my link (propagate.c) */
 };
 
 struct rt_fanout;
@@ -154,6 +155,7 @@ struct rt_msg {
 	struct rt_ytask *yt;		 /* RT_MSG_WAKE */
 	uint32_t lane;			 /* RT_MSG_ADOPT, with client and token */
 	uint32_t token;
+	uint32_t node; /* RT_MSG_SEND */
 	int embedded; /* part of another object (a task's wake-up): not freed after handling */
 	struct rt_work work;
 	struct rt_msg *next;
@@ -283,6 +285,8 @@ int rt_subtask_forget_awaiter(_Atomic(struct rt_ytask *) *word, struct rt_ytask 
  * @root; freed onto @w's list. @rc as sub_alloc's. */
 void *rt_region_alloc(struct worker *w, struct rt_client *root, uint64_t size, int *rc);
 void rt_region_free(struct worker *w, void *p);
+/* Bytes of the region each worker allocates from (its slice). */
+uint64_t rt_region_slice(void);
 
 /* yield.c: tasks whose method may yield run on coroutines; the module calls of handler_api.c */
 int rt_yield_now(struct chi_request *req);
@@ -314,6 +318,10 @@ void rt_sample_workers(struct runtime *rt);
 void rt_watchdog_check(struct runtime *rt, uint64_t now_ns);
 int rt_timer_add_yt(struct worker *w, struct rt_ytask *yt, uint64_t due_ns);
 int rt_worker_post_work(struct worker *w, const struct rt_work *work);
+/* From any thread: have @w send @work (its root reference held) to @node over its own link;
+ * it completes through rt_work_done() as rt_remote_send() says. @return 0 or -ENOMEM (the
+ * caller still owns the work). */
+int rt_worker_post_send(struct worker *w, const struct rt_work *work, uint32_t node);
 void rt_worker_post_monitor(struct worker *w, struct chi_container *c);
 void rt_workers_barrier_post(struct runtime *rt, uint64_t *seen);
 int rt_workers_barrier_reached(struct runtime *rt, const uint64_t *seen);

@@ -145,6 +145,11 @@ static void block_release(struct worker *w, struct sub_hdr *h)
 	w->sub_free[h->cls] = (uint64_t)((unsigned char *)h - region);
 }
 
+uint64_t rt_region_slice(void)
+{
+	return SLICE;
+}
+
 void rt_region_free(struct worker *w, void *p)
 {
 	if (!is_subtask(p) || hdr_of(p)->magic != SUB_MAGIC) {

@@ -265,6 +265,17 @@ int rt_worker_post_work(struct worker *w, const struct rt_work *work)
 	return 0;
 }
 
+int rt_worker_post_send(struct worker *w, const struct rt_work *work, uint32_t node)
+{
+	struct rt_msg *m = new_msg(RT_MSG_SEND);
+	if (!m)
+		return -ENOMEM;
+	m->work = *work;
+	m->node = node;
+	post(w, m);
+	return 0;
+}
+
 /* Post a barrier to every worker and note where each stood: rt_workers_barrier_reached()
  * then says when every worker has handled it (all it was doing before, and everything queued
  * to it before, is done). Control thread; never blocks. */
@@ -835,6 +846,9 @@ static int poll_inbox(struct worker *w)
 		case RT_MSG_WAKE:
 			rt_yield_wake(w, m->yt);
 			break;
+		case RT_MSG_SEND:
+			rt_remote_send(w, &m->work, m->node);
+			break;
 		case RT_MSG_CANCEL_POOL: {
 			uint32_t k = rt_yield_cancel_pool(w, m->pool);
 			if (k)
@@ -1127,7 +1141,7 @@ void rt_workers_stop(struct runtime *rt)
 		 * it hanging. */
 		for (struct rt_msg *m = w->inbox, *next; m; m = next) {
 			next = m->next;
-			if (m->type == RT_MSG_RUN)
+			if (m->type == RT_MSG_RUN || m->type == RT_MSG_SEND)
 				rt_work_cancel(&m->work);
 			if (!m->embedded)
 				free(m);

@@ -1,6 +1,7 @@
 /* Typed wrappers for the bdev module (include/chimaera/bdev.h): libchimaera_bdev_client. Like
  * any module's client library it sees only the public API, so it builds out of tree too. */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <chimaera/bdev.h>
@@ -8,12 +9,9 @@
 /* A bdev task for @container with @size bytes of parameters copied from @params and room for
  * @bounce more bytes after them. */
 static int bdev_task(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
-		     uint32_t method, const void *params, uint32_t size, uint64_t bounce,
-		     struct chi_task **out)
+		     uint32_t method, const void *params, uint32_t size, struct chi_task **out)
 {
-	if (bounce > UINT32_MAX - size)
-		return -EINVAL;
-	int rc = chi_task_alloc(c, (uint32_t)(size + bounce), out);
+	int rc = chi_task_alloc(c, size, out);
 	if (rc)
 		return rc;
 	(*out)->pool = pool;
@@ -46,7 +44,7 @@ static int call(struct chi_client *c, struct chi_pool_id pool, uint32_t containe
 		uint32_t method, void *params, uint32_t size)
 {
 	struct chi_task *t;
-	int rc = bdev_task(c, pool, container, method, params, size, 0, &t);
+	int rc = bdev_task(c, pool, container, method, params, size, &t);
 	if (rc)
 		return rc;
 	rc = run(c, &t);
@@ -77,30 +75,35 @@ int chi_bdev_free(struct chi_client *c, struct chi_pool_id pool, uint32_t contai
 	return call(c, pool, container, CHI_BDEV_FREE, &p, sizeof(p));
 }
 
-/* Read or write: @buf in place when it is in the arena, else bounced through the task. */
+/* Read or write: @buf in place when it is in the arena, else bounced through an arena
+ * buffer of its own. Not through the task's parameters: they stay small, so that the task
+ * crosses to another node (whose parameters are bounded, WIRE_DEFAULT_MAX_PARAMS) with its
+ * data as a bulk section, however large. */
 static int rw(struct chi_client *c, struct chi_pool_id pool, uint32_t container,
 	      uint32_t method, uint64_t offset, void *buf, uint64_t len)
 {
 	struct chi_bdev_io_params p = { offset, { 0, len } };
-	int in_arena = chi_bulk_from_ptr(c, buf, len, &p.buf) == 0;
-	struct chi_task *t;
-
-	int rc = bdev_task(c, pool, container, method, &p, sizeof(p), in_arena ? 0 : len, &t);
-	if (rc)
-		return rc;
-	struct chi_bdev_io_params *tp = chi_task_params(t);
-	void *bounce = tp + 1;
-	if (!in_arena) {
-		chi_bulk_from_ptr(c, bounce, len, &tp->buf);
+	void *bounce = NULL;
+	if (chi_bulk_from_ptr(c, buf, len, &p.buf) != 0) {
+		if (len > SIZE_MAX || !(bounce = chi_buf_alloc(c, (size_t)len)))
+			return -ENOMEM;
+		chi_bulk_from_ptr(c, bounce, len, &p.buf);
 		if (method == CHI_BDEV_WRITE)
 			memcpy(bounce, buf, len);
 	}
-	rc = run(c, &t);
-	if (!t)
-		return rc;
-	if (rc == 0 && method == CHI_BDEV_READ && !in_arena)
-		memcpy(buf, bounce, len);
-	chi_task_free(c, t);
+	struct chi_task *t = NULL;
+	int rc = bdev_task(c, pool, container, method, &p, sizeof(p), &t);
+	if (rc == 0) {
+		rc = run(c, &t);
+		if (t && rc == 0 && bounce && method == CHI_BDEV_READ)
+			memcpy(buf, bounce, len);
+		if (t)
+			chi_task_free(c, t);
+	}
+	/* A task the runtime may still write (it died mid-call: t is NULL, rc -ECONNRESET)
+	 * keeps its buffer, as it keeps the task. */
+	if (bounce && (t || rc != -ECONNRESET))
+		chi_buf_free(c, bounce);
 	return rc;
 }
 

@@ -94,7 +94,7 @@ struct chi_admin_stats {
 	int32_t pid;
 	uint32_t num_workers;
 	uint32_t num_clients;
-	uint32_t reserved;
+	uint32_t node; /**< this runtime's node id (0 on a single node) */
 	uint64_t uptime_ns;
 	uint64_t tasks_completed;     /**< all workers, since start */
 	uint64_t tasks_failed;	      /**< completed with rc != 0 */
@@ -109,6 +109,8 @@ struct chi_admin_stats {
 	uint32_t worker_busy_pct[CHI_ADMIN_STATS_MAX_WORKERS];
 	/** ...and the tasks waiting in each worker's lanes at the last sample. */
 	uint32_t worker_queue_depth[CHI_ADMIN_STATS_MAX_WORKERS];
+	uint32_t num_nodes; /**< nodes of its cluster (1 on a single node) */
+	uint32_t peers_up;  /**< other nodes it has a link to now */
 };
 
 /**
@@ -141,6 +143,27 @@ CHI_API int chi_admin_finish(struct chi_future *future);
  */
 CHI_API int chi_admin_stats(struct chi_client *client, struct chi_admin_stats *out);
 
+/** The node the runtime a client is attached to runs as: what the calls without @c _on use. */
+#define CHI_ADMIN_THIS_NODE UINT32_MAX
+
+/**
+ * chi_admin_stats() of the runtime of cluster node @p node (CHI_ADMIN_THIS_NODE: the one the
+ * client is attached to). In a cluster, node i runs container i of the admin pool, so the
+ * task goes there as DirectId(i).
+ * @return 0; -ENXIO (no such node); -EHOSTUNREACH or -ECONNRESET (that node is down or
+ *         its link dropped); or an error of chi_admin_stats().
+ */
+CHI_API int chi_admin_stats_on(struct chi_client *client, uint32_t node,
+			       struct chi_admin_stats *out);
+
+/**
+ * Stop the runtime of cluster node @p node (CHI_ADMIN_THIS_NODE: the one the client is
+ * attached to). It completes the task, then stops as on SIGTERM.
+ * @return 0; -ECONNRESET (it stopped before its answer crossed back: the link closed);
+ *         -ENXIO (no such node); -EHOSTUNREACH (that node is down).
+ */
+CHI_API int chi_admin_stop_runtime(struct chi_client *client, uint32_t node);
+
 /** PoolStats: @c info for @c pool_id, and tasks per container into @c container_tasks
  *  (an array of uint64_t; optional: length 0). */
 #define CHI_LATENCY_BUCKETS 40
@@ -156,7 +179,12 @@ struct chi_admin_pool_stats_params {
 
 /**
  * Create a pool, or find the one of that name (same module, id and size: success; anything
- * else: -EEXIST).
+ * else: -EEXIST). In a cluster the request goes to node 0, which assigns the id, creates the
+ * pool and then has every other node create it under that id (container i on node
+ * i mod nodes; num_containers 0: one per node): it returns once every node has it, so two
+ * nodes asking for one name at the same moment get the same pool. A node that fails or is
+ * down fails the call (-EHOSTUNREACH, -ECONNRESET, or its error, with "node N: ..." in
+ * @p why) and leaves the pool on the others: calling again completes it.
  * @param pool_id NULL: the runtime assigns one.
  * @param kv      module keys as key, value, key, value... (@p num_kv pairs); may be NULL.
  * @param out     the pool's id.
@@ -174,7 +202,9 @@ CHI_API int chi_admin_get_or_create_pool(struct chi_client *client, const char *
 					 uint32_t num_kv, struct chi_pool_id *out, char *why,
 					 size_t why_len);
 
-/** Destroy a pool after its in-flight tasks. @return 0, -ENOENT, -EPERM (admin pool). */
+/** Destroy a pool after its in-flight tasks; in a cluster on every node (through node 0, as
+ *  chi_admin_get_or_create_pool()). @return 0, -ENOENT, -EPERM (admin pool), or a node's
+ *  failure as for creation. */
 CHI_API int chi_admin_destroy_pool(struct chi_client *client, struct chi_pool_id pool_id,
 				   char *why, size_t why_len);
 
@@ -182,6 +212,11 @@ CHI_API int chi_admin_destroy_pool(struct chi_client *client, struct chi_pool_id
  *  @return 0 or a negative errno. */
 CHI_API int chi_admin_list_pools(struct chi_client *client, struct chi_pool_info *out,
 				 uint32_t max, uint32_t *count);
+
+/** chi_admin_list_pools() as cluster node @p node sees it: its own containers' task counts.
+ *  @return as chi_admin_stats_on(). */
+CHI_API int chi_admin_list_pools_on(struct chi_client *client, uint32_t node,
+				    struct chi_pool_info *out, uint32_t max, uint32_t *count);
 
 /** One pool's counters; @p per_container (may be NULL) receives up to @p max per-container
  *  task counts. @return 0, -ENOENT (no such pool). */
@@ -192,6 +227,10 @@ CHI_API int chi_admin_pool_stats(struct chi_client *client, struct chi_pool_id p
  *  CHI_LATENCY_BUCKETS counters). @return 0 or -ENOENT. */
 CHI_API int chi_admin_pool_latency(struct chi_client *client, struct chi_pool_id pool_id,
 				   uint64_t *hist);
+
+/** chi_admin_pool_latency() of the containers on cluster node @p node. */
+CHI_API int chi_admin_pool_latency_on(struct chi_client *client, uint32_t node,
+				      struct chi_pool_id pool_id, uint64_t *hist);
 
 #ifdef __cplusplus
 }

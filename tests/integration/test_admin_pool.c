@@ -120,10 +120,16 @@ START_TEST(admin_routing_keeps_its_results)
 	ck_assert_int_eq(admin_task(c, 9999, 0, chi_query_local()), -EBADRQC);
 	ck_assert_int_eq(admin_task(c, 64, 0, chi_query_local()), -EBADRQC);
 	ck_assert_int_eq(admin_task(c, 2, 0, chi_query_local()), -EBADRQC);
-	const uint32_t nosys[] = { CHI_ADMIN_CREATE, CHI_ADMIN_DESTROY, CHI_ADMIN_MONITOR,
-				   CHI_ADMIN_FLUSH };
-	for (int i = 0; i < 4; i++)
+	const uint32_t nosys[] = { CHI_ADMIN_MONITOR, CHI_ADMIN_FLUSH };
+	for (int i = 0; i < 2; i++)
 		ck_assert_int_eq(admin_task(c, nosys[i], 0, chi_query_local()), -ENOSYS);
+	/* Create and Destroy are a node's part of a cluster-wide change: not for clients. */
+	ck_assert_int_eq(admin_task(c, CHI_ADMIN_CREATE,
+				    sizeof(struct chi_admin_create_pool_params), chi_query_local()),
+			 -EPERM);
+	ck_assert_int_eq(admin_task(c, CHI_ADMIN_DESTROY,
+				    sizeof(struct chi_admin_destroy_pool_params), chi_query_local()),
+			 -EPERM);
 	/* Short parameters. */
 	ck_assert_int_eq(admin_task(c, CHI_ADMIN_STATS, 8, chi_query_local()), -EINVAL);
 	ck_assert_int_eq(admin_task(c, CHI_ADMIN_SLEEP, 4, chi_query_local()), -EINVAL);

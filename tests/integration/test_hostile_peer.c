@@ -16,9 +16,7 @@
  * the nodes live and exit 0 (sanitizer-clean) when stopped, every honest result is right and
  * none hangs, the nodes' memory stays bounded, and the logs name what was refused.
  *
- * CHI_TEST_KNOWN_BUGS=1 runs instead what fails today (a flood that starves honest peers of
- * replies; undeclared bulk descriptors that reach the receiver's region); CHI_TEST_ONLY=name
- * runs one test. */
+ * CHI_TEST_ONLY=name runs one test. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -1038,25 +1036,28 @@ START_TEST(a_peer_with_the_secret_sends_tasks_no_method_accepts)
 	ck_assert_int_eq(r->rc, 0);
 	ck_assert_uint_eq(((const struct chi_sm_who_params *)r->params)->container, 4);
 
-	/* The admin pool is not for peers (its pool jobs complete on the control thread, which
-	 * has no link to reply on): refused, answered. */
+	/* The admin pool is spread like the others (container i on node i): node 1 runs its
+	 * own, and refuses another node's as for any pool. */
+	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_NOOP, chi_query_direct_id(1), NULL, 0, NULL,
+			       0),
+		  0, "admin Noop of node 1");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_NOOP, chi_query_direct_id(0), NULL, 0, NULL,
 			       0),
-		  -EPERM, "admin Noop");
+		  -ESTALE, "admin Noop of node 0");
 	struct chi_admin_create_pool_params cp;
 	memset(&cp, 0, sizeof(cp));
 	snprintf(cp.mod_name, sizeof(cp.mod_name), "small_message");
 	snprintf(cp.pool_name, sizeof(cp.pool_name), "from-a-peer");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_GET_OR_CREATE_POOL, chi_query_direct_id(0),
 			       &cp, sizeof(cp), NULL, 0),
-		  -EPERM, "GetOrCreatePool from a peer");
+		  -ESTALE, "GetOrCreatePool for node 0's container");
 	struct chi_admin_destroy_pool_params dp = { .pool_id = SM };
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_DESTROY_POOL, chi_query_direct_id(0), &dp,
 			       sizeof(dp), NULL, 0),
-		  -EPERM, "DestroyPool from a peer");
+		  -ESTALE, "DestroyPool for node 0's container");
 	expect_rc(f, send_task(f, l1, ADMIN, CHI_ADMIN_STOP_RUNTIME, chi_query_direct_id(0), NULL,
 			       0, NULL, 0),
-		  -EPERM, "StopRuntime from a peer");
+		  -ESTALE, "StopRuntime for node 0's container");
 
 	/* Every TASK had exactly one REPLY; the link is still up; nothing else came. */
 	pump(f, 200);
@@ -1582,13 +1583,12 @@ START_TEST(a_peer_without_the_secret_gets_nowhere)
 }
 END_TEST
 
-/* ---- known bugs (CHI_TEST_KNOWN_BUGS=1): each fails today; see the commit message ---- */
-
-/* A peer that stops reading, then floods: the node's region and the quotas its peers share
- * run out, a task it cannot make room for is answered by reply_now(), which needs room from
- * the same region and quota, and when that fails nobody is answered, the honest client of
- * another node included: it waits forever on a healthy link. */
-START_TEST(known_bug_a_flooding_peer_starves_honest_peers)
+/* A peer that stops reading, then floods: once it holds its share of the region (or its
+ * quotas), its tasks are refused with an answer that needs neither (remote.c, reply_now);
+ * the other peers' tasks have their own share and quotas. Before, the region and the
+ * quotas were shared by every peer: the flood took them, the refusal itself needed room
+ * from them, and the honest client of another node waited forever on a healthy link. */
+START_TEST(a_flooding_peer_does_not_starve_honest_peers)
 {
 	struct fake *f = &the_fake;
 	struct cluster *c = up(f);
@@ -1621,11 +1621,10 @@ START_TEST(known_bug_a_flooding_peer_starves_honest_peers)
 }
 END_TEST
 
-/* Methods whose parameters hold bulk descriptors they do not declare (small_message Echo):
- * a peer's task resolves them against the receiver's whole region (rt_remote's source client
- * is the region), so a peer reads and writes what it likes there; an honest client's Echo
- * on another node's container returns 0 with its output untouched. */
-START_TEST(known_bug_undeclared_descriptors_reach_the_region)
+/* An Echo whose descriptors name the receiver's memory is refused (its buffers are declared,
+ * so the frame must carry them); an honest client's Echo on another node's container
+ * returns its output. */
+START_TEST(descriptors_never_name_the_receivers_memory)
 {
 	struct fake *f = &the_fake;
 	struct cluster *c = up(f);
@@ -1661,13 +1660,10 @@ int main(void)
 				       a_peer_with_the_secret_sends_replies_nobody_asked_for,
 				       a_peer_with_the_secret_breaks_the_protocol,
 				       a_peer_with_the_secret_floods_stalls_and_falls_silent,
-				       a_peer_without_the_secret_gets_nowhere };
-	const TTest *const known[] = { known_bug_a_flooding_peer_starves_honest_peers,
-				       known_bug_undeclared_descriptors_reach_the_region };
+				       a_peer_without_the_secret_gets_nowhere,
+				       a_flooding_peer_does_not_starve_honest_peers,
+				       descriptors_never_name_the_receivers_memory };
 	size_t n = sizeof(tests) / sizeof(tests[0]);
-	if (getenv("CHI_TEST_KNOWN_BUGS")) /* what is known to fail today, to see it fixed */
-		return chi_check_main("hostile_peer_known_bugs", 280, teardown, known,
-				      sizeof(known) / sizeof(known[0]));
 	const char *only = getenv("CHI_TEST_ONLY"); /* one test by name, to look at it alone */
 	for (size_t i = 0; only && i < n; i++)
 		if (strcmp(tests[i]->name, only) == 0)

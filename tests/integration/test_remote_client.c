@@ -197,7 +197,8 @@ START_TEST(admin_and_every_query)
 	ck_assert_int_eq(sm_call(cl, CHI_SM_COUNT, chi_query_broadcast(), &cp, sizeof(cp)), 0);
 	ck_assert_uint_eq(cp.total, N);
 
-	/* A pool the remote client creates (on node 1, the one it talks to), uses, destroys. */
+	/* A pool the remote client creates (through node 1, the one it talks to: the control
+	 * plane makes it on every node), uses, destroys. */
 	struct chi_pool_id id;
 	char why[256] = "";
 	ck_assert_msg(chi_admin_get_or_create_pool(cl, "small_message", "rc_pool", NULL, 2, NULL, 0,

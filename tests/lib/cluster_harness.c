@@ -33,6 +33,7 @@ static void write_secret(const char *path, char fill)
 }
 
 static const char *extra_yaml;
+const char *cluster_networking_extra;
 const char *cluster_runtime_extra;
 
 void cluster_write_config(struct cluster *c, int node, const char *hosts, const char *secret)
@@ -47,10 +48,11 @@ void cluster_write_config(struct cluster *c, int node, const char *hosts, const 
 		 "runtime:\n  num_threads: 2\n  first_busy_wait: 20\n  run_dir: %s\n%s"
 		 "memory:\n  client_data_segment_size: 32MB\n  lanes_per_client: 4\n"
 		 "networking:\n  port: %d\n  hostfile: %s\n  wait_for_restart: 2\n"
-		 "  heartbeat_ms: 200\n%s%s%s"
+		 "  heartbeat_ms: 200\n%s%s%s%s"
 		 "logging:\n  level: info\n%s",
-		 c->run_dir, cluster_runtime_extra ? cluster_runtime_extra : "", c->port, hostfile, secret[0] ? "  secret_file: " : "", secret,
-		 secret[0] ? "\n" : "", extra_yaml ? extra_yaml : "");
+		 c->run_dir, cluster_runtime_extra ? cluster_runtime_extra : "", c->port, hostfile,
+		 secret[0] ? "  secret_file: " : "", secret, secret[0] ? "\n" : "",
+		 cluster_networking_extra ? cluster_networking_extra : "", extra_yaml ? extra_yaml : "");
 	write_file(c->config[node], text, 0644);
 }
 

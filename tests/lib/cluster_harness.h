@@ -28,6 +28,10 @@ extern const char *cluster_runtime_extra;
  * secret at all. @extra: YAML appended to every config (a compose: section), or NULL. */
 void cluster_setup(struct cluster *c, int nodes, const char *secrets, const char *extra);
 
+/* More keys of the networking: section of the configs cluster_setup() writes next (e.g.
+ * "  neighborhood_size: 2\n"), or NULL. */
+extern const char *cluster_networking_extra;
+
 /* Rewrite @node's config with hostfile text @hosts and secret path @secret ("": none). */
 void cluster_write_config(struct cluster *c, int node, const char *hosts, const char *secret);
 
