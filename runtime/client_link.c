@@ -23,6 +23,7 @@ struct rt_clink {
 	struct rt_client cl;  /* first: the source and root of its tasks (rt_client *) */
 	struct rt_link *link; /* the owner's; NULL once closed */
 	uint16_t worker;      /* the owner */
+	uint64_t held;	      /* bytes of the owner's region slice its tasks hold (owner only) */
 	_Atomic int closed;
 	struct rt_clink *next; /* every clink, under clinks.lock */
 };
@@ -31,6 +32,7 @@ struct rt_clink {
 struct ctask {
 	struct rt_sendbuf sb; /* first: the REPLY's wr_id points here */
 	struct rt_clink *k;
+	uint64_t charged; /* bytes counted in k->held and clinks.held[owner] */
 	uint64_t cookie;
 	uint16_t src_worker;
 	const struct chi_method_desc *method;
@@ -55,6 +57,9 @@ static struct {
 	 * per owner, under lock. */
 	struct ctask *outbox[CONFIG_MAX_WORKERS];
 	_Atomic uint32_t outbox_count;
+	/* Bytes of each worker's region slice that remote clients' tasks hold, all of them
+	 * together (a worker allocates and frees its own clients' blocks: owner only). */
+	uint64_t held[CONFIG_MAX_WORKERS];
 	struct runtime *rt;
 } clinks = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -152,6 +157,7 @@ void rt_clinks_fini(struct runtime *rt)
 	clinks.count = 0;
 	/* What waited in the outboxes lay in the region, unmapped with it. */
 	memset(clinks.outbox, 0, sizeof(clinks.outbox));
+	memset(clinks.held, 0, sizeof(clinks.held));
 	atomic_store_explicit(&clinks.outbox_count, 0, memory_order_relaxed);
 	clinks.rt = NULL;
 	pthread_mutex_unlock(&clinks.lock);
@@ -162,6 +168,8 @@ void rt_clinks_fini(struct runtime *rt)
 static void ctask_free(struct worker *w, struct ctask *t)
 {
 	struct rt_clink *k = t->k;
+	k->held -= t->charged;
+	clinks.held[w->index] -= t->charged;
 	rt_region_free(w, t); /* the client's quotas back, before it may go */
 	rt_client_put(w->rt, &k->cl);
 }
@@ -361,12 +369,28 @@ static void on_task(struct worker *w, struct rt_clink *k, const struct wire_msg 
 	uint64_t size = CTASK_HDR + CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
 	for (uint32_t i = 0; i < m->task.num_bulk; i++)
 		size += (m->task.bulk[i].capacity + 63) & ~63ull;
+	/* Fairness with the node's peers and its own subtasks, which allocate from the same
+	 * slice of the region (remote.c gives each peer 1/nodes of it): remote clients together
+	 * hold at most one such share of their owner's slice, and one client at most half of
+	 * it; a client holding nothing may always try one task, if the clients' share has
+	 * room. A refusal is -EBUSY: try again once earlier tasks have ended. */
+	uint32_t self, nodes, up;
+	rt_cluster_status(rt, &self, &nodes, &up);
+	uint64_t share = rt_region_slice() / (nodes ? nodes : 1);
+	if ((clinks.held[w->index] && clinks.held[w->index] + size > share) ||
+	    (k->held && k->held + size > share / 2)) {
+		reply_error(w, k, m, -EBUSY);
+		return;
+	}
 	struct ctask *t = rt_region_alloc(w, &k->cl, size, &rc);
 	if (!t) {
 		reply_error(w, k, m, rc);
 		return;
 	}
 	memset(t, 0, CTASK_HDR);
+	t->charged = size;
+	k->held += size;
+	clinks.held[w->index] += size;
 	t->k = k;
 	t->cookie = m->cookie;
 	t->src_worker = m->src_worker;

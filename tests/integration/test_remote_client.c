@@ -520,6 +520,53 @@ START_TEST(authenticated_garbage_leaves_the_runtime_unharmed)
 }
 END_TEST
 
+/* Remote clients share the region with the node's peers and subtasks: one client's tasks
+ * hold at most half of the clients' share of their worker's slice (64 MiB / 2 nodes / 2 =
+ * 16 MiB here); past it a task fails with -EBUSY, and once the others end it goes through. */
+START_TEST(a_remote_clients_share_of_runtime_memory_is_bounded)
+{
+	struct cluster *c = up();
+	/* A client config of its own: arenas large enough for 24 such tasks at once. */
+	char cfg[200], text[512];
+	snprintf(cfg, sizeof(cfg), "%s/client-big.yaml", c->dir);
+	snprintf(text, sizeof(text),
+		 "memory:\n  client_data_segment_size: 256MB\n  lanes_per_client: 2\n"
+		 "networking:\n  port: %d\n  secret_file: %s/secret-A\n",
+		 c->port, c->dir);
+	FILE *fc = fopen(cfg, "w");
+	ck_assert_ptr_nonnull(fc);
+	fputs(text, fc);
+	fclose(fc);
+	struct chi_client *cl = NULL;
+	ck_assert_int_eq(tcp_client(cfg, 1, &cl), 0);
+	enum { N = 24, BIG = 1 << 20 };
+	struct chi_task *t[N];
+	struct chi_future f[N];
+	for (int k = 0; k < N; k++) {
+		/* A Sleep with 1 MiB of parameters: copied into the runtime's region on arrival */
+		t[k] = rt_task(cl, SM, CHI_SM_SLEEP, BIG);
+		((struct chi_sm_sleep_params *)chi_task_params(t[k]))->usec = 10ull * 1000000ull;
+		t[k]->query = chi_query_local();
+		ck_assert_int_eq(chi_submit(cl, t[k], &f[k]), 0);
+	}
+	int ok = 0, busy = 0;
+	for (int k = 0; k < N; k++) {
+		int rc = chi_wait_timeout(&f[k], WAIT_NS);
+		ck_assert_msg(rc == 0 || rc == -EBUSY, "task %d: rc %d", k, rc);
+		ok += rc == 0;
+		busy += rc == -EBUSY;
+		chi_task_free(cl, t[k]);
+	}
+	ck_assert_int_ge(ok, 1);
+	ck_assert_int_ge(busy, N - 16);
+	static unsigned char v[BIG];
+	memset(v, 7, sizeof(v));
+	ck_assert_int_eq(chi_kvs_put(cl, KV, "after", 5, v, sizeof(v)), 0);
+	chi_client_disconnect(cl);
+	down(c);
+}
+END_TEST
+
 /* Threads share one remote client: each its own lane and arena, one connection. */
 struct thread_arg {
 	struct chi_client *cl;
@@ -782,7 +829,9 @@ int main(void)
 	const TTest *const tests[] = { admin_and_every_query, kvs_across_nodes,
 				       wrong_secret_refused, runtime_dies_while_waiting,
 				       authenticated_garbage_leaves_the_runtime_unharmed,
-				       quotas_bound_a_remote_client, threads_share_one_remote_client,
+				       quotas_bound_a_remote_client,
+				       a_remote_clients_share_of_runtime_memory_is_bounded,
+				       threads_share_one_remote_client,
 				       a_misbehaving_runtime_fails_the_client_cleanly };
 	return chi_check_main("remote_client", 280, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
