@@ -140,20 +140,18 @@ static int send_msg(struct chi_client *c, const struct wire_msg *m, int lock)
 	return rc;
 }
 
-/* Read until @buf holds a whole frame (handshake only: the reader thread has its own loop).
- * @return the frame's length, or -errno. */
-static long recv_frame(struct client_tcp *tc, uint8_t *buf, size_t cap, size_t *have,
-		       uint64_t deadline)
+/* Read one whole frame into @buf (handshake only: the reader thread has its own loop), and
+ * not a byte more: the runtime may send frames right behind its last handshake message, and
+ * those are the reader thread's. @return the frame's length, or -errno. */
+static long recv_frame(struct client_tcp *tc, uint8_t *buf, size_t cap, uint64_t deadline)
 {
+	size_t have = 0;
+	uint64_t need = WIRE_HEADER_SIZE;
 	for (;;) {
-		uint64_t need = 0;
-		if (*have > 0) {
-			int rc = wire_frame_need(buf, *have, &tc->lim, &need);
-			if (rc)
-				return -EPROTO;
-			if (need > cap)
-				return -EPROTO; /* a handshake frame is small */
-			if (*have >= need && need >= WIRE_HEADER_SIZE)
+		if (have > 0) {
+			if (wire_frame_need(buf, have, &tc->lim, &need) != 0 || need > cap)
+				return -EPROTO; /* not ours, or more than a handshake frame */
+			if (have >= WIRE_HEADER_SIZE && have == need)
 				return (long)need;
 		}
 		uint64_t now = time_now_ns();
@@ -163,13 +161,13 @@ static long recv_frame(struct client_tcp *tc, uint8_t *buf, size_t cap, size_t *
 		int ms = (int)((deadline - now) / 1000000ull) + 1;
 		if (poll(&p, 1, ms) < 0 && errno != EINTR)
 			return -errno;
-		ssize_t r = read(tc->fd, buf + *have, cap - *have);
+		ssize_t r = read(tc->fd, buf + have, need - have);
 		if (r == 0)
 			return -ECONNRESET;
 		if (r < 0 && errno != EAGAIN && errno != EINTR)
 			return -errno;
 		if (r > 0)
-			*have += (size_t)r;
+			have += (size_t)r;
 	}
 }
 
@@ -231,7 +229,7 @@ static int handshake(struct chi_client *c, const uint8_t key[HS_KEY_LEN])
 			     .wire_minor = WIRE_VERSION_MINOR, .proto = TCP_CLUSTER_PROTO };
 	_Alignas(8) uint8_t in[512];
 	uint8_t out[HS_MAX_MSG];
-	size_t outlen = sizeof(out), have = 0;
+	size_t outlen = sizeof(out);
 	uint64_t deadline = time_now_ns() + TCP_CONNECT_TIMEOUT_NS;
 	int rc = hs_init(&hs, HS_INITIATOR, key, &me, HS_NODE_CLIENT);
 	if (rc)
@@ -252,7 +250,7 @@ static int handshake(struct chi_client *c, const uint8_t key[HS_KEY_LEN])
 		}
 		if (rc == HS_DONE)
 			break;
-		long len = recv_frame(tc, in, sizeof(in), &have, deadline);
+		long len = recv_frame(tc, in, sizeof(in), deadline);
 		struct wire_msg m;
 		if (len < 0) {
 			rc = (int)len;
@@ -262,8 +260,6 @@ static int handshake(struct chi_client *c, const uint8_t key[HS_KEY_LEN])
 			rc = -EPROTO;
 			break;
 		}
-		memmove(in, in + len, have - (size_t)len);
-		have -= (size_t)len;
 		if (m.type == WIRE_CLOSE) {
 			rc = m.close.reason == WIRE_CLOSE_AUTH	  ? -EACCES :
 			     m.close.reason == WIRE_CLOSE_VERSION ? -EPROTO :

@@ -712,12 +712,28 @@ static void fake_runtime(int lfd, const char *secret, enum fake_mode mode)
 		struct wire_msg r = { .type = hs_msg_is_hello(out, outlen) ? WIRE_HELLO : WIRE_AUTH };
 		r.opaque.data = out;
 		r.opaque.len = (uint32_t)outlen;
-		if (outlen && raw_send(fd, &r))
+		if (rc == HS_DONE) {
+			/* The last handshake message and a PING in one write: the client must not
+			 * lose what comes right behind the handshake. */
+			struct wire_out a, p;
+			struct wire_msg ping = { .type = WIRE_PING, .cookie = 99 };
+			uint8_t both[512];
+			if (wire_encode(&a, &r, NULL) || wire_encode(&p, &ping, NULL))
+				_exit(5);
+			size_t n = 0;
+			for (int k = 0; k < a.iovcnt; k++, n += a.iov[k - 1].iov_len)
+				memcpy(both + n, a.iov[k].iov_base, a.iov[k].iov_len);
+			memcpy(both + n, p.iov[0].iov_base, p.iov[0].iov_len);
+			n += p.iov[0].iov_len;
+			if (write(fd, both, n) != (ssize_t)n)
+				_exit(5);
+		} else if (outlen && raw_send(fd, &r)) {
 			_exit(5);
+		}
 	}
-	do /* the client's first frame after its PINGs: the describe request */
+	do /* the client's first frame after its PINGs and PONGs: the describe request */
 		fake_recv(fd, buf, sizeof(buf), &m);
-	while (m.type == WIRE_PING);
+	while (m.type == WIRE_PING || m.type == WIRE_PONG);
 	if (mode == FAKE_GARBAGE) {
 		static const char junk[] = "HTTP/1.1 200 OK\r\n\r\nnot a runtime at all, sorry";
 		if (write(fd, junk, sizeof(junk)) < 0)
