@@ -114,6 +114,7 @@ uint32_t rt_clink_id(const struct rt_clink *k)
 void rt_clink_closed(struct runtime *rt, struct rt_clink *k)
 {
 	k->link = NULL;
+	/* R31: pairs with A31 in rt_clinks_reap. */
 	atomic_store_explicit(&k->closed, 1, memory_order_release);
 	/* R12 (as the control thread's detach of a local client): its queued work stops. */
 	atomic_store_explicit(&k->cl.cancelled, 1, memory_order_release);
@@ -132,7 +133,8 @@ void rt_clinks_reap(struct runtime *rt)
 	pthread_mutex_lock(&clinks.lock);
 	for (struct rt_clink **pp = &clinks.all; *pp;) {
 		struct rt_clink *k = *pp;
-		/* A4: pairs with R4 in rt_client_put: the last holder is done with it. */
+		/* A31: pairs with R31 in rt_clink_closed; A4: with R4 in rt_client_put (the last
+		 * holder is done with it). */
 		if (!atomic_load_explicit(&k->closed, memory_order_acquire) ||
 		    atomic_load_explicit(&k->cl.refs, memory_order_acquire) != 0) {
 			pp = &k->next;
@@ -243,6 +245,7 @@ static void outbox_put(struct ctask *t)
 	pthread_mutex_lock(&clinks.lock);
 	t->next = clinks.outbox[owner];
 	clinks.outbox[owner] = t;
+	/* R30: pairs with A30 in rt_clink_outbox. */
 	atomic_fetch_add_explicit(&clinks.outbox_count, 1, memory_order_release);
 	struct runtime *rt = clinks.rt;
 	pthread_mutex_unlock(&clinks.lock);
@@ -277,7 +280,7 @@ int rt_clink_outbox(struct worker *w, uint64_t *deadline_ns)
 {
 	struct ctask *list, *keep = NULL;
 	int n = 0;
-	/* A13: pairs with the release in outbox_put (the lock orders the rest). */
+	/* A30: pairs with R30 in outbox_put (the lock orders the rest). */
 	if (!atomic_load_explicit(&clinks.outbox_count, memory_order_acquire))
 		return 0;
 	pthread_mutex_lock(&clinks.lock);
