@@ -252,12 +252,12 @@ static int handshake(struct chi_client *c, const uint8_t key[HS_KEY_LEN])
 			break;
 		long len = recv_frame(tc, in, sizeof(in), deadline);
 		struct wire_msg m;
-		if (len < 0) {
-			rc = (int)len;
-			break;
-		}
-		if (wire_decode(in, (size_t)len, &tc->lim, &m) != 0) {
-			rc = -EPROTO;
+		if (len < 0 || wire_decode(in, (size_t)len, &tc->lim, &m) != 0) {
+			rc = len < 0 ? (int)len : -EPROTO;
+			if (rc == -EPROTO)
+				CHI_LOG_ERROR("%s does not speak the Chimaera wire protocol (is it a "
+					      "runtime's networking.port?)",
+					      tc->peer);
 			break;
 		}
 		if (m.type == WIRE_CLOSE) {

@@ -673,6 +673,7 @@ END_TEST
 /* ---- a "runtime" that holds the secret and misbehaves, for the client's side ---- */
 
 enum fake_mode {
+	FAKE_NOT_A_RUNTIME, /* answers the HELLO with bytes that are no frame */
 	FAKE_GARBAGE,	/* bytes that are no frame */
 	FAKE_TRUNCATED, /* half a frame header, then a hang-up */
 	FAKE_BAD_REPLY, /* describes, then a REPLY that does not fit the task, then CLOSE */
@@ -698,6 +699,13 @@ static void fake_runtime(int lfd, const char *secret, enum fake_mode mode)
 	int fd = accept(lfd, NULL, NULL);
 	if (fd < 0)
 		_exit(2);
+	if (mode == FAKE_NOT_A_RUNTIME) {
+		static const char no[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+		fake_recv(fd, buf, sizeof(buf), &m);
+		if (write(fd, no, sizeof(no) - 1) < 0)
+			_exit(6);
+		pause();
+	}
 	struct hs hs;
 	struct hs_ids me = { 0, 0, WIRE_VERSION_MAJOR, WIRE_VERSION_MINOR, 1 };
 	if (hs_init(&hs, HS_RESPONDER, key, &me, 1) || hs_accept_clients(&hs))
@@ -787,7 +795,7 @@ START_TEST(a_misbehaving_runtime_fails_the_client_cleanly)
 		fputc('a' + i % 19, f);
 	fclose(f);
 	ck_assert_int_eq(chmod(secret, 0600), 0);
-	for (int mode = FAKE_GARBAGE; mode <= FAKE_BAD_REPLY; mode++) {
+	for (int mode = FAKE_NOT_A_RUNTIME; mode <= FAKE_BAD_REPLY; mode++) {
 		int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		struct sockaddr_in sa = { .sin_family = AF_INET };
 		socklen_t sl = sizeof(sa);
@@ -808,6 +816,12 @@ START_TEST(a_misbehaving_runtime_fails_the_client_cleanly)
 			fake_runtime(lfd, secret, (enum fake_mode)mode);
 		close(lfd);
 		struct chi_client *cl = NULL;
+		if (mode == FAKE_NOT_A_RUNTIME) {
+			ck_assert_int_eq(tcp_client(cfg, 0, &cl), -EPROTO);
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			continue;
+		}
 		ck_assert_int_eq(tcp_client(cfg, 0, &cl), 0);
 		struct chi_future fu;
 		int rc = chi_admin_noop_async(cl, &fu);
