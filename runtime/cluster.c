@@ -52,7 +52,8 @@ struct rt_link {
 	uint32_t addr_index;
 	uint32_t rx_count; /* frames received (the heartbeat compares it between beats) */
 	uint32_t rx_seen;
-	uint32_t silent; /* heartbeats without a frame from the peer */
+	uint32_t silent; /* heartbeats without a byte from the peer */
+	uint64_t rx_bytes_seen; /* net_ep_rx_bytes() at the last beat */
 	uint64_t deadline; /* of the handshake */
 	uint64_t backoff;  /* before the next dial */
 	uint64_t next_dial;
@@ -77,7 +78,7 @@ struct rt_wnet {
 };
 
 #define HEARTBEAT_POLLS 64
-#define SILENT_BEATS 5 /* beats without a frame: the peer is dead, or stuck (or one of its
+#define SILENT_BEATS 5 /* beats without a byte: the peer is dead, or stuck (or one of its
 			* workers ran a handler that long: handlers must be short) */
 
 /* The worker's epoll data for its network context: not 0 (its own doorbell), which it
@@ -191,8 +192,12 @@ static void send_ping(struct rt_cluster *cl, struct rt_link *l, uint64_t cookie)
  * and what went out on it fails instead of waiting forever. @ping: ours, so we ask. */
 static void beat_link(struct rt_cluster *cl, struct worker *w, struct rt_link *l, int ping)
 {
-	if (l->rx_count != l->rx_seen) {
+	/* Bytes, not frames: a 64 MiB frame on a slow path (a remote client's link) may take
+	 * longer than five beats to arrive, and its sender is not dead meanwhile. */
+	uint64_t rx = net_ep_rx_bytes(l->ep);
+	if (l->rx_count != l->rx_seen || rx != l->rx_bytes_seen) {
 		l->rx_seen = l->rx_count;
+		l->rx_bytes_seen = rx;
 		l->silent = 0;
 	} else if (++l->silent >= SILENT_BEATS) {
 		CHI_LOG_WARN("worker %u: node %u sent nothing for %u heartbeats: closing the link",

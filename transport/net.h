@@ -119,6 +119,10 @@ int net_ep_move(struct net_ep *ep, struct net_ctx *dst);
 void net_ep_set_user(struct net_ep *ep, void *user);
 void *net_ep_user(const struct net_ep *ep);
 
+/* Bytes received on @ep so far, whole frames or not: a peer whose large frame is still
+ * arriving is alive, though no frame has completed for a while. */
+uint64_t net_ep_rx_bytes(const struct net_ep *ep);
+
 /* The peer's address, for logs and for matching a node. */
 int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen);
 

@@ -48,6 +48,7 @@ struct net_ep {
 	socklen_t peerlen;
 	uint64_t connect_deadline;
 	uint32_t epoll_mask;
+	uint64_t rx_bytes; /* received so far: liveness while a large frame arrives */
 	/* posted sends, a ring of max_sends */
 	struct send_wr *sq;
 	uint32_t sq_head, sq_tail;
@@ -425,6 +426,7 @@ static int ep_read(struct net_ep *ep, struct net_event *ev, int room)
 		return 0;
 	}
 	ep->rlen += (size_t)r;
+	ep->rx_bytes += (uint64_t)r;
 	return deliver(ep, ev, room);
 }
 
@@ -866,6 +868,11 @@ void net_ep_set_user(struct net_ep *ep, void *user)
 void *net_ep_user(const struct net_ep *ep)
 {
 	return ep->user;
+}
+
+uint64_t net_ep_rx_bytes(const struct net_ep *ep)
+{
+	return ep->rx_bytes;
 }
 
 int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen)
