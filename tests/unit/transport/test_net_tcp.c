@@ -175,6 +175,9 @@ START_TEST(frames_both_ways_in_order)
 	PUMP(p.srv, &p.ss, p.cli, &p.cs,
 	     p.ss.recv == 8 && p.cs.recv == 8 && p.cs.sends_done == 8 && p.ss.sends_done == 8);
 	ck_assert(!p.ss.bad_order && !p.cs.bad_order);
+	/* Every byte received is counted (the heartbeats' liveness): 8 PINGs each way. */
+	ck_assert_uint_eq(net_ep_rx_bytes(p.s), 8 * a[0].size);
+	ck_assert_uint_eq(net_ep_rx_bytes(p.c), 8 * b[0].size);
 	char buf[64];
 	struct sockaddr_storage peer;
 	socklen_t len;
