@@ -619,14 +619,15 @@ static uint32_t next_tag(struct chi_client *c, struct client_lane *lane, struct 
 	return tag;
 }
 
-/* CHI_IPC_MODE=TCP: each task its own TASK frame (client_tcp.c). */
+/* CHI_IPC_MODE=TCP: the tasks go out as TASK frames, several per sendmsg (client_tcp.c). */
 static int submit_tcp(struct chi_client *c, struct chi_task *const *tasks, int n,
 		      struct chi_future *out)
 {
-	int done = 0, err = 0;
-	while (done < n) {
+	int ok = 0, err = 0;
+	/* The valid prefix, in flight from here on as far as the records' words say. */
+	while (ok < n) {
 		uint32_t off;
-		struct chi_task *t = tasks[done];
+		struct chi_task *t = tasks[ok];
 		if (task_offset(c, t, &off) != 0 || !submittable(c, t)) {
 			err = -EINVAL;
 			break;
@@ -634,15 +635,22 @@ static int submit_tcp(struct chi_client *c, struct chi_task *const *tasks, int n
 		_Atomic uint16_t *r = rec_of(c, t);
 		if (r) /* in flight: its state word says when it is done */
 			atomic_store_explicit(r, 0, memory_order_relaxed);
-		err = client_tcp_submit(c, t);
-		if (err) {
+		ok++;
+	}
+	int done = ok ? client_tcp_submit_batch(c, tasks, ok) : 0;
+	if (done < 0) {
+		err = done;
+		done = 0;
+	}
+	for (int i = 0; i < ok; i++) {
+		if (i < done) {
+			out[i].task = tasks[i];
+			out[i].client = c;
+		} else {
+			_Atomic uint16_t *r = rec_of(c, tasks[i]);
 			if (r)
 				mark_idle(r);
-			break;
 		}
-		out[done].task = t;
-		out[done].client = c;
-		done++;
 	}
 	return done ? done : err;
 }

@@ -108,10 +108,11 @@ void client_mark_dead(struct chi_client *c);
  * layout) and starts the reader; close undoes it (the segment is the caller's to unmap). */
 int client_tcp_connect(struct chi_client *c, const struct chi_client_opts *opts);
 void client_tcp_close(struct chi_client *c);
-/* Send @t (checked by the caller: a record of ours, not in flight) as a TASK frame.
- * @return 0 (in flight, or completed at once with its own error), -ECONNRESET, -ESHUTDOWN,
- *         -ETIMEDOUT (the runtime did not describe the pool), -ENOMEM, -EBUSY. */
-int client_tcp_submit(struct chi_client *c, struct chi_task *t);
+/* Send @tasks[0..@n) (checked by the caller: records of ours, not in flight) as TASK frames,
+ * up to 16 per sendmsg. @return how many were taken (in flight, or completed at once with
+ * their own error), or, when none was: -ECONNRESET, -ESHUTDOWN, -ETIMEDOUT (the runtime did
+ * not describe the pool), -ENOMEM, -EBUSY. */
+int client_tcp_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n);
 
 /* Submit *@t and wait for it. @return its rc. *@t becomes NULL when the caller must not touch
  * the task any more: the submit failed (it was freed) or the runtime died (it may still be

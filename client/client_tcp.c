@@ -674,10 +674,12 @@ static void *reader_main(void *arg)
 
 /* ---- submit ---- */
 
-/* The TASK frame of @t (its op filled), sent whole. @return 0, or -errno for the task:
- * -EFAULT (a bulk descriptor outside this client's memory), the encoder's refusal,
- * -ECONNRESET. */
-static int send_task(struct chi_client *c, struct chi_task *t, struct tcp_op *op)
+/* The TASK frame of @t (its op filled) into @out, pointing at the record, the parameters
+ * and the IN buffers where they lie. @return 0, or -errno for the task: -EINVAL (shorter than
+ * its method's bulk fields), -EFAULT (a bulk descriptor outside this client's memory), the
+ * encoder's refusal. */
+static int build_task(struct chi_client *c, struct chi_task *t, struct tcp_op *op,
+		      struct wire_out *out)
 {
 	struct wire_msg m = { .type = WIRE_TASK, .cookie = op->cookie, .src_node = HS_NODE_CLIENT };
 	const void *params = chi_task_params(t);
@@ -702,53 +704,90 @@ static int send_task(struct chi_client *c, struct chi_task *t, struct tcp_op *op
 		if (s->length)
 			s->data = (const char *)c->base + b.offset;
 	}
-	struct wire_out out;
-	int rc = wire_encode(&out, &m, &c->tcp->lim);
-	if (rc)
-		return wire_errno(rc);
-	pthread_mutex_lock(&c->tcp->send_lock);
-	rc = send_all(c, out.iov, out.iovcnt);
-	pthread_mutex_unlock(&c->tcp->send_lock);
-	return rc;
+	int rc = wire_encode(out, &m, &c->tcp->lim);
+	return rc ? wire_errno(rc) : 0;
 }
 
-int client_tcp_submit(struct chi_client *c, struct chi_task *t)
+/* Tasks sent with one sendmsg at most (their iovecs together stay far below IOV_MAX). */
+#define TCP_BATCH 16
+
+/* Up to TCP_BATCH tasks: each registered and its frame built, then all sent at once.
+ * @return how many were taken (sent, or completed at once with their own error), or -errno
+ *         when none was. */
+static int submit_some(struct chi_client *c, struct chi_task *const *tasks, int n)
 {
 	struct client_tcp *tc = c->tcp;
+	struct wire_out out[TCP_BATCH];
+	struct tcp_op *ops[TCP_BATCH];
+	struct iovec iov[TCP_BATCH * WIRE_MAX_IOV];
+	int taken = 0, framed = 0, iovcnt = 0, rc = 0;
+	if (n > TCP_BATCH)
+		n = TCP_BATCH;
+	for (; taken < n; taken++) {
+		struct chi_task *t = tasks[taken];
+		struct tcp_op *op = malloc(sizeof(*op));
+		if (!op) {
+			rc = -ENOMEM;
+			break;
+		}
+		op->task = t;
+		op->pool = t->pool;
+		op->params_size = t->params_size;
+		rc = method_bulk(c, t->pool, t->method, op);
+		if (rc == 0)
+			rc = op_register(tc, op);
+		if (rc) {
+			free(op);
+			break;
+		}
+		t->rc = 0;
+		atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
+				      memory_order_relaxed);
+		int own = build_task(c, t, op, &out[framed]);
+		if (own) { /* the task's own fault: it completes with it, as the runtime would */
+			op_take(tc, op->cookie);
+			free(op);
+			complete(t, own);
+			continue;
+		}
+		memcpy(iov + iovcnt, out[framed].iov, sizeof(iov[0]) * (size_t)out[framed].iovcnt);
+		iovcnt += out[framed].iovcnt;
+		ops[framed++] = op;
+	}
+	if (framed) {
+		pthread_mutex_lock(&tc->send_lock);
+		int s = send_all(c, iov, iovcnt);
+		pthread_mutex_unlock(&tc->send_lock);
+		if (s) { /* none of them reached the runtime whole: they were not submitted */
+			for (int i = 0; i < framed; i++) {
+				if (op_take(tc, ops[i]->cookie) != ops[i])
+					continue; /* cannot happen: no reply before the whole frame */
+				atomic_store_explicit((_Atomic uint32_t *)&ops[i]->task->state,
+						      CHI_TASK_NEW, memory_order_relaxed);
+				free(ops[i]);
+			}
+			return s;
+		}
+	}
+	return taken ? taken : rc;
+}
+
+int client_tcp_submit_batch(struct chi_client *c, struct chi_task *const *tasks, int n)
+{
+	int done = 0;
 	if (atomic_load_explicit(&c->dead, memory_order_relaxed))
 		return -ECONNRESET;
 	if (atomic_load_explicit(&c->hdr->runtime_state, memory_order_acquire) != SHM_SEG_RUNNING)
 		return -ESHUTDOWN;
-	struct tcp_op *op = malloc(sizeof(*op));
-	if (!op)
-		return -ENOMEM;
-	op->task = t;
-	op->pool = t->pool;
-	op->params_size = t->params_size;
-	int rc = method_bulk(c, t->pool, t->method, op);
-	if (rc == 0)
-		rc = op_register(tc, op);
-	if (rc) {
-		free(op);
-		return rc;
+	while (done < n) {
+		int k = submit_some(c, tasks + done, n - done);
+		if (k < 0)
+			return done ? done : k;
+		done += k;
+		if (k < TCP_BATCH && done < n)
+			return done; /* stopped early: the next one failed */
 	}
-	t->rc = 0;
-	atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_SUBMITTED,
-			      memory_order_relaxed);
-	rc = send_task(c, t, op);
-	if (rc == 0)
-		return 0;
-	if (op_take(tc, op->cookie) != op)
-		return 0; /* answered already (cannot happen before the whole frame left) */
-	free(op);
-	if (rc == -ECONNRESET) {
-		atomic_store_explicit((_Atomic uint32_t *)&t->state, CHI_TASK_NEW,
-				      memory_order_relaxed);
-		return rc;
-	}
-	/* The task's own fault: it completes with that error, as the runtime would. */
-	complete(t, rc);
-	return 0;
+	return done;
 }
 
 /* ---- connect and disconnect ---- */

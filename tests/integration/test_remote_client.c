@@ -176,6 +176,23 @@ START_TEST(admin_and_every_query)
 		chi_buf_free(cl, out);
 	}
 
+	/* A descriptor outside the client's memory: -EFAULT, as from a local runtime. */
+	struct chi_sm_echo_params bad = { .in = { 1ull << 40, 16 }, .out = { 0, 0 } };
+	ck_assert_int_eq(sm_call(cl, CHI_SM_ECHO, chi_query_direct_id(0), &bad, sizeof(bad)),
+			 -EFAULT);
+	/* A batch stops at a task that is not ours to submit: what came before went. */
+	struct chi_task *two[3] = { rt_task(cl, SM, CHI_SM_NOOP, 0), NULL,
+				    rt_task(cl, SM, CHI_SM_NOOP, 0) };
+	static struct chi_task not_ours;
+	two[1] = &not_ours;
+	struct chi_future tf[3];
+	ck_assert_int_eq(chi_submit_batch(cl, two, 3, tf), 1);
+	ck_assert_int_eq(chi_wait_timeout(&tf[0], WAIT_NS), 0);
+	ck_assert_int_eq(chi_submit(cl, two[2], &tf[2]), 0);
+	ck_assert_int_eq(chi_wait_timeout(&tf[2], WAIT_NS), 0);
+	chi_task_free(cl, two[0]);
+	chi_task_free(cl, two[2]);
+
 	/* Subtasks awaited in handlers, node to node; many tasks in flight at once. */
 	struct chi_sm_chain_params ch = { .depth = 6 };
 	ck_assert_int_eq(sm_call(cl, CHI_SM_CHAIN, chi_query_direct_id(0), &ch, sizeof(ch)), 0);
@@ -187,8 +204,12 @@ START_TEST(admin_and_every_query)
 		t[k] = rt_task(cl, SM, CHI_SM_COUNT, sizeof(struct chi_sm_count_params));
 		((struct chi_sm_count_params *)chi_task_params(t[k]))->add = 1;
 		t[k]->query = chi_query_direct_id((uint64_t)k % CONTAINERS);
-		ck_assert_int_eq(chi_submit(cl, t[k], &fs[k]), 0);
 	}
+	/* Half one by one, half in batches (several frames per sendmsg). */
+	for (int k = 0; k < N / 2; k++)
+		ck_assert_int_eq(chi_submit(cl, t[k], &fs[k]), 0);
+	for (int k = N / 2; k < N; k += 50)
+		ck_assert_int_eq(chi_submit_batch(cl, t + k, 50, fs + k), 50);
 	for (int k = 0; k < N; k++) {
 		ck_assert_int_eq(chi_wait_timeout(&fs[k], WAIT_NS), 0);
 		chi_task_free(cl, t[k]);
