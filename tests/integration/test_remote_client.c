@@ -497,6 +497,26 @@ START_TEST(authenticated_garbage_leaves_the_runtime_unharmed)
 	} while (r.type != WIRE_REPLY);
 	ck_assert_uint_eq(r.cookie, 77);
 	ck_assert_int_eq(r.reply.rc, -ENOENT);
+	/* A node's share of a fan-out (a Range whose count carries a span) is no client's to
+	 * send: read as a plain Range, it is out of range. */
+	_Alignas(64) struct chi_task share = { .state = CHI_TASK_SUBMITTED, .pool = SM,
+					       .method = CHI_SM_WHO,
+					       .params_size = sizeof(struct chi_sm_who_params) };
+	share.query = chi_query_range(0, 2);
+	share.query.b |= 2ull << 32;
+	struct chi_sm_who_params who = { 0 };
+	m = (struct wire_msg){ .type = WIRE_TASK, .cookie = 78, .src_node = HS_NODE_CLIENT };
+	m.task.hdr = &share;
+	m.task.params = &who;
+	m.task.params_size = sizeof(who);
+	ck_assert_int_eq(raw_send(fd, &m), 0);
+	do {
+		len = raw_recv(fd, buf, sizeof(buf));
+		ck_assert_int_gt(len, 0);
+		ck_assert_int_eq(wire_decode(buf, (size_t)len, NULL, &r), 0);
+	} while (r.type != WIRE_REPLY);
+	ck_assert_uint_eq(r.cookie, 78);
+	ck_assert_int_eq(r.reply.rc, -ENXIO);
 	m = (struct wire_msg){ .type = WIRE_REPLY, .cookie = 5, .src_node = HS_NODE_CLIENT };
 	ck_assert_int_eq(raw_send(fd, &m), 0);
 	ck_assert(hung_up(fd));
