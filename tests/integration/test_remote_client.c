@@ -348,11 +348,22 @@ START_TEST(runtime_dies_while_waiting)
 	t->query = chi_query_direct_id(1); /* node 1's own container */
 	struct chi_future f;
 	ck_assert_int_eq(chi_submit(cl, t, &f), 0);
+	/* Many more in flight, on both nodes (through node 1). */
+	enum { MANY = 100 };
+	static struct chi_future many[MANY];
+	for (int k = 0; k < MANY; k++) {
+		struct chi_task *s = rt_task(cl, SM, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+		((struct chi_sm_sleep_params *)chi_task_params(s))->usec = 120ull * 1000000ull;
+		s->query = chi_query_direct_id((uint64_t)k % CONTAINERS);
+		ck_assert_int_eq(chi_submit(cl, s, &many[k]), 0);
+	}
 	ck_assert_int_eq(chi_wait_timeout(&f, 200000000ull), -ETIMEDOUT); /* still sleeping */
 	ck_assert_int_eq(kill(c->pid[1], SIGKILL), 0);
 	waitpid(c->pid[1], NULL, 0);
 	c->pid[1] = 0;
 	ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), -ECONNRESET);
+	for (int k = 0; k < MANY; k++)
+		ck_assert_int_eq(chi_wait_timeout(&many[k], WAIT_NS), -ECONNRESET);
 	ck_assert_int_eq(chi_test(&f), -ECONNRESET);
 	struct chi_future g;
 	int rc = chi_admin_noop_async(cl, &g);
