@@ -167,8 +167,10 @@ static int my_endpoint(const struct config *cfg, uint32_t local_rank, char *out,
 				     cfg->bind);
 	} else {
 		char why[512];
-		if (gethostname(host, sizeof(host)) != 0)
-			return failf(err, err_len, -errno, "gethostname: %s", strerror(errno));
+		if (gethostname(host, sizeof(host)) != 0) {
+			int e = errno;
+			return failf(err, err_len, -e, "gethostname: %s", strerror(e));
+		}
 		host[sizeof(host) - 1] = '\0';
 		if (membership_host_addr(host, NULL, &a, why, sizeof(why)) != 0)
 			return failf(err, err_len, -EINVAL,

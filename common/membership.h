@@ -197,7 +197,8 @@ int membership_endpoint_parse(const char *text, struct membership_addr *a, uint1
 
 /**
  * Build @p m from one endpoint per node, node id = index (a launcher's ranks), this process
- * being node @p self. Each node's host is its endpoint text, its line 0.
+ * being node @p self. Each node's host is its endpoint text, its line 0. The texts are
+ * copied: the caller keeps @p endpoints; membership_fini() releases what @p m holds.
  * @param source Says where the endpoints came from, for messages and m->source.
  * @param err "source: node N: reason" on failure.
  * @return 0; -EINVAL (an endpoint that does not parse, two nodes at one address and port,
