@@ -950,11 +950,12 @@ static int local_cluster_node(const struct config *cfg, uint32_t *node, char *er
 	return 1;
 }
 
-/* Bootstrap pmix: the launcher knows the membership and this process may not be one of its
+/* Bootstrap pmix: the launcher knows the membership and this process is not one of its
  * ranks, so no PMIx here (a CLI that did PMIx_Init before `runtime start --daemon` forks
- * would leave the child a PMIx library with no progress thread). CHI_NODE_ID, else
- * PMIX_RANK (the PMIx server sets it for a command it launched), else the lowest node that
- * has a runtime socket in the run directory. */
+ * would leave the child a PMIx library with no progress thread). CHI_NODE_ID, else the
+ * lowest node that has a runtime socket in the run directory: the runtime of this machine.
+ * Not PMIX_RANK: a client that is an MPI application launched by srun or mpirun has its own
+ * job's rank there (rank 17 of 64), not a node id of the runtimes' job. */
 static int pmix_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len)
 {
 	char dir[PATH_MAX], prefix[64];
@@ -963,9 +964,6 @@ static int pmix_client_node(const struct config *cfg, uint32_t *node, char *err,
 	if (env && *env)
 		return membership_node_id_parse(env, "CHI_NODE_ID", UINT32_MAX, node, err,
 						err_len);
-	env = getenv("PMIX_RANK");
-	if (env && *env)
-		return membership_node_id_parse(env, "PMIX_RANK", UINT32_MAX, node, err, err_len);
 	config_run_dir(cfg, dir, sizeof(dir));
 	snprintf(prefix, sizeof(prefix), "runtime-%d-node", cfg->port);
 	DIR *d = opendir(dir);

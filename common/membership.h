@@ -147,9 +147,9 @@ int membership_local_cluster_dir(const struct config *cfg, char *buf, size_t len
  * port (membership_local_cluster_dir holds a hostfile): then CHI_NODE_ID's node, else node 0.
  * A cluster config: CHI_NODE_ID when set; else the one node with an address of this
  * machine; when several have one (a cluster on one machine), the lowest of them.
- * Bootstrap `pmix` (the membership is the launcher's, unknown here): CHI_NODE_ID, else
- * PMIX_RANK (a command run under the same launcher), else the lowest node whose runtime
- * socket exists on this machine for the config's port.
+ * Bootstrap `pmix` (the membership is the launcher's, unknown here): CHI_NODE_ID, else the
+ * lowest node whose runtime socket exists on this machine for the config's port. PMIX_RANK
+ * is not used: a client that is a rank of its own MPI job has its job's rank there.
  * @return 0, or as membership_load() with @p err filled.
  */
 int membership_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len);

@@ -4,8 +4,9 @@
 #   1. refusals without a launcher: `runtime start` outside a PMIx job names the cause, and
 #      `runtime start --daemon` is refused (the launcher's job must hold the runtime);
 #   2. `mpirun -np 3 chimaera runtime start`: each node reports its rank as node id, nodes 3,
-#      peers_up 2; a command with no CHI_NODE_ID reaches the lowest node, and one run under
-#      mpirun the node of its own rank (PMIX_RANK);
+#      peers_up 2; a command with no CHI_NODE_ID reaches the lowest node, also when it runs
+#      under mpirun itself (as a client that is an MPI application would: its PMIX_RANK is
+#      its own job's, not a node id);
 #   3. kvs Puts through node 0 read back through nodes 1 and 2 (every key crosses a node:
 #      the pool has a container on each), and a Put through node 2 read through node 0;
 #   4. `chimaera runtime stop` on each node: every runtime exits, mpirun exits 0, nothing is
@@ -195,8 +196,8 @@ s=$(timeout 10 "$BIN" runtime status --config "$CONF" 2>&1)
 [ "$(sed -n 's/^node: //p' <<<"$s")" = 0 ] && ok "no CHI_NODE_ID: the lowest node here (0)" ||
 	bad "runtime status without CHI_NODE_ID: $s"
 s=$(timeout 60 "${MPIRUN[@]}" "$BIN" runtime status --config "$CONF" 2>&1)
-if [ "$(grep -c '^node: [012]$' <<<"$s")" = 3 ] && [ "$(grep '^node: ' <<<"$s" | sort -u | wc -l)" = 3 ]; then
-	ok "runtime status under mpirun: each rank reaches its own node (PMIX_RANK)"
+if [ "$(grep -c '^node: 0$' <<<"$s")" = 3 ]; then
+	ok "runtime status as 3 ranks of another mpirun job: node 0 each (PMIX_RANK is not a node id)"
 else
 	bad "runtime status under mpirun: $s"
 fi

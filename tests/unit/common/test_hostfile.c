@@ -1014,6 +1014,50 @@ START_TEST(host_addr_is_the_first_usable_one)
 }
 END_TEST
 
+/* bootstrap pmix, client side: CHI_NODE_ID, else the lowest node with a runtime socket in
+ * the run directory for the config's port; never PMIX_RANK (a client's own MPI rank). */
+START_TEST(pmix_client_node_is_the_local_runtime)
+{
+	struct config cfg;
+	char dir[] = "/tmp/chi-pmix-client-XXXXXX", path[256];
+	uint32_t node = 0;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	config_with(&cfg, "pmix", "");
+	snprintf(cfg.run_dir, sizeof(cfg.run_dir), "%s", dir);
+	cfg.port = 9413;
+	unsetenv("CHI_NODE_ID");
+	setenv("PMIX_RANK", "17", 1);
+
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), -ENOENT);
+	ck_assert_msg(strstr(err, "no runtime of port 9413 on this machine"), "%s", err);
+	static const char *const names[] = {
+		"runtime-9413-node2.sock", "runtime-9413-node1.sock", "runtime-9413-node0.lock",
+		"runtime-9414-node0.sock", "runtime-9413-nodex.sock", "runtime-9413-node.sock",
+		"runtime-9413-node3.sock.tmp",
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		write_file(path, "");
+	}
+	ck_assert_msg(membership_client_node(&cfg, &node, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(node, 1);
+	setenv("CHI_NODE_ID", "5", 1);
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), 0);
+	ck_assert_uint_eq(node, 5);
+	setenv("CHI_NODE_ID", "x", 1);
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), -EINVAL);
+	unsetenv("CHI_NODE_ID");
+	unsetenv("PMIX_RANK");
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -1051,6 +1095,7 @@ int main(void)
 		endpoints_format_and_parse,
 		membership_from_launcher_endpoints,
 		host_addr_is_the_first_usable_one,
+		pmix_client_node_is_the_local_runtime,
 	};
 
 	log_threshold = CHI_LOG_LEVEL_ERROR;
