@@ -383,6 +383,11 @@ report() {
 }
 
 remote_main() {
+	local bootstrap
+	bootstrap=$(yaml_get networking bootstrap)
+	[ "$CMD" != start ] || [ "${bootstrap,,}" != pmix ] ||
+		die "$CONFIG has networking.bootstrap pmix: its nodes are the ranks of a PMIx launcher;" \
+			"start them with slurm-start (srun --mpi=pmix) or mpirun (docs/deploy.md, \"PMIx\")"
 	read_hostfile
 	if [ "$CMD" = start ]; then
 		if all_loopback; then check_secret loopback; else check_secret any; fi

@@ -185,6 +185,7 @@ expect 0 "--mpi=pmix" "--pmix with a pmix config" -n --pmix slurm-start -c pmix.
 expect 2 "--pmix: $T/slurm.yaml has networking.bootstrap 'none': set it to pmix" "--pmix with a hostfile config" -n --pmix slurm-start -c slurm.yaml
 printf 'networking:\n  bootstrap: pmix\n' >"$T/pmixnosecret.yaml"
 expect 2 "names no networking.secret_file" "--pmix: nodes beyond loopback need the secret" -n slurm-start -c pmixnosecret.yaml
+expect 2 "start them with slurm-start (srun --mpi=pmix) or mpirun" "ssh start of a pmix config: refused" -n start -c pmix.yaml -H "$T/hosts"
 unset SLURM_JOB_ID SLURM_JOB_NODELIST
 
 # ---- a real cluster on loopback through a stand-in ssh / pdsh ----
