@@ -1,0 +1,213 @@
+/* Review of the control plane, fan-out per node and peer fairness (ebe84be..91b9e1d): each
+ * case shows one defect found in review and fails until it is fixed. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <chimaera/chimaera.h>
+#include <chimaera/small_message.h>
+
+#include "check_main.h"
+#include "cluster_harness.h"
+#include "rt_harness.h"
+
+#define ADMIN ((struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR })
+#define WAIT_NS (60ull * 1000000000ull)
+
+static struct cluster the_cluster;
+
+static void teardown(void)
+{
+	cluster_teardown(&the_cluster);
+}
+
+static struct cluster *up(int nodes)
+{
+	struct cluster *c = &the_cluster;
+	cluster_setup(c, nodes, nodes == 2 ? "AA" : "AAA", NULL);
+	for (int i = 0; i < nodes; i++)
+		cluster_start_node(c, i);
+	for (int i = 0; i < nodes; i++)
+		ck_assert_msg(cluster_wait_peers(c, i, (uint32_t)nodes - 1), "node %d never joined",
+			      i);
+	return c;
+}
+
+static struct chi_client *client_of(struct cluster *c, int node)
+{
+	struct chi_client_opts o = { .config_path = c->config[node] };
+	char id[8];
+	snprintf(id, sizeof(id), "%d", node);
+	setenv("CHI_NODE_ID", id, 1);
+	struct chi_client *cl = NULL;
+	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
+	return cl;
+}
+
+static int create(struct chi_client *cl, const char *name, struct chi_pool_id *id)
+{
+	char why[256] = "";
+	int rc = chi_admin_get_or_create_pool(cl, "small_message", name, NULL, 0, NULL, 0, id,
+					      why, sizeof(why));
+	if (rc)
+		fprintf(stderr, "create '%s': %d (%s)\n", name, rc, why);
+	return rc;
+}
+
+static int listed_on(struct chi_client *cl, uint32_t node, const char *name,
+		     struct chi_pool_id *id)
+{
+	struct chi_pool_info info[64];
+	uint32_t n = 0;
+	ck_assert_int_eq(chi_admin_list_pools_on(cl, node, info, 64, &n), 0);
+	for (uint32_t i = 0; i < n && i < 64; i++)
+		if (strcmp(info[i].pool_name, name) == 0) {
+			*id = info[i].pool_id;
+			return 1;
+		}
+	return 0;
+}
+
+/* A Who to container @container of @pool: its rc. */
+static int who(struct chi_client *cl, struct chi_pool_id pool, uint32_t container)
+{
+	struct chi_task *t = rt_task(cl, pool, CHI_SM_WHO, sizeof(struct chi_sm_who_params));
+	struct chi_future f;
+	t->query = chi_query_direct_id(container);
+	ck_assert_int_eq(chi_submit(cl, t, &f), 0);
+	int rc = chi_wait_timeout(&f, WAIT_NS);
+	ck_assert_int_ne(rc, -ETIMEDOUT);
+	chi_task_free(cl, t);
+	return rc;
+}
+
+/* Submit without waiting: a Sleep of @usec on container @container. */
+static struct chi_task *start_sleep(struct chi_client *cl, struct chi_pool_id pool,
+				    uint32_t container, uint64_t usec, struct chi_future *f)
+{
+	struct chi_task *t = rt_task(cl, pool, CHI_SM_SLEEP, sizeof(struct chi_sm_sleep_params));
+	((struct chi_sm_sleep_params *)chi_task_params(t))->usec = usec;
+	t->query = chi_query_direct_id(container);
+	ck_assert_int_eq(chi_submit(cl, t, f), 0);
+	return t;
+}
+
+/* Submit without waiting: a DestroyPool of @pool. */
+static struct chi_task *start_destroy(struct chi_client *cl, struct chi_pool_id pool,
+				      struct chi_future *f)
+{
+	struct chi_task *t = rt_task(cl, ADMIN, CHI_ADMIN_DESTROY_POOL,
+				     sizeof(struct chi_admin_destroy_pool_params));
+	((struct chi_admin_destroy_pool_params *)chi_task_params(t))->pool_id = pool;
+	ck_assert_int_eq(chi_submit(cl, t, f), 0);
+	return t;
+}
+
+/* Until container @container of @pool answers -ESHUTDOWN (its node is destroying it). */
+static void wait_draining(struct chi_client *cl, struct chi_pool_id pool, uint32_t container)
+{
+	for (int spins = 0; spins < 1000; spins++) {
+		if (who(cl, pool, container) == -ESHUTDOWN)
+			return;
+		usleep(10000);
+	}
+	ck_abort_msg("container %u of %u.%u never started draining", container, pool.major,
+		     pool.minor);
+}
+
+/* Finding 1. A follower's part of a DestroyPool (an admin Destroy job whose task came from
+ * node 0) is still in progress when the follower stops: shutdown_runtime() frees the remote
+ * state (rt_remote_fini: the peer roots and the peer source) before rt_jobs_fini() completes
+ * that job into them (job_done: held_jobs of the freed peer root, rt_task_finish on the freed
+ * source, outbox_put through the_rt == NULL). The node must still exit cleanly. */
+START_TEST(a_follower_stopping_during_a_propagated_destroy_exits_cleanly)
+{
+	struct cluster *c = up(2);
+	struct chi_client *cl0 = client_of(c, 0), *cl1 = client_of(c, 1);
+	struct chi_pool_id id;
+	ck_assert_int_eq(create(cl0, "rv_held", &id), 0);
+	/* A 20 s Sleep on node 1's container holds node 1's destroy in DESTROY_SUSPENDED. */
+	struct chi_future fs, fd;
+	(void)start_sleep(cl1, id, 1, 20ull * 1000000ull, &fs);
+	usleep(200000);
+	struct chi_task *d = start_destroy(cl0, id, &fd);
+	wait_draining(cl1, id, 1); /* node 0 forgot it at once: ask node 1 */
+	int st = cluster_stop_node(c, 1);
+	/* Node 0's DestroyPool must be answered (node 1 went away), not hang. */
+	int rc = chi_wait_timeout(&fd, WAIT_NS);
+	ck_assert_int_ne(rc, -ETIMEDOUT);
+	chi_task_free(cl0, d);
+	chi_client_disconnect(cl0);
+	ck_assert_msg(st == 0, "node 1 exit status %d: it crashed while stopping (see its log)",
+		      st);
+	ck_assert_int_eq(cluster_stop_node(c, 0), 0);
+}
+END_TEST
+
+/* Finding 2. The leader answers GetOrCreatePool from its own table while its own part of a
+ * DestroyPool of that pool still waits in its job queue (deferred behind another destroy),
+ * and then tells the other nodes, which already destroyed it, to create it again under the
+ * old id. When the leader's deferred destroy runs, the pool is gone on node 0 and lives on
+ * node 1: the client was told 0, the tables differ, and the name stays stuck (a new
+ * GetOrCreatePool gives a new id that node 1 refuses as a conflict; DestroyPool of the old
+ * id is -ENOENT on the leader). */
+START_TEST(a_create_racing_a_deferred_destroy_leaves_one_table)
+{
+	struct cluster *c = up(2);
+	struct chi_client *cl = client_of(c, 0);
+	struct chi_pool_id q, p;
+	ck_assert_int_eq(create(cl, "rv_slow", &q), 0);
+	ck_assert_int_eq(create(cl, "rv_name", &p), 0);
+	/* Node 0's destroy of rv_slow waits 4 s for a Sleep on its container 0. */
+	struct chi_future fs, fq, fp;
+	struct chi_task *s = start_sleep(cl, q, 0, 4ull * 1000000ull, &fs);
+	usleep(200000);
+	struct chi_task *dq = start_destroy(cl, q, &fq);
+	wait_draining(cl, q, 0);
+	/* rv_name: node 1 destroys it at once; node 0's part waits behind rv_slow's. */
+	struct chi_task *dp = start_destroy(cl, p, &fp);
+	struct chi_pool_id seen;
+	int spins = 0;
+	while (listed_on(cl, 1, "rv_name", &seen) && spins++ < 1000)
+		usleep(10000);
+	ck_assert_msg(spins < 1000, "node 1 never destroyed rv_name");
+	/* The name, asked for again while the destroy is under way. */
+	struct chi_pool_id again = { 0, 0 };
+	int rc = create(cl, "rv_name", &again);
+	ck_assert_int_eq(chi_wait_timeout(&fs, WAIT_NS), 0);
+	ck_assert_int_eq(chi_wait_timeout(&fq, WAIT_NS), 0);
+	ck_assert_int_eq(chi_wait_timeout(&fp, WAIT_NS), 0);
+	chi_task_free(cl, s);
+	chi_task_free(cl, dq);
+	chi_task_free(cl, dp);
+	if (rc == 0) { /* then it must exist, under that id, on every node */
+		for (uint32_t n = 0; n < 2; n++) {
+			ck_assert_msg(listed_on(cl, n, "rv_name", &seen),
+				      "GetOrCreatePool gave %u.%u, but node %u lacks the pool",
+				      again.major, again.minor, n);
+			ck_assert_uint_eq(seen.major, again.major);
+			ck_assert_uint_eq(seen.minor, again.minor);
+		}
+		ck_assert_int_eq(who(cl, again, 0), 0);
+		ck_assert_int_eq(who(cl, again, 1), 0);
+	}
+	/* And the name can be had again, everywhere. */
+	ck_assert_int_eq(create(cl, "rv_name", &again), 0);
+	ck_assert_int_eq(who(cl, again, 0), 0);
+	ck_assert_int_eq(who(cl, again, 1), 0);
+	chi_client_disconnect(cl);
+	ck_assert_int_eq(cluster_stop_node(c, 1), 0);
+	ck_assert_int_eq(cluster_stop_node(c, 0), 0);
+}
+END_TEST
+
+int main(void)
+{
+	const TTest *const tests[] = { a_follower_stopping_during_a_propagated_destroy_exits_cleanly,
+				       a_create_racing_a_deferred_destroy_leaves_one_table };
+	return chi_check_main("review_findings", 240, teardown, tests,
+			      sizeof(tests) / sizeof(tests[0]));
+}
