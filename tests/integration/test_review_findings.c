@@ -24,16 +24,21 @@ static void teardown(void)
 	cluster_teardown(&the_cluster);
 }
 
-static struct cluster *up(int nodes)
+static struct cluster *up_with(int nodes, const char *extra)
 {
 	struct cluster *c = &the_cluster;
-	cluster_setup(c, nodes, nodes == 2 ? "AA" : "AAA", NULL);
+	cluster_setup(c, nodes, nodes == 2 ? "AA" : "AAA", extra);
 	for (int i = 0; i < nodes; i++)
 		cluster_start_node(c, i);
 	for (int i = 0; i < nodes; i++)
 		ck_assert_msg(cluster_wait_peers(c, i, (uint32_t)nodes - 1), "node %d never joined",
 			      i);
 	return c;
+}
+
+static struct cluster *up(int nodes)
+{
+	return up_with(nodes, NULL);
 }
 
 static struct chi_client *client_of(struct cluster *c, int node)
@@ -204,10 +209,74 @@ START_TEST(a_create_racing_a_deferred_destroy_leaves_one_table)
 }
 END_TEST
 
+/* Finding 3. The leader's Create and Destroy on a follower are charged to the leader's peer
+ * root there, under the per-client quota runtime.client_max_pool_jobs (held_jobs, taken in
+ * rt_jobs_submit): when a follower's destroys queue behind a slow one, its part of further
+ * DestroyPools is refused with -EDQUOT while the leader (and every other node) destroyed the
+ * pool. The tables then differ for good: DestroyPool again is -ENOENT on the leader, which
+ * propagates nothing, so the follower keeps the pool. A DestroyPool, retried until it says
+ * 0 or -ENOENT, must leave the pool on no node. */
+START_TEST(a_destroy_refused_by_one_node_can_be_completed)
+{
+	struct cluster *c = up_with(2, "runtime.client_max_pool_jobs: 4\n");
+	struct chi_client *cl[2] = { client_of(c, 0), client_of(c, 0) }, *cl1 = client_of(c, 1);
+	enum { POOLS = 5 };
+	struct chi_pool_id q, p[POOLS];
+	ck_assert_int_eq(create(cl[0], "rv_slow", &q), 0);
+	for (int i = 0; i < POOLS; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "rv_p%d", i);
+		ck_assert_int_eq(create(cl[0], name, &p[i]), 0);
+	}
+	/* Node 1's destroy of rv_slow waits 4 s for a Sleep on its container 1. */
+	struct chi_future fs, fq, fp[POOLS];
+	struct chi_task *s = start_sleep(cl1, q, 1, 4ull * 1000000ull, &fs);
+	usleep(200000);
+	struct chi_task *dq = start_destroy(cl[0], q, &fq), *dp[POOLS];
+	wait_draining(cl1, q, 1);
+	for (int i = 0; i < POOLS; i++)
+		dp[i] = start_destroy(cl[(i + 1) % 2], p[i], &fp[i]);
+	int rc[POOLS];
+	ck_assert_int_eq(chi_wait_timeout(&fs, WAIT_NS), 0);
+	ck_assert_int_eq(chi_wait_timeout(&fq, WAIT_NS), 0);
+	for (int i = 0; i < POOLS; i++) {
+		rc[i] = chi_wait_timeout(&fp[i], WAIT_NS);
+		ck_assert_int_ne(rc[i], -ETIMEDOUT);
+		if (rc[i])
+			fprintf(stderr, "DestroyPool rv_p%d: %d (%s)\n", i, rc[i],
+				((struct chi_admin_destroy_pool_params *)chi_task_params(dp[i]))->why);
+		chi_task_free(cl[(i + 1) % 2], dp[i]);
+	}
+	chi_task_free(cl1, s);
+	chi_task_free(cl[0], dq);
+	for (int i = 0; i < POOLS; i++) {
+		char why[256], name[32];
+		snprintf(name, sizeof(name), "rv_p%d", i);
+		/* Retry as a user would, until done or gone. */
+		for (int tries = 0; rc[i] != 0 && rc[i] != -ENOENT && tries < 20; tries++) {
+			usleep(100000);
+			rc[i] = chi_admin_destroy_pool(cl[0], p[i], why, sizeof(why));
+		}
+		for (uint32_t n = 0; n < 2; n++) {
+			struct chi_pool_id seen;
+			ck_assert_msg(!listed_on(cl[0], n, name, &seen),
+				      "%s: DestroyPool says %d, but node %u still has it", name,
+				      rc[i], n);
+		}
+	}
+	chi_client_disconnect(cl[0]);
+	chi_client_disconnect(cl[1]);
+	chi_client_disconnect(cl1);
+	ck_assert_int_eq(cluster_stop_node(c, 1), 0);
+	ck_assert_int_eq(cluster_stop_node(c, 0), 0);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { a_follower_stopping_during_a_propagated_destroy_exits_cleanly,
-				       a_create_racing_a_deferred_destroy_leaves_one_table };
+				       a_create_racing_a_deferred_destroy_leaves_one_table,
+				       a_destroy_refused_by_one_node_can_be_completed };
 	return chi_check_main("review_findings", 240, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }
