@@ -272,11 +272,53 @@ START_TEST(a_destroy_refused_by_one_node_can_be_completed)
 }
 END_TEST
 
+/* Finding 4. Create and Destroy (admin methods 0 and 1) check only that their task came
+ * from a peer (rt_from_control_plane): a client that names another node's admin container
+ * (DirectId(n)) has its own node forward the task, which then arrives from a peer and runs.
+ * Any client thereby makes or destroys a pool on one node alone, which the control plane
+ * exists to prevent (a_client_cannot_make_a_pool_on_one_node_alone tries only Local). */
+START_TEST(a_client_cannot_reach_another_nodes_create_or_destroy)
+{
+	struct cluster *c = up(2);
+	struct chi_client *cl = client_of(c, 1);
+	struct chi_pool_id id, seen;
+	ck_assert_int_eq(create(cl, "rv_kept", &id), 0);
+	/* Destroy on node 0 alone, from a client of node 1. */
+	struct chi_task *t = rt_task(cl, ADMIN, CHI_ADMIN_DESTROY,
+				     sizeof(struct chi_admin_destroy_pool_params));
+	((struct chi_admin_destroy_pool_params *)chi_task_params(t))->pool_id = id;
+	t->query = chi_query_direct_id(0);
+	struct chi_future f;
+	ck_assert_int_eq(chi_submit(cl, t, &f), 0);
+	int rc = chi_wait_timeout(&f, WAIT_NS);
+	chi_task_free(cl, t);
+	ck_assert_msg(listed_on(cl, 0, "rv_kept", &seen),
+		      "a client's Destroy (rc %d) removed the pool from node 0 alone", rc);
+	ck_assert_int_eq(rc, -EPERM);
+	/* Create on node 0 alone. */
+	t = rt_task(cl, ADMIN, CHI_ADMIN_CREATE, sizeof(struct chi_admin_create_pool_params));
+	struct chi_admin_create_pool_params *p = chi_task_params(t);
+	snprintf(p->mod_name, sizeof(p->mod_name), "small_message");
+	snprintf(p->pool_name, sizeof(p->pool_name), "rv_sneaky");
+	t->query = chi_query_direct_id(0);
+	ck_assert_int_eq(chi_submit(cl, t, &f), 0);
+	rc = chi_wait_timeout(&f, WAIT_NS);
+	chi_task_free(cl, t);
+	ck_assert_msg(!listed_on(cl, 0, "rv_sneaky", &seen),
+		      "a client's Create (rc %d) made a pool on node 0 alone", rc);
+	ck_assert_int_eq(rc, -EPERM);
+	chi_client_disconnect(cl);
+	ck_assert_int_eq(cluster_stop_node(c, 1), 0);
+	ck_assert_int_eq(cluster_stop_node(c, 0), 0);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { a_follower_stopping_during_a_propagated_destroy_exits_cleanly,
 				       a_create_racing_a_deferred_destroy_leaves_one_table,
-				       a_destroy_refused_by_one_node_can_be_completed };
+				       a_destroy_refused_by_one_node_can_be_completed,
+				       a_client_cannot_reach_another_nodes_create_or_destroy };
 	return chi_check_main("review_findings", 240, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }
