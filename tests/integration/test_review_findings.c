@@ -313,12 +313,41 @@ START_TEST(a_client_cannot_reach_another_nodes_create_or_destroy)
 }
 END_TEST
 
+/* Finding 5. A pool whose id the client chose with a major of RT_MAX_POOLS * 2 or more is
+ * created on every node but never marked spread (rt_remote_mark_spread ignores such majors
+ * and rt_container_node then says "this node" for every container): each node holds every
+ * container, a DirectId or Broadcast stays on the node it was sent from, and the nodes'
+ * copies of the data diverge. Such an id must be refused, or the pool spread as any other. */
+START_TEST(a_pool_with_a_large_chosen_id_is_spread_or_refused)
+{
+	struct cluster *c = up(2);
+	struct chi_client *cl = client_of(c, 1);
+	struct chi_pool_id want = { 4096, 0 }, id = { 0, 0 };
+	char why[256] = "";
+	int rc = chi_admin_get_or_create_pool(cl, "small_message", "rv_big_id", &want, 0, NULL, 0,
+					      &id, why, sizeof(why));
+	if (rc == 0) {
+		uint32_t where[4] = { 9, 9, 9, 9 }, count = 0;
+		ck_assert_int_eq(chi_admin_locate_pool(cl, id, where, 4, &count), 0);
+		ck_assert_uint_eq(count, 2);
+		for (uint32_t i = 0; i < count; i++)
+			ck_assert_msg(where[i] == i % 2,
+				      "pool %u.%u: container %u on node %u, not node %u",
+				      id.major, id.minor, i, where[i], i % 2);
+	}
+	chi_client_disconnect(cl);
+	ck_assert_int_eq(cluster_stop_node(c, 1), 0);
+	ck_assert_int_eq(cluster_stop_node(c, 0), 0);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { a_follower_stopping_during_a_propagated_destroy_exits_cleanly,
 				       a_create_racing_a_deferred_destroy_leaves_one_table,
 				       a_destroy_refused_by_one_node_can_be_completed,
-				       a_client_cannot_reach_another_nodes_create_or_destroy };
+				       a_client_cannot_reach_another_nodes_create_or_destroy,
+				       a_pool_with_a_large_chosen_id_is_spread_or_refused };
 	return chi_check_main("review_findings", 240, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }
