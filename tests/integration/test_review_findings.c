@@ -22,6 +22,7 @@ static struct cluster the_cluster;
 static void teardown(void)
 {
 	cluster_teardown(&the_cluster);
+	rt_stop_all();
 }
 
 static struct cluster *up_with(int nodes, const char *extra)
@@ -387,6 +388,26 @@ START_TEST(a_restarted_leader_never_reuses_a_live_pool_id)
 }
 END_TEST
 
+/* Finding 7 (client library). chi_admin_locate_pool() with @nodes NULL and @max > 0 returns
+ * -EINVAL after it allocated its arena buffer, and never frees it: each such call leaks
+ * max * 4 bytes of the client's segment until allocations fail. */
+START_TEST(locate_pool_with_no_array_leaks_nothing)
+{
+	struct rt_harness h;
+	ck_assert_int_eq(rt_start(&h, 1, 50, NULL), 0);
+	struct chi_client *cl;
+	ck_assert_int_eq(rt_connect(&h, &cl), 0);
+	uint32_t count = 0;
+	for (int i = 0; i < 64; i++)
+		ck_assert_int_eq(chi_admin_locate_pool(cl, ADMIN, NULL, 1u << 20, &count), -EINVAL);
+	void *buf = chi_buf_alloc(cl, 4u << 20);
+	ck_assert_msg(buf != NULL, "the segment's arena is gone: 64 calls leaked 4 MiB each");
+	chi_buf_free(cl, buf);
+	chi_client_disconnect(cl);
+	ck_assert_int_eq(rt_stop(&h), 0);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = { a_follower_stopping_during_a_propagated_destroy_exits_cleanly,
@@ -394,7 +415,8 @@ int main(void)
 				       a_destroy_refused_by_one_node_can_be_completed,
 				       a_client_cannot_reach_another_nodes_create_or_destroy,
 				       a_pool_with_a_large_chosen_id_is_spread_or_refused,
-				       a_restarted_leader_never_reuses_a_live_pool_id };
+				       a_restarted_leader_never_reuses_a_live_pool_id,
+				       locate_pool_with_no_array_leaks_nothing };
 	return chi_check_main("review_findings", 240, teardown, tests,
 			      sizeof(tests) / sizeof(tests[0]));
 }
