@@ -289,3 +289,39 @@ int chi_admin_pool_latency_on(struct chi_client *c, uint32_t node, struct chi_po
 		chi_task_free(c, t);
 	return rc;
 }
+
+int chi_admin_locate_pool(struct chi_client *c, struct chi_pool_id pool_id, uint32_t *nodes,
+			  uint32_t max, uint32_t *count)
+{
+	struct chi_admin_locate_pool_params *p;
+	struct chi_task *t;
+	uint32_t *buf = max ? chi_buf_alloc(c, (size_t)max * sizeof(uint32_t)) : NULL;
+
+	if ((max && !buf) || (max && !nodes))
+		return max && !nodes ? -EINVAL : -ENOMEM;
+	int rc = admin_task(c, CHI_ADMIN_LOCATE_POOL, sizeof(*p), &t);
+	if (rc) {
+		chi_buf_free(c, buf);
+		return rc;
+	}
+	p = chi_task_params(t);
+	p->pool_id = pool_id;
+	if (buf)
+		chi_bulk_from_ptr(c, buf, (uint64_t)max * sizeof(uint32_t), &p->nodes);
+	rc = client_run(c, &t);
+	if (!t) {
+		if (rc != -ECONNRESET)
+			chi_buf_free(c, buf);
+		return rc;
+	}
+	if (rc == 0) {
+		*count = p->num_containers;
+		if (buf)
+			memcpy(nodes, buf,
+			       (size_t)(p->num_containers < max ? p->num_containers : max) *
+				       sizeof(uint32_t));
+	}
+	chi_task_free(c, t);
+	chi_buf_free(c, buf);
+	return rc;
+}

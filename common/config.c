@@ -263,8 +263,8 @@ static int set_choice(struct load_ctx *lc, const struct key_desc *k, const yaml_
 #ifndef CHI_HAVE_PMIX
 		if (strcmp(words[i], "pmix") == 0)
 			return fail(lc, v, k->name,
-				    "pmix: not built with PMIx support; use hostfile "
-				    "(docs/config.md, \"PMIx\")");
+				    "pmix: built without PMIx support: install libpmix-dev and "
+				    "rebuild, or use hostfile (docs/config.md, \"PMIx\")");
 #endif
 		snprintf((char *)lc->cfg + k->offset, k->max, "%s", words[i]);
 		if (strcmp(k->name, "networking.bootstrap") == 0)

@@ -71,7 +71,7 @@ struct config {
 	/* networking */
 	int port;
 	uint32_t neighborhood_size;
-	char bootstrap[16]; /* "none", "hostfile" or "pmix" (refused until PMIx support lands) */
+	char bootstrap[16]; /* "none", "hostfile" or "pmix" (refused by a build without PMIx) */
 	char hostfile[PATH_MAX];
 	uint64_t wait_for_restart_s;
 	uint64_t heartbeat_ms; /* PING each peer link this often; 5 silent beats: dead. 0: off */

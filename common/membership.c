@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -248,6 +249,11 @@ static int check_endpoints(struct membership *m, char *err, size_t err_len)
 	char text[MEMBERSHIP_ADDR_STRLEN];
 	const struct membership_node *a = &m->nodes[earlier], *b = &m->nodes[later];
 	membership_addr_format(&shared, text, sizeof(text));
+	if (b->line == 0) /* no hostfile: nodes from endpoints (a launcher's ranks) */
+		return failf(err, err_len, -EINVAL,
+			     "%s: node %u is at %s, the same address and port as node %u; two "
+			     "nodes on one machine need different addresses or ports",
+			     m->source, later, b->host, earlier);
 	return failf(err, err_len, -EINVAL,
 		     "%s:%u: %s is %s port %u, the same address and port as node %u (line %u: "
 		     "%s); two nodes on one machine need different addresses or ports",
@@ -337,6 +343,136 @@ fail:
 	free(first);
 	membership_fini(m);
 	return rc;
+}
+
+/* ---- endpoints ---- */
+
+void membership_endpoint_format(const struct membership_addr *a, uint16_t port, char *buf,
+				size_t len)
+{
+	char text[MEMBERSHIP_ADDR_STRLEN];
+
+	membership_addr_format(a, text, sizeof(text));
+	if (a->family == AF_INET6)
+		snprintf(buf, len, "[%s]:%u", text, port);
+	else
+		snprintf(buf, len, "%s:%u", text, port);
+}
+
+int membership_endpoint_parse(const char *text, struct membership_addr *a, uint16_t *port)
+{
+	char host[MEMBERSHIP_ADDR_STRLEN];
+	const char *colon, *start = text;
+	size_t n;
+
+	if (!text)
+		return -EINVAL;
+	if (text[0] == '[') {
+		const char *close = strchr(text, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		start = text + 1;
+		n = (size_t)(close - start);
+		colon = close + 1;
+	} else {
+		colon = strrchr(text, ':');
+		/* A bare IPv6 address has colons of its own: it must be bracketed. */
+		if (!colon || memchr(text, ':', (size_t)(colon - text)))
+			return -EINVAL;
+		n = (size_t)(colon - text);
+	}
+	if (n == 0 || n >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, start, n);
+	host[n] = '\0';
+	const char *digits = colon + 1;
+	size_t nd = strlen(digits);
+	if (nd == 0 || nd > 5 || strspn(digits, "0123456789") != nd)
+		return -EINVAL;
+	unsigned long p = strtoul(digits, NULL, 10);
+	if (p == 0 || p > 65535)
+		return -EINVAL;
+	/* "fe80::1%2": the scope is a number here (an interface index, as formatted). */
+	uint32_t scope = 0;
+	char *pct = strchr(host, '%');
+	if (pct) {
+		size_t ns = strlen(pct + 1);
+		if (ns == 0 || ns > 10 || strspn(pct + 1, "0123456789") != ns)
+			return -EINVAL;
+		unsigned long long v = strtoull(pct + 1, NULL, 10);
+		if (v > UINT32_MAX)
+			return -EINVAL;
+		scope = (uint32_t)v;
+		*pct = '\0';
+	}
+	if (membership_addr_parse(host, a) != 0 || addr_unusable(a) ||
+	    (pct && a->family != AF_INET6) || (text[0] == '[') != (a->family == AF_INET6))
+		return -EINVAL;
+	a->scope_id = scope;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int membership_from_endpoints(const char *const *endpoints, uint32_t n, uint32_t self,
+			      const char *source, struct membership *m, char *err, size_t err_len)
+{
+	size_t strings = 0, used = 0;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	m->self = MEMBERSHIP_NO_NODE;
+	snprintf(m->source, sizeof(m->source), "%s", source ? source : "endpoints");
+	if (n == 0 || self >= n)
+		return failf(err, err_len, -EINVAL, "%s: node %u of %u nodes", m->source, self,
+			     n);
+	for (uint32_t i = 0; i < n; i++)
+		strings += strlen(endpoints[i]) + 1;
+	m->nodes = calloc(n, sizeof(*m->nodes));
+	m->addrs = calloc(n, sizeof(*m->addrs));
+	m->strings = malloc(strings);
+	if (!m->nodes || !m->addrs || !m->strings) {
+		rc = failf(err, err_len, -ENOMEM, "%s: out of memory", m->source);
+		goto fail;
+	}
+	m->num_nodes = n;
+	for (uint32_t i = 0; i < n; i++) {
+		struct membership_node *node = &m->nodes[i];
+		size_t len = strlen(endpoints[i]) + 1;
+		if (membership_endpoint_parse(endpoints[i], &m->addrs[i], &node->port) != 0) {
+			rc = failf(err, err_len, -EINVAL,
+				   "%s: node %u: '%.80s' is not an endpoint (address:port)",
+				   m->source, i, endpoints[i]);
+			goto fail;
+		}
+		memcpy(m->strings + used, endpoints[i], len);
+		node->host = m->strings + used;
+		used += len;
+		node->addrs = &m->addrs[i];
+		node->num_addrs = 1;
+	}
+	rc = check_endpoints(m, err, err_len);
+	if (rc)
+		goto fail;
+	/* The launcher said which rank this is, and self published its own endpoint. */
+	m->self = self;
+	m->self_local = 1;
+	return 0;
+fail:
+	membership_fini(m);
+	return rc;
+}
+
+int membership_host_addr(const char *host, const struct membership_opts *opts,
+			 struct membership_addr *out, char *err, size_t err_len)
+{
+	struct membership_addr found[MEMBERSHIP_MAX_ADDRS];
+	uint32_t n = 0;
+	char why[256];
+
+	if (resolve_name(opts, host, found, &n, why, sizeof(why)) != 0)
+		return failf(err, err_len, -EINVAL, "%s: %s", host, why);
+	*out = found[0];
+	return 0;
 }
 
 /* ---- this machine ---- */
@@ -732,8 +868,8 @@ int membership_load(const struct config *cfg, const char *node_id, struct member
 	}
 	if (bootstrap_is(cfg, "pmix"))
 		return failf(err, err_len, -ENOTSUP,
-			     "networking.bootstrap: pmix: this build has no PMIx support "
-			     "(docs/config.md, \"PMIx\")");
+			     "networking.bootstrap: pmix: the membership comes from the launcher, "
+			     "to the runtime it starts (docs/config.md, \"PMIx\")");
 	if (!bootstrap_is(cfg, "hostfile"))
 		return failf(err, err_len, -EINVAL,
 			     "networking.bootstrap: '%s': expected hostfile, pmix or none",
@@ -753,8 +889,14 @@ int membership_check(const struct config *cfg, FILE *out, char *err, size_t err_
 	char why[1024];
 	int rc;
 
+	if (bootstrap_is(cfg, "pmix")) {
+		/* (A build without PMIx refused the config as it loaded it.) */
+		fprintf(out, "# networking.bootstrap pmix: node ids, their number and addresses come "
+			     "from the launcher (srun --mpi=pmix, mpirun) when the runtime starts\n");
+		return 0;
+	}
 	if (!bootstrap_is(cfg, "hostfile"))
-		return bootstrap_is(cfg, "pmix") ? membership_load(cfg, NULL, &m, err, err_len) : 0;
+		return 0;
 	rc = load_hostfile(cfg, &m, err, err_len);
 	if (rc)
 		return rc;
@@ -808,6 +950,46 @@ static int local_cluster_node(const struct config *cfg, uint32_t *node, char *er
 	return 1;
 }
 
+/* Bootstrap pmix: the launcher knows the membership and this process is not one of its
+ * ranks, so no PMIx here (a CLI that did PMIx_Init before `runtime start --daemon` forks
+ * would leave the child a PMIx library with no progress thread). CHI_NODE_ID, else the
+ * lowest node that has a runtime socket in the run directory: the runtime of this machine.
+ * Not PMIX_RANK: a client that is an MPI application launched by srun or mpirun has its own
+ * job's rank there (rank 17 of 64), not a node id of the runtimes' job. */
+static int pmix_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len)
+{
+	char dir[PATH_MAX], prefix[64];
+	const char *env = getenv("CHI_NODE_ID");
+
+	if (env && *env)
+		return membership_node_id_parse(env, "CHI_NODE_ID", UINT32_MAX, node, err,
+						err_len);
+	config_run_dir(cfg, dir, sizeof(dir));
+	snprintf(prefix, sizeof(prefix), "runtime-%d-node", cfg->port);
+	DIR *d = opendir(dir);
+	if (d) {
+		size_t plen = strlen(prefix);
+		struct dirent *e;
+		while ((e = readdir(d)) != NULL) {
+			const char *id = e->d_name + plen;
+			size_t nd = strspn(id, "0123456789");
+			if (strncmp(e->d_name, prefix, plen) != 0 || nd == 0 || nd > 9 ||
+			    strcmp(id + nd, ".sock") != 0)
+				continue;
+			uint32_t v = (uint32_t)strtoul(id, NULL, 10);
+			if (v < *node)
+				*node = v;
+		}
+		closedir(d);
+	}
+	if (*node == MEMBERSHIP_NO_NODE)
+		return failf(err, err_len, -ENOENT,
+			     "networking.bootstrap pmix: no runtime of port %d on this machine (%s); "
+			     "CHI_NODE_ID=N names a node",
+			     cfg->port, dir);
+	return 0;
+}
+
 int membership_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len)
 {
 	struct membership m;
@@ -819,6 +1001,8 @@ int membership_client_node(const struct config *cfg, uint32_t *node, char *err, 
 			return rc;
 		return 0;
 	}
+	if (bootstrap_is(cfg, "pmix"))
+		return pmix_client_node(cfg, node, err, err_len);
 	rc = membership_load(cfg, NULL, &m, err, err_len);
 	if (rc == 0) {
 		*node = m.self;

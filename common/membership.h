@@ -1,8 +1,9 @@
 /* Cluster membership: who the nodes are, where to reach them, and which one this process
  * is (docs/config.md, "Hostfile" and "Which node am I"). Built from the config's
  * networking.bootstrap: `none` (one node), `hostfile` (hostfile.h, then resolution), `pmix`
- * (not built yet). The runtime calls membership_load() at start; `chimaera config check`
- * calls membership_check().
+ * (the launcher's ranks: bootstrap_pmix.h builds the same structure with
+ * membership_from_endpoints()). The runtime calls membership_load() at start, or
+ * bootstrap_pmix_init() for `pmix`; `chimaera config check` calls membership_check().
  *
  * Resolution: address literals are taken as they are (no lookup); a name goes through
  * getaddrinfo, numeric forms first (AI_NUMERICHOST), then the system's resolver
@@ -129,7 +130,8 @@ int membership_find_self(struct membership *m, const struct membership_local *lo
  * The runtime's entry point: the membership @p cfg's networking.bootstrap describes, with
  * this process's node found. `none`: one node, id 0 (an explicit id must then be 0).
  * `hostfile`: networking.hostfile (`${VAR}` expanded; relative to the current directory)
- * parsed, resolved, self found. `pmix`: -ENOTSUP.
+ * parsed, resolved, self found. `pmix`: -ENOTSUP (only the runtime, under its launcher, can
+ * learn a PMIx job's membership: bootstrap_pmix_init()).
  * @param node_id As membership_find_self().
  */
 int membership_load(const struct config *cfg, const char *node_id, struct membership *m, char *err,
@@ -145,6 +147,9 @@ int membership_local_cluster_dir(const struct config *cfg, char *buf, size_t len
  * port (membership_local_cluster_dir holds a hostfile): then CHI_NODE_ID's node, else node 0.
  * A cluster config: CHI_NODE_ID when set; else the one node with an address of this
  * machine; when several have one (a cluster on one machine), the lowest of them.
+ * Bootstrap `pmix` (the membership is the launcher's, unknown here): CHI_NODE_ID, else the
+ * lowest node whose runtime socket exists on this machine for the config's port. PMIX_RANK
+ * is not used: a client that is a rank of its own MPI job has its job's rank there.
  * @return 0, or as membership_load() with @p err filled.
  */
 int membership_client_node(const struct config *cfg, uint32_t *node, char *err, size_t err_len);
@@ -171,5 +176,43 @@ void membership_addr_format(const struct membership_addr *a, char *buf, size_t l
 /** @p a and @p port as a socket address for bind/connect. @return its length. */
 socklen_t membership_addr_sockaddr(const struct membership_addr *a, uint16_t port,
 				   struct sockaddr_storage *out);
+
+/* ---- endpoints: a node's address and port as one text, for bootstraps that exchange them
+ * (bootstrap_pmix.h): "127.0.0.1:9413", "[::1]:9413", "[fe80::1%2]:9413". ---- */
+
+/** Longest text membership_endpoint_format() writes, NUL included. */
+#define MEMBERSHIP_ENDPOINT_STRLEN (MEMBERSHIP_ADDR_STRLEN + 8)
+
+/** @p a and @p port as an endpoint text (IPv6 in brackets). */
+void membership_endpoint_format(const struct membership_addr *a, uint16_t port, char *buf,
+				size_t len);
+
+/**
+ * Parse an endpoint text of membership_endpoint_format(): a numeric address (no name), a
+ * colon, a port in 1..65535.
+ * @return 0 with @p a and @p port set; -EINVAL (no port, a bad port, not a numeric address,
+ *         an address no node can have: unspecified, multicast, broadcast).
+ */
+int membership_endpoint_parse(const char *text, struct membership_addr *a, uint16_t *port);
+
+/**
+ * Build @p m from one endpoint per node, node id = index (a launcher's ranks), this process
+ * being node @p self. Each node's host is its endpoint text, its line 0. The texts are
+ * copied: the caller keeps @p endpoints; membership_fini() releases what @p m holds.
+ * @param source Says where the endpoints came from, for messages and m->source.
+ * @param err "source: node N: reason" on failure.
+ * @return 0; -EINVAL (an endpoint that does not parse, two nodes at one address and port,
+ *         @p self not below @p n, @p n 0), -ENOMEM.
+ */
+int membership_from_endpoints(const char *const *endpoints, uint32_t n, uint32_t self,
+			      const char *source, struct membership *m, char *err, size_t err_len);
+
+/**
+ * The address a node named @p host listens on when nothing else says: the first usable one
+ * its name resolves to (as a hostfile entry would: numeric first, then /etc/hosts and DNS).
+ * @return 0, or -EINVAL with @p err saying why.
+ */
+int membership_host_addr(const char *host, const struct membership_opts *opts,
+			 struct membership_addr *out, char *err, size_t err_len);
 
 #endif

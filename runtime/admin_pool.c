@@ -23,6 +23,7 @@
 #include "common/time_util.h"
 #include "pool_manager.h"
 #include "propagate.h"
+#include "remote.h"
 #include "runtime_internal.h"
 
 #define MAX_SLEEP_US (3600ull * 1000000ull)
@@ -229,6 +230,36 @@ static int admin_pool_stats(struct chi_request *req)
 	return 0;
 }
 
+/* LocatePool: the node of each container, as this node routes its tasks. */
+static int admin_locate_pool(struct chi_request *req)
+{
+	struct runtime *rt = rt_self()->rt;
+	struct rt_client *c = req->client;
+	struct chi_admin_locate_pool_params p;
+
+	memcpy(&p, req->params, sizeof(p));
+	struct rt_pool *pool = rt_pool_find(rt, p.pool_id);
+	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE)
+		return -ENOENT;
+	unsigned char *out = NULL; /* the client chose where: maybe misaligned */
+	if (p.nodes.length) {
+		out = shm_seg_range(c->base, &c->layout, p.nodes.offset, p.nodes.length);
+		if (!out)
+			return -EFAULT;
+	}
+	uint64_t room = p.nodes.length / sizeof(uint32_t);
+	for (uint32_t i = 0; i < pool->num_containers && i < room; i++) {
+		uint32_t node = rt_container_node(rt, pool, i);
+		memcpy(out + (size_t)i * sizeof(node), &node, sizeof(node));
+	}
+	struct chi_admin_locate_pool_params *res = req->params;
+	uint32_t self, up;
+	res->num_containers = pool->num_containers;
+	rt_cluster_status(rt, &self, &res->num_nodes, &up);
+	res->epoch = 0;
+	return 0;
+}
+
 static int admin_create(struct chi_container *c, const struct chi_compose_kv *kv, uint32_t n)
 {
 	(void)c;
@@ -249,6 +280,10 @@ static const struct chi_bulk_field echo_bulk[] = {
 };
 static const struct chi_bulk_field list_pools_bulk[] = {
 	{ FIELD(struct chi_admin_list_pools_params, out), CHI_BULK_OUT, CHI_BULK_LEN_WHOLE, 0 },
+};
+static const struct chi_bulk_field locate_pool_bulk[] = {
+	{ FIELD(struct chi_admin_locate_pool_params, nodes), CHI_BULK_OUT, CHI_BULK_LEN_WHOLE,
+	  0 },
 };
 static const struct chi_bulk_field pool_stats_bulk[] = {
 	{ FIELD(struct chi_admin_pool_stats_params, container_tasks), CHI_BULK_OUT,
@@ -285,6 +320,8 @@ static const struct chi_method_desc admin_methods[] = {
 		    sizeof(struct chi_admin_list_pools_params), list_pools_bulk),
 	METHOD_BULK(CHI_ADMIN_POOL_STATS, "PoolStats", admin_pool_stats, RO,
 		    sizeof(struct chi_admin_pool_stats_params), pool_stats_bulk),
+	METHOD_BULK(CHI_ADMIN_LOCATE_POOL, "LocatePool", admin_locate_pool, RO,
+		    sizeof(struct chi_admin_locate_pool_params), locate_pool_bulk),
 };
 
 const struct chi_module_desc rt_admin_module = {

@@ -217,6 +217,14 @@ static int cmd_start(struct cli_opts *o)
 	if (rc)
 		return 2;
 	log_init_from_env(cfg.log_level);
+	if (o->daemon && !strcmp(cfg.bootstrap, "pmix")) {
+		/* The launcher's job must hold the runtime: a daemon's parent would exit, the
+		 * launcher would take the job for done and end it (docs/deploy.md, "PMIx"). */
+		fprintf(stderr, "chimaera: networking.bootstrap pmix: run `chimaera runtime start` "
+				"without --daemon, under the launcher (srun --mpi=pmix, mpirun)\n");
+		config_fini(&cfg);
+		return 2;
+	}
 	if (cfg.log_file[0] && (rc = open_log(cfg.log_file, &created)) != 0) {
 		fprintf(stderr, "chimaera: logging.file %s: %s\n", cfg.log_file, strerror(-rc));
 		config_fini(&cfg);

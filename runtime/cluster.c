@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/bootstrap_pmix.h"
 #include "common/log.h"
 #include "common/membership.h"
 #include "common/time_util.h"
@@ -902,7 +903,10 @@ int rt_cluster_init(struct runtime *rt, const char *node_id, char *why, size_t w
 	rt->cluster = cl;
 	wire_limits_default(&cl->lim);
 	cl->heartbeat_ns = rt->cfg.heartbeat_ms * 1000000ull;
-	int rc = membership_load(&rt->cfg, node_id, &cl->mem, why, why_len);
+	/* pmix: the launcher's ranks instead of a hostfile; the same membership comes out. */
+	int rc = !strcmp(rt->cfg.bootstrap, "pmix")
+			 ? bootstrap_pmix_init(&rt->cfg, &cl->mem, why, why_len)
+			 : membership_load(&rt->cfg, node_id, &cl->mem, why, why_len);
 	if (rc)
 		return rc;
 	if (cl->mem.num_nodes > 1 && !cl->mem.self_local)
@@ -993,6 +997,7 @@ void rt_cluster_fini(struct runtime *rt)
 	}
 	hs_key_wipe(cl->key);
 	membership_fini(&cl->mem);
+	bootstrap_pmix_fini(); /* PMIx_Finalize, if the membership came from PMIx */
 	free(cl->out_up);
 	free(cl);
 	rt->cluster = NULL;

@@ -13,6 +13,7 @@
 
 #include "common/config.h"
 #include "pool_manager.h"
+#include "remote.h"
 #include "runtime_internal.h"
 
 /* ---- the request ---- */
@@ -32,6 +33,10 @@ void *chi_req_bulk(struct chi_request *req, const struct chi_bulk *bulk)
 {
 	struct chi_bulk b;
 	memcpy(&b, bulk, sizeof(b)); /* one read of an untrusted descriptor */
+	/* A peer's task lies in the runtime's own region: its descriptors may name its own
+	 * block only (those of declared fields were pointed there), never other tasks' data. */
+	if (rt_remote_is_peer_source(req->client))
+		return rt_remote_task_range(req->task, b.offset, b.length);
 	return shm_seg_range(req->client->base, &req->client->layout, b.offset, b.length);
 }
 

@@ -65,6 +65,12 @@ static int check_bulk_fields(const struct chi_method_desc *m, char *why, size_t 
 			 m->name ? m->name : "?", m->num_bulk);
 		return -EINVAL;
 	}
+	if (m->num_bulk > CHI_MAX_BULK_FIELDS) {
+		snprintf(why, len, "method %u (%s): %u bulk fields; at most %u (what a task carries "
+			 "to another node)", m->id, m->name ? m->name : "?", m->num_bulk,
+			 CHI_MAX_BULK_FIELDS);
+		return -EINVAL;
+	}
 	for (uint32_t k = 0; k < m->num_bulk; k++) {
 		const struct chi_bulk_field *b = &m->bulk[k];
 		int bad_len = b->dir != CHI_BULK_IN && b->out_len_offset != CHI_BULK_LEN_WHOLE &&

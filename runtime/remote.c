@@ -520,6 +520,19 @@ int rt_remote_is_peer_source(const struct rt_client *src)
 	return src->ops == &remote_source;
 }
 
+void *rt_remote_task_range(const struct chi_task *task, uint64_t offset, uint64_t length)
+{
+	const struct rt_remote_task *t =
+		(const struct rt_remote_task *)((const char *)task - RTASK_HDR);
+	const struct rt_client *self = &the_rt->self_client;
+	unsigned char *p = shm_seg_range(self->base, &self->layout, offset, length);
+	const unsigned char *lo = (const unsigned char *)task, *hi = (const unsigned char *)t +
+								      t->charged;
+	if (!p || p < lo || p > hi || length > (uint64_t)(hi - p))
+		return NULL;
+	return p;
+}
+
 /* An answer without running anything: rc only, in memory of its own, never the region or
  * a quota (what a task it answers could not get: a flood that took them must not keep the
  * answer from going out). Dropped, like any frame, when the link cannot take it: the origin

@@ -92,6 +92,10 @@ struct rt_client;
 /* Is @src the source of the tasks peers sent (they complete with a REPLY)? */
 int rt_remote_is_peer_source(const struct rt_client *src);
 
+/* For a peer's @task: the bytes [@offset, @offset + @length) of the region if they lie in
+ * that task's own block, else NULL. */
+void *rt_remote_task_range(const struct chi_task *task, uint64_t offset, uint64_t length);
+
 /* Worker @w's link to @node is gone: what it carried fails with -ECONNRESET. */
 void rt_remote_link_down(struct worker *w, uint32_t node);
 

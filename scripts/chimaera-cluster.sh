@@ -18,7 +18,8 @@ Over ssh or pdsh (from any machine that reaches the nodes):
   status         chimaera runtime status on every node: running, peers_up
 Inside a Slurm allocation (an sbatch script or an salloc shell):
   slurm-start    one runtime per allocated node, with srun, in the background; the hostfile
-                 is made from the allocation; returns once every node reaches every other
+                 is made from the allocation (with --pmix, none: the ranks find each other
+                 through PMIx); returns once every node reaches every other
   slurm-stop     chimaera runtime stop on every node, then ends the runtimes' job step
   slurm-status   chimaera runtime status on every node
 
@@ -37,6 +38,8 @@ Options:
   -o, --ssh-option OPT     one more ssh -o OPT (repeatable)
   -n, --dry-run            print what would run, run nothing
       --no-local-check     do not require the secret file on this machine
+      --pmix               slurm: srun --mpi=pmix, and no hostfile: the config's
+                           networking.bootstrap must be pmix (the default when it is)
       --node-addr          slurm: the hostfile lists each node's NodeAddr, not its name
       --shared             slurm: networking.hostfile is on a shared filesystem: write it
                            once here (else every node writes its own copy)
@@ -51,7 +54,7 @@ EOF
 die() { echo "$PROG: $*" >&2; exit 2; }
 
 CMD="" CONFIG="" HOSTFILE="" METHOD=ssh BIN=chimaera CONNECT_TIMEOUT=10 TIMEOUT="" FANOUT=0
-DRY=0 LOCAL_CHECK=1 NODE_ADDR=0 SHARED=0 LOG_DIR=""
+DRY=0 LOCAL_CHECK=1 NODE_ADDR=0 SHARED=0 LOG_DIR="" PMIX=0
 SSH_EXTRA=()
 
 need_arg() { [ $# -ge 2 ] || die "$1 needs a value (see --help)"; }
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
 	-n | --dry-run) DRY=1 ;;
 	--no-local-check) LOCAL_CHECK=0 ;;
 	--node-addr) NODE_ADDR=1 ;;
+	--pmix) PMIX=1 ;;
 	--shared) SHARED=1 ;;
 	--log-dir) need_arg "$@"; LOG_DIR=$2; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -379,6 +383,11 @@ report() {
 }
 
 remote_main() {
+	local bootstrap
+	bootstrap=$(yaml_get networking bootstrap)
+	[ "$CMD" != start ] || [ "${bootstrap,,}" != pmix ] ||
+		die "$CONFIG has networking.bootstrap pmix: its nodes are the ranks of a PMIx launcher;" \
+			"start them with slurm-start (srun --mpi=pmix) or mpirun (docs/deploy.md, \"PMIx\")"
 	read_hostfile
 	if [ "$CMD" = start ]; then
 		if all_loopback; then check_secret loopback; else check_secret any; fi
@@ -475,7 +484,14 @@ EOF
 
 slurm_start() {
 	slurm_setup
-	local hf hosts
+	local hf hosts bootstrap
+	bootstrap=$(yaml_get networking bootstrap)
+	if [ "${bootstrap,,}" = pmix ]; then
+		PMIX=1
+	elif [ "$PMIX" = 1 ]; then
+		die "--pmix: $CONFIG has networking.bootstrap '${bootstrap:-none}': set it to pmix"
+	fi
+	[ "$PMIX" = 1 ] && { slurm_start_pmix; return; }
 	hf=$(yaml_get networking hostfile)
 	[ -n "$hf" ] || die "$CONFIG has no networking.hostfile: set it to where each node finds" \
 		"the hostfile made from the allocation, e.g. /tmp/chimaera-hosts-\${SLURM_JOB_ID}" \
@@ -516,8 +532,14 @@ slurm_start() {
 	fi
 	echo "$PROG: $NNODES nodes (${NAMES[0]}..${NAMES[$((NNODES - 1))]}), hostfile $hf, logs $logs"
 	nohup "${srun_cmd[@]}" >"$LOG_DIR/chimaera-$SLURM_JOB_ID-srun.log" 2>&1 &
-	local srun_pid=$! t0=$SECONDS up r missing
 	unset CHI_CLUSTER_HOSTS
+	slurm_wait_up $!
+}
+
+# slurm_wait_up SRUN_PID: until every node reports peers_up NNODES - 1 (exit 0), or the step
+# ends, a runtime exits, or TIMEOUT passes (the step is then ended; exit 1).
+slurm_wait_up() {
+	local srun_pid=$1 t0=$SECONDS up r missing
 	while :; do
 		sleep 1
 		if ! kill -0 "$srun_pid" 2>/dev/null; then
@@ -555,6 +577,33 @@ slurm_start() {
 			exit 1
 		fi
 	done
+}
+
+# --pmix: no hostfile; srun --mpi=pmix gives each runtime its rank (= SLURM_PROCID, the node
+# id) and the job's size, and the runtimes exchange their addresses through PMIx. The same
+# task script, without a hostfile to write.
+slurm_start_pmix() {
+	hosts=$(slurm_hosts) || exit 2
+	mapfile -t ENTRIES <<<"$hosts"
+	if all_loopback; then check_secret loopback; else check_secret any; fi
+	local logs="$LOG_DIR/chimaera-$SLURM_JOB_ID-node%t.log"
+	unset CHI_CLUSTER_HOSTS
+	local srun_cmd=("${SRUN[@]}" --mpi=pmix --job-name="$STEP_NAME" --kill-on-bad-exit=0
+		--output="$logs" bash -c "$SLURM_TASK" chimaera-node "" "$BIN" "$CONFIG")
+	if [ "$DRY" = 1 ]; then
+		echo "# networking.bootstrap pmix: no hostfile ($NNODES nodes; node id = PMIx rank = SLURM_PROCID)"
+		echo "$(show_cmd "${srun_cmd[@]}") &"
+		echo "# then, until every node reports peers_up: $((NNODES - 1)) (at most $TIMEOUT s):"
+		show_cmd "${SRUN[@]}" --overlap --label bash -c \
+			'CHI_NODE_ID=$SLURM_PROCID exec "$1" runtime status --config "$2"' chimaera-status \
+			"$BIN" "$CONFIG"
+		exit 0
+	fi
+	[ -z "$(slurm_steps)" ] || die "a $STEP_NAME step runs in job $SLURM_JOB_ID already ($PROG slurm-stop)"
+	mkdir -p "$LOG_DIR" || die "--log-dir $LOG_DIR: cannot create it"
+	echo "$PROG: $NNODES nodes (${NAMES[0]}..${NAMES[$((NNODES - 1))]}), PMIx bootstrap, logs $logs"
+	nohup "${srun_cmd[@]}" >"$LOG_DIR/chimaera-$SLURM_JOB_ID-srun.log" 2>&1 &
+	slurm_wait_up $!
 }
 
 slurm_status() {

@@ -17,6 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/time_util.h"
+
+#define RBUF_KEEP_NS (1000ull * 1000000ull) /* a large receive buffer outlives its frame */
+#define RX_READS 16			    /* reads per readable endpoint per poll */
 #define RBUF_MIN (64u * 1024u)	  /* receive buffer of an endpoint between large frames */
 #define WRITEV_MAX 1024		  /* iovecs per writev (IOV_MAX on Linux) */
 #define EPOLL_BATCH 64
@@ -57,6 +61,7 @@ struct net_ep {
 	/* received bytes: [0, delivered) handed out this poll, [delivered, len) not yet */
 	uint8_t *rbuf;
 	size_t rcap, rlen, delivered;
+	uint64_t large_ns; /* when a frame last needed more than RBUF_MIN */
 	int rx_pending; /* on ctx->rx: whole frames may wait in rbuf */
 	struct net_ep *next, *prev;		/* ctx->eps */
 	struct net_ep *dirty_next, *rx_next; /* ctx->dirty, ctx->rx */
@@ -356,7 +361,10 @@ static int rbuf_reserve(struct net_ep *ep, size_t want)
 	return 0;
 }
 
-/* Start of a poll: drop the frames handed out last time; shrink after a large frame. */
+/* Start of a poll: drop the frames handed out last time; shrink a large buffer once no
+ * large frame came for RBUF_KEEP_NS. Not at once: a stream of 1 MiB values would then pay
+ * a fresh mapping (a page fault per 4 KiB) for every frame. A link that goes idle still
+ * shrinks: its heartbeats come through here. */
 static void rbuf_compact(struct net_ep *ep)
 {
 	if (ep->delivered == 0)
@@ -365,7 +373,8 @@ static void rbuf_compact(struct net_ep *ep)
 	memmove(ep->rbuf, ep->rbuf + ep->delivered, rest);
 	ep->rlen = rest;
 	ep->delivered = 0;
-	if (ep->rcap > 16 * RBUF_MIN && rest <= RBUF_MIN) {
+	if (ep->rcap > 16 * RBUF_MIN && rest <= RBUF_MIN &&
+	    time_now_ns() - ep->large_ns > RBUF_KEEP_NS) {
 		uint8_t *p = realloc(ep->rbuf, RBUF_MIN);
 		if (p) {
 			ep->rbuf = p;
@@ -407,26 +416,34 @@ static int ep_read(struct net_ep *ep, struct net_event *ev, int room)
 	if (have >= WIRE_HEADER_SIZE &&
 	    wire_frame_need(ep->rbuf + ep->delivered, have, &ep->ctx->lim.wire, &need) != 0)
 		return deliver(ep, ev, room); /* reports the bad header */
+	if (need > RBUF_MIN)
+		ep->large_ns = time_now_ns();
 	/* Grow only when nothing was handed out this poll: those pointers must stay valid. */
 	if (ep->delivered == 0 && rbuf_reserve(ep, need > RBUF_MIN ? need : RBUF_MIN) != 0) {
 		ep_fail(ep, -ENOMEM, "out of memory for a received frame");
 		return 0;
 	}
-	if (ep->rlen == ep->rcap)
-		return deliver(ep, ev, room); /* full until the next poll compacts it */
-	ssize_t r = read(ep->fd, ep->rbuf + ep->rlen, ep->rcap - ep->rlen);
-	if (r == 0) {
-		ep_fail(ep, -ECONNRESET,
-			have ? "the peer hung up inside a frame" : "the peer hung up");
-		return 0;
+	/* Read until the socket is drained or the buffer full (a few reads at most): a large
+	 * frame arrives whole in one poll instead of a socket buffer's worth per poll. */
+	for (int reads = 0; ep->rlen < ep->rcap && reads < RX_READS; reads++) {
+		size_t room_left = ep->rcap - ep->rlen;
+		ssize_t r = read(ep->fd, ep->rbuf + ep->rlen, room_left);
+		if (r == 0) {
+			ep_fail(ep, -ECONNRESET,
+				ep->rlen > ep->delivered ? "the peer hung up inside a frame" :
+							   "the peer hung up");
+			return 0;
+		}
+		if (r < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				ep_fail(ep, -errno, "receive failed");
+			break;
+		}
+		ep->rlen += (size_t)r;
+		ep->rx_bytes += (uint64_t)r;
+		if ((size_t)r < room_left)
+			break; /* drained */
 	}
-	if (r < 0) {
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			ep_fail(ep, -errno, "receive failed");
-		return 0;
-	}
-	ep->rlen += (size_t)r;
-	ep->rx_bytes += (uint64_t)r;
 	return deliver(ep, ev, room);
 }
 

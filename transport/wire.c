@@ -12,6 +12,7 @@
  * wrong. Supporting one means byte-swapping the header and leaving params to the modules. */
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the wire is little-endian");
 _Static_assert(WIRE_OUT_BUF % WIRE_ALIGN == 0, "the fixed part keeps params aligned");
+_Static_assert(WIRE_MAX_BULK == CHI_MAX_BULK_FIELDS, "every declared bulk field can travel");
 _Static_assert((WIRE_HEADER_SIZE + WIRE_TASK_FIXED) % WIRE_ALIGN == 0, "aligned table");
 _Static_assert((WIRE_HEADER_SIZE + WIRE_REPLY_FIXED) % WIRE_ALIGN == 0, "aligned table");
 _Static_assert(WIRE_BULK_ENTRY_SIZE % WIRE_ALIGN == 0, "entries keep the header aligned");

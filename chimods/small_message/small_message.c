@@ -219,6 +219,8 @@ static const struct chi_method_desc sm_methods[] = {
 	  sizeof(struct chi_sm_chain_params), NULL, NULL, 0 },
 	{ CHI_SM_FAN, "fan", sm_fan, CHI_METHOD_MAY_YIELD, sizeof(struct chi_sm_fan_params),
 	  NULL, NULL, 0 },
+	{ CHI_SM_RAW_ECHO, "raw_echo", sm_echo, 0, sizeof(struct chi_sm_echo_params), NULL, NULL,
+	  0 },
 };
 
 static const struct chi_module_desc sm_desc = {

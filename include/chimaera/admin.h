@@ -34,6 +34,7 @@ enum chi_admin_method {
 	CHI_ADMIN_STATS = 23, /**< struct chi_admin_stats (output) */
 	CHI_ADMIN_LIST_POOLS = 24, /**< struct chi_admin_list_pools_params */
 	CHI_ADMIN_POOL_STATS = 25, /**< struct chi_admin_pool_stats_params */
+	CHI_ADMIN_LOCATE_POOL = 26, /**< struct chi_admin_locate_pool_params */
 };
 
 #define CHI_MOD_NAME_LEN 64
@@ -176,6 +177,27 @@ struct chi_admin_pool_stats_params {
 	 *  bucket i counts latencies in [2^i, 2^(i+1)) ns. */
 	uint64_t latency_log2_ns[CHI_LATENCY_BUCKETS];
 };
+
+/** LocatePool: the pool's address table, the node of each container into @c nodes (an
+ *  array of uint32_t, up to nodes.length / 4 entries). */
+struct chi_admin_locate_pool_params {
+	struct chi_pool_id pool_id;
+	struct chi_bulk nodes;
+	uint32_t num_containers; /**< out */
+	uint32_t num_nodes;	 /**< out: nodes of the cluster */
+	uint32_t epoch;		 /**< out: the table's version (0 until containers move) */
+	uint32_t reserved;
+};
+
+/**
+ * The address table of @p pool_id: which node holds each container (container i on node
+ * nodes[i]), as the node the client is attached to routes it.
+ * @param nodes   receives up to @p max entries (may be NULL with @p max 0).
+ * @param count   the pool's container count (may exceed @p max).
+ * @return 0, -ENOENT (no such pool), or a negative errno of the call.
+ */
+CHI_API int chi_admin_locate_pool(struct chi_client *client, struct chi_pool_id pool_id,
+				  uint32_t *nodes, uint32_t max, uint32_t *count);
 
 /**
  * Create a pool, or find the one of that name (same module, id and size: success; anything

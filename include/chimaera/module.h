@@ -76,6 +76,9 @@ enum chi_bulk_dir {
  * the task from another node stages IN buffers before the handler runs and sends OUT ones
  * back after it. Must lie within min_params_size.
  */
+/** The most bulk fields a method may declare: what a task carries to another node. */
+#define CHI_MAX_BULK_FIELDS 16u
+
 struct chi_bulk_field {
 	uint32_t offset;	 /**< of the struct chi_bulk within the parameters */
 	uint32_t dir;		 /**< enum chi_bulk_dir */

@@ -24,6 +24,10 @@ enum chi_small_message_method {
 	CHI_SM_MONITORED = 16, /**< struct chi_sm_count_params: total = monitor runs (summed) */
 	CHI_SM_CHAIN = 17, /**< struct chi_sm_chain_params: a chain of awaited subtasks */
 	CHI_SM_FAN = 18,   /**< struct chi_sm_fan_params: many awaited Who subtasks */
+	/** struct chi_sm_echo_params, its buffers not declared: on the client's own node as
+	 *  Echo; on another node it sees only its task's own memory (the buffers do not
+	 *  travel), so it fails with -EFAULT. Shows what undeclared descriptors may reach. */
+	CHI_SM_RAW_ECHO = 19,
 };
 
 /** Chain: calls itself as a subtask (next container, direct_id) until @c depth reaches 0,

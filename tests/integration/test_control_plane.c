@@ -4,7 +4,7 @@
  * keep sending tasks to the pool ends everywhere and every task gets an answer; a node that
  * is down fails a creation with its number in the reason, and creating again once it is
  * back completes it; a client cannot create a pool on one node alone; one client reads and
- * stops every node. */
+ * stops every node; LocatePool gives the address table. */
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
@@ -135,6 +135,15 @@ START_TEST(a_pool_made_on_any_node_is_on_every_node)
 	ck_assert_uint_eq(w.replies, 5);
 	ck_assert_int_eq(who(cl, id, chi_query_physical(1), &w), 0);
 	ck_assert_uint_eq(w.container % NODES, 1);
+	/* The address table, as any node routes it. */
+	uint32_t where[8], count = 0;
+	ck_assert_int_eq(chi_admin_locate_pool(other, id, where, 8, &count), 0);
+	ck_assert_uint_eq(count, 5);
+	for (uint32_t i = 0; i < 5; i++)
+		ck_assert_uint_eq(where[i], i % NODES);
+	ck_assert_int_eq(chi_admin_locate_pool(other, (struct chi_pool_id){ 999, 0 }, where, 8,
+					       &count),
+			 -ENOENT);
 	chi_client_disconnect(other);
 	chi_client_disconnect(cl);
 	down(c);

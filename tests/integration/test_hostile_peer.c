@@ -1622,8 +1622,10 @@ START_TEST(a_flooding_peer_does_not_starve_honest_peers)
 END_TEST
 
 /* An Echo whose descriptors name the receiver's memory is refused (its buffers are declared,
- * so the frame must carry them); an honest client's Echo on another node's container
- * returns its output. */
+ * so the frame must carry them); so is RawEcho's, whose buffers are not declared: a peer's
+ * task sees its own block of the receiver's region and nothing else (handler_api.c), where
+ * before it read and wrote whatever it named there. An honest client's Echo on another
+ * node's container returns its output. */
 START_TEST(descriptors_never_name_the_receivers_memory)
 {
 	struct fake *f = &the_fake;
@@ -1632,6 +1634,14 @@ START_TEST(descriptors_never_name_the_receivers_memory)
 	expect_rc(f, send_task(f, link_to(f, 1, 0), SM, CHI_SM_ECHO, chi_query_direct_id(1), &e,
 			       sizeof(e), NULL, 0),
 		  -EFAULT, "an Echo naming the receiver's memory");
+	/* Offsets all over the region: the first 64 MiB slice and the next, where blocks lie. */
+	const uint64_t at[] = { 0x10000, 0x100000, 0x3ff0000, 0x4010000, 0x10 };
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		struct chi_sm_echo_params raw = { .in = { at[i], 64 }, .out = { at[i] + 4096, 64 } };
+		expect_rc(f, send_task(f, link_to(f, 1, (uint16_t)(i % 2)), SM, CHI_SM_RAW_ECHO,
+				       chi_query_direct_id(1), &raw, sizeof(raw), NULL, 0),
+			  -EFAULT, "a RawEcho naming the receiver's memory");
+	}
 	struct chi_client *pc = client_of(c, 0);
 	char *in = chi_buf_alloc(pc, 64), *out = chi_buf_alloc(pc, 64);
 	snprintf(in, 64, "across nodes");
@@ -1645,9 +1655,21 @@ START_TEST(descriptors_never_name_the_receivers_memory)
 	ck_assert_int_eq(chi_bulk_from_ptr(pc, in, 64, &ep->in), 0);
 	ck_assert_int_eq(chi_bulk_from_ptr(pc, out, 64, &ep->out), 0);
 	ck_assert_int_eq(chi_submit(pc, p.t, &p.f), 0);
-	int rc = probe_wait(f, &p);
-	ck_assert_msg(rc != 0 || strcmp(out, "across nodes") == 0,
-		      "an honest Echo on node 1 returned 0 and no output");
+	ck_assert_int_eq(probe_wait(f, &p), 0);
+	ck_assert_str_eq(out, "across nodes");
+	/* RawEcho: on node 0's own container as Echo; its buffers do not cross to node 1. */
+	const struct {
+		uint32_t container;
+		int rc;
+	} raw[] = { { 0, 0 }, { 1, -EFAULT } };
+	for (int i = 0; i < 2; i++) {
+		memset(out, 0, 64);
+		p.t->method = CHI_SM_RAW_ECHO;
+		p.t->query = chi_query_direct_id(raw[i].container);
+		ck_assert_int_eq(chi_submit(pc, p.t, &p.f), 0);
+		ck_assert_int_eq(probe_wait(f, &p), raw[i].rc);
+		ck_assert_str_eq(out, raw[i].rc ? "" : "across nodes");
+	}
 	chi_task_free(pc, p.t);
 	chi_client_disconnect(pc);
 	down(c, f);

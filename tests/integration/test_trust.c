@@ -534,6 +534,10 @@ START_TEST(declared_bulk_buffers_are_checked_by_the_runtime)
 						      why, sizeof(why)),
 			 -EINVAL);
 	ck_assert_msg(strstr(why, "bulk field 0"), "why: %s", why);
+	ck_assert_int_eq(chi_admin_get_or_create_pool(c, "many_bulk", "mb", NULL, 1, NULL, 0, &bad,
+						      why, sizeof(why)),
+			 -EINVAL);
+	ck_assert_msg(strstr(why, "17 bulk fields; at most 16"), "why: %s", why);
 	chi_client_disconnect(c);
 	ck_assert_int_eq(rt_stop(&rt), 0);
 }

@@ -46,6 +46,21 @@ static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "bad_bulk", .create = ok_create,
 					  .methods = bulk_method, .num_methods = 1 };
 CHI_MODULE_DEFINE(d)
+#elif BROKEN_KIND == 7 /* many_bulk: more bulk fields than a task can carry across nodes */
+struct many_params {
+	struct chi_bulk b[CHI_MAX_BULK_FIELDS + 1];
+};
+#define F(i) { (uint32_t)(i * sizeof(struct chi_bulk)), CHI_BULK_IN, 0, 0 }
+static const struct chi_bulk_field many[] = { F(0),  F(1),  F(2),  F(3),  F(4),  F(5),
+					      F(6),  F(7),  F(8),  F(9),  F(10), F(11),
+					      F(12), F(13), F(14), F(15), F(16) };
+static const struct chi_method_desc many_method[] = {
+	{ 10, "a", handler, 0, sizeof(struct many_params), 0, many, CHI_MAX_BULK_FIELDS + 1 },
+};
+static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
+					  .name = "many_bulk", .create = ok_create,
+					  .methods = many_method, .num_methods = 1 };
+CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 1 /* bad_abi */
 static const struct chi_module_desc d = { .abi_version = 99, .name = "bad_abi",
 					  .create = ok_create, .methods = one_method,

@@ -176,6 +176,16 @@ expect 0 "written once here" "slurm --shared" -n --shared slurm-start -c slurm.y
 expect 2 "has no networking.hostfile" "slurm-start: config without a hostfile path" -n slurm-start -c nohosts.yaml
 expect 0 "--overlap --label bash -c" "slurm-status dry run" -n slurm-status -c slurm.yaml
 expect 0 "runtime stop --config" "slurm-stop dry run" -n slurm-stop -c slurm.yaml
+# PMIx: srun --mpi=pmix and no hostfile, chosen by the config's bootstrap or by --pmix.
+printf 'networking:\n  bootstrap: PMIx\n  secret_file: %s/secret\n' "$T" >"$T/pmix.yaml"
+expect 0 "# networking.bootstrap pmix: no hostfile (3 nodes" "slurm-start, bootstrap pmix: no hostfile" -n slurm-start -c pmix.yaml
+has "srun --nodes=3 --ntasks=3 --ntasks-per-node=1 --distribution=block --input=none --mpi=pmix --job-name=chimaera-runtime" "srun --mpi=pmix, one task per node"
+has " chimaera-node '' chimaera $T/pmix.yaml &" "the task gets no hostfile"
+expect 0 "--mpi=pmix" "--pmix with a pmix config" -n --pmix slurm-start -c pmix.yaml
+expect 2 "--pmix: $T/slurm.yaml has networking.bootstrap 'none': set it to pmix" "--pmix with a hostfile config" -n --pmix slurm-start -c slurm.yaml
+printf 'networking:\n  bootstrap: pmix\n' >"$T/pmixnosecret.yaml"
+expect 2 "names no networking.secret_file" "--pmix: nodes beyond loopback need the secret" -n slurm-start -c pmixnosecret.yaml
+expect 2 "start them with slurm-start (srun --mpi=pmix) or mpirun" "ssh start of a pmix config: refused" -n start -c pmix.yaml -H "$T/hosts"
 unset SLURM_JOB_ID SLURM_JOB_NODELIST
 
 # ---- a real cluster on loopback through a stand-in ssh / pdsh ----

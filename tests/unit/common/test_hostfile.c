@@ -828,10 +828,11 @@ START_TEST(load_from_config)
 	ck_assert_int_eq(membership_load(&cfg, NULL, &mem, err, sizeof(err)), -ENOENT);
 	ck_assert_msg(strstr(err, "cannot open"), "%s", err);
 
-	/* pmix is not built; hostfile needs its path. */
+	/* pmix: only the runtime, under its launcher, learns the membership
+	 * (bootstrap_pmix_init); hostfile needs its path. */
 	config_with(&cfg, "pmix", "");
 	ck_assert_int_eq(membership_load(&cfg, NULL, &mem, err, sizeof(err)), -ENOTSUP);
-	ck_assert_msg(strstr(err, "no PMIx support"), "%s", err);
+	ck_assert_msg(strstr(err, "comes from the launcher"), "%s", err);
 	config_with(&cfg, "hostfile", "");
 	ck_assert_int_eq(membership_load(&cfg, NULL, &mem, err, sizeof(err)), -EINVAL);
 	rmdir(tmpdir);
@@ -903,6 +904,160 @@ START_TEST(config_check_shows_the_expansion)
 }
 END_TEST
 
+/* ---- endpoints (bootstrap pmix) ---- */
+
+START_TEST(endpoints_format_and_parse)
+{
+	struct membership_addr a;
+	uint16_t port = 0;
+	char text[MEMBERSHIP_ENDPOINT_STRLEN];
+
+	ck_assert_int_eq(membership_addr_parse("127.0.0.1", &a), 0);
+	membership_endpoint_format(&a, 9413, text, sizeof(text));
+	ck_assert_str_eq(text, "127.0.0.1:9413");
+	ck_assert_int_eq(membership_addr_parse("::1", &a), 0);
+	membership_endpoint_format(&a, 65535, text, sizeof(text));
+	ck_assert_str_eq(text, "[::1]:65535");
+	ck_assert_int_eq(membership_addr_parse("fe80::1", &a), 0);
+	a.scope_id = 2;
+	membership_endpoint_format(&a, 1, text, sizeof(text));
+	ck_assert_str_eq(text, "[fe80::1%2]:1");
+
+	/* What is formatted parses back to the same endpoint. */
+	ck_assert_int_eq(membership_endpoint_parse("[fe80::1%2]:1", &a, &port), 0);
+	ck_assert_int_eq(a.family, AF_INET6);
+	ck_assert_uint_eq(a.scope_id, 2);
+	ck_assert_uint_eq(port, 1);
+	ck_assert_int_eq(membership_endpoint_parse("127.0.0.3:9415", &a, &port), 0);
+	ck_assert_int_eq(a.family, AF_INET);
+	ck_assert_uint_eq(a.bytes[3], 3);
+	ck_assert_uint_eq(port, 9415);
+	ck_assert_int_eq(membership_endpoint_parse("[::1]:9413", &a, &port), 0);
+	ck_assert_int_eq(a.family, AF_INET6);
+	/* v4-mapped is the IPv4 address, as in a hostfile. */
+	ck_assert_int_eq(membership_endpoint_parse("[::ffff:127.0.0.1]:9413", &a, &port), -EINVAL);
+
+	static const char *const bad[] = {
+		"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:94a",
+		"127.0.0.1:123456", ":9413", "localhost:9413", "::1:9413", "[::1]9413", "[::1:9413",
+		"[127.0.0.1]:9413", "127.0.0.1%2:9413", "[fe80::1%]:9413", "[fe80::1%x]:9413",
+		"0.0.0.0:9413", "224.0.0.1:9413", "255.255.255.255:9413", "[::]:9413",
+		"127.0.0.1:+9413", "127.0.0.1:-1",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(membership_endpoint_parse(bad[i], &a, &port) == -EINVAL,
+			      "'%s' parsed", bad[i]);
+	ck_assert_int_eq(membership_endpoint_parse(NULL, &a, &port), -EINVAL);
+}
+END_TEST
+
+START_TEST(membership_from_launcher_endpoints)
+{
+	static const char *const eps[] = { "127.0.0.1:9413", "127.0.0.1:9414", "[::1]:9413" };
+
+	err[0] = '\0';
+	ck_assert_msg(membership_from_endpoints(eps, 3, 1, "PMIx namespace x", &mem, err,
+						sizeof(err)) == 0,
+		      "%s", err);
+	ck_assert_uint_eq(mem.num_nodes, 3);
+	ck_assert_uint_eq(mem.self, 1);
+	ck_assert_int_eq(mem.self_local, 1);
+	ck_assert_str_eq(mem.source, "PMIx namespace x");
+	for (uint32_t i = 0; i < 3; i++) {
+		char text[MEMBERSHIP_ENDPOINT_STRLEN];
+		ck_assert_uint_eq(mem.nodes[i].num_addrs, 1);
+		ck_assert_uint_eq(mem.nodes[i].line, 0);
+		ck_assert_str_eq(mem.nodes[i].host, eps[i]);
+		membership_endpoint_format(&mem.nodes[i].addrs[0], mem.nodes[i].port, text,
+					   sizeof(text));
+		ck_assert_str_eq(text, eps[i]);
+	}
+	membership_fini(&mem);
+
+	/* Two ranks at one endpoint (two on one machine without a port of their own). */
+	static const char *const dup[] = { "127.0.0.1:9413", "127.0.0.2:9413", "127.0.0.1:9413" };
+	ck_assert_int_eq(membership_from_endpoints(dup, 3, 0, "PMIx namespace x", &mem, err,
+						   sizeof(err)),
+			 -EINVAL);
+	ck_assert_msg(strstr(err, "PMIx namespace x: node 2 is at 127.0.0.1:9413, the same "
+				  "address and port as node 0"),
+		      "%s", err);
+	ck_assert_ptr_null(mem.nodes);
+
+	/* A rank's text that is not an endpoint names the rank. */
+	static const char *const junk[] = { "127.0.0.1:9413", "node7" };
+	ck_assert_int_eq(membership_from_endpoints(junk, 2, 0, "P", &mem, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_msg(strstr(err, "P: node 1: 'node7' is not an endpoint"), "%s", err);
+	ck_assert_uint_eq(mem.num_nodes, 0);
+
+	/* self must be one of them; a job has someone. */
+	ck_assert_int_eq(membership_from_endpoints(eps, 3, 3, "P", &mem, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_int_eq(membership_from_endpoints(eps, 0, 0, "P", &mem, err, sizeof(err)),
+			 -EINVAL);
+
+	/* One node: itself, nothing to dial. */
+	ck_assert_int_eq(membership_from_endpoints(eps, 1, 0, "P", &mem, err, sizeof(err)), 0);
+	ck_assert_uint_eq(mem.num_nodes, 1);
+}
+END_TEST
+
+START_TEST(host_addr_is_the_first_usable_one)
+{
+	struct membership_addr a;
+
+	ck_assert_int_eq(membership_host_addr("127.0.0.5", NULL, &a, err, sizeof(err)), 0);
+	ck_assert_uint_eq(a.bytes[3], 5);
+	ck_assert_int_eq(membership_host_addr("0.0.0.0", NULL, &a, err, sizeof(err)), -EINVAL);
+	ck_assert_msg(strstr(err, "0.0.0.0: resolves to no usable"), "%s", err);
+}
+END_TEST
+
+/* bootstrap pmix, client side: CHI_NODE_ID, else the lowest node with a runtime socket in
+ * the run directory for the config's port; never PMIX_RANK (a client's own MPI rank). */
+START_TEST(pmix_client_node_is_the_local_runtime)
+{
+	struct config cfg;
+	char dir[] = "/tmp/chi-pmix-client-XXXXXX", path[256];
+	uint32_t node = 0;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	config_with(&cfg, "pmix", "");
+	snprintf(cfg.run_dir, sizeof(cfg.run_dir), "%s", dir);
+	cfg.port = 9413;
+	unsetenv("CHI_NODE_ID");
+	setenv("PMIX_RANK", "17", 1);
+
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), -ENOENT);
+	ck_assert_msg(strstr(err, "no runtime of port 9413 on this machine"), "%s", err);
+	static const char *const names[] = {
+		"runtime-9413-node2.sock", "runtime-9413-node1.sock", "runtime-9413-node0.lock",
+		"runtime-9414-node0.sock", "runtime-9413-nodex.sock", "runtime-9413-node.sock",
+		"runtime-9413-node3.sock.tmp",
+	};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		write_file(path, "");
+	}
+	ck_assert_msg(membership_client_node(&cfg, &node, err, sizeof(err)) == 0, "%s", err);
+	ck_assert_uint_eq(node, 1);
+	setenv("CHI_NODE_ID", "5", 1);
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), 0);
+	ck_assert_uint_eq(node, 5);
+	setenv("CHI_NODE_ID", "x", 1);
+	ck_assert_int_eq(membership_client_node(&cfg, &node, err, sizeof(err)), -EINVAL);
+	unsetenv("CHI_NODE_ID");
+	unsetenv("PMIX_RANK");
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -937,6 +1092,10 @@ int main(void)
 		load_from_config,
 		hostfile_path_expansion,
 		config_check_shows_the_expansion,
+		endpoints_format_and_parse,
+		membership_from_launcher_endpoints,
+		host_addr_is_the_first_usable_one,
+		pmix_client_node_is_the_local_runtime,
 	};
 
 	log_threshold = CHI_LOG_LEVEL_ERROR;
