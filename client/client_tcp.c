@@ -386,7 +386,6 @@ static int method_bulk(struct chi_client *c, struct chi_pool_id id, uint32_t met
 {
 	struct client_tcp *tc = c->tcp;
 	struct pool_desc *p;
-	int asked = 0;
 	uint64_t deadline = time_now_ns() + TCP_DESCRIBE_TIMEOUT_NS;
 	pthread_mutex_lock(&tc->lock);
 	for (;;) {
@@ -423,10 +422,16 @@ static int method_bulk(struct chi_client *c, struct chi_pool_id id, uint32_t met
 				pthread_mutex_unlock(&tc->lock);
 				return rc;
 			}
-			asked = 1;
 			continue;
 		}
 		if (time_now_ns() >= deadline) {
+			/* Forget the question, so that a later submit asks again. */
+			for (struct pool_desc **pp = &tc->pools; *pp; pp = &(*pp)->next)
+				if (*pp == p) {
+					*pp = p->next;
+					free(p);
+					break;
+				}
 			pthread_mutex_unlock(&tc->lock);
 			CHI_LOG_ERROR("the runtime at %s did not describe pool %u.%u in time",
 				      tc->peer, id.major, id.minor);
@@ -441,7 +446,6 @@ static int method_bulk(struct chi_client *c, struct chi_pool_id id, uint32_t met
 		}
 		pthread_cond_timedwait(&tc->cond, &tc->lock, &ts);
 	}
-	(void)asked;
 	op->num_bulk = 0;
 	for (uint32_t i = 0; p->state == 1 && i < p->num; i++)
 		if (p->m[i].id == method) {
