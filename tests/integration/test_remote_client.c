@@ -122,6 +122,25 @@ START_TEST(admin_and_every_query)
 	ck_assert_uint_eq(len, sizeof(msg));
 	ck_assert_mem_eq(echoed, msg, sizeof(msg));
 	chi_task_free(cl, f.task);
+	/* The admin Echo again, its buffers from chi_buf_alloc, 256 KiB each way. */
+	enum { ALEN = 256 << 10 };
+	unsigned char *ain = chi_buf_alloc(cl, ALEN), *aout = chi_buf_alloc(cl, ALEN);
+	ck_assert(ain && aout);
+	for (int k = 0; k < ALEN; k++)
+		ain[k] = (unsigned char)(k * 13 + 5);
+	memset(aout, 0, ALEN);
+	struct chi_task *at = rt_task(cl, (struct chi_pool_id){ CHI_ADMIN_POOL_MAJOR,
+								CHI_ADMIN_POOL_MINOR },
+				      CHI_ADMIN_ECHO, sizeof(struct chi_admin_echo_params));
+	struct chi_admin_echo_params *ap = chi_task_params(at);
+	ck_assert_int_eq(chi_bulk_from_ptr(cl, ain, ALEN, &ap->in), 0);
+	ck_assert_int_eq(chi_bulk_from_ptr(cl, aout, ALEN, &ap->out), 0);
+	ck_assert_int_eq(chi_submit(cl, at, &f), 0);
+	ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), 0);
+	ck_assert_int_eq(memcmp(ain, aout, ALEN), 0);
+	chi_task_free(cl, at);
+	chi_buf_free(cl, ain);
+	chi_buf_free(cl, aout);
 
 	/* DirectId: every container, on either node. */
 	for (uint32_t i = 0; i < CONTAINERS; i++) {
