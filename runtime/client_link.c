@@ -249,7 +249,10 @@ static void outbox_put(struct ctask *t)
 	atomic_fetch_add_explicit(&clinks.outbox_count, 1, memory_order_release);
 	struct runtime *rt = clinks.rt;
 	pthread_mutex_unlock(&clinks.lock);
-	if (rt && write(rt->workers[owner].doorbell, &one, sizeof(one)) < 0) {
+	/* Not once the workers stopped (shutdown: their doorbells are closed, and the number
+	 * may belong to another file by then); nobody will send it anyway. */
+	if (rt && !atomic_load_explicit(&rt->workers[owner].stop, memory_order_acquire) &&
+	    write(rt->workers[owner].doorbell, &one, sizeof(one)) < 0) {
 		/* the owner looks at its outbox on every pass of its loop anyway */
 	}
 }
