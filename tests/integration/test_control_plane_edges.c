@@ -1,6 +1,8 @@
-/* Review of the control plane, fan-out per node and peer fairness (ebe84be..91b9e1d): each
- * case shows one defect found in review and fails until it is fixed. CHI_TEST_ONLY=name runs
- * one test. */
+/* The control plane at its edges, each case a defect an adversarial review found (and that
+ * failed until fixed): a node stopping while its part of a destroy runs, a creation racing a
+ * destroy of the same name, a node's part refused by a quota, a client relaying Create or
+ * Destroy through its node, an id chosen far out, node 0 restarting, and a client call that
+ * leaked its buffer. CHI_TEST_ONLY=name runs one test. */
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
@@ -423,6 +425,6 @@ int main(void)
 	const char *only = getenv("CHI_TEST_ONLY"); /* one test by name, to look at it alone */
 	for (size_t i = 0; only && i < n; i++)
 		if (strcmp(tests[i]->name, only) == 0)
-			return chi_check_main("review_findings", 240, teardown, &tests[i], 1);
-	return chi_check_main("review_findings", 240, teardown, tests, n);
+			return chi_check_main("control_plane_edges", 240, teardown, &tests[i], 1);
+	return chi_check_main("control_plane_edges", 240, teardown, tests, n);
 }
