@@ -295,10 +295,11 @@ int chi_admin_locate_pool(struct chi_client *c, struct chi_pool_id pool_id, uint
 {
 	struct chi_admin_locate_pool_params *p;
 	struct chi_task *t;
+	if ((max && !nodes) || !count)
+		return -EINVAL;
 	uint32_t *buf = max ? chi_buf_alloc(c, (size_t)max * sizeof(uint32_t)) : NULL;
-
-	if ((max && !buf) || (max && !nodes))
-		return max && !nodes ? -EINVAL : -ENOMEM;
+	if (max && !buf)
+		return -ENOMEM;
 	int rc = admin_task(c, CHI_ADMIN_LOCATE_POOL, sizeof(*p), &t);
 	if (rc) {
 		chi_buf_free(c, buf);

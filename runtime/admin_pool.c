@@ -296,12 +296,13 @@ static const struct chi_bulk_field pool_stats_bulk[] = {
 #define RO CHI_METHOD_READ_ONLY
 #define OWNS RT_METHOD_OWNS_TASK
 #define LEADER RT_METHOD_TO_LEADER
+#define CONTROL RT_METHOD_CONTROL_PLANE
 
 /* By id: the names are also what the stall watchdog reports (a long Echo, say). */
 static const struct chi_method_desc admin_methods[] = {
-	METHOD(CHI_ADMIN_CREATE, "Create", admin_create_here, OWNS,
+	METHOD(CHI_ADMIN_CREATE, "Create", admin_create_here, OWNS | CONTROL,
 	       sizeof(struct chi_admin_create_pool_params)),
-	METHOD(CHI_ADMIN_DESTROY, "Destroy", admin_destroy_here, OWNS,
+	METHOD(CHI_ADMIN_DESTROY, "Destroy", admin_destroy_here, OWNS | CONTROL,
 	       sizeof(struct chi_admin_destroy_pool_params)),
 	METHOD(CHI_ADMIN_MONITOR, "Monitor", admin_not_implemented, 0, 0),
 	METHOD(CHI_ADMIN_GET_OR_CREATE_POOL, "GetOrCreatePool", admin_get_or_create_pool,

@@ -12,6 +12,7 @@
 #include "common/time_util.h"
 #include "cluster.h"
 #include "pool_manager.h"
+#include "propagate.h"
 #include "remote.h"
 #include "runtime_internal.h"
 
@@ -389,6 +390,8 @@ int rt_dispatch_task(struct worker *w, struct rt_client *client, struct rt_clien
 		return -EBADRQC;
 	if (hdr->params_size < m->min_params_size)
 		return -EINVAL;
+	if ((m->flags & RT_METHOD_CONTROL_PLANE) && !rt_from_control_plane(client))
+		return -EPERM;
 	if (m->num_bulk && !bulk_fields_valid(client, m, params))
 		return -EFAULT;
 	uint32_t first, count;

@@ -117,7 +117,7 @@ static int check_desc(const struct chi_module_desc *d, const char *name, int bui
 				 m->handler ? "ids below 10 are reserved" : "no handler");
 			return -EINVAL;
 		}
-		uint32_t own = RT_METHOD_OWNS_TASK | RT_METHOD_TO_LEADER;
+		uint32_t own = RT_METHOD_OWNS_TASK | RT_METHOD_TO_LEADER | RT_METHOD_CONTROL_PLANE;
 		if ((m->flags & own) && !builtin) {
 			snprintf(why, len, "method %u (%s): flags 0x%x are the runtime's own", m->id,
 				 m->name ? m->name : "?", m->flags & own);

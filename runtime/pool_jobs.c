@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <chimaera/admin.h>
@@ -40,6 +41,9 @@ struct rt_job {
 	uint32_t method;	  /* read once: the header is the client's to scribble on */
 	void *params;		  /* validated pointer into the client's segment */
 	uint32_t size;
+	int charged;		  /* took the root's held_jobs (not the control plane's parts) */
+	int fresh;		  /* GetOrCreatePool on node 0 made fresh_id (it was not there) */
+	struct chi_pool_id fresh_id;
 	struct rt_job *next;
 };
 
@@ -63,11 +67,24 @@ struct destroy {
 };
 
 struct rt_jobs {
+	/* The minor of the pool ids node 0 assigns in a cluster, random per start: a node 0
+	 * that restarted, knowing nothing of the pools the others still hold, cannot give a
+	 * new pool the id of one of them. */
+	uint32_t incarnation;
 	pthread_mutex_t lock;
 	struct rt_job *head;
 	struct rt_job **tail;
 	struct destroy cur; /* control thread only; cur.job NULL when none */
 };
+
+/* In a cluster of two or more nodes? Then pools are created and destroyed through node 0
+ * (propagate.h), and each is spread over the nodes. */
+static int in_cluster(const struct runtime *rt, uint32_t *self)
+{
+	uint32_t nodes, up;
+	rt_cluster_status(rt, self, &nodes, &up);
+	return nodes > 1 && rt->remote;
+}
 
 int rt_jobs_init(struct runtime *rt)
 {
@@ -76,13 +93,19 @@ int rt_jobs_init(struct runtime *rt)
 		return -ENOMEM;
 	pthread_mutex_init(&j->lock, NULL);
 	j->tail = &j->head;
+	uint32_t self, nodes, up;
+	rt_cluster_status(rt, &self, &nodes, &up); /* rt->remote comes later, with the workers */
+	while (nodes > 1 && !j->incarnation)
+		if (getrandom(&j->incarnation, sizeof(j->incarnation), 0) != sizeof(j->incarnation))
+			j->incarnation = (uint32_t)time_now_ns() | 1u;
 	rt->jobs = j;
 	return 0;
 }
 
 static void job_done(struct runtime *rt, struct rt_job *job, int rc)
 {
-	rt_quota_give(&job->root->held_jobs); /* before the reply, as for every quota */
+	if (job->charged)
+		rt_quota_give(&job->root->held_jobs); /* before the reply, as for every quota */
 	rt_task_finish(job->client, job->task, rc);
 	rt_client_put(rt, job->root);
 	free(job);
@@ -132,15 +155,19 @@ int rt_jobs_submit(struct worker *w, struct rt_client *c, struct rt_client *root
 	uint64_t one = 1;
 
 	/* Jobs wait in line behind a destroy that may take long: a client may queue only so
-	 * many (each is runtime memory). */
-	int rc = rt_quota_take(&root->held_jobs, rt->cfg.client_max_pool_jobs);
+	 * many (each is runtime memory). Not a node's part of a cluster-wide change: refused,
+	 * it would leave this node's table unlike the others'. */
+	int charged = method != CHI_ADMIN_CREATE && method != CHI_ADMIN_DESTROY;
+	int rc = charged ? rt_quota_take(&root->held_jobs, rt->cfg.client_max_pool_jobs) : 0;
 	if (rc)
 		return rc;
 	struct rt_job *job = calloc(1, sizeof(*job));
 	if (!job) {
-		rt_quota_give(&root->held_jobs);
+		if (charged)
+			rt_quota_give(&root->held_jobs);
 		return -ENOMEM;
 	}
+	job->charged = charged;
 	rt_client_get(root);
 	job->rt = rt;
 	job->client = c;
@@ -189,15 +216,6 @@ static int bounded_copy(char *dst, const char *src, size_t len)
 	return 0;
 }
 
-/* In a cluster of two or more nodes? Then pools are created and destroyed through node 0
- * (propagate.h), and each is spread over the nodes. */
-static int in_cluster(const struct runtime *rt, uint32_t *self)
-{
-	uint32_t nodes, up;
-	rt_cluster_status(rt, self, &nodes, &up);
-	return nodes > 1 && rt->remote;
-}
-
 /* Create the pool that @req (a private copy of the job's @size bytes of parameters) asks
  * for, on this node; the answer (id, reason) goes into the job's parameters. On success
  * @req names the pool exactly: its id and container count, as the other nodes must make
@@ -208,7 +226,7 @@ static int create_here(struct runtime *rt, struct rt_job *job, unsigned char *re
 	struct chi_admin_create_pool_params p;
 	struct chi_compose_kv kv[MAX_KV];
 	char mod[CHI_MOD_NAME_LEN], name[CHI_POOL_NAME_LEN], why[CHI_WHY_LEN] = "";
-	uint32_t nkv = 0, self;
+	uint32_t nkv = 0;
 
 	memcpy(&p, req, sizeof(p));
 	struct chi_admin_create_pool_params *out = job->params;
@@ -222,10 +240,15 @@ static int create_here(struct runtime *rt, struct rt_job *job, unsigned char *re
 		snprintf(out->why, sizeof(out->why), "malformed module keys");
 		return -EINVAL;
 	}
+	int created = 0;
 	struct rt_pool_spec spec = { mod, name, p.pool_id, p.has_pool_id != 0, p.num_containers,
-				     kv, nkv };
+				     kv, nkv, rt->jobs->incarnation, &created };
 	struct chi_pool_id id;
 	int rc = rt_pool_get_or_create(rt, &spec, &id, why, sizeof(why));
+	if (rc == 0 && created && job->method == CHI_ADMIN_GET_OR_CREATE_POOL) {
+		job->fresh = 1;
+		job->fresh_id = id;
+	}
 	snprintf(out->why, sizeof(out->why), "%s", why);
 	if (rc) {
 		CHI_LOG_WARN("GetOrCreatePool '%s' from pid %d: %s", name, (int)job->client->pid,
@@ -234,8 +257,6 @@ static int create_here(struct runtime *rt, struct rt_job *job, unsigned char *re
 	}
 	out->pool_id = id;
 	struct rt_pool *pool = rt_pool_find(rt, id);
-	if (in_cluster(rt, &self))
-		rt_remote_mark_spread(rt, pool);
 	struct chi_admin_create_pool_params *named = (struct chi_admin_create_pool_params *)req;
 	named->pool_id = id;
 	named->has_pool_id = 1;
@@ -243,18 +264,63 @@ static int create_here(struct runtime *rt, struct rt_job *job, unsigned char *re
 	return 0;
 }
 
-/* A propagation the job waits for has ended: the job's task completes with its result. */
-static void job_propagated(void *ctx, int rc, const char *why)
+static void rolled_back(void *ctx, int rc, const char *why, uint32_t succeeded)
+{
+	struct chi_pool_id *id = ctx;
+	(void)succeeded;
+	if (rc)
+		CHI_LOG_WARN("pool %u.%u: undoing a failed creation: %s", id->major, id->minor,
+			     why);
+	free(id);
+}
+
+/* A GetOrCreatePool that made pool @id here failed on another node: destroy it everywhere
+ * again (by id: node 0's ids are its own, see rt_jobs.incarnation), so that no node keeps a
+ * pool the others lack. Its name is free at once here; a retry starts afresh. */
+static void roll_back(struct runtime *rt, struct chi_pool_id id)
+{
+	char why[CHI_WHY_LEN];
+	struct chi_admin_destroy_pool_params p;
+	struct chi_pool_id *ctx = malloc(sizeof(*ctx));
+	memset(&p, 0, sizeof(p));
+	p.pool_id = id;
+	if (!ctx || rt_pool_doom(rt, id, why, sizeof(why)) != 0) {
+		free(ctx);
+		return;
+	}
+	*ctx = id;
+	if (rt_propagate(rt, CHI_ADMIN_DESTROY, &p, sizeof(p),
+			 offsetof(struct chi_admin_destroy_pool_params, why), 1, -ENOENT,
+			 rolled_back, ctx) != 0) {
+		CHI_LOG_WARN("pool %u.%u: cannot undo a failed creation", id.major, id.minor);
+		free(ctx);
+	}
+}
+
+/* A propagation the job waits for has ended: the job's task completes with its result. A
+ * DestroyPool that found the pool on no node is -ENOENT. */
+static void job_propagated(void *ctx, int rc, const char *why, uint32_t succeeded)
 {
 	struct rt_job *job = ctx;
+	char none[96];
+	if (rc == 0 && !succeeded && job->method == CHI_ADMIN_DESTROY_POOL) {
+		const struct chi_admin_destroy_pool_params *p = job->params;
+		struct chi_pool_id id = p->pool_id;
+		snprintf(none, sizeof(none), "no pool %u.%u on any node", id.major, id.minor);
+		rc = -ENOENT;
+		why = none;
+	} else if (rc && job->fresh) {
+		roll_back(job->rt, job->fresh_id);
+	}
 	if (rc) {
 		size_t at = job->method == CHI_ADMIN_DESTROY_POOL ?
 				    offsetof(struct chi_admin_destroy_pool_params, why) :
 				    offsetof(struct chi_admin_create_pool_params, why);
 		snprintf((char *)job->params + at, CHI_WHY_LEN, "%s", why);
-		CHI_LOG_WARN("%s: %s",
-			     job->method == CHI_ADMIN_DESTROY_POOL ? "DestroyPool" : "GetOrCreatePool",
-			     why);
+		if (rc != -ENOENT)
+			CHI_LOG_WARN("%s: %s", job->method == CHI_ADMIN_DESTROY_POOL ?
+						       "DestroyPool" : "GetOrCreatePool",
+				     why);
 	}
 	job_done(job->rt, job, rc);
 }
@@ -272,6 +338,8 @@ static int run_create(struct runtime *rt, struct rt_job *job)
 	if (!req)
 		return -ENOMEM;
 	memcpy(req, job->params, job->size);
+	/* A node that fails without a reason must not pass on what the client left there. */
+	memset(((struct chi_admin_create_pool_params *)req)->why, 0, CHI_WHY_LEN);
 	int rc = 0;
 	int lead = job->method == CHI_ADMIN_GET_OR_CREATE_POOL && in_cluster(rt, &self);
 	if (lead && self != 0) { /* dispatch sends it to node 0: a stale sender */
@@ -309,22 +377,27 @@ static int lead_destroy(struct runtime *rt, struct rt_job *job)
 			 "node %u", self);
 		return -ESTALE;
 	}
-	struct rt_pool *pool = rt_pool_find(rt, p.pool_id);
-	if (!pool || atomic_load_explicit(&pool->state, memory_order_acquire) != RT_POOL_LIVE) {
-		snprintf(out->why, sizeof(out->why), "no pool %u.%u", p.pool_id.major,
-			 p.pool_id.minor);
-		return -ENOENT;
-	}
-	if (pool->mod->flags & RT_MODULE_BUILTIN) {
-		snprintf(out->why, sizeof(out->why), "pool '%s' %u.%u is built into the runtime "
-			 "and cannot be destroyed", pool->name, p.pool_id.major, p.pool_id.minor);
+	if (p.pool_id.major == CHI_ADMIN_POOL_MAJOR && p.pool_id.minor == CHI_ADMIN_POOL_MINOR) {
+		snprintf(out->why, sizeof(out->why), "the admin pool is built into the runtime and "
+			 "cannot be destroyed");
 		return -EPERM;
 	}
+	/* Here first: from now on its tasks get -ESHUTDOWN and its name is free, though this
+	 * node's own part may wait behind another destroy; a GetOrCreatePool of the name meanwhile
+	 * makes a new pool, never answers with this one. */
+	char why[CHI_WHY_LEN] = "";
+	int rc = rt_pool_doom(rt, p.pool_id, why, sizeof(why));
+	if (rc == -EPERM) {
+		snprintf(out->why, sizeof(out->why), "%s", why);
+		return rc;
+	}
 	memset(p.why, 0, sizeof(p.why));
-	/* A node that has it no more (it restarted, or a destroy raced this one) is done. */
-	int rc = rt_propagate(rt, CHI_ADMIN_DESTROY, &p, sizeof(p),
-			      offsetof(struct chi_admin_destroy_pool_params, why), 1, -ENOENT,
-			      job_propagated, job);
+	/* Every node, also when this one has it no more: a node that missed an earlier destroy
+	 * (down, or refused it) is completed by a retry. One that has it no more is done; none
+	 * at all is -ENOENT (job_propagated). */
+	rc = rt_propagate(rt, CHI_ADMIN_DESTROY, &p, sizeof(p),
+			  offsetof(struct chi_admin_destroy_pool_params, why), 1, -ENOENT,
+			  job_propagated, job);
 	return rc ? rc : RT_TASK_PENDING;
 }
 

@@ -295,7 +295,7 @@ static int create_pool(struct runtime *rt, const struct rt_pool_spec *s, struct 
 		pool->id = s->pool_id;
 	} else {
 		do
-			pool->id = (struct chi_pool_id){ p->next_major++, 0 };
+			pool->id = (struct chi_pool_id){ p->next_major++, s->minor };
 		while (id_in_use(rt, pool->id));
 	}
 	int rc = monitor_period(pool, s, why, len);
@@ -337,6 +337,8 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 			 RT_MAX_CONTAINERS);
 		return -EINVAL;
 	}
+	if (s->created)
+		*s->created = 0;
 	pthread_mutex_lock(&p->lock);
 	/* The admin pool is found by its name like any other ("admin", chimaera_admin). */
 	struct rt_pool *pool = find_by_name(p, s->pool_name);
@@ -361,6 +363,8 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *s,
 	}
 	if (rc == 0)
 		rc = create_pool(rt, s, mod, count, out, why, len);
+	if (rc == 0 && s->created)
+		*s->created = 1;
 out_unlock:
 	pthread_mutex_unlock(&p->lock);
 	return rc;
@@ -385,7 +389,7 @@ int rt_pools_init(struct runtime *rt)
 	rt_cluster_status(rt, &self, &nodes, &up);
 	const struct rt_pool_spec admin = { rt_admin_module.name, RT_ADMIN_POOL_NAME,
 					    { CHI_ADMIN_POOL_MAJOR, CHI_ADMIN_POOL_MINOR },
-					    1, nodes, NULL, 0 };
+					    1, nodes, NULL, 0, 0, NULL };
 	int rc = rt_module_add_builtin(p, &rt_admin_module, RT_MODULE_ANY_WORKER, &mod, why,
 				       sizeof(why));
 	if (rc == 0) {
@@ -405,7 +409,10 @@ int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_p
 
 	pthread_mutex_lock(&p->lock);
 	struct rt_pool *pool = rt_pool_find(rt, id);
-	if (!pool || atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_LIVE) {
+	/* A doomed pool (rt_pool_doom) drains already: this is the destroy it waits for. */
+	int doomed = pool && atomic_exchange_explicit(&pool->doomed, 0, memory_order_relaxed);
+	if (!pool ||
+	    (atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_LIVE && !doomed)) {
 		pthread_mutex_unlock(&p->lock);
 		snprintf(why, len, "no pool %u.%u", id.major, id.minor);
 		return -ENOENT;
@@ -421,6 +428,27 @@ int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_p
 	pthread_mutex_unlock(&p->lock);
 	*out = pool;
 	return 0;
+}
+
+int rt_pool_doom(struct runtime *rt, struct chi_pool_id id, char *why, size_t len)
+{
+	struct rt_pools *p = rt->pools;
+	int rc = 0;
+	pthread_mutex_lock(&p->lock);
+	struct rt_pool *pool = rt_pool_find(rt, id);
+	if (!pool || atomic_load_explicit(&pool->state, memory_order_relaxed) != RT_POOL_LIVE) {
+		rc = -ENOENT;
+	} else if (pool->mod->flags & RT_MODULE_BUILTIN) {
+		snprintf(why, len, "pool '%s' %u.%u is built into the runtime and cannot be "
+			 "destroyed", pool->name, id.major, id.minor);
+		rc = -EPERM;
+	} else {
+		atomic_store_explicit(&pool->doomed, 1, memory_order_relaxed);
+		/* R8: pairs with A8 in rt_dispatch_task, as rt_pool_destroy_begin's. */
+		atomic_store_explicit(&pool->state, RT_POOL_DRAINING, memory_order_release);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
 }
 
 void rt_pool_destroy_finish(struct rt_pool *pool)

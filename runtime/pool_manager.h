@@ -42,6 +42,10 @@
  * 0, the leader), whatever its query. Pool creation and destruction: one node assigns ids
  * and orders them (propagate.h). */
 #define RT_METHOD_TO_LEADER 0x40000000u
+/* Built-in only: the control plane's own (a node's part of a pool creation or destruction).
+ * Dispatch refuses it (-EPERM) from any other source, before it could be forwarded: a task
+ * relayed for a client reaches the next node as a peer's. */
+#define RT_METHOD_CONTROL_PLANE 0x20000000u
 
 /* chi_container::owner of a container run by whichever worker receives its task. */
 #define RT_OWNER_ANY UINT32_MAX
@@ -93,6 +97,8 @@ struct rt_pool {
 	_Atomic uint32_t state;
 	_Atomic uint32_t suspended; /* yielding tasks in flight: a destroy waits for 0 */
 	_Atomic int cancelled;	    /* a destroy passed its deadline: its tasks wind up */
+	_Atomic int doomed;	    /* node 0 began a cluster-wide destroy: its own part may
+				     * begin on this DRAINING pool (rt_pool_doom) */
 	uint64_t monitor_period_ns; /* 0: no periodic monitor */
 };
 
@@ -125,6 +131,10 @@ struct rt_pool_spec {
 	uint32_t num_containers; /* 0: one per node (1 on a single node) */
 	const struct chi_compose_kv *kv;
 	uint32_t num_kv;
+	uint32_t minor; /* !has_pool_id: the minor of the id assigned (node 0's incarnation in
+			 * a cluster, pool_jobs.c; 0 for compose pools, made alike everywhere) */
+	int *created;	/* may be NULL: set to 1 when this call made the pool, 0 when it was
+			 * there already */
 };
 
 /* The table, with the admin pool (1.0) in it; rt->num_workers must be set. */
@@ -174,6 +184,12 @@ int rt_pool_get_or_create(struct runtime *rt, const struct rt_pool_spec *spec,
 int rt_pool_destroy_begin(struct runtime *rt, struct chi_pool_id id, struct rt_pool **out,
 			  char *why, size_t why_len);
 void rt_pool_destroy_finish(struct rt_pool *pool);
+
+/* Node 0, at the start of a cluster-wide destroy: @id takes no new task (-ESHUTDOWN) and its
+ * name is free from now on, before this node's own part (a Destroy job that may wait behind
+ * another destroy) begins; rt_pool_destroy_begin() then takes it on. @return 0, -ENOENT (no
+ * live pool @id), -EPERM (built in; @why says so). */
+int rt_pool_doom(struct runtime *rt, struct chi_pool_id id, char *why, size_t why_len);
 
 /* Create runtime.data_dir (or <run_dir>/data) if missing, insist that it is ours and 0700,
  * and remember its absolute path for chi_runtime_data_dir(). Once, at start, before any

@@ -32,6 +32,7 @@ struct rt_propagation {
 	size_t why_offset;
 	int ok_rc;
 	_Atomic uint32_t remaining;
+	_Atomic uint32_t succeeded;
 	pthread_mutex_t lock; /* the first failure */
 	int rc;
 	char why[CHI_WHY_LEN + 32];
@@ -76,10 +77,13 @@ static void target_done(struct rt_client *src, struct chi_task *task, int rc)
 	struct target *t = (struct target *)task;
 	if (rc && rc != p->ok_rc)
 		note_failure(p, t, rc);
+	if (rc == 0)
+		atomic_fetch_add_explicit(&p->succeeded, 1, memory_order_relaxed);
 	if (atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel) != 1)
 		return;
 	/* The last: every other target's writes happened before its decrement (acq_rel). */
-	p->done(p->ctx, p->rc, p->why);
+	p->done(p->ctx, p->rc, p->why,
+		atomic_load_explicit(&p->succeeded, memory_order_relaxed));
 	propagation_free(p);
 }
 
@@ -142,6 +146,7 @@ int rt_propagate(struct runtime *rt, uint32_t method, const void *params, uint32
 	}
 	/* Every target counts until it answers; one that cannot be posted answers at once. */
 	atomic_init(&p->remaining, p->num_targets);
+	atomic_init(&p->succeeded, 0);
 	uint32_t n = p->num_targets;
 	for (uint32_t i = 0; i < n; i++) {
 		struct target *t = &p->targets[i];

@@ -17,8 +17,8 @@ struct rt_client;
 
 /* Called once, from any thread (a worker that took the last answer, or the control thread
  * at shutdown): @rc is 0 or the first failure; @why then says which node and what (it
- * lives only for the call). */
-typedef void (*rt_propagate_done_fn)(void *ctx, int rc, const char *why);
+ * lives only for the call); @succeeded: how many nodes answered 0 (not @ok_rc). */
+typedef void (*rt_propagate_done_fn)(void *ctx, int rc, const char *why, uint32_t succeeded);
 
 /* Run admin method @method with the parameters @params (@size bytes, copied) on the admin
  * container of every node, this one included when @with_self (on one of its workers, as a

@@ -42,6 +42,7 @@ struct rt_remote_task {
 	uint16_t home;	    /* the worker that took it from the link: its reply's retrier */
 	const struct chi_method_desc *method;
 	uint64_t charged;    /* bytes counted against its origin's share of the home's slice */
+	int bare;	     /* an answer that ran nothing: malloc'd, not in the region */
 	uint64_t give_up_ns; /* a reply in the outbox is dropped after this */
 	struct rt_remote_task *next; /* in its home worker's outbox */
 };
@@ -56,7 +57,6 @@ struct rt_remote {
 	uint16_t gen[MAX_PENDING];
 	uint32_t free_top;
 	uint32_t free_list[MAX_PENDING];
-	unsigned char spread[RT_MAX_POOLS * 2 / 8]; /* by pool major: compose pools */
 	struct rt_client src; /* the source of tasks from peers: completing one replies */
 	/* Fairness between peers: each origin node's tasks are charged to a root of its own
 	 * (the quotas runtime.client_max_*), and hold at most a share of each worker's slice
@@ -65,6 +65,7 @@ struct rt_remote {
 	struct rt_client *peer_root; /* [num_nodes] */
 	uint64_t *held;		     /* [num_workers][num_nodes] bytes */
 	uint32_t num_nodes;
+	uint32_t num_workers; /* rt->num_workers goes to 0 when they stop, before our fini */
 	/* Replies that could not go out where their task completed (off the workers, or that
 	 * worker's link to the origin was down): per home worker, retried from its loop. */
 	pthread_mutex_t outbox_lock;
@@ -80,20 +81,14 @@ static struct runtime *the_rt; /* one runtime per process, as the tags in runtim
 
 /* ---- which node ---- */
 
-void rt_remote_mark_spread(struct runtime *rt, const struct rt_pool *pool)
-{
-	uint32_t major = pool->id.major;
-	if (rt->remote && major < RT_MAX_POOLS * 2)
-		rt->remote->spread[major / 8] |= (unsigned char)(1u << (major % 8));
-}
-
+/* In a cluster every pool is spread, whatever its id: the admin pool, the compose pools
+ * and those made at run time (through node 0, which has every node make them). */
 uint32_t rt_container_node(const struct runtime *rt, const struct rt_pool *pool, uint32_t i)
 {
 	uint32_t self, nodes, up;
+	(void)pool;
 	rt_cluster_status(rt, &self, &nodes, &up);
-	uint32_t major = pool->id.major;
-	if (nodes < 2 || !rt->remote || major >= RT_MAX_POOLS * 2 ||
-	    !(rt->remote->spread[major / 8] & (1u << (major % 8))))
+	if (nodes < 2 || !rt->remote)
 		return self;
 	return i % nodes;
 }
@@ -350,6 +345,10 @@ void rt_remote_link_down(struct worker *w, uint32_t node)
 static void block_free(struct worker *w, struct rt_remote_task *t)
 {
 	struct rt_remote *r = w->rt->remote;
+	if (t->bare) {
+		free(t);
+		return;
+	}
 	if (r && t->node < r->num_nodes)
 		r->held[(size_t)w->index * r->num_nodes + t->node] -= t->charged;
 	rt_region_free(w, t);
@@ -360,7 +359,7 @@ static void reply_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 	struct rt_remote_task *t = (struct rt_remote_task *)sb;
 	struct rt_remote *r = w->rt->remote;
 	(void)status;
-	if (t->home == w->index || !r) {
+	if (t->home == w->index || !r || t->bare) {
 		block_free(w, t);
 		return;
 	}
@@ -459,6 +458,8 @@ static void remote_complete(struct rt_client *src, struct chi_task *task, int rc
 	struct rt_remote_task *t = (struct rt_remote_task *)((char *)task - RTASK_HDR);
 	struct worker *w = rt_self();
 	(void)src;
+	if (!w && !the_rt->workers)
+		return; /* at shutdown: no worker will send it; the block goes with the region */
 	encode_reply(t, rc, w ? (uint16_t)w->index : t->home);
 	t->give_up_ns = 0;
 	if (!w || rt_cluster_send(w, t->node, &t->sb) != 0)
@@ -535,32 +536,28 @@ void *rt_remote_task_range(const struct chi_task *task, uint64_t offset, uint64_
 
 /* An answer without running anything: rc only, in memory of its own, never the region or
  * a quota (what a task it answers could not get: a flood that took them must not keep the
- * answer from going out). Dropped, like any frame, when the link cannot take it: the origin
- * then fails the task when that link goes. */
-struct bare_reply {
-	struct rt_sendbuf sb;
-};
-
-static void bare_sent(struct worker *w, struct rt_sendbuf *sb, int status)
-{
-	(void)w;
-	(void)status;
-	free(sb);
-}
-
+ * answer from going out). When the link cannot take it now (its send queue is full), it
+ * waits in this worker's outbox like any reply, retried until the link takes it or goes. */
 static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m, int rc)
 {
-	struct bare_reply *b = malloc(sizeof(*b));
-	if (!b)
-		return;
+	struct rt_remote_task *t = calloc(1, sizeof(*t));
+	if (!t)
+		return; /* the origin's link or its client's wait bounds this */
 	struct wire_msg out = { .type = WIRE_REPLY, .cookie = m->cookie,
 				.dst_worker = m->src_worker };
 	out.src_node = rt_cluster_self(w->rt);
 	out.src_worker = (uint16_t)w->index;
 	out.reply.rc = rc > 0 || rc < WIRE_RC_MIN ? -EPROTO : rc;
-	b->sb.done = bare_sent;
-	if (wire_encode(&b->sb.out, &out, NULL) != 0 || rt_cluster_send(w, node, &b->sb) != 0)
-		free(b);
+	t->bare = 1;
+	t->node = node;
+	t->home = (uint16_t)w->index;
+	t->sb.done = reply_sent;
+	if (wire_encode(&t->sb.out, &out, NULL) != 0) {
+		free(t);
+		return;
+	}
+	if (rt_cluster_send(w, node, &t->sb) != 0)
+		outbox_put(t);
 }
 
 static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
@@ -665,6 +662,7 @@ int rt_remote_init(struct runtime *rt)
 	pthread_mutex_init(&r->outbox_lock, NULL);
 	r->outbox = calloc(rt->num_workers, sizeof(*r->outbox));
 	r->homing = calloc(rt->num_workers, sizeof(*r->homing));
+	r->num_workers = rt->num_workers;
 	uint32_t self, up;
 	rt_cluster_status(rt, &self, &r->num_nodes, &up);
 	r->peer_root = calloc(r->num_nodes, sizeof(*r->peer_root));
@@ -711,7 +709,13 @@ void rt_remote_fini(struct runtime *rt)
 	}
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->outbox_lock);
-	free(r->outbox); /* what was in it lay in the region, unmapped with it */
+	for (uint32_t i = 0; i < r->num_workers; i++) /* the answers that ran nothing */
+		for (struct rt_remote_task *t = r->outbox[i], *next; t; t = next) {
+			next = t->next;
+			if (t->bare)
+				free(t);
+		}
+	free(r->outbox); /* the rest lay in the region, unmapped with it */
 	free(r->homing);
 	free(r->peer_root);
 	free(r->held);

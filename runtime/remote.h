@@ -34,11 +34,8 @@ int rt_remote_init(struct runtime *rt);
 /* After the workers stopped: fail what is still pending. */
 void rt_remote_fini(struct runtime *rt);
 
-/* Compose pools exist on every node under the same id: their containers are spread over the
- * nodes (container i on node i mod nodes). Other pools live on the node that made them. */
-void rt_remote_mark_spread(struct runtime *rt, const struct rt_pool *pool);
-
-/* The node that holds container @i of @pool. */
+/* The node that holds container @i of @pool: in a cluster every pool exists on every node
+ * under one id, container i on node i mod nodes. */
 uint32_t rt_container_node(const struct runtime *rt, const struct rt_pool *pool, uint32_t i);
 
 struct chi_container;

@@ -20,8 +20,6 @@
 
 #include <numa.h>
 
-#include <chimaera/admin.h>
-
 #include "common/log.h"
 #include "common/time_util.h"
 #include "client_link.h"
@@ -656,10 +654,6 @@ static int open_fds(struct runtime *rt, char *why, size_t why_len)
 static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 {
 	const struct config *cfg = &rt->cfg;
-	if (rt->remote) /* the admin pool: container i on node i */
-		rt_remote_mark_spread(rt, rt_pool_find(rt, (struct chi_pool_id){
-							   CHI_ADMIN_POOL_MAJOR,
-							   CHI_ADMIN_POOL_MINOR }));
 	for (uint32_t i = 0; i < cfg->num_compose; i++) {
 		const struct config_compose_entry *e = &cfg->compose[i];
 		struct chi_compose_kv kv[256];
@@ -673,10 +667,8 @@ static int create_composed_pools(struct runtime *rt, char *why, size_t why_len)
 			off += (uint32_t)strlen(kv[n].value) + 1;
 		}
 		struct rt_pool_spec spec = { e->mod_name, e->pool_name, e->pool_id, e->has_pool_id,
-					     e->num_containers, kv, n };
+					     e->num_containers, kv, n, 0, NULL };
 		int rc = rt_pool_get_or_create(rt, &spec, &id, reason, sizeof(reason));
-		if (rc == 0 && rt->remote) /* the same pool on every node: spread it */
-			rt_remote_mark_spread(rt, rt_pool_find(rt, id));
 		if (rc) {
 			snprintf(why, why_len, "%s:%d: compose entry '%s' (mod_name %s): %s",
 				 cfg->source, e->line, e->pool_name, e->mod_name, reason);
@@ -698,10 +690,13 @@ static void shutdown_runtime(struct runtime *rt)
 				      memory_order_release);
 	if (rt->workers)
 		rt_workers_stop(rt);
-	rt_remote_fini(rt);  /* what peers still owed fails */
-	rt_cluster_fini(rt); /* the workers' links went with them */
+	/* Jobs before the remote state: a job may be a peer's (its task completes into the
+	 * peer source, charged to a peer root, both remote.c's). */
 	rt_jobs_fini(rt);
-	rt_clinks_fini(rt); /* remote clients: after the jobs, which may complete their tasks */
+	rt_remote_fini(rt);  /* what peers still owed fails (a propagation's job with it) */
+	rt_cluster_fini(rt); /* the workers' links went with them */
+	/* Remote clients last: the jobs and what went to peers may complete their tasks. */
+	rt_clinks_fini(rt);
 	rt_subtasks_fini(); /* after the jobs: one may complete into a subtask record */
 	rt_pools_fini(rt);
 	rt_yield_free_orphans(); /* park handles modules could unpark until their pools went */

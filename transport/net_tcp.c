@@ -20,7 +20,6 @@
 #include "common/time_util.h"
 
 #define RBUF_KEEP_NS (1000ull * 1000000ull) /* a large receive buffer outlives its frame */
-#define RX_READS 16			    /* reads per readable endpoint per poll */
 #define RBUF_MIN (64u * 1024u)	  /* receive buffer of an endpoint between large frames */
 #define WRITEV_MAX 1024		  /* iovecs per writev (IOV_MAX on Linux) */
 #define EPOLL_BATCH 64
@@ -423,27 +422,21 @@ static int ep_read(struct net_ep *ep, struct net_event *ev, int room)
 		ep_fail(ep, -ENOMEM, "out of memory for a received frame");
 		return 0;
 	}
-	/* Read until the socket is drained or the buffer full (a few reads at most): a large
-	 * frame arrives whole in one poll instead of a socket buffer's worth per poll. */
-	for (int reads = 0; ep->rlen < ep->rcap && reads < RX_READS; reads++) {
-		size_t room_left = ep->rcap - ep->rlen;
-		ssize_t r = read(ep->fd, ep->rbuf + ep->rlen, room_left);
-		if (r == 0) {
-			ep_fail(ep, -ECONNRESET,
-				ep->rlen > ep->delivered ? "the peer hung up inside a frame" :
-							   "the peer hung up");
-			return 0;
-		}
-		if (r < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				ep_fail(ep, -errno, "receive failed");
-			break;
-		}
-		ep->rlen += (size_t)r;
-		ep->rx_bytes += (uint64_t)r;
-		if ((size_t)r < room_left)
-			break; /* drained */
+	if (ep->rlen == ep->rcap)
+		return deliver(ep, ev, room); /* full until the next poll compacts it */
+	ssize_t r = read(ep->fd, ep->rbuf + ep->rlen, ep->rcap - ep->rlen);
+	if (r == 0) {
+		ep_fail(ep, -ECONNRESET,
+			have ? "the peer hung up inside a frame" : "the peer hung up");
+		return 0;
 	}
+	if (r < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			ep_fail(ep, -errno, "receive failed");
+		return 0;
+	}
+	ep->rlen += (size_t)r;
+	ep->rx_bytes += (uint64_t)r;
 	return deliver(ep, ev, room);
 }
 
