@@ -247,7 +247,7 @@ START_TEST(a_task_to_a_frozen_node_fails_instead_of_hanging)
 {
 	struct cluster *c = up();
 	struct chi_client *a = client_of(c, 0);
-	ck_assert_int_eq(kill(c->pid[1], SIGSTOP), 0);
+	ck_assert(cluster_freeze_node(c, 1)); /* every thread stopped: none answers now */
 	struct chi_sm_who_params w = { 0 };
 	int rc = sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w));
 	ck_assert_msg(rc == -ECONNRESET || rc == -EHOSTUNREACH, "rc %d", rc);

@@ -2,6 +2,7 @@
 #include "cluster_harness.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -137,6 +138,49 @@ void cluster_teardown(struct cluster *c)
 		rt_sh(cmd);
 	}
 	c->dir[0] = '\0';
+}
+
+/* Is every thread of @pid stopped (state T or t in /proc/<pid>/task/<tid>/stat)? */
+static int all_threads_stopped(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	int stopped = 1, seen = 0;
+	struct dirent *e;
+	while (stopped && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char stat[128], buf[256];
+		snprintf(stat, sizeof(stat), "/proc/%d/task/%s/stat", (int)pid, e->d_name);
+		FILE *f = fopen(stat, "r");
+		if (!f)
+			continue; /* a thread that went away */
+		size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[n] = '\0';
+		const char *end = strrchr(buf, ')'); /* the name may hold spaces */
+		seen++;
+		if (!end || end[1] != ' ' || (end[2] != 'T' && end[2] != 't'))
+			stopped = 0;
+	}
+	closedir(d);
+	return stopped && seen > 0;
+}
+
+int cluster_freeze_node(struct cluster *c, int node)
+{
+	if (kill(c->pid[node], SIGSTOP) != 0)
+		return 0;
+	uint64_t end = rt_now_ms() + RT_WAIT_TIMEOUT_MS;
+	while (!all_threads_stopped(c->pid[node])) {
+		if (rt_now_ms() > end)
+			return 0;
+		usleep(1000);
+	}
+	return 1;
 }
 
 int cluster_status(struct cluster *c, int node, struct ipc_reply *r)

@@ -42,6 +42,11 @@ int cluster_stop_node(struct cluster *c, int node);
  * environment has CHI_KEEP_TEST_DIR). */
 void cluster_teardown(struct cluster *c);
 
+/* SIGSTOP @node and wait (up to RT_WAIT_TIMEOUT_MS) until every thread of it has stopped:
+ * kill() returns before then, and a worker may still answer a task meanwhile. @return 1
+ * once all have, else 0. */
+int cluster_freeze_node(struct cluster *c, int node);
+
 /* @node's status; 0 or -errno (not up yet). */
 int cluster_status(struct cluster *c, int node, struct ipc_reply *r);
 /* Wait until @node reports @want peers up. @return 1, or 0 past RT_WAIT_TIMEOUT_MS. */
