@@ -40,29 +40,8 @@ static struct cluster *up(int nodes)
 	cluster_networking_extra = "  neighborhood_size: 2\n";
 	struct cluster *c = &the_cluster;
 	cluster_setup(c, nodes, "AAAAAAAA", compose);
-	for (int i = 0; i < nodes; i++)
-		cluster_start_node(c, i);
-	for (int i = 0; i < nodes; i++)
-		ck_assert_msg(cluster_wait_peers(c, i, (uint32_t)nodes - 1), "node %d never joined",
-			      i);
+	cluster_start_all(c);
 	return c;
-}
-
-static void down(struct cluster *c)
-{
-	for (int i = 0; i < c->nodes; i++)
-		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
-}
-
-static struct chi_client *client_of(struct cluster *c, int node)
-{
-	struct chi_client_opts o = { .config_path = c->config[node] };
-	char id[8];
-	snprintf(id, sizeof(id), "%d", node);
-	setenv("CHI_NODE_ID", id, 1);
-	struct chi_client *cl = NULL;
-	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
-	return cl;
 }
 
 static int sm_call(struct chi_client *cl, uint32_t method, struct chi_pool_query q, void *params,
@@ -172,13 +151,13 @@ static void bdev_across(struct chi_client *a, struct chi_client *b, uint32_t nod
 static void run(int nodes)
 {
 	struct cluster *c = up(nodes);
-	struct chi_client *last = client_of(c, nodes - 1), *first = client_of(c, 0);
+	struct chi_client *last = cluster_client(c, nodes - 1), *first = cluster_client(c, 0);
 	every_query_mode(last, (uint32_t)nodes, (uint32_t)nodes - 1);
 	kvs_across(last, first);
 	bdev_across(first, last, (uint32_t)nodes);
 	chi_client_disconnect(last);
 	chi_client_disconnect(first);
-	down(c);
+	cluster_stop_all(c);
 }
 
 START_TEST(two_nodes)

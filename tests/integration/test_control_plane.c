@@ -35,28 +35,8 @@ static struct cluster *up(void)
 {
 	struct cluster *c = &the_cluster;
 	cluster_setup(c, NODES, "AAA", NULL);
-	for (int i = 0; i < NODES; i++)
-		cluster_start_node(c, i);
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_wait_peers(c, i, NODES - 1), "node %d never joined", i);
+	cluster_start_all(c);
 	return c;
-}
-
-static void down(struct cluster *c)
-{
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
-}
-
-static struct chi_client *client_of(struct cluster *c, int node)
-{
-	struct chi_client_opts o = { .config_path = c->config[node] };
-	char id[8];
-	snprintf(id, sizeof(id), "%d", node);
-	setenv("CHI_NODE_ID", id, 1);
-	struct chi_client *cl = NULL;
-	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
-	return cl;
 }
 
 static int create(struct chi_client *cl, const char *name, uint32_t containers,
@@ -100,7 +80,7 @@ static int who(struct chi_client *cl, struct chi_pool_id pool, struct chi_pool_q
 START_TEST(a_pool_made_on_any_node_is_on_every_node)
 {
 	struct cluster *c = up();
-	struct chi_client *cl = client_of(c, 2);
+	struct chi_client *cl = cluster_client(c, 2);
 	struct chi_pool_id id;
 	char why[256];
 	ck_assert_int_eq(create(cl, "cp_one", 0, &id, why, sizeof(why)), 0);
@@ -122,7 +102,7 @@ START_TEST(a_pool_made_on_any_node_is_on_every_node)
 	ck_assert_uint_eq(w.replies, NODES);
 	ck_assert_uint_eq(w.mask, (1u << NODES) - 1);
 	/* Again, from another node: the same pool, idempotent by name. */
-	struct chi_client *other = client_of(c, 1);
+	struct chi_client *other = cluster_client(c, 1);
 	struct chi_pool_id again;
 	ck_assert_int_eq(create(other, "cp_one", 0, &again, why, sizeof(why)), 0);
 	ck_assert_uint_eq(again.major, id.major);
@@ -146,7 +126,7 @@ START_TEST(a_pool_made_on_any_node_is_on_every_node)
 			 -ENOENT);
 	chi_client_disconnect(other);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -172,7 +152,7 @@ START_TEST(every_node_creating_one_name_at_once_gets_one_pool)
 	struct cluster *c = up();
 	struct chi_client *cl[NODES];
 	for (int n = 0; n < NODES; n++)
-		cl[n] = client_of(c, n);
+		cl[n] = cluster_client(c, n);
 	for (int round = 0; round < 8; round++) {
 		char name[32];
 		snprintf(name, sizeof(name), "race_%d", round);
@@ -204,7 +184,7 @@ START_TEST(every_node_creating_one_name_at_once_gets_one_pool)
 	ck_assert_uint_eq(count, 1 + 8); /* the admin pool and the eight */
 	for (int n = 0; n < NODES; n++)
 		chi_client_disconnect(cl[n]);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -257,7 +237,7 @@ START_TEST(a_destroy_under_load_ends_everywhere)
 	struct cluster *c = up();
 	struct chi_client *cl[NODES];
 	for (int n = 0; n < NODES; n++)
-		cl[n] = client_of(c, n);
+		cl[n] = cluster_client(c, n);
 	struct chi_pool_id id;
 	char why[256];
 	ck_assert_int_eq(create(cl[0], "doomed", 0, &id, why, sizeof(why)), 0);
@@ -300,14 +280,14 @@ START_TEST(a_destroy_under_load_ends_everywhere)
 	}
 	for (int n = 0; n < NODES; n++)
 		chi_client_disconnect(cl[n]);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
 START_TEST(a_node_that_is_down_fails_a_creation_and_gets_the_pool_later)
 {
 	struct cluster *c = up();
-	struct chi_client *cl = client_of(c, 0);
+	struct chi_client *cl = cluster_client(c, 0);
 	ck_assert_int_eq(cluster_stop_node(c, 2), 0);
 	for (int spins = 0; spins < 6000; spins++) { /* until node 0 knows */
 		struct ipc_reply r;
@@ -328,14 +308,14 @@ START_TEST(a_node_that_is_down_fails_a_creation_and_gets_the_pool_later)
 	ck_assert_int_eq(who(cl, id, chi_query_physical(2), &w), 0);
 	ck_assert_uint_eq(w.container, 2);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
 START_TEST(a_client_cannot_make_a_pool_on_one_node_alone)
 {
 	struct cluster *c = up();
-	struct chi_client *cl = client_of(c, 1);
+	struct chi_client *cl = cluster_client(c, 1);
 	const uint32_t methods[] = { CHI_ADMIN_CREATE, CHI_ADMIN_DESTROY };
 	for (int i = 0; i < 2; i++) {
 		uint32_t size = i == 0 ? sizeof(struct chi_admin_create_pool_params) :
@@ -357,7 +337,7 @@ START_TEST(a_client_cannot_make_a_pool_on_one_node_alone)
 	uint32_t containers;
 	ck_assert(!listed_on(cl, 1, "sneaky", &seen, &containers));
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -378,7 +358,7 @@ static int exited(struct cluster *c, int node)
 START_TEST(one_client_reads_and_stops_every_node)
 {
 	struct cluster *c = up();
-	struct chi_client *cl = client_of(c, 0);
+	struct chi_client *cl = cluster_client(c, 0);
 	for (uint32_t n = 0; n < NODES; n++) {
 		struct chi_admin_stats st;
 		ck_assert_int_eq(chi_admin_stats_on(cl, n, &st), 0);

@@ -32,28 +32,13 @@ static struct cluster *up_with(int nodes, const char *extra)
 {
 	struct cluster *c = &the_cluster;
 	cluster_setup(c, nodes, nodes == 2 ? "AA" : "AAA", extra);
-	for (int i = 0; i < nodes; i++)
-		cluster_start_node(c, i);
-	for (int i = 0; i < nodes; i++)
-		ck_assert_msg(cluster_wait_peers(c, i, (uint32_t)nodes - 1), "node %d never joined",
-			      i);
+	cluster_start_all(c);
 	return c;
 }
 
 static struct cluster *up(int nodes)
 {
 	return up_with(nodes, NULL);
-}
-
-static struct chi_client *client_of(struct cluster *c, int node)
-{
-	struct chi_client_opts o = { .config_path = c->config[node] };
-	char id[8];
-	snprintf(id, sizeof(id), "%d", node);
-	setenv("CHI_NODE_ID", id, 1);
-	struct chi_client *cl = NULL;
-	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
-	return cl;
 }
 
 static int create(struct chi_client *cl, const char *name, struct chi_pool_id *id)
@@ -135,7 +120,7 @@ static void wait_draining(struct chi_client *cl, struct chi_pool_id pool, uint32
 START_TEST(a_follower_stopping_during_a_propagated_destroy_exits_cleanly)
 {
 	struct cluster *c = up(2);
-	struct chi_client *cl0 = client_of(c, 0), *cl1 = client_of(c, 1);
+	struct chi_client *cl0 = cluster_client(c, 0), *cl1 = cluster_client(c, 1);
 	struct chi_pool_id id;
 	ck_assert_int_eq(create(cl0, "rv_held", &id), 0);
 	/* A 20 s Sleep on node 1's container holds node 1's destroy in DESTROY_SUSPENDED. */
@@ -166,7 +151,7 @@ END_TEST
 START_TEST(a_create_racing_a_deferred_destroy_leaves_one_table)
 {
 	struct cluster *c = up(2);
-	struct chi_client *cl = client_of(c, 0);
+	struct chi_client *cl = cluster_client(c, 0);
 	struct chi_pool_id q, p;
 	ck_assert_int_eq(create(cl, "rv_slow", &q), 0);
 	ck_assert_int_eq(create(cl, "rv_name", &p), 0);
@@ -223,7 +208,7 @@ END_TEST
 START_TEST(a_destroy_refused_by_one_node_can_be_completed)
 {
 	struct cluster *c = up_with(2, "runtime.client_max_pool_jobs: 4\n");
-	struct chi_client *cl[2] = { client_of(c, 0), client_of(c, 0) }, *cl1 = client_of(c, 1);
+	struct chi_client *cl[2] = { cluster_client(c, 0), cluster_client(c, 0) }, *cl1 = cluster_client(c, 1);
 	enum { POOLS = 5 };
 	struct chi_pool_id q, p[POOLS];
 	ck_assert_int_eq(create(cl[0], "rv_slow", &q), 0);
@@ -284,7 +269,7 @@ END_TEST
 START_TEST(a_client_cannot_reach_another_nodes_create_or_destroy)
 {
 	struct cluster *c = up(2);
-	struct chi_client *cl = client_of(c, 1);
+	struct chi_client *cl = cluster_client(c, 1);
 	struct chi_pool_id id, seen;
 	ck_assert_int_eq(create(cl, "rv_kept", &id), 0);
 	/* Destroy on node 0 alone, from a client of node 1. */
@@ -325,7 +310,7 @@ END_TEST
 START_TEST(a_pool_with_a_large_chosen_id_is_spread_or_refused)
 {
 	struct cluster *c = up(2);
-	struct chi_client *cl = client_of(c, 1);
+	struct chi_client *cl = cluster_client(c, 1);
 	struct chi_pool_id want = { 4096, 0 }, id = { 0, 0 };
 	char why[256] = "";
 	int rc = chi_admin_get_or_create_pool(cl, "small_message", "rv_big_id", &want, 0, NULL, 0,
@@ -365,7 +350,7 @@ static void name_of(struct chi_client *cl, uint32_t node, struct chi_pool_id id,
 START_TEST(a_restarted_leader_never_reuses_a_live_pool_id)
 {
 	struct cluster *c = up(2);
-	struct chi_client *cl1 = client_of(c, 1);
+	struct chi_client *cl1 = cluster_client(c, 1);
 	struct chi_pool_id old, fresh = { 0, 0 };
 	ck_assert_int_eq(create(cl1, "rv_old", &old), 0);
 	ck_assert_int_eq(cluster_stop_node(c, 0), 0);

@@ -748,24 +748,13 @@ static void *honest_main(void *arg)
 	return NULL;
 }
 
-static struct chi_client *client_of(struct cluster *c, int node)
-{
-	struct chi_client_opts o = { .config_path = c->config[node] };
-	char id[8];
-	snprintf(id, sizeof(id), "%d", node);
-	setenv("CHI_NODE_ID", id, 1);
-	struct chi_client *cl = NULL;
-	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
-	return cl;
-}
-
 static void honest_start(struct honest *h, struct cluster *c)
 {
 	memset(h, 0, sizeof(*h));
 	for (uint32_t i = 0; i < CONTAINERS; i++)
 		for (int k = 0; k < HONEST_KEYS; k++)
 			key_for(h->keys[i][k], sizeof(h->keys[i][k]), "honest", i, k);
-	h->cl = client_of(c, 0);
+	h->cl = cluster_client(c, 0);
 	ck_assert_int_eq(pthread_create(&h->th, NULL, honest_main, h), 0);
 	h->running = 1;
 }
@@ -1080,7 +1069,7 @@ START_TEST(a_peer_with_the_secret_sends_replies_nobody_asked_for)
 	struct fake *f = &the_fake;
 	struct cluster *c = up(f);
 	honest_start(&the_honest, c);
-	struct chi_client *pc = client_of(c, 0);
+	struct chi_client *pc = cluster_client(c, 0);
 	int l0 = link_to(f, 0, 0);
 	uint32_t seen = 0;
 	struct probe p;
@@ -1642,7 +1631,7 @@ START_TEST(descriptors_never_name_the_receivers_memory)
 				       chi_query_direct_id(1), &raw, sizeof(raw), NULL, 0),
 			  -EFAULT, "a RawEcho naming the receiver's memory");
 	}
-	struct chi_client *pc = client_of(c, 0);
+	struct chi_client *pc = cluster_client(c, 0);
 	char *in = chi_buf_alloc(pc, 64), *out = chi_buf_alloc(pc, 64);
 	snprintf(in, 64, "across nodes");
 	memset(out, 0, 64);

@@ -41,31 +41,11 @@ static struct cluster *up(void)
 {
 	struct cluster *c = &the_cluster;
 	cluster_setup(c, NODES, "AAA", compose);
-	for (int i = 0; i < NODES; i++)
-		cluster_start_node(c, i);
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_wait_peers(c, i, NODES - 1), "node %d never joined", i);
+	cluster_start_all(c);
 	return c;
 }
 
 /* Every node stops cleanly (exit 0: no sanitizer report, no crash on the way out). */
-static void down(struct cluster *c)
-{
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
-}
-
-static struct chi_client *client_of(struct cluster *c, int node)
-{
-	struct chi_client_opts o = { .config_path = c->config[node] };
-	char id[8];
-	snprintf(id, sizeof(id), "%d", node);
-	setenv("CHI_NODE_ID", id, 1);
-	struct chi_client *cl = NULL;
-	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
-	return cl;
-}
-
 /* Submit @method with @query on SM; @return rc, the params in *@out. */
 static int sm_call(struct chi_client *cl, uint32_t method, struct chi_pool_query q, void *params,
 		   uint32_t size)
@@ -85,7 +65,7 @@ static int sm_call(struct chi_client *cl, uint32_t method, struct chi_pool_query
 START_TEST(every_container_from_one_node)
 {
 	struct cluster *c = up();
-	struct chi_client *cl = client_of(c, 0);
+	struct chi_client *cl = cluster_client(c, 0);
 	for (uint32_t i = 0; i < CONTAINERS; i++) {
 		struct chi_sm_who_params w = { .container = 999 };
 		ck_assert_int_eq(sm_call(cl, CHI_SM_WHO, chi_query_direct_id(i), &w, sizeof(w)), 0);
@@ -110,7 +90,7 @@ START_TEST(every_container_from_one_node)
 	ck_assert_uint_eq(w.replies, 4);
 	ck_assert_uint_eq(w.mask, 0x1eu);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -119,7 +99,7 @@ END_TEST
 START_TEST(state_lives_on_the_containers_node)
 {
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0), *b = client_of(c, 2);
+	struct chi_client *a = cluster_client(c, 0), *b = cluster_client(c, 2);
 	for (uint32_t i = 0; i < CONTAINERS; i++) {
 		struct chi_sm_count_params p = { .add = 5 };
 		ck_assert_int_eq(sm_call(a, CHI_SM_COUNT, chi_query_direct_id(i), &p, sizeof(p)), 0);
@@ -149,7 +129,7 @@ START_TEST(state_lives_on_the_containers_node)
 	ck_assert_uint_eq(p.total, 12u * CONTAINERS + N);
 	chi_client_disconnect(a);
 	chi_client_disconnect(b);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -167,7 +147,7 @@ START_TEST(kvs_values_cross_nodes)
 {
 	static const uint64_t sizes[] = { 1, 100, 4096, 65536 + 3, 3u << 20 };
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0), *b = client_of(c, 1);
+	struct chi_client *a = cluster_client(c, 0), *b = cluster_client(c, 1);
 	for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
 		for (int k = 0; k < 6; k++) {
 			char key[32];
@@ -192,7 +172,7 @@ START_TEST(kvs_values_cross_nodes)
 	ck_assert_int_eq(chi_kvs_get(a, KV, "absent", 6, small, sizeof(small), &len), -ENOENT);
 	chi_client_disconnect(a);
 	chi_client_disconnect(b);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -201,7 +181,7 @@ END_TEST
 START_TEST(echo_buffers_cross_nodes)
 {
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0);
+	struct chi_client *a = cluster_client(c, 0);
 	for (uint32_t i = 0; i < CONTAINERS; i++) {
 		enum { LEN = 5000 };
 		unsigned char *in = chi_buf_alloc(a, LEN), *out = chi_buf_alloc(a, LEN + 100);
@@ -220,7 +200,7 @@ START_TEST(echo_buffers_cross_nodes)
 		chi_buf_free(a, out);
 	}
 	chi_client_disconnect(a);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -229,7 +209,7 @@ END_TEST
 START_TEST(remote_subtasks)
 {
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0);
+	struct chi_client *a = cluster_client(c, 0);
 	struct chi_sm_chain_params ch = { .depth = 12 };
 	ck_assert_int_eq(sm_call(a, CHI_SM_CHAIN, chi_query_direct_id(0), &ch, sizeof(ch)), 0);
 	ck_assert_uint_eq(ch.reached, 13); /* every link, the first one too */
@@ -237,7 +217,7 @@ START_TEST(remote_subtasks)
 	ck_assert_int_eq(sm_call(a, CHI_SM_FAN, chi_query_direct_id(2), &fan, sizeof(fan)), 0);
 	ck_assert_uint_eq(fan.ok, 60);
 	chi_client_disconnect(a);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -246,7 +226,7 @@ END_TEST
 START_TEST(a_task_to_a_frozen_node_fails_instead_of_hanging)
 {
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0);
+	struct chi_client *a = cluster_client(c, 0);
 	ck_assert(cluster_freeze_node(c, 1)); /* every thread stopped: none answers now */
 	struct chi_sm_who_params w = { 0 };
 	int rc = sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w));
@@ -257,7 +237,7 @@ START_TEST(a_task_to_a_frozen_node_fails_instead_of_hanging)
 	ck_assert_int_eq(sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w)), 0);
 	ck_assert_uint_eq(w.container, 1);
 	chi_client_disconnect(a);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -266,7 +246,7 @@ END_TEST
 START_TEST(a_node_leaves_and_comes_back)
 {
 	struct cluster *c = up();
-	struct chi_client *a = client_of(c, 0);
+	struct chi_client *a = cluster_client(c, 0);
 	ck_assert_int_eq(cluster_stop_node(c, 1), 0);
 	ck_assert(cluster_wait_peers(c, 0, NODES - 2));
 	struct chi_sm_who_params w;
@@ -286,7 +266,7 @@ START_TEST(a_node_leaves_and_comes_back)
 	ck_assert_int_eq(sm_call(a, CHI_SM_WHO, chi_query_direct_id(1), &w, sizeof(w)), 0);
 	ck_assert_uint_eq(w.container, 1);
 	chi_client_disconnect(a);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 

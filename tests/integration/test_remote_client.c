@@ -57,17 +57,8 @@ static struct cluster *up(void)
 {
 	struct cluster *c = &the_cluster;
 	cluster_setup(c, NODES, "AA", compose);
-	for (int i = 0; i < NODES; i++)
-		cluster_start_node(c, i);
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_wait_peers(c, i, NODES - 1), "node %d never joined", i);
+	cluster_start_all(c);
 	return c;
-}
-
-static void down(struct cluster *c)
-{
-	for (int i = 0; i < NODES; i++)
-		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
 }
 
 /* A remote client of node @node (127.0.0.<node+1>), with @config's secret and port. */
@@ -256,7 +247,7 @@ START_TEST(admin_and_every_query)
 	chi_task_free(cl, pt);
 
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -303,7 +294,7 @@ START_TEST(kvs_across_nodes)
 	ck_assert_int_eq(chi_kvs_get(a, KV, "absent", 6, small, sizeof(small), &len), -ENOENT);
 	chi_client_disconnect(a);
 	chi_client_disconnect(b);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -352,7 +343,7 @@ START_TEST(wrong_secret_refused)
 	chi_client_disconnect(cl);
 	ck_assert(cluster_log_has(c, 1, "refused"));
 	ck_assert(cluster_log_has(c, 1, "remote client 0 from 127.0.0.1"));
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -587,7 +578,7 @@ START_TEST(authenticated_garbage_leaves_the_runtime_unharmed)
 	}
 	chi_client_disconnect(honest);
 	ck_assert(cluster_wait_peers(c, 1, NODES - 1));
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -634,7 +625,7 @@ START_TEST(a_remote_clients_share_of_runtime_memory_is_bounded)
 	memset(v, 7, sizeof(v));
 	ck_assert_int_eq(chi_kvs_put(cl, KV, "after", 5, v, sizeof(v)), 0);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -701,7 +692,7 @@ START_TEST(threads_share_one_remote_client)
 	ck_assert_int_eq(sm_call(cl, CHI_SM_COUNT, chi_query_broadcast(), &cp, sizeof(cp)), 0);
 	ck_assert_uint_eq(cp.total, T * 2 * 150);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 
@@ -737,7 +728,7 @@ START_TEST(quotas_bound_a_remote_client)
 	struct chi_sm_who_params w = { .container = 999 };
 	ck_assert_int_eq(sm_call(cl, CHI_SM_WHO, chi_query_local(), &w, sizeof(w)), 0);
 	chi_client_disconnect(cl);
-	down(c);
+	cluster_stop_all(c);
 }
 END_TEST
 

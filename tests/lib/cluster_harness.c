@@ -13,6 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chimaera/chimaera.h>
+
 #include "rt_harness.h"
 
 static void write_file(const char *path, const char *text, mode_t mode)
@@ -103,6 +105,32 @@ pid_t cluster_start_node(struct cluster *c, int node)
 	}
 	c->pid[node] = pid;
 	return pid;
+}
+
+void cluster_start_all(struct cluster *c)
+{
+	for (int i = 0; i < c->nodes; i++)
+		cluster_start_node(c, i);
+	for (int i = 0; i < c->nodes; i++)
+		ck_assert_msg(cluster_wait_peers(c, i, (uint32_t)c->nodes - 1),
+			      "node %d never joined", i);
+}
+
+void cluster_stop_all(struct cluster *c)
+{
+	for (int i = 0; i < c->nodes; i++)
+		ck_assert_msg(cluster_stop_node(c, i) == 0, "node %d did not exit cleanly", i);
+}
+
+struct chi_client *cluster_client(struct cluster *c, int node)
+{
+	struct chi_client_opts o = { .config_path = c->config[node] };
+	char id[8];
+	snprintf(id, sizeof(id), "%d", node);
+	setenv("CHI_NODE_ID", id, 1);
+	struct chi_client *cl = NULL;
+	ck_assert_int_eq(chi_client_connect(&o, &cl), 0);
+	return cl;
 }
 
 int cluster_stop_node(struct cluster *c, int node)

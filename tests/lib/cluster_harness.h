@@ -36,6 +36,14 @@ extern const char *cluster_networking_extra;
 void cluster_write_config(struct cluster *c, int node, const char *hosts, const char *secret);
 
 pid_t cluster_start_node(struct cluster *c, int node);
+/* Start every node and wait until each has joined every other (asserts it). */
+void cluster_start_all(struct cluster *c);
+/* Stop every node running and assert that each exited 0 (no crash, no sanitizer report). */
+void cluster_stop_all(struct cluster *c);
+
+struct chi_client;
+/* A client attached over shared memory to @node (CHI_NODE_ID set for it; asserts it). */
+struct chi_client *cluster_client(struct cluster *c, int node);
 /* SIGTERM and wait; @return the exit status, -1 for a signal or a kill past the deadline. */
 int cluster_stop_node(struct cluster *c, int node);
 /* Stop what is running and remove the temp dir (kept, and named on stderr, when the
