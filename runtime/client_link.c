@@ -372,9 +372,7 @@ static void on_task(struct worker *w, struct rt_clink *k, const struct wire_msg 
 	}
 	/* Header, record, parameters (64-aligned), a 64-aligned buffer per bulk field: charged
 	 * to the client, so its quotas bound what it holds here (tasks and bytes). */
-	uint64_t size = CTASK_HDR + CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
-	for (uint32_t i = 0; i < m->task.num_bulk; i++)
-		size += (m->task.bulk[i].capacity + 63) & ~63ull;
+	uint64_t size = CTASK_HDR + rt_wire_task_size(m);
 	/* Fairness with the node's peers and its own subtasks, which allocate from the same
 	 * slice of the region (remote.c gives each peer 1/nodes of it): remote clients together
 	 * hold at most one such share of their owner's slice, and one client at most half of
@@ -403,22 +401,7 @@ static void on_task(struct worker *w, struct rt_clink *k, const struct wire_msg 
 	t->method = md;
 	rt_client_get(&k->cl); /* put when the reply is sent or dropped */
 	struct chi_task *task = (struct chi_task *)((char *)t + CTASK_HDR);
-	*task = *h;
-	task->state = CHI_TASK_SUBMITTED;
-	char *params = (char *)chi_task_params(task);
-	memcpy(params, m->task.params, m->task.params_size);
-	char *buf = params + ((m->task.params_size + 63) & ~63u);
-	unsigned char *base = k->cl.base;
-	for (uint32_t i = 0; i < m->task.num_bulk; i++) {
-		const struct wire_bulk *s = &m->task.bulk[i];
-		if (s->length)
-			memcpy(buf, s->data, s->length);
-		if (s->capacity > s->length) /* nothing of an earlier task shows through */
-			memset(buf + s->length, 0, s->capacity - s->length);
-		struct chi_bulk b = { (uint64_t)((unsigned char *)buf - base), s->capacity };
-		memcpy(params + md->bulk[s->field].offset, &b, sizeof(b));
-		buf += (s->capacity + 63) & ~63ull;
-	}
+	void *params = rt_wire_task_unpack(task, m, md, k->cl.base);
 	/* Dispatched as a local client's task: its query is resolved here, and it may go on
 	 * to another node (remote.c) before its reply comes back to this link. */
 	struct chi_task snap = *task;

@@ -590,10 +590,7 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 		reply_now(w, node, m, -ESTALE);
 		return;
 	}
-	/* Task record, parameters (8-aligned), then a 64-aligned buffer per bulk field. */
-	uint64_t size = RTASK_HDR + CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
-	for (uint32_t k = 0; k < m->task.num_bulk; k++)
-		size += (m->task.bulk[k].capacity + 63) & ~63ull;
+	uint64_t size = RTASK_HDR + rt_wire_task_size(m);
 	/* Its origin's share of this worker's slice: a part for each peer and one for this
 	 * node's own subtasks; a peer holding nothing here may always try (one large task). */
 	struct rt_remote *r = rt->remote;
@@ -618,12 +615,29 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 	t->home = (uint16_t)w->index;
 	t->method = md;
 	struct chi_task *task = (struct chi_task *)((char *)t + RTASK_HDR);
-	*task = *h;
+	void *params = rt_wire_task_unpack(task, m, md, rt->self_client.base);
+	struct chi_task snap = *task;
+	rc = rt_dispatch_task(w, &r->src, root, task, &snap, params);
+	if (rc != RT_TASK_PENDING)
+		rt_task_complete(w, &rt->remote->src, task, rc);
+}
+
+uint64_t rt_wire_task_size(const struct wire_msg *m)
+{
+	uint64_t size = CHI_TASK_HEADER_SIZE + ((m->task.params_size + 63) & ~63u);
+	for (uint32_t k = 0; k < m->task.num_bulk; k++)
+		size += (m->task.bulk[k].capacity + 63) & ~63ull;
+	return size;
+}
+
+void *rt_wire_task_unpack(struct chi_task *task, const struct wire_msg *m,
+			  const struct chi_method_desc *md, unsigned char *base)
+{
+	*task = *m->task.hdr;
 	task->state = CHI_TASK_SUBMITTED;
 	char *params = (char *)chi_task_params(task);
 	memcpy(params, m->task.params, m->task.params_size);
 	char *buf = params + ((m->task.params_size + 63) & ~63u);
-	unsigned char *base = rt->self_client.base;
 	for (uint32_t k = 0; k < m->task.num_bulk; k++) {
 		const struct wire_bulk *s = &m->task.bulk[k];
 		if (s->length)
@@ -634,10 +648,7 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 		memcpy(params + md->bulk[s->field].offset, &b, sizeof(b));
 		buf += (s->capacity + 63) & ~63ull;
 	}
-	struct chi_task snap = *task;
-	rc = rt_dispatch_task(w, &r->src, root, task, &snap, params);
-	if (rc != RT_TASK_PENDING)
-		rt_task_complete(w, &rt->remote->src, task, rc);
+	return params;
 }
 
 void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m)

@@ -76,6 +76,20 @@ static inline int rt_query_is_share(const struct chi_pool_query *q)
 uint32_t rt_remote_range_nodes(const struct runtime *rt, const struct rt_pool *pool,
 			       uint32_t first, uint32_t count, uint32_t *out);
 
+struct chi_task;
+struct chi_method_desc;
+
+/* What a decoded TASK frame @m takes once copied out of the frame: its task record,
+ * parameters (64-aligned) and a 64-aligned buffer per bulk section. */
+uint64_t rt_wire_task_size(const struct wire_msg *m);
+/* Copy @m to @task (rt_wire_task_size() bytes there): the header (state SUBMITTED), the
+ * parameters, then each bulk section into a buffer of its own (OUT room zeroed: nothing of
+ * an earlier task shows through), its descriptor in the parameters pointed at it as an
+ * offset from @base. @md: the method the frame was checked against. @return the
+ * parameters. */
+void *rt_wire_task_unpack(struct chi_task *task, const struct wire_msg *m,
+			  const struct chi_method_desc *md, unsigned char *base);
+
 /* A TASK or REPLY frame from @node, on worker @w (cluster.c). */
 void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
 
