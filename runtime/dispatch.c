@@ -52,6 +52,16 @@ void rt_latency_record(struct chi_container *c, uint64_t ns)
 	record_latency(c->latency, ns);
 }
 
+/* A handler returned @rc > 0: its task fails with -EPROTO, and the module is named. */
+static int bad_return(const struct chi_container *c, const struct chi_method_desc *m, int rc)
+{
+	CHI_LOG_RATELIMITED(CHI_LOG_LEVEL_WARN,
+			    "pool '%s' method '%s' returned %d: handlers return 0 or -errno; the "
+			    "task fails with -EPROTO",
+			    c->pool->name, m->name ? m->name : "?", rc);
+	return -EPROTO;
+}
+
 /* Count @req's task for @c and call @m's handler (timing one in 16). @w: the worker running
  * it, needed only for a container of RT_OWNER_ANY. Inline: the fast path of every task. */
 static inline __attribute__((always_inline)) int
@@ -69,18 +79,24 @@ call_handler(const struct worker *w, struct chi_container *c, const struct chi_m
 		sample = &mine->sample;
 	}
 	count_one(tasks);
-	if (req->yt) /* on a coroutine: yield.c marks each stretch between yields */
-		return m->handler(req);
-	rt_activity_begin(c, m);
 	int rc;
-	if (((*sample)++ & 15) == 0) { /* the clock is dear here: time one task in 16 */
-		uint64_t t0 = time_now_ns();
+	if (req->yt) { /* on a coroutine: yield.c marks each stretch between yields */
 		rc = m->handler(req);
-		record_latency(latency, time_now_ns() - t0);
 	} else {
-		rc = m->handler(req);
+		rt_activity_begin(c, m);
+		if (((*sample)++ & 15) == 0) { /* the clock is dear here: time one in 16 */
+			uint64_t t0 = time_now_ns();
+			rc = m->handler(req);
+			record_latency(latency, time_now_ns() - t0);
+		} else {
+			rc = m->handler(req);
+		}
+		rt_activity_end();
 	}
-	rt_activity_end();
+	/* 0 or -errno; a positive value would read as RT_TASK_PENDING (or worse) and leave
+	 * the task uncompleted forever: only the runtime's own methods may say pending. */
+	if (__builtin_expect(rc > 0, 0) && !(m->flags & RT_METHOD_OWNS_TASK))
+		rc = bad_return(c, m, rc);
 	return rc;
 }
 

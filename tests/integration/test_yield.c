@@ -232,6 +232,15 @@ START_TEST(yield_outside_a_yielding_method_is_reported)
 	ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), -EDEADLK);
 	snprintf(cmd, sizeof(cmd), "grep -q 'chi_wait on a subtask future' %s", rt.log);
 	ck_assert_int_eq(rt_sh(cmd), 0);
+	/* A handler that returns a positive value (1 would read as "pending"): its task fails
+	 * with -EPROTO instead of never completing, on a worker and on a coroutine alike. */
+	for (uint32_t method = 18; method <= 19; method++) {
+		struct chi_task *p = rt_task(c, mis, method, 0);
+		ck_assert_int_eq(chi_submit(c, p, &f), 0);
+		ck_assert_int_eq(chi_wait_timeout(&f, WAIT_NS), -EPROTO);
+	}
+	snprintf(cmd, sizeof(cmd), "grep -q \"method 'positive_rc' returned 1\" %s", rt.log);
+	ck_assert_int_eq(rt_sh(cmd), 0);
 	chi_client_disconnect(c);
 	ck_assert_int_eq(rt_stop(&rt), 0);
 }

@@ -165,6 +165,20 @@ static int park_forever(struct chi_request *req)
 	return chi_park(req, p);
 }
 
+/* Handlers return 0 or -errno; these do not (1 is what the runtime's own methods return
+ * for "pending"). */
+static int positive_rc(struct chi_request *req)
+{
+	(void)req;
+	return 1;
+}
+
+static int positive_after_yield(struct chi_request *req)
+{
+	int rc = chi_yield(req);
+	return rc ? rc : 7;
+}
+
 static const struct chi_method_desc misuse_methods[] = {
 	{ 10, "overflow", overflow, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
 	{ 11, "yield_unflagged", yield_unflagged, 0, 0, 0, NULL, 0 },
@@ -175,10 +189,12 @@ static const struct chi_method_desc misuse_methods[] = {
 	{ 16, "park_forever", park_forever, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
 	/* Declares its buffer and trusts the runtime to have checked it. */
 	{ 17, "bulk_trusting", handler, 0, sizeof(struct chi_bulk), 0, trusted_bulk, 1 },
+	{ 18, "positive_rc", positive_rc, 0, 0, 0, NULL, 0 },
+	{ 19, "positive_after_yield", positive_after_yield, CHI_METHOD_MAY_YIELD, 0, 0, NULL, 0 },
 };
 static const struct chi_module_desc d = { .abi_version = CHI_MODULE_ABI_VERSION,
 					  .name = "yield_misuse", .create = ok_create,
-					  .methods = misuse_methods, .num_methods = 8 };
+					  .methods = misuse_methods, .num_methods = 10 };
 CHI_MODULE_DEFINE(d)
 #elif BROKEN_KIND == 4 /* no_entry: everything but the entry symbol */
 __attribute__((visibility("default"))) int not_the_entry(void);
