@@ -14,7 +14,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/chimaera-cli-test.XXXXXX")
 chmod 700 "$T"
 passed=0 failed=0
 unset CHI_NODE_ID CHI_PORT CHI_SERVER_CONF
-PIDS=()
+PIDS=()    # by node, from runtime status
+STARTED=() # from the start commands' output
 
 # Running, not a zombie (a --daemon runtime is nobody's child here: where PID 1 does not
 # reap, it stays a zombie after it exits).
@@ -24,7 +25,7 @@ alive() {
 
 cleanup() {
 	local pid
-	for pid in "${PIDS[@]}"; do # runtimes a failed check left behind: ours, by PID
+	for pid in "${PIDS[@]}" "${STARTED[@]}"; do # what a failed check left: ours, by PID
 		alive "$pid" || continue
 		echo "cleanup: pid $pid still running: SIGTERM"
 		kill -TERM "$pid" 2>/dev/null
@@ -80,6 +81,8 @@ pids_of_cluster() {
 }
 
 check "cluster up --nodes 3" timeout 120 "$BIN" cluster up --nodes 3 --config "$T/c.yaml"
+# For the trap, from cluster up's own words (whatever later commands can reach).
+STARTED=($(sed -n 's/.*runtime started (pid \([0-9]*\)).*/\1/p' "$T/out"))
 pids_of_cluster
 [ ${#PIDS[@]} = 3 ] && ok "three runtimes" || bad "three runtimes: ${PIDS[*]}"
 
@@ -137,8 +140,9 @@ runtime:
   run_dir: $T/run
 EOF
 check "single runtime starts" timeout 60 "$BIN" runtime start --daemon --config "$T/one.yaml"
-pid=$(timeout 10 "$BIN" runtime status --config "$T/one.yaml" | sed -n 's/^pid: //p')
-[ -n "$pid" ] && PIDS+=("$pid")
+# Its pid from the start's own words: the trap must stop it even if no command reaches it.
+pid=$(sed -n 's/.*runtime started (pid \([0-9]*\)).*/\1/p' "$T/out")
+[ -n "$pid" ] && PIDS+=("$pid") || bad "no pid in: $(cat "$T/out")"
 timeout 60 "$BIN" stats --json --config "$T/one.yaml" >"$T/one.json" 2>&1
 grep -q '^{"node":0,"pid":'"$pid"',' "$T/one.json" && ok "one node: stats --json is one object" ||
 	{ bad "one-node stats"; cat "$T/one.json"; }
