@@ -194,48 +194,10 @@ static void loose_sent(struct worker *w, struct rt_sendbuf *sb, int status)
 static void encode_reply(struct ctask *t, int rc)
 {
 	struct chi_task *task = (struct chi_task *)((char *)t + CTASK_HDR);
-	const struct chi_method_desc *md = t->method;
-	const struct rt_client *region = &t->k->cl;
-	void *params = chi_task_params(task);
-	if (rc > 0 || rc < WIRE_RC_MIN)
-		rc = -EPROTO; /* a reply carries 0 or -errno */
 	struct wire_msg m = { .type = WIRE_REPLY, .cookie = t->cookie, .dst_worker = t->src_worker,
 			      .src_node = rt_cluster_self(clinks.rt), .src_worker = t->k->worker };
-	m.reply.rc = rc;
-	m.reply.params = params;
-	m.reply.params_size = task->params_size;
-	for (uint32_t k = 0; rc == 0 && md && k < md->num_bulk; k++) {
-		if (md->bulk[k].dir == CHI_BULK_IN)
-			continue;
-		struct chi_bulk b;
-		memcpy(&b, (char *)params + md->bulk[k].offset, sizeof(b));
-		uint64_t len = b.length;
-		if (md->bulk[k].out_len_offset != CHI_BULK_LEN_WHOLE) {
-			memcpy(&len, (char *)params + md->bulk[k].out_len_offset, sizeof(len));
-			if (len > b.length)
-				len = b.length;
-		}
-		const void *data = shm_seg_range(region->base, &region->layout, b.offset, b.length);
-		if (!data) { /* the handler pointed its descriptor elsewhere */
-			m.reply.rc = -EFAULT;
-			m.reply.num_bulk = 0;
-			break;
-		}
-		struct wire_bulk *s = &m.reply.bulk[m.reply.num_bulk++];
-		s->field = (uint16_t)k;
-		s->dir = (uint8_t)md->bulk[k].dir;
-		s->capacity = b.length;
-		s->length = len;
-		s->data = len ? data : NULL;
-	}
 	t->sb.done = ctask_sent;
-	if (wire_encode(&t->sb.out, &m, NULL) != 0) {
-		struct wire_msg bare = m; /* an rc-only reply always encodes */
-		bare.reply.rc = -EPROTO;
-		bare.reply.params_size = 0;
-		bare.reply.num_bulk = 0;
-		(void)wire_encode(&t->sb.out, &bare, NULL);
-	}
+	rt_wire_reply_encode(&t->sb.out, &m, task, t->method, &t->k->cl, rc);
 }
 
 static void outbox_put(struct ctask *t)

@@ -79,6 +79,12 @@ struct rt_remote {
 
 static struct runtime *the_rt; /* one runtime per process, as the tags in runtime.c */
 
+/* A reply carries 0 or -errno (WIRE_RC_MIN..0); anything else a handler made is -EPROTO. */
+static int reply_rc(int rc)
+{
+	return rc > 0 || rc < WIRE_RC_MIN ? -EPROTO : rc;
+}
+
 /* ---- which node ---- */
 
 /* In a cluster every pool is spread, whatever its id: the admin pool, the compose pools
@@ -391,50 +397,11 @@ static void take_homing(struct worker *w, struct rt_remote *r)
 static void encode_reply(struct rt_remote_task *t, int rc, uint16_t src_worker)
 {
 	struct chi_task *task = (struct chi_task *)((char *)t + RTASK_HDR);
-	const struct chi_method_desc *md = t->method;
-	void *params = chi_task_params(task);
-	if (rc > 0 || rc < WIRE_RC_MIN)
-		rc = -EPROTO; /* a reply carries 0 or -errno */
 	struct wire_msg m = { .type = WIRE_REPLY, .cookie = t->cookie, .dst_worker = t->src_worker };
 	m.src_node = rt_cluster_self(the_rt);
 	m.src_worker = src_worker;
-	m.reply.rc = rc;
-	m.reply.params = params;
-	m.reply.params_size = task->params_size;
-	for (uint32_t k = 0; rc == 0 && md && k < md->num_bulk; k++) {
-		if (md->bulk[k].dir == CHI_BULK_IN)
-			continue;
-		struct chi_bulk b;
-		memcpy(&b, (char *)params + md->bulk[k].offset, sizeof(b));
-		uint64_t len = b.length;
-		if (md->bulk[k].out_len_offset != CHI_BULK_LEN_WHOLE) {
-			memcpy(&len, (char *)params + md->bulk[k].out_len_offset, sizeof(len));
-			if (len > b.length)
-				len = b.length;
-		}
-		const struct rt_client *self = &the_rt->self_client;
-		const void *data = shm_seg_range(self->base, &self->layout, b.offset, b.length);
-		if (!data) { /* the handler pointed its descriptor elsewhere */
-			m.reply.rc = -EFAULT;
-			m.reply.num_bulk = 0;
-			break;
-		}
-		struct wire_bulk *s = &m.reply.bulk[m.reply.num_bulk++];
-		s->field = (uint16_t)k;
-		s->dir = (uint8_t)md->bulk[k].dir;
-		s->capacity = b.length;
-		s->length = len;
-		s->data = len ? data : NULL;
-	}
 	t->sb.done = reply_sent;
-	if (wire_encode(&t->sb.out, &m, NULL) != 0) {
-		/* Cannot happen for what we decoded; still: an rc-only reply always encodes. */
-		struct wire_msg bare = m;
-		bare.reply.rc = -EPROTO;
-		bare.reply.params_size = 0;
-		bare.reply.num_bulk = 0;
-		(void)wire_encode(&t->sb.out, &bare, NULL);
-	}
+	rt_wire_reply_encode(&t->sb.out, &m, task, t->method, &the_rt->self_client, rc);
 }
 
 /* Park @t's encoded reply in its home worker's outbox, to be retried from its loop. */
@@ -547,7 +514,7 @@ static void reply_now(struct worker *w, uint32_t node, const struct wire_msg *m,
 				.dst_worker = m->src_worker };
 	out.src_node = rt_cluster_self(w->rt);
 	out.src_worker = (uint16_t)w->index;
-	out.reply.rc = rc > 0 || rc < WIRE_RC_MIN ? -EPROTO : rc;
+	out.reply.rc = reply_rc(rc);
 	t->bare = 1;
 	t->node = node;
 	t->home = (uint16_t)w->index;
@@ -620,6 +587,48 @@ static void on_task(struct worker *w, uint32_t node, const struct wire_msg *m)
 	rc = rt_dispatch_task(w, &r->src, root, task, &snap, params);
 	if (rc != RT_TASK_PENDING)
 		rt_task_complete(w, &rt->remote->src, task, rc);
+}
+
+void rt_wire_reply_encode(struct wire_out *out, struct wire_msg *m, const struct chi_task *task,
+			  const struct chi_method_desc *md, const struct rt_client *region, int rc)
+{
+	void *params = chi_task_params((struct chi_task *)task);
+	m->reply.rc = reply_rc(rc);
+	m->reply.params = params;
+	m->reply.params_size = task->params_size;
+	m->reply.num_bulk = 0;
+	for (uint32_t k = 0; m->reply.rc == 0 && md && k < md->num_bulk; k++) {
+		if (md->bulk[k].dir == CHI_BULK_IN)
+			continue;
+		struct chi_bulk b;
+		memcpy(&b, (char *)params + md->bulk[k].offset, sizeof(b));
+		uint64_t len = b.length;
+		if (md->bulk[k].out_len_offset != CHI_BULK_LEN_WHOLE) {
+			memcpy(&len, (char *)params + md->bulk[k].out_len_offset, sizeof(len));
+			if (len > b.length)
+				len = b.length;
+		}
+		const void *data = shm_seg_range(region->base, &region->layout, b.offset, b.length);
+		if (!data) { /* the handler pointed its descriptor elsewhere */
+			m->reply.rc = -EFAULT;
+			m->reply.num_bulk = 0;
+			break;
+		}
+		struct wire_bulk *s = &m->reply.bulk[m->reply.num_bulk++];
+		s->field = (uint16_t)k;
+		s->dir = (uint8_t)md->bulk[k].dir;
+		s->capacity = b.length;
+		s->length = len;
+		s->data = len ? data : NULL;
+	}
+	if (wire_encode(out, m, NULL) != 0) {
+		/* Cannot happen for what we decoded; still: an rc-only reply always encodes. */
+		struct wire_msg bare = *m;
+		bare.reply.rc = -EPROTO;
+		bare.reply.params_size = 0;
+		bare.reply.num_bulk = 0;
+		(void)wire_encode(out, &bare, NULL);
+	}
 }
 
 uint64_t rt_wire_task_size(const struct wire_msg *m)

@@ -90,6 +90,14 @@ uint64_t rt_wire_task_size(const struct wire_msg *m);
 void *rt_wire_task_unpack(struct chi_task *task, const struct wire_msg *m,
 			  const struct chi_method_desc *md, unsigned char *base);
 
+/* Encode into @out the REPLY @m (type, cookie, source and destination set by the caller)
+ * of @task, completed with @rc: its parameters and the OUT and INOUT buffers @md declares,
+ * read from @region, where the task lies. An rc outside 0..WIRE_RC_MIN is -EPROTO; a
+ * descriptor the handler pointed outside @region makes it -EFAULT, without bulk data. */
+struct rt_client;
+void rt_wire_reply_encode(struct wire_out *out, struct wire_msg *m, const struct chi_task *task,
+			  const struct chi_method_desc *md, const struct rt_client *region, int rc);
+
 /* A TASK or REPLY frame from @node, on worker @w (cluster.c). */
 void rt_remote_frame(struct worker *w, uint32_t node, const struct wire_msg *m);
 
