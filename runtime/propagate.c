@@ -20,7 +20,6 @@
  * source) and the parameters it carries, which its answer overwrites. */
 struct target {
 	struct chi_task task;
-	struct rt_propagation *prop;
 	uint32_t node;
 	unsigned char *params;
 };
@@ -131,7 +130,6 @@ int rt_propagate(struct runtime *rt, uint32_t method, const void *params, uint32
 		if (n == self && !with_self)
 			continue;
 		struct target *t = &p->targets[p->num_targets++];
-		t->prop = p;
 		t->node = n;
 		t->task.state = CHI_TASK_SUBMITTED;
 		t->task.pool = admin->id;
