@@ -14,8 +14,9 @@
  *  - frames are whole wire frames (transport/wire.h): the transport checks each fixed header
  *    (wire_frame_need) before it reads the rest, so a peer that announces an oversized or
  *    foreign frame is cut off before anything is allocated for it.
- * Bulk data travels inside TASK and REPLY frames on tcp; verbs adds one-sided reads and writes
- * of registered memory to this interface when it lands.
+ * Two transports sit behind it, chosen per context (net_limits.transport): tcp (net_tcp.c) and
+ * verbs (net_verbs.c: RC queue pairs over rdma_cm, docs/design/verbs.md). Bulk data travels
+ * inside TASK and REPLY frames on both.
  *
  * Threads: a context and its endpoints are used by one thread at a time (their owner), except
  * net_ctx_fd(), and net_ep_move() which hands an endpoint to another context's owner.
@@ -55,7 +56,13 @@ struct net_event {
 	const char *why;    /* CLOSED: a static text for the log */
 };
 
+enum net_transport {
+	NET_TRANSPORT_TCP = 0,
+	NET_TRANSPORT_VERBS,
+};
+
 struct net_limits {
+	uint32_t transport;	     /* enum net_transport; default tcp */
 	struct wire_limits wire;     /* what a received frame may be */
 	uint32_t max_sends;	     /* posted, not yet done, per endpoint (net_send: -EAGAIN) */
 	uint32_t connect_timeout_ms; /* a connect that takes longer is CLOSED -ETIMEDOUT */
@@ -65,8 +72,15 @@ struct net_limits {
 void net_limits_default(struct net_limits *lim);
 
 /* A completion context for one polling thread. @lim NULL: net_limits_default().
- * @return 0 or -errno. */
+ * @return 0 or -errno (-EPROTONOSUPPORT: that transport is not built in). */
 int net_ctx_create(const struct net_limits *lim, struct net_ctx **out);
+
+/* "tcp" or "verbs". */
+const char *net_transport_name(uint32_t transport);
+
+/* Which RDMA device carries @addr (its port is ignored): the device's name into @dev.
+ * @return 0, -ENODEV (no RDMA device holds that address: verbs cannot serve it), or -errno. */
+int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, char *dev, size_t len);
 
 /* Close every endpoint and listener of @ctx (no events) and free it. */
 void net_ctx_destroy(struct net_ctx *ctx);

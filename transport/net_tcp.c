@@ -1,13 +1,14 @@
 /* The transport interface (net.h) over TCP: non-blocking sockets, one level-triggered epoll
  * set per context, writev of everything posted on an endpoint at once, frames cut from the
  * byte stream by their wire header. */
-#include "net.h"
+#include "net_impl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,15 @@
 #define RBUF_MIN (64u * 1024u)	  /* receive buffer of an endpoint between large frames */
 #define WRITEV_MAX 1024		  /* iovecs per writev (IOV_MAX on Linux) */
 #define EPOLL_BATCH 64
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
 #define ACCEPT_BATCH 16		  /* accepts per poll and listener */
 #define ACCEPT_PAUSE_NS 100000000ull /* out of descriptors: stop accepting this long */
 
 enum kind { KIND_EP, KIND_LISTENER, KIND_DOORBELL };
 enum ep_state { EP_CONNECTING, EP_OPEN, EP_CLOSED };
 
-/* What epoll's data.ptr points at: the first member of each of these. */
+/* What epoll's data.ptr points at: a member of each of these (container_of finds it). */
 struct handle {
 	enum kind kind;
 };
@@ -41,9 +44,10 @@ struct send_wr {
 	uint64_t wr_id;
 };
 
-struct net_ep {
+struct tcp_ep {
+	struct net_ep base; /* first: what net.c sees */
 	struct handle h;
-	struct net_ctx *ctx;
+	struct tcp_ctx *ctx;
 	int fd;
 	enum ep_state state;
 	void *user;
@@ -62,27 +66,29 @@ struct net_ep {
 	size_t rcap, rlen, delivered;
 	uint64_t large_ns; /* when a frame last needed more than RBUF_MIN */
 	int rx_pending; /* on ctx->rx: whole frames may wait in rbuf */
-	struct net_ep *next, *prev;		/* ctx->eps */
-	struct net_ep *dirty_next, *rx_next; /* ctx->dirty, ctx->rx */
+	struct tcp_ep *next, *prev;		/* ctx->eps */
+	struct tcp_ep *dirty_next, *rx_next; /* ctx->dirty, ctx->rx */
 };
 
-struct net_listener {
+struct tcp_listener {
+	struct net_listener base;
 	struct handle h;
-	struct net_ctx *ctx;
+	struct tcp_ctx *ctx;
 	int fd;
 	uint64_t paused_until; /* 0: in the epoll set */
-	struct net_listener *next;
+	struct tcp_listener *next;
 };
 
-struct net_ctx {
-	struct handle doorbell; /* the eventfd that net_ep_move() rings */
+struct tcp_ctx {
+	struct net_ctx base;
+	struct handle doorbell; /* the eventfd that tcp_ep_move() rings */
 	int epfd;
 	int evfd;
 	struct net_limits lim;
-	struct net_ep *eps;
-	struct net_ep *dirty;
-	struct net_ep *rx;
-	struct net_listener *listeners;
+	struct tcp_ep *eps;
+	struct tcp_ep *dirty;
+	struct tcp_ep *rx;
+	struct tcp_listener *listeners;
 	/* events made outside net_poll (closes, failed sends), handed out first */
 	struct net_event *pend;
 	size_t npend, cappend;
@@ -90,7 +96,7 @@ struct net_ctx {
 	void **spent;
 	size_t nspent, capspent;
 	pthread_mutex_t inbox_lock;
-	struct net_ep *inbox; /* endpoints moved here, not yet in the epoll set */
+	struct tcp_ep *inbox; /* endpoints moved here, not yet in the epoll set */
 };
 
 static uint64_t now_ns(void)
@@ -100,17 +106,9 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-void net_limits_default(struct net_limits *lim)
-{
-	wire_limits_default(&lim->wire);
-	lim->max_sends = 1024;
-	lim->connect_timeout_ms = 5000;
-	lim->user_timeout_ms = 10000;
-}
-
 /* ---- events made outside the epoll loop ---- */
 
-static int push_event(struct net_ctx *ctx, struct net_event ev)
+static int push_event(struct tcp_ctx *ctx, struct net_event ev)
 {
 	if (ctx->npend == ctx->cappend) {
 		size_t cap = ctx->cappend ? 2 * ctx->cappend : 64;
@@ -126,7 +124,7 @@ static int push_event(struct net_ctx *ctx, struct net_event ev)
 
 /* ---- endpoint bookkeeping ---- */
 
-static int epoll_set(struct net_ep *ep, uint32_t mask)
+static int epoll_set(struct tcp_ep *ep, uint32_t mask)
 {
 	if (ep->epoll_mask == mask)
 		return 0;
@@ -141,11 +139,12 @@ static int epoll_set(struct net_ep *ep, uint32_t mask)
 	return 0;
 }
 
-static struct net_ep *ep_new(struct net_ctx *ctx, int fd, enum ep_state state)
+static struct tcp_ep *ep_new(struct tcp_ctx *ctx, int fd, enum ep_state state)
 {
-	struct net_ep *ep = calloc(1, sizeof(*ep));
+	struct tcp_ep *ep = calloc(1, sizeof(*ep));
 	if (!ep)
 		return NULL;
+	ep->base.ops = &net_tcp_ops;
 	ep->sq = calloc(ctx->lim.max_sends, sizeof(*ep->sq));
 	if (!ep->sq) {
 		free(ep);
@@ -158,7 +157,7 @@ static struct net_ep *ep_new(struct net_ctx *ctx, int fd, enum ep_state state)
 	return ep;
 }
 
-static void ep_link(struct net_ctx *ctx, struct net_ep *ep)
+static void ep_link(struct tcp_ctx *ctx, struct tcp_ep *ep)
 {
 	ep->ctx = ctx;
 	ep->prev = NULL;
@@ -168,9 +167,9 @@ static void ep_link(struct net_ctx *ctx, struct net_ep *ep)
 	ctx->eps = ep;
 }
 
-static void ep_unlink(struct net_ep *ep)
+static void ep_unlink(struct tcp_ep *ep)
 {
-	struct net_ctx *ctx = ep->ctx;
+	struct tcp_ctx *ctx = ep->ctx;
 	if (ep->prev)
 		ep->prev->next = ep->next;
 	else if (ctx->eps == ep)
@@ -179,12 +178,12 @@ static void ep_unlink(struct net_ep *ep)
 		ep->next->prev = ep->prev;
 	ep->next = ep->prev = NULL;
 	/* off the dirty and rx lists too */
-	for (struct net_ep **p = &ctx->dirty; *p; p = &(*p)->dirty_next)
+	for (struct tcp_ep **p = &ctx->dirty; *p; p = &(*p)->dirty_next)
 		if (*p == ep) {
 			*p = ep->dirty_next;
 			break;
 		}
-	for (struct net_ep **p = &ctx->rx; *p; p = &(*p)->rx_next)
+	for (struct tcp_ep **p = &ctx->rx; *p; p = &(*p)->rx_next)
 		if (*p == ep) {
 			*p = ep->rx_next;
 			break;
@@ -192,7 +191,7 @@ static void ep_unlink(struct net_ep *ep)
 	ep->dirty = ep->rx_pending = 0;
 }
 
-static void mark_dirty(struct net_ep *ep)
+static void mark_dirty(struct tcp_ep *ep)
 {
 	if (ep->dirty)
 		return;
@@ -201,7 +200,7 @@ static void mark_dirty(struct net_ep *ep)
 	ep->ctx->dirty = ep;
 }
 
-static void mark_rx(struct net_ep *ep)
+static void mark_rx(struct tcp_ep *ep)
 {
 	if (ep->rx_pending)
 		return;
@@ -210,25 +209,25 @@ static void mark_rx(struct net_ep *ep)
 	ep->ctx->rx = ep;
 }
 
-static uint32_t sq_count(const struct net_ep *ep)
+static uint32_t sq_count(const struct tcp_ep *ep)
 {
 	return ep->sq_tail - ep->sq_head;
 }
 
-static struct send_wr *sq_at(struct net_ep *ep, uint32_t i)
+static struct send_wr *sq_at(struct tcp_ep *ep, uint32_t i)
 {
 	return &ep->sq[i % ep->ctx->lim.max_sends];
 }
 
 /* The endpoint is finished: every posted send fails, the socket goes, CLOSED is reported. */
-static void ep_fail(struct net_ep *ep, int status, const char *why)
+static void ep_fail(struct tcp_ep *ep, int status, const char *why)
 {
 	if (ep->state == EP_CLOSED)
 		return;
-	struct net_ctx *ctx = ep->ctx;
+	struct tcp_ctx *ctx = ep->ctx;
 	for (; sq_count(ep); ep->sq_head++)
 		(void)push_event(ctx, (struct net_event){ .type = NET_EV_SEND_DONE,
-							 .status = -ECONNABORTED, .ep = ep,
+							 .status = -ECONNABORTED, .ep = &ep->base,
 							 .wr_id = sq_at(ep, ep->sq_head)->wr_id });
 	(void)epoll_set(ep, 0);
 	close(ep->fd);
@@ -237,25 +236,25 @@ static void ep_fail(struct net_ep *ep, int status, const char *why)
 	/* Nothing more to write or to hand out from it: undelivered bytes are dropped. */
 	ep->rlen = ep->delivered;
 	(void)push_event(ctx, (struct net_event){ .type = NET_EV_CLOSED, .status = status,
-						 .ep = ep, .why = why });
+						 .ep = &ep->base, .why = why });
 }
 
 /* ---- sending ---- */
 
-static void complete_sent(struct net_ep *ep)
+static void complete_sent(struct tcp_ep *ep)
 {
 	while (sq_count(ep)) {
 		struct send_wr *wr = sq_at(ep, ep->sq_head);
 		if (wr->cur < wr->iovcnt)
 			break;
 		(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_SEND_DONE,
-							     .ep = ep, .wr_id = wr->wr_id });
+							     .ep = &ep->base, .wr_id = wr->wr_id });
 		ep->sq_head++;
 	}
 }
 
 /* Advance the posted sends past @n written bytes. */
-static void consume_written(struct net_ep *ep, size_t n)
+static void consume_written(struct tcp_ep *ep, size_t n)
 {
 	int touched = 0, inside = 0;
 	for (uint32_t i = ep->sq_head; n && i != ep->sq_tail; i++) {
@@ -280,7 +279,7 @@ static void consume_written(struct net_ep *ep, size_t n)
 }
 
 /* Write as much of the posted sends as the socket takes. */
-static void ep_flush(struct net_ep *ep)
+static void ep_flush(struct tcp_ep *ep)
 {
 	struct iovec v[WRITEV_MAX];
 	while (ep->state == EP_OPEN && sq_count(ep)) {
@@ -314,17 +313,17 @@ static void ep_flush(struct net_ep *ep)
 		(void)epoll_set(ep, EPOLLIN);
 }
 
-void net_flush(struct net_ctx *ctx)
+static void tcp_flush(struct tcp_ctx *ctx)
 {
 	while (ctx->dirty) {
-		struct net_ep *ep = ctx->dirty;
+		struct tcp_ep *ep = ctx->dirty;
 		ctx->dirty = ep->dirty_next;
 		ep->dirty = 0;
 		ep_flush(ep);
 	}
 }
 
-int net_send(struct net_ep *ep, const struct iovec *iov, int iovcnt, uint64_t wr_id)
+static int tcp_send(struct tcp_ep *ep, const struct iovec *iov, int iovcnt, uint64_t wr_id)
 {
 	if (!ep || !iov || iovcnt <= 0 || iovcnt > (int)WIRE_MAX_IOV + 1)
 		return -EINVAL;
@@ -344,7 +343,7 @@ int net_send(struct net_ep *ep, const struct iovec *iov, int iovcnt, uint64_t wr
 
 /* ---- receiving ---- */
 
-static int rbuf_reserve(struct net_ep *ep, size_t want)
+static int rbuf_reserve(struct tcp_ep *ep, size_t want)
 {
 	if (ep->rcap >= want)
 		return 0;
@@ -364,7 +363,7 @@ static int rbuf_reserve(struct net_ep *ep, size_t want)
  * large frame came for RBUF_KEEP_NS. Not at once: a stream of 1 MiB values would then pay
  * a fresh mapping (a page fault per 4 KiB) for every frame. A link that goes idle still
  * shrinks: its heartbeats come through here. */
-static void rbuf_compact(struct net_ep *ep)
+static void rbuf_compact(struct tcp_ep *ep)
 {
 	if (ep->delivered == 0)
 		return;
@@ -383,7 +382,7 @@ static void rbuf_compact(struct net_ep *ep)
 }
 
 /* Hand out whole frames from rbuf, at most @room. @return events added. */
-static int deliver(struct net_ep *ep, struct net_event *ev, int room)
+static int deliver(struct tcp_ep *ep, struct net_event *ev, int room)
 {
 	int n = 0;
 	while (n < room && ep->state == EP_OPEN) {
@@ -398,7 +397,7 @@ static int deliver(struct net_ep *ep, struct net_event *ev, int room)
 		}
 		if (have < need || have < WIRE_HEADER_SIZE)
 			break;
-		ev[n++] = (struct net_event){ .type = NET_EV_RECV, .ep = ep, .data = p,
+		ev[n++] = (struct net_event){ .type = NET_EV_RECV, .ep = &ep->base, .data = p,
 					      .len = (size_t)need };
 		ep->delivered += (size_t)need;
 	}
@@ -408,7 +407,7 @@ static int deliver(struct net_ep *ep, struct net_event *ev, int room)
 }
 
 /* The socket is readable: one read into what rbuf has room for, then the frames. */
-static int ep_read(struct net_ep *ep, struct net_event *ev, int room)
+static int ep_read(struct tcp_ep *ep, struct net_event *ev, int room)
 {
 	size_t have = ep->rlen - ep->delivered;
 	uint64_t need = WIRE_HEADER_SIZE;
@@ -450,7 +449,7 @@ static void tune_socket(int fd, const struct net_limits *lim)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
 }
 
-static void ep_connected(struct net_ep *ep)
+static void ep_connected(struct tcp_ep *ep)
 {
 	int err = 0;
 	socklen_t len = sizeof(err);
@@ -462,13 +461,13 @@ static void ep_connected(struct net_ep *ep)
 	}
 	ep->state = EP_OPEN;
 	(void)epoll_set(ep, EPOLLIN);
-	(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = ep });
+	(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = &ep->base });
 	if (sq_count(ep))
 		mark_dirty(ep);
 }
 
-int net_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
-		struct net_ep **out)
+static int tcp_connect(struct tcp_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+		struct tcp_ep **out)
 {
 	if (!ctx || !addr || !out || addrlen > sizeof(struct sockaddr_storage))
 		return -EINVAL;
@@ -476,7 +475,7 @@ int net_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addr
 	if (fd < 0)
 		return -errno;
 	tune_socket(fd, &ctx->lim);
-	struct net_ep *ep = ep_new(ctx, fd, EP_CONNECTING);
+	struct tcp_ep *ep = ep_new(ctx, fd, EP_CONNECTING);
 	if (!ep) {
 		close(fd);
 		return -ENOMEM;
@@ -489,7 +488,7 @@ int net_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addr
 	if (connect(fd, addr, addrlen) == 0) {
 		ep->state = EP_OPEN;
 		(void)epoll_set(ep, EPOLLIN);
-		return push_event(ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = ep });
+		return push_event(ctx, (struct net_event){ .type = NET_EV_CONNECTED, .ep = &ep->base });
 	}
 	if (errno != EINPROGRESS) {
 		ep_fail(ep, -errno, "connect failed");
@@ -502,10 +501,10 @@ int net_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addr
 }
 
 /* Connects past their deadline fail. */
-static void expire_connects(struct net_ctx *ctx)
+static void expire_connects(struct tcp_ctx *ctx)
 {
 	uint64_t now = 0;
-	for (struct net_ep *ep = ctx->eps; ep; ep = ep->next) {
+	for (struct tcp_ep *ep = ctx->eps; ep; ep = ep->next) {
 		if (ep->state != EP_CONNECTING)
 			continue;
 		if (!now)
@@ -515,8 +514,8 @@ static void expire_connects(struct net_ctx *ctx)
 	}
 }
 
-int net_listen(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
-	       struct net_listener **out)
+static int tcp_listen(struct tcp_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+	       struct tcp_listener **out)
 {
 	if (!ctx || !addr || !out)
 		return -EINVAL;
@@ -528,10 +527,11 @@ int net_listen(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrl
 	int rc = 0;
 	if (bind(fd, addr, addrlen) != 0 || listen(fd, 512) != 0)
 		rc = -errno;
-	struct net_listener *l = rc ? NULL : calloc(1, sizeof(*l));
+	struct tcp_listener *l = rc ? NULL : calloc(1, sizeof(*l));
 	if (!rc && !l)
 		rc = -ENOMEM;
 	if (!rc) {
+		l->base.ops = &net_tcp_ops;
 		l->h.kind = KIND_LISTENER;
 		l->ctx = ctx;
 		l->fd = fd;
@@ -550,19 +550,19 @@ int net_listen(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrl
 	return 0;
 }
 
-int net_listener_addr(const struct net_listener *l, struct sockaddr_storage *addr,
+static int tcp_listener_addr(const struct tcp_listener *l, struct sockaddr_storage *addr,
 		      socklen_t *addrlen)
 {
 	*addrlen = sizeof(*addr);
 	return getsockname(l->fd, (struct sockaddr *)addr, addrlen) == 0 ? 0 : -errno;
 }
 
-void net_listener_close(struct net_listener *l)
+static void tcp_listener_close(struct tcp_listener *l)
 {
 	if (!l)
 		return;
-	struct net_ctx *ctx = l->ctx;
-	for (struct net_listener **p = &ctx->listeners; *p; p = &(*p)->next)
+	struct tcp_ctx *ctx = l->ctx;
+	for (struct tcp_listener **p = &ctx->listeners; *p; p = &(*p)->next)
 		if (*p == l) {
 			*p = l->next;
 			break;
@@ -571,9 +571,9 @@ void net_listener_close(struct net_listener *l)
 	free(l);
 }
 
-static void accept_some(struct net_listener *l)
+static void accept_some(struct tcp_listener *l)
 {
-	struct net_ctx *ctx = l->ctx;
+	struct tcp_ctx *ctx = l->ctx;
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
 		struct sockaddr_storage peer;
 		socklen_t len = sizeof(peer);
@@ -589,7 +589,7 @@ static void accept_some(struct net_listener *l)
 			return;
 		}
 		tune_socket(fd, &ctx->lim);
-		struct net_ep *ep = ep_new(ctx, fd, EP_OPEN);
+		struct tcp_ep *ep = ep_new(ctx, fd, EP_OPEN);
 		if (!ep) {
 			close(fd);
 			return;
@@ -598,14 +598,14 @@ static void accept_some(struct net_listener *l)
 		ep->peerlen = len;
 		ep_link(ctx, ep);
 		if (epoll_set(ep, EPOLLIN) != 0 ||
-		    push_event(ctx, (struct net_event){ .type = NET_EV_ACCEPTED, .ep = ep }) != 0)
+		    push_event(ctx, (struct net_event){ .type = NET_EV_ACCEPTED, .ep = &ep->base }) != 0)
 			ep_fail(ep, -ENOMEM, "cannot watch an accepted connection");
 	}
 }
 
-static void resume_listeners(struct net_ctx *ctx)
+static void resume_listeners(struct tcp_ctx *ctx)
 {
-	for (struct net_listener *l = ctx->listeners; l; l = l->next) {
+	for (struct tcp_listener *l = ctx->listeners; l; l = l->next) {
 		if (!l->paused_until || now_ns() < l->paused_until)
 			continue;
 		struct epoll_event e = { .events = EPOLLIN, .data.ptr = &l->h };
@@ -616,7 +616,7 @@ static void resume_listeners(struct net_ctx *ctx)
 
 /* ---- moving endpoints between contexts ---- */
 
-int net_ep_move(struct net_ep *ep, struct net_ctx *dst)
+static int tcp_ep_move(struct tcp_ep *ep, struct tcp_ctx *dst)
 {
 	if (!ep || !dst)
 		return -EINVAL;
@@ -624,7 +624,7 @@ int net_ep_move(struct net_ep *ep, struct net_ctx *dst)
 		return -ENOTCONN;
 	if (sq_count(ep))
 		return -EBUSY;
-	struct net_ctx *src = ep->ctx;
+	struct tcp_ctx *src = ep->ctx;
 	if (ep->delivered) {
 		/* Frames handed out this poll stay where they are until src's next poll; the
 		 * rest travels in a buffer of its own. */
@@ -662,18 +662,18 @@ int net_ep_move(struct net_ep *ep, struct net_ctx *dst)
 	return 0;
 }
 
-static void take_inbox(struct net_ctx *ctx)
+static void take_inbox(struct tcp_ctx *ctx)
 {
 	uint64_t v;
 	if (read(ctx->evfd, &v, sizeof(v)) < 0) {
 		/* nothing rang: fine, look anyway */
 	}
 	pthread_mutex_lock(&ctx->inbox_lock);
-	struct net_ep *list = ctx->inbox;
+	struct tcp_ep *list = ctx->inbox;
 	ctx->inbox = NULL;
 	pthread_mutex_unlock(&ctx->inbox_lock);
 	while (list) {
-		struct net_ep *ep = list;
+		struct tcp_ep *ep = list;
 		list = ep->next;
 		ep_link(ctx, ep);
 		ep->epoll_mask = 0;
@@ -681,7 +681,7 @@ static void take_inbox(struct net_ctx *ctx)
 			ep_fail(ep, -ENOMEM, "cannot watch a moved connection");
 			continue;
 		}
-		(void)push_event(ctx, (struct net_event){ .type = NET_EV_ARRIVED, .ep = ep });
+		(void)push_event(ctx, (struct net_event){ .type = NET_EV_ARRIVED, .ep = &ep->base });
 		if (ep->rlen >= WIRE_HEADER_SIZE)
 			mark_rx(ep);
 	}
@@ -689,11 +689,14 @@ static void take_inbox(struct net_ctx *ctx)
 
 /* ---- the context ---- */
 
-int net_ctx_create(const struct net_limits *lim, struct net_ctx **out)
+static void tcp_ctx_destroy(struct tcp_ctx *ctx);
+
+static int tcp_ctx_create(const struct net_limits *lim, struct tcp_ctx **out)
 {
-	struct net_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct tcp_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
+	ctx->base.ops = &net_tcp_ops;
 	if (lim)
 		ctx->lim = *lim;
 	else
@@ -708,14 +711,14 @@ int net_ctx_create(const struct net_limits *lim, struct net_ctx **out)
 	if (ctx->epfd < 0 || ctx->evfd < 0 ||
 	    epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->evfd, &e) != 0) {
 		int rc = -errno;
-		net_ctx_destroy(ctx);
+		tcp_ctx_destroy(ctx);
 		return rc;
 	}
 	*out = ctx;
 	return 0;
 }
 
-static void ep_release(struct net_ep *ep)
+static void ep_release(struct tcp_ep *ep)
 {
 	if (ep->fd >= 0)
 		close(ep->fd);
@@ -724,19 +727,19 @@ static void ep_release(struct net_ep *ep)
 	free(ep);
 }
 
-void net_ctx_destroy(struct net_ctx *ctx)
+static void tcp_ctx_destroy(struct tcp_ctx *ctx)
 {
 	if (!ctx)
 		return;
 	while (ctx->listeners)
-		net_listener_close(ctx->listeners);
+		tcp_listener_close(ctx->listeners);
 	while (ctx->eps) {
-		struct net_ep *ep = ctx->eps;
+		struct tcp_ep *ep = ctx->eps;
 		ctx->eps = ep->next;
 		ep_release(ep);
 	}
 	while (ctx->inbox) {
-		struct net_ep *ep = ctx->inbox;
+		struct tcp_ep *ep = ctx->inbox;
 		ctx->inbox = ep->next;
 		ep_release(ep);
 	}
@@ -752,24 +755,24 @@ void net_ctx_destroy(struct net_ctx *ctx)
 	free(ctx);
 }
 
-int net_ctx_fd(const struct net_ctx *ctx)
+static int tcp_ctx_fd(const struct tcp_ctx *ctx)
 {
 	return ctx->epfd;
 }
 
-int net_arm(struct net_ctx *ctx)
+static int tcp_arm(struct tcp_ctx *ctx)
 {
 	/* Level-triggered: the epoll fd stays readable while anything is ready, so only
 	 * what is queued inside the context must be looked at. */
 	if (ctx->npend || ctx->dirty || ctx->rx)
 		return 1;
-	for (struct net_listener *l = ctx->listeners; l; l = l->next)
+	for (struct tcp_listener *l = ctx->listeners; l; l = l->next)
 		if (l->paused_until)
 			return 1; /* poll again to resume it: sleep with a timeout instead */
 	return 0;
 }
 
-static int take_pending(struct net_ctx *ctx, struct net_event *ev, int max)
+static int take_pending(struct tcp_ctx *ctx, struct net_event *ev, int max)
 {
 	int n = (int)ctx->npend < max ? (int)ctx->npend : max;
 	if (n == 0)
@@ -780,25 +783,25 @@ static int take_pending(struct net_ctx *ctx, struct net_event *ev, int max)
 	return n;
 }
 
-int net_poll(struct net_ctx *ctx, struct net_event *ev, int max)
+static int tcp_poll(struct tcp_ctx *ctx, struct net_event *ev, int max)
 {
 	if (!ctx || !ev || max <= 0)
 		return -EINVAL;
 	for (size_t i = 0; i < ctx->nspent; i++)
 		free(ctx->spent[i]);
 	ctx->nspent = 0;
-	for (struct net_ep *ep = ctx->eps; ep; ep = ep->next)
+	for (struct tcp_ep *ep = ctx->eps; ep; ep = ep->next)
 		rbuf_compact(ep);
-	net_flush(ctx);
+	tcp_flush(ctx);
 	expire_connects(ctx);
 	resume_listeners(ctx);
 
 	int n = take_pending(ctx, ev, max);
 	/* Whole frames left in buffers by the last poll. */
-	struct net_ep *rx = ctx->rx;
+	struct tcp_ep *rx = ctx->rx;
 	ctx->rx = NULL;
 	while (rx) {
-		struct net_ep *ep = rx;
+		struct tcp_ep *ep = rx;
 		rx = ep->rx_next;
 		ep->rx_pending = 0;
 		n += deliver(ep, ev + n, max - n);
@@ -810,9 +813,9 @@ int net_poll(struct net_ctx *ctx, struct net_event *ev, int max)
 		if (h->kind == KIND_DOORBELL) {
 			take_inbox(ctx);
 		} else if (h->kind == KIND_LISTENER) {
-			accept_some((struct net_listener *)h);
+			accept_some(container_of(h, struct tcp_listener, h));
 		} else {
-			struct net_ep *ep = (struct net_ep *)h;
+			struct tcp_ep *ep = container_of(h, struct tcp_ep, h);
 			if (ep->state == EP_CONNECTING) {
 				ep_connected(ep);
 				continue;
@@ -835,7 +838,7 @@ int net_poll(struct net_ctx *ctx, struct net_event *ev, int max)
 
 /* ---- closing ---- */
 
-void net_close(struct net_ep *ep, uint32_t reason, int32_t detail, const char *why)
+static void tcp_close(struct tcp_ep *ep, uint32_t reason, int32_t detail, const char *why)
 {
 	if (!ep || ep->state == EP_CLOSED)
 		return;
@@ -852,40 +855,30 @@ void net_close(struct net_ep *ep, uint32_t reason, int32_t detail, const char *w
 	ep_fail(ep, 0, why ? why : "closed here");
 }
 
-void net_ep_free(struct net_ep *ep)
+static void tcp_ep_free(struct tcp_ep *ep)
 {
 	if (!ep)
 		return;
 	if (ep->state != EP_CLOSED) {
 		ep_fail(ep, 0, "freed");
 	}
-	struct net_ctx *ctx = ep->ctx;
+	struct tcp_ctx *ctx = ep->ctx;
 	/* Events that name it must not outlive it. */
 	size_t j = 0;
 	for (size_t i = 0; i < ctx->npend; i++)
-		if (ctx->pend[i].ep != ep)
+		if (ctx->pend[i].ep != &ep->base)
 			ctx->pend[j++] = ctx->pend[i];
 	ctx->npend = j;
 	ep_unlink(ep);
 	ep_release(ep);
 }
 
-void net_ep_set_user(struct net_ep *ep, void *user)
-{
-	ep->user = user;
-}
-
-void *net_ep_user(const struct net_ep *ep)
-{
-	return ep->user;
-}
-
-uint64_t net_ep_rx_bytes(const struct net_ep *ep)
+static uint64_t tcp_ep_rx_bytes(const struct tcp_ep *ep)
 {
 	return ep->rx_bytes;
 }
 
-int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen)
+static int tcp_ep_peer(const struct tcp_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
 	if (!ep->peerlen)
 		return -ENOTCONN;
@@ -894,22 +887,97 @@ int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_
 	return 0;
 }
 
-const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t len)
+/* ---- the table net.c dispatches through ---- */
+
+#define TEP(ep) ((struct tcp_ep *)(ep))
+#define TCTX(ctx) ((struct tcp_ctx *)(ctx))
+#define TLIS(l) ((struct tcp_listener *)(l))
+
+static int op_ctx_create(const struct net_limits *lim, struct net_ctx **out)
 {
-	char host[INET6_ADDRSTRLEN] = "?";
-	unsigned port = 0;
-	if (addr->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)addr;
-		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-		port = ntohs(a->sin_port);
-		snprintf(buf, len, "%s:%u", host, port);
-	} else if (addr->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)addr;
-		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-		port = ntohs(a->sin6_port);
-		snprintf(buf, len, "[%s]:%u", host, port);
-	} else {
-		snprintf(buf, len, "(family %d)", addr->sa_family);
-	}
-	return buf;
+	struct tcp_ctx *ctx = NULL;
+	int rc = tcp_ctx_create(lim, &ctx);
+	if (rc == 0)
+		*out = &ctx->base;
+	return rc;
 }
+
+static void op_ctx_destroy(struct net_ctx *ctx) { tcp_ctx_destroy(TCTX(ctx)); }
+static int op_ctx_fd(const struct net_ctx *ctx) { return tcp_ctx_fd(TCTX(ctx)); }
+static int op_arm(struct net_ctx *ctx) { return tcp_arm(TCTX(ctx)); }
+static void op_flush(struct net_ctx *ctx) { tcp_flush(TCTX(ctx)); }
+static void op_listener_close(struct net_listener *l) { tcp_listener_close(TLIS(l)); }
+static void op_ep_free(struct net_ep *ep) { tcp_ep_free(TEP(ep)); }
+static uint64_t op_ep_rx_bytes(const struct net_ep *ep) { return tcp_ep_rx_bytes(TEP(ep)); }
+
+static int op_poll(struct net_ctx *ctx, struct net_event *ev, int max)
+{
+	return tcp_poll(TCTX(ctx), ev, max);
+}
+
+static int op_listen(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+		     struct net_listener **out)
+{
+	struct tcp_listener *l = NULL;
+	int rc = tcp_listen(TCTX(ctx), addr, addrlen, &l);
+	if (rc == 0)
+		*out = &l->base;
+	return rc;
+}
+
+static int op_listener_addr(const struct net_listener *l, struct sockaddr_storage *addr,
+			    socklen_t *addrlen)
+{
+	return tcp_listener_addr(TLIS(l), addr, addrlen);
+}
+
+static int op_connect(struct net_ctx *ctx, const struct sockaddr *addr, socklen_t addrlen,
+		      struct net_ep **out)
+{
+	struct tcp_ep *ep = NULL;
+	int rc = tcp_connect(TCTX(ctx), addr, addrlen, &ep);
+	if (rc == 0)
+		*out = &ep->base;
+	return rc;
+}
+
+static int op_send(struct net_ep *ep, const struct iovec *iov, int iovcnt, uint64_t wr_id)
+{
+	return tcp_send(TEP(ep), iov, iovcnt, wr_id);
+}
+
+static void op_close(struct net_ep *ep, uint32_t reason, int32_t detail, const char *why)
+{
+	tcp_close(TEP(ep), reason, detail, why);
+}
+
+static int op_ep_move(struct net_ep *ep, struct net_ctx *dst)
+{
+	return tcp_ep_move(TEP(ep), TCTX(dst));
+}
+
+static int op_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr,
+		      socklen_t *addrlen)
+{
+	return tcp_ep_peer(TEP(ep), addr, addrlen);
+}
+
+const struct net_ops net_tcp_ops = {
+	.name = "tcp",
+	.ctx_create = op_ctx_create,
+	.ctx_destroy = op_ctx_destroy,
+	.ctx_fd = op_ctx_fd,
+	.arm = op_arm,
+	.poll = op_poll,
+	.listen = op_listen,
+	.listener_addr = op_listener_addr,
+	.listener_close = op_listener_close,
+	.connect = op_connect,
+	.send = op_send,
+	.flush = op_flush,
+	.close = op_close,
+	.ep_free = op_ep_free,
+	.ep_move = op_ep_move,
+	.ep_rx_bytes = op_ep_rx_bytes,
+	.ep_peer = op_ep_peer,
+};
