@@ -263,6 +263,9 @@ static int cmd_status(struct cli_opts *o)
 	       (double)r.info.uptime_ns / 1e9, (unsigned long long)r.info.tasks_completed,
 	       r.cluster.node_id, r.cluster.num_nodes ? r.cluster.num_nodes : 1,
 	       r.cluster.peers_up);
+	r.message[sizeof(r.message) - 1] = '\0';
+	if (r.message[0])
+		printf("transport: %s\n", r.message);
 	return 0;
 }
 

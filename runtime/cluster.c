@@ -96,6 +96,8 @@ struct rt_cluster {
 	struct rt_link *accepting;
 	_Atomic uint32_t *out_up; /* [num_nodes]: how many of our workers reach each node */
 	uint64_t heartbeat_ns;	  /* networking.heartbeat_ms; 0: none */
+	uint32_t transport;	  /* enum net_transport: every context of this node uses it */
+	struct net_verbs_info rdma; /* verbs: the device that carries the listening address */
 };
 
 static int is_loopback(const struct membership_addr *a)
@@ -624,6 +626,7 @@ int rt_cluster_worker_init(struct worker *w)
 	wn->out = calloc(cl->mem.num_nodes, sizeof(*wn->out));
 	struct net_limits lim;
 	net_limits_default(&lim);
+	lim.transport = w->rt->cluster->transport;
 	lim.wire = cl->lim;
 	int rc = wn->out ? net_ctx_create(&lim, &wn->ctx) : -ENOMEM;
 	if (rc)
@@ -849,6 +852,47 @@ static int load_key(struct rt_cluster *cl, const struct config *cfg, char *why, 
 	return 0;
 }
 
+/* networking.transport: verbs where an RDMA device carries the address this node listens on
+ * (auto, or verbs, which refuses to start without one), else tcp. Every node must end up
+ * with the same: a verbs node does not hear a tcp one (docs/deploy-rdma.md). */
+static int choose_transport(struct rt_cluster *cl, const struct config *cfg,
+			    const struct sockaddr_storage *a, socklen_t alen, char *why,
+			    size_t len)
+{
+	char addr[80];
+	const char *dev = cl->rdma.device;
+	net_addr_str((const struct sockaddr *)a, addr, sizeof(addr));
+	cl->transport = NET_TRANSPORT_TCP;
+	if (!strcmp(cfg->transport, "tcp")) {
+		CHI_LOG_INFO("transport tcp on %s (networking.transport: tcp)", addr);
+		return 0;
+	}
+	int rc = net_verbs_probe((const struct sockaddr *)a, alen, &cl->rdma);
+	if (rc == 0 && cfg->rdma_device[0] && strcmp(dev, cfg->rdma_device) != 0) {
+		snprintf(why, len, "networking.rdma_device is %s, but %s is on %s: give the "
+			 "address of an interface of %s in the hostfile", cfg->rdma_device, addr,
+			 dev, cfg->rdma_device);
+		return -EINVAL;
+	}
+	if (rc && !strcmp(cfg->transport, "verbs")) {
+		snprintf(why, len, "networking.transport is verbs, but no RDMA device carries %s "
+			 "(%s; check with ibv_devices and rdma link, docs/deploy-rdma.md)", addr,
+			 strerror(-rc));
+		return rc;
+	}
+	if (rc) {
+		CHI_LOG_INFO("transport tcp on %s (networking.transport: auto; no RDMA device "
+			     "carries that address)", addr);
+		return 0;
+	}
+	cl->transport = NET_TRANSPORT_VERBS;
+	char desc[160];
+	net_verbs_describe(&cl->rdma, desc, sizeof(desc));
+	CHI_LOG_INFO("transport verbs on %s: %s (networking.transport: %s)", addr, desc,
+		     cfg->transport);
+	return 0;
+}
+
 static int open_listener(struct rt_cluster *cl, const struct config *cfg, char *why,
 			 size_t len)
 {
@@ -871,16 +915,20 @@ static int open_listener(struct rt_cluster *cl, const struct config *cfg, char *
 	}
 	struct sockaddr_storage a;
 	socklen_t alen = membership_addr_sockaddr(&bind_addr, me->port, &a);
+	int rc = choose_transport(cl, cfg, &a, alen, why, len);
+	if (rc)
+		return rc;
 	/* Before the handshake only HELLO and AUTH may come: a connection that announces a
 	 * larger frame is cut off at its header, before the transport makes room for it (with
 	 * the full limit a stranger could make a node hold 64 MiB per connection it opens). The
 	 * workers' contexts, where links go once authenticated, take the full limit. */
 	struct net_limits nl;
 	net_limits_default(&nl);
+	nl.transport = cl->transport;
 	nl.wire = cl->lim;
 	nl.wire.max_frame = WIRE_HEADER_SIZE + WIRE_OPAQUE_FIXED +
 			    (((uint64_t)cl->lim.max_hello + WIRE_ALIGN - 1) & ~(WIRE_ALIGN - 1ull));
-	int rc = net_ctx_create(&nl, &cl->ctl);
+	rc = net_ctx_create(&nl, &cl->ctl);
 	if (rc == 0)
 		rc = net_listen(cl->ctl, (struct sockaddr *)&a, alen, &cl->listener);
 	if (rc) {
@@ -981,6 +1029,20 @@ void rt_cluster_status(const struct runtime *rt, uint32_t *node, uint32_t *num_n
 	*node = cl ? cl->mem.self : 0;
 	*num_nodes = cl ? cl->mem.num_nodes : 1;
 	*up = cl ? peers_up(rt) : 0;
+}
+
+void rt_cluster_transport(const struct runtime *rt, char *buf, size_t len)
+{
+	const struct rt_cluster *cl = rt->cluster;
+	if (!cl) {
+		snprintf(buf, len, "none (a single node)");
+	} else if (cl->transport == NET_TRANSPORT_VERBS) {
+		char desc[160];
+		net_verbs_describe(&cl->rdma, desc, sizeof(desc));
+		snprintf(buf, len, "verbs on %s", desc);
+	} else {
+		snprintf(buf, len, "%s", net_transport_name(cl->transport));
+	}
 }
 
 void rt_cluster_fini(struct runtime *rt)

@@ -57,6 +57,9 @@ void rt_cluster_wait_peers(struct runtime *rt);
 uint32_t rt_cluster_self(const struct runtime *rt);
 
 /* This node's id and the cluster's size, and how many peers every worker can reach. */
+/* "tcp", "verbs on rxe0 port 1 ACTIVE, mtu 1024, gid ..." or "none (a single node)". */
+void rt_cluster_transport(const struct runtime *rt, char *buf, size_t len);
+
 void rt_cluster_status(const struct runtime *rt, uint32_t *node, uint32_t *num_nodes,
 		       uint32_t *peers_up);
 

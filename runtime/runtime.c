@@ -508,6 +508,9 @@ static void handle_request(struct runtime *rt, struct conn *cn)
 		return;
 	case IPC_STATUS:
 		fill_status(rt, &r);
+		/* message[] carries a reason only when status < 0: a STATUS reply says its
+		 * transport there (a client that predates it ignores it). */
+		rt_cluster_transport(rt, r.message, sizeof(r.message));
 		send_reply(cn->fd, req.type, 0, NULL, NULL, 0, &r);
 		break;
 	case IPC_STOP:

@@ -78,9 +78,20 @@ int net_ctx_create(const struct net_limits *lim, struct net_ctx **out);
 /* "tcp" or "verbs". */
 const char *net_transport_name(uint32_t transport);
 
-/* Which RDMA device carries @addr (its port is ignored): the device's name into @dev.
+/* Where verbs would run for an address: the RDMA device, its port and the GID that rdma_cm
+ * picks for it. */
+struct net_verbs_info {
+	char device[64];
+	uint8_t port;
+	char gid[48];
+};
+
+/* Which RDMA device carries @addr (its port is ignored), into @info.
  * @return 0, -ENODEV (no RDMA device holds that address: verbs cannot serve it), or -errno. */
-int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, char *dev, size_t len);
+int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, struct net_verbs_info *info);
+
+/* "rxe0 port 1 ACTIVE, mtu 1024, gid ::ffff:10.0.0.1": the port's state now. */
+void net_verbs_describe(const struct net_verbs_info *info, char *buf, size_t len);
 
 /* Close every endpoint and listener of @ctx (no events) and free it. */
 void net_ctx_destroy(struct net_ctx *ctx);

@@ -20,6 +20,7 @@
  *    completion (selective signalling); a completion frees every slot before it. */
 #include "net_impl.h"
 
+#include <arpa/inet.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1195,7 +1196,7 @@ static int v_ep_peer(const struct net_ep *base, struct sockaddr_storage *addr,
 	return 0;
 }
 
-int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, char *dev, size_t len)
+int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, struct net_verbs_info *info)
 {
 	struct sockaddr_storage a;
 	if (addrlen > sizeof(a))
@@ -1215,13 +1216,58 @@ int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, char *dev, s
 	if (rc == 0 && rdma_bind_addr(id, (struct sockaddr *)&a) != 0)
 		rc = errno == EADDRNOTAVAIL || errno == ENODEV ? -ENODEV : -errno;
 	if (rc == 0 && !id->verbs)
-		rc = -ENODEV;
-	if (rc == 0 && dev && len)
-		snprintf(dev, len, "%s", ibv_get_device_name(id->verbs->device));
+		rc = -ENODEV; /* bound, but to an address of no RDMA device */
+	if (rc == 0 && info) {
+		memset(info, 0, sizeof(*info));
+		snprintf(info->device, sizeof(info->device), "%s",
+			 ibv_get_device_name(id->verbs->device));
+		info->port = id->port_num;
+		inet_ntop(AF_INET6, id->route.addr.addr.ibaddr.sgid.raw, info->gid,
+			  sizeof(info->gid));
+	}
 	if (id)
 		rdma_destroy_id(id);
 	rdma_destroy_event_channel(ch);
 	return rc;
+}
+
+static const char *port_state_str(enum ibv_port_state s)
+{
+	switch (s) {
+	case IBV_PORT_ACTIVE:
+		return "ACTIVE";
+	case IBV_PORT_DOWN:
+		return "DOWN";
+	case IBV_PORT_INIT:
+		return "INIT";
+	case IBV_PORT_ARMED:
+		return "ARMED";
+	default:
+		return "not active";
+	}
+}
+
+void net_verbs_describe(const struct net_verbs_info *info, char *buf, size_t len)
+{
+	struct ibv_port_attr pa;
+	int num = 0, found = 0;
+	struct ibv_device **list = ibv_get_device_list(&num);
+	for (int i = 0; list && i < num && !found; i++) {
+		if (strcmp(ibv_get_device_name(list[i]), info->device) != 0)
+			continue;
+		struct ibv_context *c = ibv_open_device(list[i]);
+		found = c && ibv_query_port(c, info->port, &pa) == 0;
+		if (c)
+			ibv_close_device(c);
+	}
+	if (list)
+		ibv_free_device_list(list);
+	if (found)
+		snprintf(buf, len, "%s port %u %s, mtu %d, gid %s", info->device, info->port,
+			 port_state_str(pa.state), 128 << pa.active_mtu, info->gid);
+	else
+		snprintf(buf, len, "%s port %u (cannot query it now), gid %s", info->device,
+			 info->port, info->gid);
 }
 
 const struct net_ops net_verbs_ops = {
