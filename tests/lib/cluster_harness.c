@@ -42,6 +42,7 @@ const char *cluster_runtime_extra;
 void cluster_write_config(struct cluster *c, int node, const char *hosts, const char *secret)
 {
 	char hostfile[160], text[4096];
+	const char *transport = getenv("CHI_TEST_TRANSPORT");
 	snprintf(hostfile, sizeof(hostfile), "%s/hosts", c->dir);
 	write_file(hostfile, hosts, 0644);
 	char path[sizeof(c->config[0])];
@@ -51,12 +52,52 @@ void cluster_write_config(struct cluster *c, int node, const char *hosts, const 
 		 "runtime:\n  num_threads: 2\n  first_busy_wait: 20\n  run_dir: %s\n%s"
 		 "memory:\n  client_data_segment_size: 32MB\n  lanes_per_client: 4\n"
 		 "networking:\n  port: %d\n  hostfile: %s\n  wait_for_restart: 2\n"
-		 "  heartbeat_ms: 200\n%s%s%s%s"
+		 "  heartbeat_ms: 200\n%s%s%s%s%s%s%s"
 		 "logging:\n  level: info\n%s",
 		 c->run_dir, cluster_runtime_extra ? cluster_runtime_extra : "", c->port, hostfile,
 		 secret[0] ? "  secret_file: " : "", secret, secret[0] ? "\n" : "",
-		 cluster_networking_extra ? cluster_networking_extra : "", extra_yaml ? extra_yaml : "");
+		 cluster_networking_extra ? cluster_networking_extra : "",
+		 transport ? "  transport: " : "", transport ? transport : "", transport ? "\n" : "",
+		 extra_yaml ? extra_yaml : "");
 	write_file(c->config[node], text, 0644);
+}
+
+int cluster_max_nodes(void)
+{
+	const char *addrs = getenv("CHI_TEST_CLUSTER_ADDRS");
+	if (!addrs)
+		return CLUSTER_MAX_NODES;
+	int n = 0;
+	for (const char *p = addrs; *p;) {
+		p += strspn(p, " ");
+		if (*p)
+			n++;
+		p += strcspn(p, " ");
+	}
+	return n < CLUSTER_MAX_NODES ? n : CLUSTER_MAX_NODES;
+}
+
+/* The hostfile: 127.0.0.1..@nodes, or the first @nodes of CHI_TEST_CLUSTER_ADDRS. */
+static void hosts_text(char *buf, size_t len, int nodes)
+{
+	const char *addrs = getenv("CHI_TEST_CLUSTER_ADDRS");
+	if (!addrs) {
+		if (nodes == 1)
+			snprintf(buf, len, "127.0.0.1\n");
+		else
+			snprintf(buf, len, "# loopback nodes\n127.0.0.[1-%d]\n", nodes);
+		return;
+	}
+	ck_assert_int_le(nodes, cluster_max_nodes());
+	size_t off = 0;
+	const char *p = addrs;
+	for (int i = 0; i < nodes; i++) {
+		p += strspn(p, " ");
+		size_t l = strcspn(p, " ");
+		off += (size_t)snprintf(buf + off, len - off, "%.*s\n", (int)l, p);
+		ck_assert_uint_lt(off, len);
+		p += l;
+	}
 }
 
 void cluster_setup(struct cluster *c, int nodes, const char *secrets, const char *extra)
@@ -73,9 +114,7 @@ void cluster_setup(struct cluster *c, int nodes, const char *secrets, const char
 	 * outgoing connection of this machine holds. */
 	c->port = 20000 + (int)((getpid() * 13 + seq++ * 7) % 12000);
 	char hosts[256];
-	snprintf(hosts, sizeof(hosts), "# loopback nodes\n127.0.0.[1-%d]\n", nodes);
-	if (nodes == 1)
-		snprintf(hosts, sizeof(hosts), "127.0.0.1\n");
+	hosts_text(hosts, sizeof(hosts), nodes);
 	for (int i = 0; i < nodes; i++) {
 		char secret[160] = "";
 		if (secrets) {

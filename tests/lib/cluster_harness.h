@@ -1,5 +1,9 @@
 /* Test harness for clusters on loopback: N runtimes on 127.0.0.1..N sharing one port, each
- * started by this process with CHI_NODE_ID and stopped by its PID. */
+ * started by this process with CHI_NODE_ID and stopped by its PID.
+ *
+ * Over another transport: CHI_TEST_CLUSTER_ADDRS="10.0.0.1 10.0.0.2 ..." puts node i on the
+ * i-th address and CHI_TEST_TRANSPORT=verbs sets networking.transport (the Soft-RoCE guest of
+ * scripts/softroce-run.sh; tests/CMakeLists.txt runs the cluster suite there). */
 #ifndef CHI_TESTS_CLUSTER_HARNESS_H
 #define CHI_TESTS_CLUSTER_HARNESS_H
 
@@ -9,6 +13,10 @@
 #include "transport/ipc.h"
 
 #define CLUSTER_MAX_NODES 8
+
+/* How many nodes the addresses allow: CLUSTER_MAX_NODES on loopback, else how many
+ * CHI_TEST_CLUSTER_ADDRS names (a test registers only the sizes that fit). */
+int cluster_max_nodes(void);
 
 struct cluster {
 	char dir[64];
