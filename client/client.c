@@ -345,11 +345,11 @@ int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **o
 
 	log_init_from_env(CHI_LOG_LEVEL_WARN);
 	const char *mode = getenv("CHI_IPC_MODE");
-	int tcp = mode && !strcasecmp(mode, "TCP");
+	/* RDMA: the TCP client's frames over verbs (client_rdma.c). */
+	int tcp = mode && (!strcasecmp(mode, "TCP") || !strcasecmp(mode, "RDMA"));
 	if (mode && *mode && !tcp && strcasecmp(mode, "SHM") && strcasecmp(mode, "IPC")) {
 		CHI_LOG_ERROR("CHI_IPC_MODE=%s: expected SHM or IPC (shared memory with the runtime "
-			      "on this machine) or TCP (a runtime anywhere: CHI_SERVER_ADDR); RDMA "
-			      "clients come with the verbs transport",
+			      "on this machine), TCP or RDMA (a runtime anywhere: CHI_SERVER_ADDR)",
 			      mode);
 		return -ENOTSUP;
 	}

@@ -21,12 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "client_internal.h"
+#include "client_rdma.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/time_util.h"
@@ -65,6 +67,7 @@ struct pool_desc {
 
 struct client_tcp {
 	int fd;
+	struct client_rdma *rdma; /* CHI_IPC_MODE=RDMA: fd is the stream to its bridge */
 	char peer[96];
 	uint64_t heartbeat_ns;
 	struct wire_limits lim;
@@ -171,8 +174,21 @@ static long recv_frame(struct client_tcp *tc, uint8_t *buf, size_t cap, uint64_t
 	}
 }
 
+/* CHI_IPC_MODE=RDMA: the same frames over verbs (client_rdma.c). Never "loopback": the
+ * cluster secret is always needed. */
+static int dial_rdma(struct client_tcp *tc, const char *host, int port)
+{
+	int rc = client_rdma_dial(host, port, TCP_CONNECT_TIMEOUT_NS, &tc->fd, &tc->rdma);
+	if (rc == 0)
+		snprintf(tc->peer, sizeof(tc->peer), "%s port %d (RDMA)", host, port);
+	return rc;
+}
+
 static int dial(struct client_tcp *tc, const char *host, int port, int *loopback)
 {
+	const char *mode = getenv("CHI_IPC_MODE");
+	if (mode && !strcasecmp(mode, "RDMA"))
+		return dial_rdma(tc, host, port);
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV }, *res = NULL;
 	char ps[16];
@@ -930,6 +946,8 @@ int client_tcp_connect(struct chi_client *c, const struct chi_client_opts *opts)
 	return 0;
 
 err_close:
+	shutdown(tc->fd, SHUT_RDWR);
+	client_rdma_close(tc->rdma);
 	close(tc->fd);
 err_unmap:
 	munmap(c->base, c->layout.size);
@@ -952,6 +970,7 @@ void client_tcp_close(struct chi_client *c)
 	shutdown(tc->fd, SHUT_RDWR); /* the reader's poll wakes; the runtime drops our tasks */
 	if (tc->reader_started)
 		pthread_join(tc->reader, NULL);
+	client_rdma_close(tc->rdma); /* its bridge saw the shutdown */
 	close(tc->fd);
 	for (uint32_t i = 0; i < tc->cap_ops; i++)
 		free(tc->ops[i]); /* tasks still in flight: their results are lost, as documented */
