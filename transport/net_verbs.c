@@ -54,6 +54,7 @@
 #define RBUF_MIN (64u * 1024u)
 #define RBUF_KEEP_NS (1000ull * 1000000ull)
 #define RESOLVE_MS 2000
+#define LINGER_NS (200ull * 1000000ull) /* a CLOSE frame's time to leave before disconnect */
 
 #define IMM_LAST (1u << 31)	   /* the last message of a frame */
 #define IMM_CREDIT_ONLY (1u << 30) /* no data: only returns credits */
@@ -94,6 +95,9 @@ struct vep {
 	enum vstate state;
 	int accepted; /* came through a listener: ESTABLISHED means ACCEPTED */
 	int orphan;   /* accepted, then failed before anyone heard of it: freed by the poll */
+	int lingering;	      /* closed here: the CLOSE frame leaves before the disconnect */
+	uint64_t linger_seq;  /* the CLOSE frame's work request */
+	uint64_t linger_until;
 	int in_epoll;
 	uint64_t deadline;
 	struct ibv_comp_channel *cc;
@@ -145,6 +149,7 @@ struct vctx {
 	size_t npend, cappend;
 	pthread_mutex_t inbox_lock;
 	struct vep *inbox;
+	struct vep *graveyard; /* freed by their owner while their CLOSE frame lingers */
 };
 
 /* ---- small helpers ---- */
@@ -217,6 +222,7 @@ static void ep_fail(struct vep *ep, int status, const char *why)
 {
 	if (ep->state == V_CLOSED)
 		return;
+
 	int was_up = ep->state == V_OPEN || ep->state == V_ACCEPTING ||
 		     ep->state == V_CONNECTING;
 	if (ep->state == V_ACCEPTING) {
@@ -233,7 +239,7 @@ static void ep_fail(struct vep *ep, int status, const char *why)
 							       .status = -ECONNABORTED,
 							       .ep = &ep->base, .wr_id = f->wr_id });
 	}
-	if (was_up && ep->id)
+	if (was_up && ep->id && !ep->lingering)
 		(void)rdma_disconnect(ep->id); /* the peer hears DISCONNECTED */
 	(void)push_event(ep->ctx, (struct net_event){ .type = NET_EV_CLOSED, .status = status,
 						       .ep = &ep->base, .why = why });
@@ -570,6 +576,7 @@ static int ep_reap(struct vep *ep, struct net_event *ev, int room)
 			continue;
 		}
 		uint32_t imm = (wc->wc_flags & IBV_WC_WITH_IMM) ? be32toh(wc->imm_data) : 0;
+
 		ep->credits += imm & IMM_CREDITS;
 		if (imm & IMM_CREDIT_ONLY) {
 			if (post_recv(ep, (uint32_t)wc->wr_id) != 0)
@@ -1006,13 +1013,19 @@ static void v_ctx_destroy(struct net_ctx *base)
 	while (ctx->eps) {
 		struct vep *ep = ctx->eps;
 		ctx->eps = ep->next;
-		if (ep->state == V_OPEN)
+		if (ep->state == V_OPEN || ep->lingering)
 			(void)rdma_disconnect(ep->id);
 		ep_release(ep);
 	}
 	while (ctx->inbox) {
 		struct vep *ep = ctx->inbox;
 		ctx->inbox = ep->next;
+		ep_release(ep);
+	}
+	while (ctx->graveyard) {
+		struct vep *ep = ctx->graveyard;
+		ctx->graveyard = ep->next;
+		(void)rdma_disconnect(ep->id);
 		ep_release(ep);
 	}
 	free(ctx->pend);
@@ -1047,9 +1060,11 @@ static void drain_channel(struct vep *ep)
 static int v_arm(struct net_ctx *base)
 {
 	struct vctx *ctx = (struct vctx *)base;
-	if (ctx->npend)
+	if (ctx->npend || ctx->graveyard)
 		return 1;
 	for (struct vep *ep = ctx->eps; ep; ep = ep->next) {
+		if (ep->lingering)
+			return 1;
 		if (ep->state != V_OPEN)
 			continue;
 		/* Held buffers are owed to the peer: poll once more to give them back. */
@@ -1091,6 +1106,41 @@ static int take_pending(struct vctx *ctx, struct net_event *ev, int max)
 	return n;
 }
 
+/* A closed endpoint whose CLOSE frame is on its way: disconnect once it has left (or failed,
+ * or taken too long). @return 1 when the endpoint is done lingering. */
+static int linger_done(struct vep *ep)
+{
+	struct ibv_wc wc[WC_BATCH];
+	int k, left = 0;
+	while ((k = ibv_poll_cq(ep->cq, WC_BATCH, wc)) > 0)
+		for (int i = 0; i < k; i++)
+			if (wc[i].status != IBV_WC_SUCCESS ||
+			    (!(wc[i].opcode & IBV_WC_RECV) && wc[i].wr_id >= ep->linger_seq))
+				left = 1;
+	if (!left && k == 0 && time_now_ns() < ep->linger_until)
+		return 0;
+	ep->lingering = 0;
+	(void)rdma_disconnect(ep->id);
+	return 1;
+}
+
+static void step_lingering(struct vctx *ctx)
+{
+	for (struct vep *ep = ctx->eps; ep; ep = ep->next)
+		if (ep->lingering)
+			(void)linger_done(ep);
+	struct vep **pp = &ctx->graveyard;
+	while (*pp) {
+		struct vep *ep = *pp;
+		if (linger_done(ep)) {
+			*pp = ep->next;
+			ep_release(ep);
+		} else {
+			pp = &ep->next;
+		}
+	}
+}
+
 static void free_orphans(struct vctx *ctx)
 {
 	struct vep *ep = ctx->eps;
@@ -1108,6 +1158,8 @@ static int v_poll(struct net_ctx *base, struct net_event *ev, int max)
 {
 	struct vctx *ctx = (struct vctx *)base;
 	free_orphans(ctx);
+	if (ctx->graveyard || ctx->eps)
+		step_lingering(ctx);
 	for (struct vep *ep = ctx->eps; ep; ep = ep->next)
 		release_held(ep);
 	struct epoll_event ee[EPOLL_BATCH];
@@ -1159,7 +1211,14 @@ static void v_close(struct net_ep *base, uint32_t reason, int32_t detail, const 
 			struct post_batch b;
 			b.n = 0;
 			stage_inline(ep, &b, &c);
-			(void)batch_post(ep, &b);
+			b.wr[0].send_flags |= IBV_SEND_SIGNALED;
+			ep->linger_seq = b.wr[0].wr_id;
+			if (batch_post(ep, &b) == 0) {
+				/* Disconnecting now would flush it: wait for its completion
+				 * (linger_done), a little while at most. */
+				ep->lingering = 1;
+				ep->linger_until = time_now_ns() + LINGER_NS;
+			}
 		}
 	}
 	ep_fail(ep, 0, why ? why : "closed here");
@@ -1177,6 +1236,11 @@ static void v_ep_free(struct net_ep *base)
 			ctx->pend[j++] = ctx->pend[i];
 	ctx->npend = j;
 	ep_unlink(ep);
+	if (ep->lingering) { /* its CLOSE frame is still leaving: the poll finishes it */
+		ep->next = ctx->graveyard;
+		ctx->graveyard = ep;
+		return;
+	}
 	ep_release(ep);
 }
 

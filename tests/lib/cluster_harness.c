@@ -77,6 +77,25 @@ int cluster_max_nodes(void)
 	return n < CLUSTER_MAX_NODES ? n : CLUSTER_MAX_NODES;
 }
 
+void cluster_node_addr(int node, char *buf, size_t len)
+{
+	const char *p = getenv("CHI_TEST_CLUSTER_ADDRS");
+	if (!p) {
+		snprintf(buf, len, "127.0.0.%d", node + 1);
+		return;
+	}
+	ck_assert_int_lt(node, cluster_max_nodes());
+	for (int i = 0;; i++) {
+		p += strspn(p, " ");
+		size_t l = strcspn(p, " ");
+		if (i == node) {
+			snprintf(buf, len, "%.*s", (int)l, p);
+			return;
+		}
+		p += l;
+	}
+}
+
 /* The hostfile: 127.0.0.1..@nodes, or the first @nodes of CHI_TEST_CLUSTER_ADDRS. */
 static void hosts_text(char *buf, size_t len, int nodes)
 {

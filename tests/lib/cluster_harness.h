@@ -7,6 +7,7 @@
 #ifndef CHI_TESTS_CLUSTER_HARNESS_H
 #define CHI_TESTS_CLUSTER_HARNESS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -17,6 +18,10 @@
 /* How many nodes the addresses allow: CLUSTER_MAX_NODES on loopback, else how many
  * CHI_TEST_CLUSTER_ADDRS names (a test registers only the sizes that fit). */
 int cluster_max_nodes(void);
+
+/* Node @node's address in the hostfile cluster_setup() writes: "127.0.0.<node+1>" or the
+ * node-th of CHI_TEST_CLUSTER_ADDRS. */
+void cluster_node_addr(int node, char *buf, size_t len);
 
 struct cluster {
 	char dir[64];
