@@ -42,6 +42,7 @@ static void usage(FILE *out)
 		"       chimaera pools [--config FILE]          list pools (every node's)\n"
 		"       chimaera stats [--config FILE] [--json] workers, clients, pools, per node\n"
 		"       chimaera cluster up --nodes N [--config FILE]   N nodes on 127.0.0.1..N\n"
+		"                [--addrs A,B,...]      or on these addresses of this machine\n"
 		"       chimaera cluster down|status [--config FILE]\n"
 		"\n"
 		"In a cluster, CHI_NODE_ID says which node a command or client means (default: the\n"

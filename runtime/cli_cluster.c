@@ -28,6 +28,7 @@ struct cluster_opts {
 	const char *config;
 	uint32_t nodes;
 	int timeout_s;
+	const char *addrs; /* --addrs A,B,...: this machine's addresses instead of 127.0.0.x */
 };
 
 static int parse(int argc, char **argv, struct cluster_opts *o)
@@ -36,6 +37,7 @@ static int parse(int argc, char **argv, struct cluster_opts *o)
 		{ "config", required_argument, NULL, 'c' },
 		{ "nodes", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "addrs", required_argument, NULL, 'a' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -43,9 +45,11 @@ static int parse(int argc, char **argv, struct cluster_opts *o)
 
 	o->timeout_s = 10;
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "c:n:t:", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:n:t:a:", longopts, NULL)) != -1) {
 		if (ch == 'c') {
 			o->config = optarg;
+		} else if (ch == 'a' && optarg[0] && strlen(optarg) < 1024) {
+			o->addrs = optarg;
 		} else if (ch == 'n' && parse_u64(optarg, &v) == 0 && v >= 1 &&
 			   v <= MAX_LOCAL_NODES) {
 			o->nodes = (uint32_t)v;
@@ -53,7 +57,7 @@ static int parse(int argc, char **argv, struct cluster_opts *o)
 			o->timeout_s = (int)v;
 		} else {
 			fprintf(stderr, "chimaera cluster: bad option (--nodes 1..%d, --timeout "
-					"0..3600 s, --config FILE)\n", MAX_LOCAL_NODES);
+					"0..3600 s, --config FILE, --addrs A,B,...)\n", MAX_LOCAL_NODES);
 			return -EINVAL;
 		}
 	}
@@ -124,11 +128,40 @@ static int node_status(const struct config *cfg, uint32_t node, struct ipc_reply
 	return rc ? rc : r->status;
 }
 
-/* The cluster's files: a hostfile of N loopback addresses and, unless the config names
- * one, a fresh secret (0600). */
-static int write_cluster_files(struct config *cfg, const char *dir, uint32_t n)
+/* The hostfile's text: 127.0.0.1..@n, or the @n addresses of @addrs (comma-separated, e.g.
+ * the Soft-RoCE guest's 10.0.0.1,10.0.0.2 for a verbs cluster on one machine).
+ * @return its length, or -EINVAL when @addrs does not name exactly @n. */
+static int hosts_text(char *hosts, size_t cap, uint32_t n, const char *addrs)
 {
-	char path[PATH_MAX + 16], hosts[64];
+	if (!addrs) {
+		if (n == 1)
+			return snprintf(hosts, cap, "# chimaera cluster up\n127.0.0.1\n");
+		return snprintf(hosts, cap, "# chimaera cluster up\n127.0.0.[1-%u]\n", n);
+	}
+	size_t len = (size_t)snprintf(hosts, cap, "# chimaera cluster up --addrs\n");
+	uint32_t count = 0;
+	for (const char *p = addrs; *p && len < cap; count++) {
+		size_t l = strcspn(p, ",");
+		len += (size_t)snprintf(hosts + len, cap - len, "%.*s\n", (int)l, p);
+		p += l + (p[l] == ',');
+	}
+	if (count != n || len >= cap) {
+		fprintf(stderr, "chimaera cluster up: --addrs names %u addresses for --nodes %u\n",
+			count, n);
+		return -EINVAL;
+	}
+	return (int)len;
+}
+
+/* The cluster's files: a hostfile of N addresses of this machine and, unless the config
+ * names one, a fresh secret (0600). */
+static int write_cluster_files(struct config *cfg, const char *dir, uint32_t n,
+			       const char *addrs)
+{
+	char path[PATH_MAX + 16], hosts[1200];
+	int len = hosts_text(hosts, sizeof(hosts), n, addrs);
+	if (len < 0)
+		return len;
 	if (mkdir(dir, 0700) != 0 && errno != EEXIST)
 		return -errno;
 	if (!cfg->secret_file[0]) {
@@ -142,9 +175,6 @@ static int write_cluster_files(struct config *cfg, const char *dir, uint32_t n)
 			return rc;
 		snprintf(cfg->secret_file, sizeof(cfg->secret_file), "%s", path);
 	}
-	int len = snprintf(hosts, sizeof(hosts), "# chimaera cluster up\n127.0.0.[1-%u]\n", n);
-	if (n == 1)
-		len = snprintf(hosts, sizeof(hosts), "# chimaera cluster up\n127.0.0.1\n");
 	snprintf(path, sizeof(path), "%s/hosts", dir);
 	int rc = write_file(path, hosts, (size_t)len, 0644);
 	if (rc)
@@ -210,7 +240,7 @@ static int cluster_up(const struct cluster_opts *o)
 			config_fini(&cfg);
 			return 1;
 		}
-	int rc = write_cluster_files(&cfg, dir, o->nodes);
+	int rc = write_cluster_files(&cfg, dir, o->nodes, o->addrs);
 	if (rc) {
 		fprintf(stderr, "chimaera cluster up: %s: %s\n", dir, strerror(-rc));
 		config_fini(&cfg);

@@ -14,7 +14,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/bootstrap_pmix.h"
 #include "common/log.h"
@@ -855,6 +857,30 @@ static int load_key(struct rt_cluster *cl, const struct config *cfg, char *why, 
 /* networking.transport: verbs where an RDMA device carries the address this node listens on
  * (auto, or verbs, which refuses to start without one), else tcp. Every node must end up
  * with the same: a verbs node does not hear a tcp one (docs/deploy-rdma.md). */
+/* Verbs registers (locks) memory for each link: one per worker and peer, each way. Check the
+ * limit now, raising the soft limit to the hard one if that is enough, rather than fail link
+ * by link later. @return 0, or -ENOMEM with @why. */
+static int check_memlock(const struct rt_cluster *cl, const struct config *cfg, char *why,
+			 size_t len)
+{
+	uint64_t links = 2ull * cfg->num_threads * (cl->mem.num_nodes - 1) + 1;
+	uint64_t need = links * net_verbs_ep_memory();
+	struct rlimit rl;
+	if (geteuid() == 0 || getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return 0; /* root locks what it wants (CAP_IPC_LOCK) */
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? RLIM_INFINITY : rl.rlim_max;
+		if (setrlimit(RLIMIT_MEMLOCK, &rl) == 0)
+			return 0;
+	}
+	snprintf(why, len, "verbs needs about %llu MiB of locked memory here (%llu links of %zu "
+		 "KiB), but ulimit -l allows %llu KiB: raise it (docs/deploy-rdma.md, \"Memlock\")",
+		 (unsigned long long)(need >> 20), (unsigned long long)links,
+		 net_verbs_ep_memory() >> 10, (unsigned long long)(rl.rlim_max >> 10));
+	return -ENOMEM;
+}
+
 static int choose_transport(struct rt_cluster *cl, const struct config *cfg,
 			    const struct sockaddr_storage *a, socklen_t alen, char *why,
 			    size_t len)
@@ -885,6 +911,14 @@ static int choose_transport(struct rt_cluster *cl, const struct config *cfg,
 			     "carries that address)", addr);
 		return 0;
 	}
+	rc = check_memlock(cl, cfg, why, len);
+	if (rc && !strcmp(cfg->transport, "auto")) {
+		CHI_LOG_WARN("transport tcp on %s, though %s carries it: %s", addr, dev, why);
+		why[0] = '\0';
+		return 0;
+	}
+	if (rc)
+		return rc;
 	cl->transport = NET_TRANSPORT_VERBS;
 	char desc[160];
 	net_verbs_describe(&cl->rdma, desc, sizeof(desc));

@@ -25,13 +25,23 @@ set -euo pipefail
 #                                             as the ranks of one mpirun; skipped without it)
 #                                 Both: 26 packages, 9.4 MB with recommends; about 15 s to
 #                                 install here from cached archives, 3 s to download them.
+#   the verbs provider for rxe    ibverbs-providers (libibverbs1 only recommends it)
+#   qemu-system-x86_64            qemu-system-x86 (scripts/softroce-run.sh: the Soft-RoCE guest
+#                                                 the verbs tests run in; TCG, no KVM needed)
+#   busybox (static)              busybox-static (the guest's initramfs)
+#   cpio, depmod                  cpio, kmod     (building that initramfs)
+#   the guest's kernel            downloaded by softroce-run.sh --prepare (apt-get download
+#                                 linux-image-<ver>-amd64; unpacked in a cache, never installed)
+#   rping, ibv_devices            rdmacm-utils, ibverbs-utils (checks of the guest's devices)
+#   ib_send_lat, ib_write_bw ...  perftest (the second reference beside the verbs floors)
 # Nothing runs ps, pgrep, ss, xz, xxd or python3 (procps, xz-utils, xxd, python3 are not
 # needed; ss comes with iproute2 but is not used). Check after adding a tool:
 # ../shared/tools/fresh-check.sh.
 pkgs=(build-essential cmake pkg-config libibverbs-dev librdmacm-dev libyaml-dev libnuma-dev
       check libsubunit-dev libxxhash-dev libsodium-dev spin gnuplot-nox g++ clang
       libclang-rt-14-dev dpkg-dev file gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
-      iproute2 libpmix-dev openmpi-bin)
+      iproute2 libpmix-dev openmpi-bin ibverbs-providers qemu-system-x86 busybox-static cpio
+      kmod rdmacm-utils ibverbs-utils perftest)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

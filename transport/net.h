@@ -90,6 +90,9 @@ struct net_verbs_info {
  * @return 0, -ENODEV (no RDMA device holds that address: verbs cannot serve it), or -errno. */
 int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, struct net_verbs_info *info);
 
+/* Registered (locked) memory of one verbs endpoint: its receive buffers and send slots. */
+size_t net_verbs_ep_memory(void);
+
 /* "rxe0 port 1 ACTIVE, mtu 1024, gid ::ffff:10.0.0.1": the port's state now. */
 void net_verbs_describe(const struct net_verbs_info *info, char *buf, size_t len);
 

@@ -1295,6 +1295,11 @@ int net_verbs_probe(const struct sockaddr *addr, socklen_t addrlen, struct net_v
 	return rc;
 }
 
+size_t net_verbs_ep_memory(void)
+{
+	return (size_t)(RECV_BUFS + SEND_SLOTS) * CHUNK;
+}
+
 static const char *port_state_str(enum ibv_port_state s)
 {
 	switch (s) {
