@@ -232,6 +232,15 @@ static int cluster_up(const struct cluster_opts *o)
 	}
 	if (load(o, &cfg, dir, sizeof(dir)) != 0)
 		return 2;
+	/* The cluster's files live in the run directory, which a fresh /tmp lacks until a
+	 * runtime makes it: make it here, as securely as a runtime does. */
+	char run_dir[PATH_MAX], why[256];
+	config_run_dir(&cfg, run_dir, sizeof(run_dir));
+	if (ipc_secure_dir(run_dir, why, sizeof(why)) != 0) {
+		fprintf(stderr, "chimaera cluster up: %s\n", why);
+		config_fini(&cfg);
+		return 2;
+	}
 	uint32_t old = count_nodes(dir);
 	for (uint32_t i = 0; i < old; i++)
 		if (node_status(&cfg, i, &r) == 0) {
@@ -274,9 +283,13 @@ static int cluster_up(const struct cluster_opts *o)
 		config_fini(&cfg);
 		return 1;
 	}
-	printf("chimaera: cluster of %u nodes up in %.3f s: 127.0.0.1..127.0.0.%u port %d; "
+	char where[64];
+	if (!o->addrs)
+		snprintf(where, sizeof(where), "127.0.0.1..127.0.0.%u", o->nodes);
+	printf("chimaera: cluster of %u nodes up in %.3f s: %s port %d; "
 	       "clients with this config attach to node 0 (CHI_NODE_ID=N picks another)\n",
-	       o->nodes, (double)(time_now_ns() - t0) / 1e9, o->nodes, cfg.port);
+	       o->nodes, (double)(time_now_ns() - t0) / 1e9, o->addrs ? o->addrs : where,
+	       cfg.port);
 	config_fini(&cfg);
 	return 0;
 }
