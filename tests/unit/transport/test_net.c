@@ -1,13 +1,14 @@
 /* A transport behind transport/net.h: frames both ways in order, batches past the
  * posted-send limit, large frames, moving an endpoint between contexts, the sleep fd, and
- * what a broken or hostile peer gets: a refused connect, a CLOSE, a peer that vanishes; on
- * tcp also garbage, an oversized announcement and a hang-up inside a frame from a raw socket.
+ * what a broken or hostile peer gets: garbage, an oversized announcement, a hang-up inside a
+ * frame, a refused connect, a CLOSE, a peer that vanishes.
  *
  * CHI_TEST_NET=verbs runs it over verbs, on the address CHI_TEST_NET_ADDR (default 10.0.0.1,
  * the guest of scripts/softroce-run.sh); without an RDMA device there it exits 77. Otherwise
  * tcp over 127.0.0.1. Every wait is bounded. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <rdma/rdma_cma.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -281,11 +282,25 @@ START_TEST(large_frame)
 }
 END_TEST
 
-/* A raw socket to the listener: whatever it writes, the endpoint is cut off with a reason. */
+/* A peer that sends what is no frame of ours: the endpoint is cut off with a reason before
+ * anything is handed out. tcp: a raw socket writes the bytes (and may hang up). verbs: a raw
+ * socket cannot reach a verbs listener, so a verbs endpoint posts the bytes as a message;
+ * a hang-up inside a frame is then a message that ends before its header says. */
 static void raw_peer_sends(const void *bytes, size_t len, int hang_up, int want_status,
 			   const char *why_has)
 {
 	struct pair p;
+	if (transport == NET_TRANSPORT_VERBS) {
+		open_pair(&p, NULL);
+		struct iovec iov = { .iov_base = (void *)bytes, .iov_len = len };
+		ck_assert_int_eq(net_send(p.c, &iov, 1, 1), 0);
+		PUMP(p.srv, &p.ss, p.cli, &p.cs, p.ss.closed == 1);
+		ck_assert_int_eq(p.ss.recv, 0);
+		ck_assert_int_eq(p.ss.close_status, -EPROTO);
+		net_ep_free(p.s);
+		close_pair(&p);
+		return;
+	}
 	listen_on(&p, NULL);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 	ck_assert_int_ge(fd, 0);
@@ -457,6 +472,57 @@ static void verbs_probe_child(void)
 	exit(0);
 }
 
+/* The next rdma_cm event on @ch, polling @srv meanwhile (it must answer the request). */
+static enum rdma_cm_event_type next_cm_event(struct rdma_event_channel *ch, struct pair *p)
+{
+	uint64_t end = now_ns() + DEADLINE_NS;
+	for (;;) {
+		ck_assert_msg(now_ns() < end, "no rdma_cm event");
+		poll_once(p->srv, &p->ss);
+		struct pollfd pfd = { .fd = ch->fd, .events = POLLIN };
+		if (poll(&pfd, 1, 10) != 1)
+			continue;
+		struct rdma_cm_event *e;
+		ck_assert_int_eq(rdma_get_cm_event(ch, &e), 0);
+		enum rdma_cm_event_type t = e->event;
+		rdma_ack_cm_event(e);
+		return t;
+	}
+}
+
+/* A stranger on rdma_cm without our connect data (another program, another version of
+ * ours): rejected before any queue pair of ours serves it, and nothing is accepted. */
+START_TEST(foreign_connect_is_rejected)
+{
+	struct pair p;
+	listen_on(&p, NULL);
+	struct rdma_event_channel *ch = rdma_create_event_channel();
+	ck_assert_ptr_nonnull(ch);
+	struct rdma_cm_id *id;
+	ck_assert_int_eq(rdma_create_id(ch, &id, NULL, RDMA_PS_TCP), 0);
+	ck_assert_int_eq(rdma_resolve_addr(id, NULL, (struct sockaddr *)&p.addr, 2000), 0);
+	ck_assert_int_eq(next_cm_event(ch, &p), RDMA_CM_EVENT_ADDR_RESOLVED);
+	ck_assert_int_eq(rdma_resolve_route(id, 2000), 0);
+	ck_assert_int_eq(next_cm_event(ch, &p), RDMA_CM_EVENT_ROUTE_RESOLVED);
+	struct ibv_qp_init_attr qa = { .qp_type = IBV_QPT_RC,
+				       .cap = { .max_send_wr = 1, .max_recv_wr = 1,
+						.max_send_sge = 1, .max_recv_sge = 1 } };
+	ck_assert_int_eq(rdma_create_qp(id, NULL, &qa), 0);
+	static const char junk[] = "GET / HTTP/1.1"; /* private data, but not ours */
+	struct rdma_conn_param cp = { .private_data = junk, .private_data_len = sizeof(junk),
+				      .retry_count = 1, .rnr_retry_count = 1 };
+	ck_assert_int_eq(rdma_connect(id, &cp), 0);
+	ck_assert_int_eq(next_cm_event(ch, &p), RDMA_CM_EVENT_REJECTED);
+	for (int i = 0; i < 10; i++)
+		poll_once(p.srv, &p.ss);
+	ck_assert_ptr_null(p.ss.accepted);
+	rdma_destroy_qp(id);
+	rdma_destroy_id(id);
+	rdma_destroy_event_channel(ch);
+	close_pair(&p);
+}
+END_TEST
+
 /* Without an RDMA device on the address the context cannot work: skip, and say why. Asked in
  * a child: Check forks a process per test, and a verbs device opened before a fork is no use
  * to the child (its queues are mapped into the parent), so the parent never opens one. */
@@ -492,16 +558,16 @@ int main(void)
 	tcase_add_test(tc, frames_both_ways_in_order);
 	tcase_add_test(tc, backpressure_and_batches);
 	tcase_add_test(tc, large_frame);
-	if (transport == NET_TRANSPORT_TCP) { /* a raw socket is a tcp peer */
-		tcase_add_test(tc, garbage_is_cut_off);
-		tcase_add_test(tc, oversized_announcement_is_cut_off);
-		tcase_add_test(tc, hang_up_inside_a_frame);
-	}
+	tcase_add_test(tc, garbage_is_cut_off);
+	tcase_add_test(tc, oversized_announcement_is_cut_off);
+	tcase_add_test(tc, hang_up_inside_a_frame);
 	tcase_add_test(tc, refused_connect_is_reported);
 	tcase_add_test(tc, close_tells_the_peer);
 	tcase_add_test(tc, move_between_contexts);
 	tcase_add_test(tc, sleep_fd_wakes);
 	tcase_add_test(tc, vanished_peer_is_reported);
+	if (transport == NET_TRANSPORT_VERBS)
+		tcase_add_test(tc, foreign_connect_is_rejected);
 	suite_add_tcase(s, tc);
 	return chi_check_run(s, CK_NORMAL);
 }
