@@ -29,6 +29,8 @@ struct bench_opts {
 	const char *samples;   /* write sorted latency samples here (for plotting) */
 	const char *config;
 	uint32_t duration_ms;  /* multi-client: measured time per round */
+	const char *verbs_server; /* verbs floors: node 1's address (--server-addr) */
+	const char *verbs_client; /* and node 0's (--client-addr) */
 };
 
 struct bench_floor {
@@ -97,8 +99,21 @@ double bench_tcp_stream_gbps(const struct bench_opts *o, uint64_t msg_bytes, uin
 double bench_tcp_echo_rate(const struct bench_opts *o, uint32_t out_bytes, uint32_t back_bytes,
 			   uint64_t frames, uint32_t window);
 
+/* ---- over verbs (floor_verbs.c; remote.c with what.verbs) ---- */
+
+/* Raw verbs between --client-addr and --server-addr: the counts in, the figures out. */
+struct bench_verbs_floor {
+	uint64_t pp_n, rate_n, write_n;
+	double pp_p50, pp_p99; /* ns: a Noop's TASK-frame size out, its REPLY size back */
+	double send_rate;      /* 64-byte SENDs/s, one way */
+	double write_gbps;     /* 1 MiB RDMA WRITEs */
+};
+int bench_verbs_floor(const struct bench_opts *o, uint32_t out_bytes, uint32_t back_bytes,
+		      struct bench_verbs_floor *f);
+
 struct bench_remote_what {
 	int lat, tput, kvs, bcast;
+	int verbs; /* the cluster runs verbs: verbs floors instead of tcp ones */
 };
 
 /* One round's figures (0 where not measured). */
@@ -111,6 +126,7 @@ struct bench_remote_fig {
 	double tput;		       /* remote-tput, tasks/s */
 	double kvs_put_gbps, kvs_get_gbps;
 	double bcast_p50_2, bcast_p50_8;
+	double verbs_pp_p50, verbs_pp_p99, verbs_send_rate, verbs_write_gbps; /* what.verbs */
 };
 
 /* A session: attach to the cluster of --config (remote-lat, -tput, -kvs) and/or start the

@@ -5,6 +5,8 @@
  *                  | idle | all [--json] [options]
  *   chimaera_bench remote-lat | remote-tput | remote-kvs | remote | broadcast --config F
  *                  (many nodes over TCP: remote.c)
+ *   chimaera_bench verbs --config F [--server-addr A --client-addr B]
+ *                  (the remote figures over verbs beside raw verbs floors: floor_verbs.c)
  *
  * Rows without a floor (the floors themselves, idle cost) print "-" / null for it. The table
  * ends with a legend: what each floor in it is, and how to read a ratio.
@@ -201,6 +203,11 @@ static void usage(FILE *out)
 		"    (chimaera cluster up --nodes 2 --config bench/cluster.yaml) and send to\n"
 		"    node 1; remote = the three; broadcast starts clusters of 2 and 8 nodes\n"
 		"    from F itself (ports: F's + 1 and + 2), measures, and stops them\n"
+		"       chimaera_bench verbs --config F [--server-addr A] [--client-addr B]\n"
+		"    the remote figures against a verbs cluster (chimaera cluster up --nodes 2\n"
+		"    --addrs B,A --config bench/cluster-verbs.yaml), beside raw verbs floors from\n"
+		"    B to A (defaults: node 1 = 10.0.0.2, node 0 = 10.0.0.1, the Soft-RoCE guest's);\n"
+		"    exits 77 when no RDMA device carries them\n"
 		"  --json              one JSON document instead of a table\n"
 		"  --iterations N      latency samples over all rounds (default 200000;\n"
 		"                      throughput runs 50x, the ring floors 100x as many)\n"
@@ -243,6 +250,8 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 		{ "config", required_argument, NULL, 'C' },  { "help", no_argument, NULL, 'h' },
 		{ "rounds", required_argument, NULL, 'r' },
 		{ "duration-ms", required_argument, NULL, 'd' },
+		{ "server-addr", required_argument, NULL, 'S' },
+		{ "client-addr", required_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
@@ -290,6 +299,12 @@ static int parse(int argc, char **argv, struct bench_opts *o, int *json)
 			break;
 		case 'C':
 			o->config = optarg;
+			break;
+		case 'S':
+			o->verbs_server = optarg;
+			break;
+		case 'A':
+			o->verbs_client = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -443,6 +458,24 @@ static int remote_main(const struct bench_opts *o, const struct bench_remote_wha
 		{ "broadcast_p50_8", "ns", "broadcast_p50_2", RV(rem.bcast_p50_8),
 		  RV(rem.bcast_p50_2) },
 	};
+	static const struct row_spec vfloors[] = {
+		{ "verbs_pingpong_rtt_p50", "ns", NULL, RV(rem.verbs_pp_p50), 0 },
+		{ "verbs_pingpong_rtt_p99", "ns", NULL, RV(rem.verbs_pp_p99), 0 },
+		{ "verbs_send_rate_64B", "msg/s", NULL, RV(rem.verbs_send_rate), 0 },
+		{ "verbs_write_bw_1MiB", "GB/s", NULL, RV(rem.verbs_write_gbps), 0 },
+	};
+	static const struct row_spec vrows[] = {
+		{ "remote_rtt_p50", "ns", "verbs_pingpong_rtt_p50", RV(rem.rtt_p50),
+		  RV(rem.verbs_pp_p50) },
+		{ "remote_rtt_p99", "ns", "verbs_pingpong_rtt_p50", RV(rem.rtt_p99),
+		  RV(rem.verbs_pp_p50) },
+		{ "remote_tput", "tasks/s", "verbs_send_rate_64B", RV(rem.tput),
+		  RV(rem.verbs_send_rate) },
+		{ "remote_kvs_put_bw_1MiB", "GB/s", "verbs_write_bw_1MiB", RV(rem.kvs_put_gbps),
+		  RV(rem.verbs_write_gbps) },
+		{ "remote_kvs_get_bw_1MiB", "GB/s", "verbs_write_bw_1MiB", RV(rem.kvs_get_gbps),
+		  RV(rem.verbs_write_gbps) },
+	};
 	struct bench_result res[BENCH_MAX_RESULTS];
 	static struct round rounds[64];
 	struct bench_remote *s = NULL;
@@ -450,6 +483,32 @@ static int remote_main(const struct bench_opts *o, const struct bench_remote_wha
 	int n = 0;
 
 	int rc = bench_remote_open(o, w, &s);
+	for (uint32_t i = 0; w->verbs && rc == 0 && i < o->rounds; i++)
+		rc = bench_remote_round(s, &rounds[i].rem);
+	if (w->verbs && rc == 0) {
+		bench_remote_note(s, notes, sizeof(notes));
+		for (size_t i = 0; i < ARRAY_LEN(vfloors); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &vfloors[i]);
+		for (size_t i = 0; i < ARRAY_LEN(vrows); i++)
+			add_median(res, &n, rounds, (int)o->rounds, &vrows[i]);
+		note(notes, sizeof(notes),
+		     "verbs floors: raw verbs over rdma_cm, %s -> %s, one RC queue pair, "
+		     "busy-polled; ping-pong of a Noop's frame sizes, 64-byte SENDs (window "
+		     "64), 1 MiB RDMA WRITEs (4 in flight)\n", o->verbs_client, o->verbs_server);
+	}
+	if (w->verbs) {
+		bench_remote_close(s);
+		if (rc)
+			return rc == -ENODEV ? 77 : 1;
+		if (json) {
+			print_json(res, n);
+			fputs(notes, stderr);
+		} else {
+			print_table(res, n);
+			fputs(notes, stdout);
+		}
+		return 0;
+	}
 	for (uint32_t i = 0; rc == 0 && i < o->rounds; i++)
 		rc = bench_remote_round(s, &rounds[i].rem);
 	if (rc == 0) {
@@ -554,13 +613,17 @@ int main(int argc, char **argv)
 	int do_idle = all || !strcmp(what, "idle");
 	int do_kvs = !strcmp(what, "kvs");
 	int do_coro = !strcmp(what, "coro");
-	int remote = !strcmp(what, "remote");
+	int verbs = !strcmp(what, "verbs");
+	int remote = verbs || !strcmp(what, "remote");
 	struct bench_remote_what rw = {
 		.lat = remote || !strcmp(what, "remote-lat"),
 		.tput = remote || !strcmp(what, "remote-tput"),
 		.kvs = remote || !strcmp(what, "remote-kvs"),
 		.bcast = !strcmp(what, "broadcast"),
+		.verbs = verbs,
 	};
+	o.verbs_server = "10.0.0.2";
+	o.verbs_client = "10.0.0.1";
 	if (rw.lat || rw.tput || rw.kvs || rw.bcast) {
 		default_cpus(&o);
 		if (parse(argc - 1, argv + 1, &o, &json))

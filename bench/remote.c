@@ -544,17 +544,29 @@ int bench_remote_round(struct bench_remote *s, struct bench_remote_fig *f)
 	int rc = 0;
 	memset(f, 0, sizeof(*f));
 	/* Floors first, then the runtime's figures: the same placement of our vCPUs. */
-	if (w->lat || w->bcast)
+	if (w->verbs) {
+		struct bench_verbs_floor vf = { .pp_n = s->lat_n, .rate_n = s->stream_n,
+						.write_n = 64 };
+		rc = bench_verbs_floor(&s->o, s->task_bytes, s->reply_bytes, &vf);
+		f->verbs_pp_p50 = vf.pp_p50;
+		f->verbs_pp_p99 = vf.pp_p99;
+		f->verbs_send_rate = vf.send_rate;
+		f->verbs_write_gbps = vf.write_gbps;
+		if (rc) {
+			fprintf(stderr, "chimaera_bench: verbs floor: %s\n", strerror(-rc));
+			return rc;
+		}
+	} else if (w->lat || w->bcast)
 		rc = bench_tcp_pingpong(&s->o, s->task_bytes, s->reply_bytes, s->lat_n,
 					&f->tcp_pp_p50, &f->tcp_pp_p99);
-	if (rc == 0 && w->tput) {
+	if (rc == 0 && w->tput && !w->verbs) {
 		f->tcp_stream_rate = bench_tcp_stream_rate(&s->o, s->task_bytes, s->stream_n,
 							   s->o.window / 2);
 		f->tcp_echo_rate = bench_tcp_echo_rate(&s->o, s->task_bytes, s->reply_bytes,
 						       s->stream_n / 4, s->o.window);
 		rc = f->tcp_stream_rate > 0 && f->tcp_echo_rate > 0 ? 0 : -EIO;
 	}
-	if (rc == 0 && w->kvs) {
+	if (rc == 0 && w->kvs && !w->verbs) {
 		f->tcp_stream_gbps = bench_tcp_stream_gbps(&s->o, KVS_SIZE, 64);
 		rc = f->tcp_stream_gbps > 0 ? 0 : -EIO;
 	}
