@@ -8,7 +8,7 @@
 # rdma_rxe and its friends, mounts this machine's root over 9p and chroots into it, so CMD runs
 # the host's own binaries in the host's current directory, as root. The network is a veth pair
 # in the guest's initial namespace (rxe keeps its UDP socket there: see
-# ../shared/notes/softroce-vm.md):
+# ../shared/notes/softroce-vm.md), MTU 9000 (rxe's IB MTU 4096):
 #   rxe0 on veth0: 10.0.0.1 and 10.0.0.3      rxe1 on veth1: 10.0.0.2 and 10.0.0.4
 # CMD sees CHI_SOFTROCE=1, CHI_SOFTROCE_ADDRS="10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4", the
 # caller's PATH, HOME and every CHI_* and CK_* variable; /tmp and /dev/shm are the guest's
@@ -169,6 +169,9 @@ trap 'exit 130' INT TERM
 	echo 'ip link add veth0 type veth peer name veth1'
 	echo 'ip addr add 10.0.0.1/24 dev veth0; ip addr add 10.0.0.3/24 dev veth0'
 	echo 'ip addr add 10.0.0.2/24 dev veth1; ip addr add 10.0.0.4/24 dev veth1'
+	# Jumbo frames, as a RoCE fabric would have: rxe then runs an IB MTU of 4096, not 1024
+	# (a quarter of the packets, each of which costs the emulated kernel dearly).
+	echo 'ip link set veth0 mtu 9000; ip link set veth1 mtu 9000'
 	echo 'ip link set veth0 up; ip link set veth1 up'
 	# Both ends are local addresses: without accept_local the ARP between them is dropped
 	# and rdma_cm fails with ADDR_ERROR (-110), every time.
