@@ -576,8 +576,13 @@ static int ep_reap(struct vep *ep, struct net_event *ev, int room)
 			continue;
 		}
 		uint32_t imm = (wc->wc_flags & IBV_WC_WITH_IMM) ? be32toh(wc->imm_data) : 0;
-
 		ep->credits += imm & IMM_CREDITS;
+		if (ep->credits > RECV_CREDITS) {
+			/* More than it ever lent: we would overrun its receive queue and stall
+			 * on RNR retries forever. Not a peer of ours. */
+			ep_fail(ep, -EPROTO, "peer returned more credits than it lent");
+			break;
+		}
 		if (imm & IMM_CREDIT_ONLY) {
 			if (post_recv(ep, (uint32_t)wc->wr_id) != 0)
 				ep_fail(ep, -EIO, "cannot post a receive");
