@@ -6,6 +6,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 void net_limits_default(struct net_limits *lim)
 {
@@ -136,6 +140,93 @@ uint64_t net_ep_rx_bytes(const struct net_ep *ep)
 int net_ep_peer(const struct net_ep *ep, struct sockaddr_storage *addr, socklen_t *addrlen)
 {
 	return ep->ops->ep_peer(ep, addr, addrlen);
+}
+
+/* ---- for the transports (net_impl.h) ---- */
+
+int net_evq_push(struct net_evq *q, struct net_event ev)
+{
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? 2 * q->cap : 64;
+		struct net_event *p = realloc(q->ev, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		q->ev = p;
+		q->cap = cap;
+	}
+	q->ev[q->n++] = ev;
+	return 0;
+}
+
+int net_evq_take(struct net_evq *q, struct net_event *out, int max)
+{
+	int n = (int)q->n < max ? (int)q->n : max;
+	if (n <= 0)
+		return 0;
+	memcpy(out, q->ev, (size_t)n * sizeof(*out));
+	memmove(q->ev, q->ev + n, (q->n - (size_t)n) * sizeof(*out));
+	q->n -= (size_t)n;
+	return n;
+}
+
+void net_evq_forget(struct net_evq *q, const struct net_ep *ep)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < q->n; i++)
+		if (q->ev[i].ep != ep)
+			q->ev[j++] = q->ev[i];
+	q->n = j;
+}
+
+void net_evq_fini(struct net_evq *q)
+{
+	free(q->ev);
+	q->ev = NULL;
+	q->n = q->cap = 0;
+}
+
+int net_inbox_init(struct net_inbox *in)
+{
+	in->head = NULL;
+	in->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (in->fd < 0)
+		return -errno;
+	pthread_mutex_init(&in->lock, NULL);
+	return 0;
+}
+
+void net_inbox_fini(struct net_inbox *in)
+{
+	if (in->fd < 0)
+		return;
+	close(in->fd);
+	in->fd = -1;
+	pthread_mutex_destroy(&in->lock);
+}
+
+void net_inbox_put(struct net_inbox *in, struct net_ep *ep)
+{
+	pthread_mutex_lock(&in->lock);
+	ep->inbox_next = in->head;
+	in->head = ep;
+	pthread_mutex_unlock(&in->lock);
+	uint64_t one = 1;
+	if (write(in->fd, &one, sizeof(one)) < 0) {
+		/* The counter saturated: the owner's epoll still sees it readable. */
+	}
+}
+
+struct net_ep *net_inbox_take(struct net_inbox *in)
+{
+	uint64_t v;
+	if (read(in->fd, &v, sizeof(v)) < 0) {
+		/* nothing rang: look anyway */
+	}
+	pthread_mutex_lock(&in->lock);
+	struct net_ep *list = in->head;
+	in->head = NULL;
+	pthread_mutex_unlock(&in->lock);
+	return list;
 }
 
 const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t len)

@@ -4,6 +4,8 @@
 #ifndef CHI_TRANSPORT_NET_IMPL_H
 #define CHI_TRANSPORT_NET_IMPL_H
 
+#include <pthread.h>
+
 #include "net.h"
 
 struct net_ops {
@@ -38,11 +40,36 @@ struct net_ctx {
 struct net_ep {
 	const struct net_ops *ops;
 	void *user;
+	struct net_ep *inbox_next; /* on a context's inbox (net_inbox_put) */
 };
 
 struct net_listener {
 	const struct net_ops *ops;
 };
+
+/* Events a transport makes outside its poll loop (closes, sends done, accepts), handed out
+ * by the next poll before anything else. */
+struct net_evq {
+	struct net_event *ev;
+	size_t n, cap;
+};
+int net_evq_push(struct net_evq *q, struct net_event ev); /* 0 or -ENOMEM */
+int net_evq_take(struct net_evq *q, struct net_event *out, int max); /* how many */
+void net_evq_forget(struct net_evq *q, const struct net_ep *ep); /* drop those naming @ep */
+void net_evq_fini(struct net_evq *q);
+
+/* Endpoints handed to a context by another thread (net_ep_move): a locked list, and an
+ * eventfd (fd) in the owner's epoll set that rings when one is put there. */
+struct net_inbox {
+	pthread_mutex_t lock;
+	int fd;
+	struct net_ep *head;
+};
+int net_inbox_init(struct net_inbox *in); /* 0 or -errno */
+void net_inbox_fini(struct net_inbox *in);
+void net_inbox_put(struct net_inbox *in, struct net_ep *ep);
+/* Everything put there so far (linked through inbox_next), and the doorbell quiet again. */
+struct net_ep *net_inbox_take(struct net_inbox *in);
 
 extern const struct net_ops net_tcp_ops;
 extern const struct net_ops net_verbs_ops;

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,20 +82,16 @@ struct tcp_ctx {
 	struct net_ctx base;
 	struct handle doorbell; /* the eventfd that tcp_ep_move() rings */
 	int epfd;
-	int evfd;
 	struct net_limits lim;
 	struct tcp_ep *eps;
 	struct tcp_ep *dirty;
 	struct tcp_ep *rx;
 	struct tcp_listener *listeners;
-	/* events made outside net_poll (closes, failed sends), handed out first */
-	struct net_event *pend;
-	size_t npend, cappend;
+	struct net_evq evq; /* events made outside net_poll (closes, failed sends) */
 	/* receive buffers of endpoints that moved away mid-poll: freed at the next poll */
 	void **spent;
 	size_t nspent, capspent;
-	pthread_mutex_t inbox_lock;
-	struct tcp_ep *inbox; /* endpoints moved here, not yet in the epoll set */
+	struct net_inbox inbox; /* endpoints moved here, not yet in the epoll set */
 };
 
 static uint64_t now_ns(void)
@@ -106,20 +101,9 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- events made outside the epoll loop ---- */
-
 static int push_event(struct tcp_ctx *ctx, struct net_event ev)
 {
-	if (ctx->npend == ctx->cappend) {
-		size_t cap = ctx->cappend ? 2 * ctx->cappend : 64;
-		struct net_event *p = realloc(ctx->pend, cap * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		ctx->pend = p;
-		ctx->cappend = cap;
-	}
-	ctx->pend[ctx->npend++] = ev;
-	return 0;
+	return net_evq_push(&ctx->evq, ev);
 }
 
 /* ---- endpoint bookkeeping ---- */
@@ -651,30 +635,16 @@ static int tcp_ep_move(struct tcp_ep *ep, struct tcp_ctx *dst)
 	}
 	(void)epoll_set(ep, 0);
 	ep_unlink(ep);
-	pthread_mutex_lock(&dst->inbox_lock);
-	ep->next = dst->inbox;
-	dst->inbox = ep;
-	pthread_mutex_unlock(&dst->inbox_lock);
-	uint64_t one = 1;
-	if (write(dst->evfd, &one, sizeof(one)) < 0) {
-		/* The counter saturated: the destination's epoll still sees it readable. */
-	}
+	net_inbox_put(&dst->inbox, &ep->base);
 	return 0;
 }
 
 static void take_inbox(struct tcp_ctx *ctx)
 {
-	uint64_t v;
-	if (read(ctx->evfd, &v, sizeof(v)) < 0) {
-		/* nothing rang: fine, look anyway */
-	}
-	pthread_mutex_lock(&ctx->inbox_lock);
-	struct tcp_ep *list = ctx->inbox;
-	ctx->inbox = NULL;
-	pthread_mutex_unlock(&ctx->inbox_lock);
+	struct net_ep *list = net_inbox_take(&ctx->inbox);
 	while (list) {
-		struct tcp_ep *ep = list;
-		list = ep->next;
+		struct tcp_ep *ep = (struct tcp_ep *)list;
+		list = list->inbox_next;
 		ep_link(ctx, ep);
 		ep->epoll_mask = 0;
 		if (epoll_set(ep, EPOLLIN) != 0) {
@@ -704,13 +674,13 @@ static int tcp_ctx_create(const struct net_limits *lim, struct tcp_ctx **out)
 	if (ctx->lim.max_sends == 0)
 		ctx->lim.max_sends = 1;
 	ctx->doorbell.kind = KIND_DOORBELL;
+	ctx->inbox.fd = -1;
 	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
-	ctx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	pthread_mutex_init(&ctx->inbox_lock, NULL);
+	int rc = ctx->epfd < 0 ? -errno : net_inbox_init(&ctx->inbox);
 	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &ctx->doorbell };
-	if (ctx->epfd < 0 || ctx->evfd < 0 ||
-	    epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->evfd, &e) != 0) {
-		int rc = -errno;
+	if (rc == 0 && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->inbox.fd, &e) != 0)
+		rc = -errno;
+	if (rc) {
 		tcp_ctx_destroy(ctx);
 		return rc;
 	}
@@ -738,20 +708,18 @@ static void tcp_ctx_destroy(struct tcp_ctx *ctx)
 		ctx->eps = ep->next;
 		ep_release(ep);
 	}
-	while (ctx->inbox) {
-		struct tcp_ep *ep = ctx->inbox;
-		ctx->inbox = ep->next;
-		ep_release(ep);
+	for (struct net_ep *e = ctx->inbox.fd >= 0 ? net_inbox_take(&ctx->inbox) : NULL; e;) {
+		struct net_ep *next = e->inbox_next;
+		ep_release((struct tcp_ep *)e);
+		e = next;
 	}
 	for (size_t i = 0; i < ctx->nspent; i++)
 		free(ctx->spent[i]);
 	free(ctx->spent);
-	free(ctx->pend);
+	net_evq_fini(&ctx->evq);
 	if (ctx->epfd >= 0)
 		close(ctx->epfd);
-	if (ctx->evfd >= 0)
-		close(ctx->evfd);
-	pthread_mutex_destroy(&ctx->inbox_lock);
+	net_inbox_fini(&ctx->inbox);
 	free(ctx);
 }
 
@@ -764,23 +732,12 @@ static int tcp_arm(struct tcp_ctx *ctx)
 {
 	/* Level-triggered: the epoll fd stays readable while anything is ready, so only
 	 * what is queued inside the context must be looked at. */
-	if (ctx->npend || ctx->dirty || ctx->rx)
+	if (ctx->evq.n || ctx->dirty || ctx->rx)
 		return 1;
 	for (struct tcp_listener *l = ctx->listeners; l; l = l->next)
 		if (l->paused_until)
 			return 1; /* poll again to resume it: sleep with a timeout instead */
 	return 0;
-}
-
-static int take_pending(struct tcp_ctx *ctx, struct net_event *ev, int max)
-{
-	int n = (int)ctx->npend < max ? (int)ctx->npend : max;
-	if (n == 0)
-		return 0;
-	memcpy(ev, ctx->pend, (size_t)n * sizeof(*ev));
-	memmove(ctx->pend, ctx->pend + n, (ctx->npend - (size_t)n) * sizeof(*ev));
-	ctx->npend -= (size_t)n;
-	return n;
 }
 
 static int tcp_poll(struct tcp_ctx *ctx, struct net_event *ev, int max)
@@ -796,7 +753,7 @@ static int tcp_poll(struct tcp_ctx *ctx, struct net_event *ev, int max)
 	expire_connects(ctx);
 	resume_listeners(ctx);
 
-	int n = take_pending(ctx, ev, max);
+	int n = net_evq_take(&ctx->evq, ev, max);
 	/* Whole frames left in buffers by the last poll. */
 	struct tcp_ep *rx = ctx->rx;
 	ctx->rx = NULL;
@@ -832,7 +789,7 @@ static int tcp_poll(struct tcp_ctx *ctx, struct net_event *ev, int max)
 	}
 	/* Events the loop made (sends done, closes, accepts): after the frames, in order. */
 	if (n < max)
-		n += take_pending(ctx, ev + n, max - n);
+		n += net_evq_take(&ctx->evq, ev + n, max - n);
 	return n;
 }
 
@@ -864,11 +821,7 @@ static void tcp_ep_free(struct tcp_ep *ep)
 	}
 	struct tcp_ctx *ctx = ep->ctx;
 	/* Events that name it must not outlive it. */
-	size_t j = 0;
-	for (size_t i = 0; i < ctx->npend; i++)
-		if (ctx->pend[i].ep != &ep->base)
-			ctx->pend[j++] = ctx->pend[i];
-	ctx->npend = j;
+	net_evq_forget(&ctx->evq, &ep->base);
 	ep_unlink(ep);
 	ep_release(ep);
 }

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -141,14 +140,12 @@ struct vctx {
 	struct net_ctx base;
 	struct handle cm_h, doorbell;
 	struct net_limits lim;
-	int epfd, evfd;
+	int epfd;
 	struct rdma_event_channel *cm;
 	struct vep *eps;
 	struct vlis *listeners;
-	struct net_event *pend;
-	size_t npend, cappend;
-	pthread_mutex_t inbox_lock;
-	struct vep *inbox;
+	struct net_evq evq;	/* events made outside the poll's reaping */
+	struct net_inbox inbox; /* endpoints moved here (net_ep_move) */
 	struct vep *graveyard; /* freed by their owner while their CLOSE frame lingers */
 };
 
@@ -156,16 +153,7 @@ struct vctx {
 
 static int push_event(struct vctx *ctx, struct net_event ev)
 {
-	if (ctx->npend == ctx->cappend) {
-		size_t cap = ctx->cappend ? 2 * ctx->cappend : 64;
-		struct net_event *p = realloc(ctx->pend, cap * sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		ctx->pend = p;
-		ctx->cappend = cap;
-	}
-	ctx->pend[ctx->npend++] = ev;
-	return 0;
+	return net_evq_push(&ctx->evq, ev);
 }
 
 static int set_nonblock(int fd)
@@ -937,30 +925,16 @@ static int v_ep_move(struct net_ep *base, struct net_ctx *dbase)
 	ep_unlink(ep);
 	/* Buffers handed out by the old owner's last poll are posted again by the new
 	 * owner's first: the old owner must not read them after this call (net.h). */
-	pthread_mutex_lock(&dst->inbox_lock);
-	ep->next = dst->inbox;
-	dst->inbox = ep;
-	pthread_mutex_unlock(&dst->inbox_lock);
-	uint64_t one = 1;
-	if (write(dst->evfd, &one, sizeof(one)) < 0) {
-		/* saturated: still readable */
-	}
+	net_inbox_put(&dst->inbox, &ep->base);
 	return 0;
 }
 
 static void take_inbox(struct vctx *ctx)
 {
-	uint64_t v;
-	if (read(ctx->evfd, &v, sizeof(v)) < 0) {
-		/* nothing rang: look anyway */
-	}
-	pthread_mutex_lock(&ctx->inbox_lock);
-	struct vep *list = ctx->inbox;
-	ctx->inbox = NULL;
-	pthread_mutex_unlock(&ctx->inbox_lock);
+	struct net_ep *list = net_inbox_take(&ctx->inbox);
 	while (list) {
-		struct vep *ep = list;
-		list = ep->next;
+		struct vep *ep = (struct vep *)list;
+		list = list->inbox_next;
 		ep_link(ctx, ep);
 		if (watch(ep, 1) != 0 || ibv_req_notify_cq(ep->cq, 0) != 0) {
 			ep_fail(ep, -ENOMEM, "cannot watch a moved connection");
@@ -988,18 +962,19 @@ static int v_ctx_create(const struct net_limits *lim, struct net_ctx **out)
 		ctx->lim.max_sends = 1;
 	ctx->cm_h.kind = KIND_CM;
 	ctx->doorbell.kind = KIND_DOORBELL;
-	pthread_mutex_init(&ctx->inbox_lock, NULL);
+	ctx->inbox.fd = -1;
 	ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
-	ctx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	ctx->cm = rdma_create_event_channel();
 	int rc = 0;
 	if (!ctx->cm)
 		rc = errno == ENOENT || errno == ENODEV ? -ENODEV : -errno;
-	else if (ctx->epfd < 0 || ctx->evfd < 0 || set_nonblock(ctx->cm->fd) != 0)
+	else if (ctx->epfd < 0 || set_nonblock(ctx->cm->fd) != 0)
 		rc = -errno;
+	if (rc == 0)
+		rc = net_inbox_init(&ctx->inbox);
 	struct epoll_event a = { .events = EPOLLIN, .data.ptr = &ctx->doorbell };
 	struct epoll_event c = { .events = EPOLLIN, .data.ptr = &ctx->cm_h };
-	if (rc == 0 && (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->evfd, &a) != 0 ||
+	if (rc == 0 && (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->inbox.fd, &a) != 0 ||
 			epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->cm->fd, &c) != 0))
 		rc = -errno;
 	if (rc) {
@@ -1022,10 +997,10 @@ static void v_ctx_destroy(struct net_ctx *base)
 			(void)rdma_disconnect(ep->id);
 		ep_release(ep);
 	}
-	while (ctx->inbox) {
-		struct vep *ep = ctx->inbox;
-		ctx->inbox = ep->next;
-		ep_release(ep);
+	for (struct net_ep *e = ctx->inbox.fd >= 0 ? net_inbox_take(&ctx->inbox) : NULL; e;) {
+		struct net_ep *next = e->inbox_next;
+		ep_release((struct vep *)e);
+		e = next;
 	}
 	while (ctx->graveyard) {
 		struct vep *ep = ctx->graveyard;
@@ -1033,14 +1008,12 @@ static void v_ctx_destroy(struct net_ctx *base)
 		(void)rdma_disconnect(ep->id);
 		ep_release(ep);
 	}
-	free(ctx->pend);
+	net_evq_fini(&ctx->evq);
 	if (ctx->cm)
 		rdma_destroy_event_channel(ctx->cm);
 	if (ctx->epfd >= 0)
 		close(ctx->epfd);
-	if (ctx->evfd >= 0)
-		close(ctx->evfd);
-	pthread_mutex_destroy(&ctx->inbox_lock);
+	net_inbox_fini(&ctx->inbox);
 	free(ctx);
 }
 
@@ -1065,7 +1038,7 @@ static void drain_channel(struct vep *ep)
 static int v_arm(struct net_ctx *base)
 {
 	struct vctx *ctx = (struct vctx *)base;
-	if (ctx->npend || ctx->graveyard)
+	if (ctx->evq.n || ctx->graveyard)
 		return 1;
 	for (struct vep *ep = ctx->eps; ep; ep = ep->next) {
 		if (ep->lingering)
@@ -1098,17 +1071,6 @@ static void expire_connects(struct vctx *ctx)
 	for (struct vep *ep = ctx->eps; ep; ep = ep->next)
 		if (ep->state != V_OPEN && ep->state != V_CLOSED && now >= ep->deadline)
 			ep_fail(ep, -ETIMEDOUT, "connect timed out");
-}
-
-static int take_pending(struct vctx *ctx, struct net_event *ev, int max)
-{
-	int n = (int)ctx->npend < max ? (int)ctx->npend : max;
-	if (n == 0)
-		return 0;
-	memcpy(ev, ctx->pend, (size_t)n * sizeof(*ev));
-	memmove(ctx->pend, ctx->pend + n, (ctx->npend - (size_t)n) * sizeof(*ev));
-	ctx->npend -= (size_t)n;
-	return n;
 }
 
 /* A closed endpoint whose CLOSE frame is on its way: disconnect once it has left (or failed,
@@ -1179,7 +1141,7 @@ static int v_poll(struct net_ctx *base, struct net_event *ev, int max)
 			drain_channel(container_of(h, struct vep, h));
 	}
 	expire_connects(ctx);
-	int n = take_pending(ctx, ev, max);
+	int n = net_evq_take(&ctx->evq, ev, max);
 	/* Completions of every endpoint: a busy worker polls its queues without sleeping. */
 	for (struct vep *ep = ctx->eps; ep && n < max; ep = ep->next)
 		if (ep->state == V_OPEN)
@@ -1190,7 +1152,7 @@ static int v_poll(struct net_ctx *base, struct net_event *ev, int max)
 		ep_return_credits(ep);
 	}
 	if (n < max)
-		n += take_pending(ctx, ev + n, max - n);
+		n += net_evq_take(&ctx->evq, ev + n, max - n);
 	return n;
 }
 
@@ -1235,11 +1197,7 @@ static void v_ep_free(struct net_ep *base)
 	if (ep->state != V_CLOSED)
 		ep_fail(ep, 0, "freed");
 	struct vctx *ctx = ep->ctx;
-	size_t j = 0;
-	for (size_t i = 0; i < ctx->npend; i++)
-		if (ctx->pend[i].ep != &ep->base)
-			ctx->pend[j++] = ctx->pend[i];
-	ctx->npend = j;
+	net_evq_forget(&ctx->evq, &ep->base);
 	ep_unlink(ep);
 	if (ep->lingering) { /* its CLOSE frame is still leaving: the poll finishes it */
 		ep->next = ctx->graveyard;
