@@ -11,8 +11,8 @@
 # ../shared/notes/softroce-vm.md), MTU 9000 (rxe's IB MTU 4096):
 #   rxe0 on veth0: 10.0.0.1 and 10.0.0.3      rxe1 on veth1: 10.0.0.2 and 10.0.0.4
 # CMD sees CHI_SOFTROCE=1, CHI_SOFTROCE_ADDRS="10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4", the
-# caller's PATH, HOME and every CHI_* and CK_* variable; /tmp and /dev/shm are the guest's
-# own (tmpfs: unix sockets do not work over 9p). Its output is printed when it ends; its exit
+# caller's PATH, HOME and every CHI_*, CK_*, ASAN_*, UBSAN_* and LSAN_* variable; /tmp and
+# /dev/shm are the guest's own (tmpfs: unix sockets do not work over 9p). Its output is printed when it ends; its exit
 # status is this script's.
 #
 # Exit 77 (skip) when a guest cannot be had here: no qemu-system-x86_64 or static busybox, or
@@ -183,7 +183,7 @@ trap 'exit 130' INT TERM
 	echo '  { echo "softroce-guest: rdma link add failed" > "'"$run"'/out"; echo 97 > "'"$run"'/rc"; exit; }'
 	echo 'ulimit -l unlimited'
 	echo 'export CHI_SOFTROCE=1 CHI_SOFTROCE_ADDRS="10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4"'
-	for v in PATH HOME $(compgen -e | grep -E '^(CHI_|CK_)' || true); do
+	for v in PATH HOME $(compgen -e | grep -E '^(CHI_|CK_|ASAN_|UBSAN_|LSAN_)' || true); do
 		printf 'export %s=%q\n' "$v" "${!v}"
 	done
 	printf 'cd %q || exit 1\n' "$PWD"
