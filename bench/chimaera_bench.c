@@ -82,10 +82,15 @@ void add_result(struct bench_result *r, int *n, const char *metric, double value
 	x->floor_value = floor_value;
 }
 
-/* One decimal, as always; three below 100 (GB/s, ms, % of a core), where one is too few. */
+/* One decimal, as always; three below 100 (GB/s, ms, % of a core), where one is too few;
+ * three significant digits below 0.1, where three decimals keep one or none (rxe under QEMU
+ * TCG writes 0.00752 GB/s). */
 static const char *num(char *buf, size_t len, double v)
 {
-	snprintf(buf, len, v < 100 && v > -100 ? "%.3f" : "%.1f", v);
+	if (v != 0 && v < 0.1 && v > -0.1)
+		snprintf(buf, len, "%.3g", v);
+	else
+		snprintf(buf, len, v < 100 && v > -100 ? "%.3f" : "%.1f", v);
 	return buf;
 }
 
