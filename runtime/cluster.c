@@ -854,9 +854,6 @@ static int load_key(struct rt_cluster *cl, const struct config *cfg, char *why, 
 	return 0;
 }
 
-/* networking.transport: verbs where an RDMA device carries the address this node listens on
- * (auto, or verbs, which refuses to start without one), else tcp. Every node must end up
- * with the same: a verbs node does not hear a tcp one (docs/deploy-rdma.md). */
 /* Verbs registers (locks) memory for each link: one per worker and peer, each way. Check the
  * limit now, raising the soft limit to the hard one if that is enough, rather than fail link
  * by link later. @return 0, or -ENOMEM with @why. */
@@ -881,6 +878,9 @@ static int check_memlock(const struct rt_cluster *cl, const struct config *cfg, 
 	return -ENOMEM;
 }
 
+/* networking.transport: verbs where an RDMA device carries the address this node listens on
+ * (auto, or verbs, which refuses to start without one), else tcp. Every node must end up
+ * with the same: a verbs node does not hear a tcp one (docs/deploy-rdma.md). */
 static int choose_transport(struct rt_cluster *cl, const struct config *cfg,
 			    const struct sockaddr_storage *a, socklen_t alen, char *why,
 			    size_t len)
