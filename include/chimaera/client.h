@@ -19,7 +19,8 @@
  * chi_client_connect() fail with -EINVAL).
  *
  * Remote: with CHI_IPC_MODE=TCP the client talks to the runtime at CHI_SERVER_ADDR over TCP
- * instead (docs/deploy.md, "Remote clients"): the same calls, with tasks and buffers in the
+ * instead (docs/deploy.md, "Remote clients"), with CHI_IPC_MODE=RDMA over verbs to a node
+ * whose transport is verbs (docs/deploy-rdma.md): the same calls, with tasks and buffers in the
  * client's private memory; chi_client_info() then reports no client id, workers or pid.
  *
  * Failure: if the runtime dies, every wait of the client, already asleep or made later,
@@ -67,8 +68,9 @@ struct chi_future {
  * @return 0, -ECONNREFUSED / -ENOENT (no runtime on that port), -EACCES (refused by the
  *         runtime's credential check; over TCP: another secret, or none for a non-loopback
  *         address), -EPROTO (version mismatch or bad reply), -ETIMEDOUT (TCP: no answer),
- *         -ENOTSUP (an unknown CHI_IPC_MODE), -EINVAL (bad config or environment value),
- *         -ENOMEM.
+ *         -ENOTSUP (an unknown CHI_IPC_MODE), -ENODEV (RDMA: no RDMA device here),
+ *         -EHOSTUNREACH (RDMA: no route to that address on an RDMA device), -EINVAL (bad
+ *         config or environment value), -ENOMEM.
  */
 CHI_API int chi_client_connect(const struct chi_client_opts *opts, struct chi_client **out);
 
