@@ -25,19 +25,22 @@ down() {
 trap 'down; rm -f "$tconf"' EXIT
 iters=(--rounds 3 --iterations 20000)
 
-echo "== verbs: 2 nodes on 10.0.0.1, 10.0.0.2 (bench/cluster-verbs.yaml)"
-up=$vconf
-timeout 120 "$bin/chimaera" cluster up --nodes 2 --addrs 10.0.0.1,10.0.0.2 --config "$vconf" >&2
-"$bin/chimaera" runtime status --config "$vconf" | grep '^transport' >&2
-timeout -k 30 900 "$bin/chimaera_bench" verbs --config "$vconf" "${iters[@]}" "$@"
-down
+# Start a 2-node cluster of config $1 on 10.0.0.1 and 10.0.0.2, run chimaera_bench mode $2
+# against it, stop it.
+bench_cluster() {
+	local conf=$1 mode=$2
+	shift 2
+	up=$conf
+	timeout 120 "$bin/chimaera" cluster up --nodes 2 --addrs 10.0.0.1,10.0.0.2 --config "$conf" >&2
+	"$bin/chimaera" runtime status --config "$conf" | grep '^transport' >&2
+	timeout -k 30 900 "$bin/chimaera_bench" "$mode" --config "$conf" "${iters[@]}" "$@"
+	down
+}
 
+echo "== verbs: 2 nodes on 10.0.0.1, 10.0.0.2 (bench/cluster-verbs.yaml)"
+bench_cluster "$vconf" verbs "$@"
 echo "== tcp: the same 2 nodes and addresses over tcp, for the comparison"
-up=$tconf
-timeout 120 "$bin/chimaera" cluster up --nodes 2 --addrs 10.0.0.1,10.0.0.2 --config "$tconf" >&2
-"$bin/chimaera" runtime status --config "$tconf" | grep '^transport' >&2
-timeout -k 30 900 "$bin/chimaera_bench" remote --config "$tconf" "${iters[@]}" "$@"
-down
+bench_cluster "$tconf" remote "$@"
 
 # perftest: a server, and a client to 10.0.0.2 started once the server listens.
 perf() {
